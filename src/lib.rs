@@ -1,0 +1,29 @@
+//! quicnalu: live H.265 over QUIC, as two GStreamer elements.
+//!
+//! - `quicnalusink` serves a parsed H.265 stream to every receiver that connects.
+//! - `quicnalusrc` receives it and outputs a plain H.265 byte-stream.
+//!
+//! See README.md for the properties and docs/PROTOCOL.md for the wire format.
+
+use gst::glib;
+
+pub mod h265;
+pub mod protocol;
+
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    gst_plugin_meta::register();
+    let _ = plugin;
+    Ok(())
+}
+
+gst::plugin_define!(
+    quicnalu,
+    env!("CARGO_PKG_DESCRIPTION"),
+    plugin_init,
+    concat!(env!("CARGO_PKG_VERSION"), "-", env!("COMMIT_ID")),
+    "MPL-2.0",
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_REPOSITORY"),
+    env!("BUILD_REL_DATE")
+);

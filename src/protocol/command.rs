@@ -1,0 +1,299 @@
+//! Command messages on the control stream: `type, length, payload`, all varints.
+
+use super::varint::{put_varint, Reader};
+use super::{read_preamble, Error, StreamKind};
+
+/// Longest HELLO token accepted.
+pub const MAX_TOKEN_LEN: usize = 1024;
+
+/// One control-stream message. See docs/PROTOCOL.md for the type numbers and payloads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Receiver to sender, first message: protocol version, option bits, access token.
+    Hello {
+        version: u64,
+        options: u64,
+        token: Vec<u8>,
+    },
+    /// Sender to receiver, answer to HELLO: the stream's caps as a string.
+    Describe { caps: String },
+    /// Receiver to sender: please start a new group with a keyframe soon.
+    KeyframeRequest,
+    /// Receiver to sender: what has arrived so far.
+    ReceiverReport {
+        highest_seq: u64,
+        received: u64,
+        lost: u64,
+    },
+    Ping(u64),
+    Pong(u64),
+    /// Sender to receiver: no more media; `groups` group streams were opened for this receiver.
+    EndOfStream { groups: u64 },
+    /// Either side: closing, with an error code (docs/PROTOCOL.md) and a reason.
+    Goodbye { code: u64, reason: String },
+    /// Either side: an application command, a serialized `GstStructure`.
+    Application { structure: String },
+    /// A type this version does not know: skipped, so later versions can add messages.
+    Unknown(u64),
+}
+
+mod ty {
+    pub const HELLO: u64 = 0x01;
+    pub const DESCRIBE: u64 = 0x02;
+    pub const KEYFRAME_REQUEST: u64 = 0x03;
+    pub const RECEIVER_REPORT: u64 = 0x04;
+    pub const PING: u64 = 0x05;
+    pub const PONG: u64 = 0x06;
+    pub const END_OF_STREAM: u64 = 0x07;
+    pub const GOODBYE: u64 = 0x08;
+    pub const APPLICATION: u64 = 0x09;
+}
+
+impl Command {
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let mut payload = Vec::new();
+        let kind = match self {
+            Command::Hello {
+                version,
+                options,
+                token,
+            } => {
+                put_varint(&mut payload, *version);
+                put_varint(&mut payload, *options);
+                put_bytes(&mut payload, token);
+                ty::HELLO
+            }
+            Command::Describe { caps } => {
+                payload.extend_from_slice(caps.as_bytes());
+                ty::DESCRIBE
+            }
+            Command::KeyframeRequest => ty::KEYFRAME_REQUEST,
+            Command::ReceiverReport {
+                highest_seq,
+                received,
+                lost,
+            } => {
+                for v in [highest_seq, received, lost] {
+                    put_varint(&mut payload, *v);
+                }
+                ty::RECEIVER_REPORT
+            }
+            Command::Ping(v) => {
+                put_varint(&mut payload, *v);
+                ty::PING
+            }
+            Command::Pong(v) => {
+                put_varint(&mut payload, *v);
+                ty::PONG
+            }
+            Command::EndOfStream { groups } => {
+                put_varint(&mut payload, *groups);
+                ty::END_OF_STREAM
+            }
+            Command::Goodbye { code, reason } => {
+                put_varint(&mut payload, *code);
+                payload.extend_from_slice(reason.as_bytes());
+                ty::GOODBYE
+            }
+            Command::Application { structure } => {
+                payload.extend_from_slice(structure.as_bytes());
+                ty::APPLICATION
+            }
+            Command::Unknown(kind) => *kind,
+        };
+        put_varint(out, kind);
+        put_varint(out, payload.len() as u64);
+        out.extend_from_slice(&payload);
+    }
+
+    /// Decodes one message whose payload may be at most `max_len` bytes.
+    pub fn decode(r: &mut Reader, max_len: u64) -> Result<Command, Error> {
+        let kind = r.varint()?;
+        let len = r.varint()?;
+        if len > max_len {
+            return Err(Error::TooLarge("command", len, max_len));
+        }
+        let payload = r.bytes(len as usize)?;
+        // The payload is complete, so a field running past its end is malformed, not
+        // incomplete.
+        Self::decode_payload(kind, payload).map_err(|e| match e {
+            Error::Incomplete => Error::Malformed("truncated command payload"),
+            e => e,
+        })
+    }
+
+    fn decode_payload(kind: u64, payload: &[u8]) -> Result<Command, Error> {
+        let mut p = Reader::new(payload);
+        let cmd = match kind {
+            ty::HELLO => {
+                let version = p.varint()?;
+                let options = p.varint()?;
+                let token_len = p.varint()?;
+                if token_len > MAX_TOKEN_LEN as u64 {
+                    return Err(Error::TooLarge("token", token_len, MAX_TOKEN_LEN as u64));
+                }
+                let token = p.bytes(token_len as usize)?.to_vec();
+                Command::Hello {
+                    version,
+                    options,
+                    token,
+                }
+            }
+            ty::DESCRIBE => Command::Describe {
+                caps: text(p.bytes(p.remaining())?)?,
+            },
+            ty::KEYFRAME_REQUEST => Command::KeyframeRequest,
+            ty::RECEIVER_REPORT => Command::ReceiverReport {
+                highest_seq: p.varint()?,
+                received: p.varint()?,
+                lost: p.varint()?,
+            },
+            ty::PING => Command::Ping(p.varint()?),
+            ty::PONG => Command::Pong(p.varint()?),
+            ty::END_OF_STREAM => Command::EndOfStream {
+                groups: p.varint()?,
+            },
+            ty::GOODBYE => Command::Goodbye {
+                code: p.varint()?,
+                reason: text(p.bytes(p.remaining())?)?,
+            },
+            ty::APPLICATION => Command::Application {
+                structure: text(p.bytes(p.remaining())?)?,
+            },
+            other => {
+                p.bytes(p.remaining())?;
+                Command::Unknown(other)
+            }
+        };
+        if p.remaining() != 0 {
+            return Err(Error::Malformed("command payload has trailing bytes"));
+        }
+        Ok(cmd)
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+fn text(bytes: &[u8]) -> Result<String, Error> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| Error::Malformed("UTF-8 text"))
+}
+
+/// Incremental decoder for the control stream: the preamble, then commands.
+pub struct CommandDecoder {
+    buf: Vec<u8>,
+    preamble_seen: bool,
+    max_len: u64,
+}
+
+impl CommandDecoder {
+    pub fn new(max_len: u64) -> Self {
+        CommandDecoder {
+            buf: Vec::new(),
+            preamble_seen: false,
+            max_len,
+        }
+    }
+
+    /// Decodes `data`, appending every complete command to `out`.
+    pub fn push(&mut self, data: &[u8], out: &mut Vec<Command>) -> Result<(), Error> {
+        self.buf.extend_from_slice(data);
+        let mut r = Reader::new(&self.buf);
+        let result = drain(&mut r, &mut self.preamble_seen, self.max_len, out);
+        let used = r.position();
+        self.buf.drain(..used);
+        match result {
+            Err(Error::Incomplete) => Ok(()),
+            other => other,
+        }
+    }
+}
+
+/// Decodes whole messages until the input runs out; a partial message is left unread.
+fn drain(
+    r: &mut Reader,
+    preamble_seen: &mut bool,
+    max_len: u64,
+    out: &mut Vec<Command>,
+) -> Result<(), Error> {
+    if !*preamble_seen {
+        read_preamble(r, StreamKind::Control).inspect_err(|_| r.rewind(0))?;
+        *preamble_seen = true;
+    }
+    loop {
+        let start = r.position();
+        let cmd = Command::decode(r, max_len).inspect_err(|_| r.rewind(start))?;
+        out.push(cmd);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all() -> Vec<Command> {
+        vec![
+            Command::Hello {
+                version: 1,
+                options: 3,
+                token: b"secret".to_vec(),
+            },
+            Command::Describe {
+                caps: "video/x-h265, stream-format=(string)byte-stream".into(),
+            },
+            Command::KeyframeRequest,
+            Command::ReceiverReport {
+                highest_seq: 1 << 40,
+                received: 5,
+                lost: 0,
+            },
+            Command::Ping(7),
+            Command::Pong(7),
+            Command::EndOfStream { groups: 12 },
+            Command::Goodbye {
+                code: 1,
+                reason: "bye".into(),
+            },
+            Command::Application {
+                structure: "cmd, x=(int)1".into(),
+            },
+            Command::Unknown(0x3f00),
+        ]
+    }
+
+    #[test]
+    fn every_command_round_trips_in_pieces() {
+        let mut wire = Vec::new();
+        super::super::put_preamble(&mut wire, StreamKind::Control);
+        for c in all() {
+            c.encode(&mut wire);
+        }
+        for chunk in [1, 2, 7, wire.len()] {
+            let mut dec = CommandDecoder::new(1024);
+            let mut out = Vec::new();
+            for piece in wire.chunks(chunk) {
+                dec.push(piece, &mut out).unwrap();
+            }
+            assert_eq!(out, all());
+        }
+    }
+
+    #[test]
+    fn oversized_and_trailing_are_refused() {
+        let mut wire = Vec::new();
+        super::super::put_preamble(&mut wire, StreamKind::Control);
+        put_varint(&mut wire, ty::APPLICATION);
+        put_varint(&mut wire, 1 << 30);
+        let err = CommandDecoder::new(1024).push(&wire, &mut Vec::new());
+        assert!(matches!(err, Err(Error::TooLarge(..))));
+
+        let mut payload = Vec::new();
+        put_varint(&mut payload, ty::PING);
+        put_varint(&mut payload, 2);
+        payload.extend_from_slice(&[1, 2]);
+        let mut r = Reader::new(&payload);
+        assert!(matches!(Command::decode(&mut r, 1024), Err(Error::Malformed(_))));
+    }
+}

@@ -1,0 +1,286 @@
+//! Group streams: one unidirectional stream per group of pictures, each frame a header and
+//! the access unit's bytes.
+
+use super::varint::{put_varint, Reader};
+use super::{read_preamble, Error, StreamKind};
+
+/// Bits of [`FrameHeader::flags`]. Unknown bits are a protocol violation in version 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FrameFlags(pub u64);
+
+impl FrameFlags {
+    /// The access unit holds an IRAP picture; the first frame of every group has it.
+    pub const KEYFRAME: FrameFlags = FrameFlags(0x01);
+    pub const HAS_PTS: FrameFlags = FrameFlags(0x02);
+    pub const HAS_DTS: FrameFlags = FrameFlags(0x04);
+    pub const HAS_DURATION: FrameFlags = FrameFlags(0x08);
+    /// The sender's input was discontinuous before this frame.
+    pub const DISCONT: FrameFlags = FrameFlags(0x10);
+    /// The access unit carries parameter sets (VPS/SPS/PPS).
+    pub const HEADER: FrameFlags = FrameFlags(0x20);
+    const ALL: u64 = 0x3f;
+
+    pub fn contains(self, other: FrameFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub fn set(&mut self, other: FrameFlags, on: bool) {
+        if on {
+            self.0 |= other.0;
+        } else {
+            self.0 &= !other.0;
+        }
+    }
+}
+
+/// What precedes every access unit on a group stream. Times are nanoseconds: `pts`, `dts`
+/// and `duration` in the sender's running time, `send_time` on the sender's CLOCK_MONOTONIC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FrameHeader {
+    pub seq: u64,
+    pub flags: FrameFlags,
+    pub pts: Option<u64>,
+    pub dts: Option<u64>,
+    pub duration: Option<u64>,
+    pub send_time: u64,
+    pub len: u64,
+}
+
+/// Longest possible encoded frame header (seven 8-byte varints).
+const MAX_HEADER_LEN: usize = 7 * 8;
+/// Longest possible group stream preamble plus group header.
+const MAX_OPENING_LEN: usize = 4 + 3 * 8;
+
+impl FrameHeader {
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let mut flags = self.flags;
+        flags.set(FrameFlags::HAS_PTS, self.pts.is_some());
+        flags.set(FrameFlags::HAS_DTS, self.dts.is_some());
+        flags.set(FrameFlags::HAS_DURATION, self.duration.is_some());
+        put_varint(out, self.seq);
+        put_varint(out, flags.0);
+        for t in [self.pts, self.dts, self.duration].into_iter().flatten() {
+            put_varint(out, t);
+        }
+        put_varint(out, self.send_time);
+        put_varint(out, self.len);
+    }
+
+    pub fn decode(r: &mut Reader, max_len: u64) -> Result<FrameHeader, Error> {
+        let seq = r.varint()?;
+        let flags = FrameFlags(r.varint()?);
+        if flags.0 & !FrameFlags::ALL != 0 {
+            return Err(Error::Malformed("frame flags"));
+        }
+        let mut optional = |bit| -> Result<Option<u64>, Error> {
+            if flags.contains(bit) {
+                r.varint().map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let pts = optional(FrameFlags::HAS_PTS)?;
+        let dts = optional(FrameFlags::HAS_DTS)?;
+        let duration = optional(FrameFlags::HAS_DURATION)?;
+        let send_time = r.varint()?;
+        let len = r.varint()?;
+        if len == 0 {
+            return Err(Error::Malformed("empty frame"));
+        }
+        if len > max_len {
+            return Err(Error::TooLarge("frame", len, max_len));
+        }
+        Ok(FrameHeader {
+            seq,
+            flags,
+            pts,
+            dts,
+            duration,
+            send_time,
+            len,
+        })
+    }
+}
+
+/// Appends the opening of a group stream: preamble and the sequence number of its first frame.
+pub fn put_group_opening(out: &mut Vec<u8>, first_seq: u64) {
+    super::put_preamble(out, StreamKind::Group);
+    put_varint(out, first_seq);
+}
+
+/// One access unit received whole from a group stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupFrame {
+    pub header: FrameHeader,
+    pub data: Vec<u8>,
+}
+
+enum State {
+    Opening,
+    Header,
+    Body(FrameHeader, Vec<u8>),
+}
+
+/// Incremental decoder for one group stream. Feed it bytes as they arrive; it returns the
+/// frames completed so far, or an error for anything a conforming sender cannot produce.
+pub struct GroupDecoder {
+    state: State,
+    pending: Vec<u8>,
+    next_seq: u64,
+    frames: u64,
+    max_frame: u64,
+}
+
+impl GroupDecoder {
+    pub fn new(max_frame: u64) -> Self {
+        GroupDecoder {
+            state: State::Opening,
+            pending: Vec::with_capacity(MAX_HEADER_LEN),
+            next_seq: 0,
+            frames: 0,
+            max_frame,
+        }
+    }
+
+    /// Decodes `data`, appending every frame it completes to `out`.
+    pub fn push(&mut self, mut data: &[u8], out: &mut Vec<GroupFrame>) -> Result<(), Error> {
+        while !data.is_empty() {
+            if let State::Body(header, body) = &mut self.state {
+                let need = header.len as usize - body.len();
+                let take = need.min(data.len());
+                body.extend_from_slice(&data[..take]);
+                data = &data[take..];
+                if take == need {
+                    if let State::Body(header, data) =
+                        std::mem::replace(&mut self.state, State::Header)
+                    {
+                        out.push(GroupFrame { header, data });
+                    }
+                }
+                continue;
+            }
+            let limit = match self.state {
+                State::Opening => MAX_OPENING_LEN,
+                _ => MAX_HEADER_LEN,
+            };
+            let old = self.pending.len();
+            let take = (limit - old).min(data.len());
+            self.pending.extend_from_slice(&data[..take]);
+            let pending = std::mem::take(&mut self.pending);
+            let mut r = Reader::new(&pending);
+            let parsed = self.parse_header(&mut r);
+            let used = r.position();
+            self.pending = pending;
+            match parsed {
+                Ok(()) => {
+                    data = &data[used - old..];
+                    self.pending.clear();
+                }
+                Err(Error::Incomplete) if self.pending.len() < limit => data = &data[take..],
+                Err(Error::Incomplete) => return Err(Error::Malformed("header")),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Call at FIN: the stream must end between frames, after at least one.
+    pub fn finish(&self) -> Result<(), Error> {
+        match self.state {
+            State::Header if self.pending.is_empty() && self.frames > 0 => Ok(()),
+            _ => Err(Error::Malformed("group stream ended inside a frame")),
+        }
+    }
+
+    fn parse_header(&mut self, r: &mut Reader) -> Result<(), Error> {
+        if let State::Opening = self.state {
+            read_preamble(r, StreamKind::Group)?;
+            self.next_seq = r.varint()?;
+            self.state = State::Header;
+            return Ok(());
+        }
+        let header = FrameHeader::decode(r, self.max_frame)?;
+        if header.seq != self.next_seq {
+            return Err(Error::Malformed("frame sequence inside a group"));
+        }
+        if (self.frames == 0) != header.flags.contains(FrameFlags::KEYFRAME) {
+            return Err(Error::Malformed("group must start, and only start, at a keyframe"));
+        }
+        self.next_seq = self.next_seq.wrapping_add(1);
+        self.frames += 1;
+        // Grow towards the announced length as bytes arrive, so a length that lies costs
+        // memory only once the bytes really come.
+        let body = Vec::with_capacity(header.len.min(256 * 1024) as usize);
+        self.state = State::Body(header, body);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(seq: u64, key: bool, len: usize) -> (FrameHeader, Vec<u8>) {
+        let mut flags = FrameFlags::default();
+        flags.set(FrameFlags::KEYFRAME, key);
+        let header = FrameHeader {
+            seq,
+            flags,
+            pts: Some(seq * 1000),
+            dts: None,
+            duration: Some(33),
+            send_time: 99,
+            len: len as u64,
+        };
+        (header, vec![seq as u8; len])
+    }
+
+    #[test]
+    fn group_round_trip_byte_by_byte() {
+        let mut wire = Vec::new();
+        put_group_opening(&mut wire, 10);
+        let frames: Vec<_> = (10..13).map(|s| frame(s, s == 10, 100 + s as usize)).collect();
+        for (h, d) in &frames {
+            h.encode(&mut wire);
+            wire.extend_from_slice(d);
+        }
+        let mut dec = GroupDecoder::new(1 << 20);
+        let mut out = Vec::new();
+        for b in &wire {
+            dec.push(std::slice::from_ref(b), &mut out).unwrap();
+        }
+        dec.finish().unwrap();
+        assert_eq!(out.len(), 3);
+        for (got, (h, d)) in out.iter().zip(&frames) {
+            let mut expect = *h;
+            expect.flags.set(FrameFlags::HAS_PTS, true);
+            expect.flags.set(FrameFlags::HAS_DURATION, true);
+            assert_eq!(got.header, expect);
+            assert_eq!(&got.data, d);
+        }
+    }
+
+    #[test]
+    fn lying_length_is_refused() {
+        let mut wire = Vec::new();
+        put_group_opening(&mut wire, 0);
+        let (mut h, _) = frame(0, true, 1);
+        h.len = 4 << 30;
+        h.encode(&mut wire);
+        let mut dec = GroupDecoder::new(1 << 20);
+        let err = dec.push(&wire, &mut Vec::new()).unwrap_err();
+        assert!(matches!(err, Error::TooLarge("frame", _, _)), "{err}");
+    }
+
+    #[test]
+    fn truncated_group_is_refused_at_fin() {
+        let mut wire = Vec::new();
+        put_group_opening(&mut wire, 0);
+        let (h, d) = frame(0, true, 10);
+        h.encode(&mut wire);
+        wire.extend_from_slice(&d[..5]);
+        let mut dec = GroupDecoder::new(1 << 20);
+        dec.push(&wire, &mut Vec::new()).unwrap();
+        assert!(dec.finish().is_err());
+    }
+}

@@ -1,0 +1,98 @@
+//! The quicnalu wire format: stream preambles, frame headers and command messages.
+//! Pure encode/decode, no GStreamer and no I/O; docs/PROTOCOL.md is the byte layout.
+//!
+//! Every decoder treats its input as hostile: lengths are bounded, input that cannot be
+//! accepted is an [`Error`], and nothing here panics on any byte sequence.
+
+mod command;
+mod frame;
+mod varint;
+
+pub use command::{Command, CommandDecoder};
+pub use frame::{FrameFlags, FrameHeader, GroupDecoder, GroupFrame};
+pub use varint::{put_varint, Reader};
+
+/// ALPN token negotiated in the TLS handshake.
+pub const ALPN: &[u8] = b"quicnalu/1";
+/// The protocol version carried in every stream preamble and in HELLO.
+pub const VERSION: u64 = 1;
+/// First bytes of every stream.
+pub const MAGIC: [u8; 4] = *b"QNLU";
+
+/// Default upper bound for one access unit on the wire.
+pub const DEFAULT_MAX_FRAME_SIZE: u64 = 32 * 1024 * 1024;
+/// Default upper bound for one command message payload.
+pub const DEFAULT_MAX_COMMAND_SIZE: u64 = 64 * 1024;
+
+/// What a stream carries; the byte after the version in the preamble.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    Control = 0,
+    Group = 1,
+}
+
+/// Application error codes used in CONNECTION_CLOSE, RESET_STREAM and GOODBYE.
+pub mod error_code {
+    /// Normal end: end of stream delivered, or the element stopped.
+    pub const NO_ERROR: u64 = 0x0;
+    /// The peer sent bytes that do not parse (bad magic, version, lengths, flags).
+    pub const PROTOCOL_VIOLATION: u64 = 0x1;
+    /// The peer speaks a protocol version we do not.
+    pub const UNSUPPORTED_VERSION: u64 = 0x2;
+    /// The sender's input failed (bad media upstream, pipeline error).
+    pub const SENDER_ERROR: u64 = 0x3;
+}
+
+/// Why bytes from the network were refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// More bytes are needed; not an error when the stream is still open.
+    Incomplete,
+    /// The stream does not start with [`MAGIC`].
+    BadMagic,
+    /// A version or stream kind we do not know.
+    Unsupported(&'static str, u64),
+    /// A length above the configured bound.
+    TooLarge(&'static str, u64, u64),
+    /// Any other malformed content.
+    Malformed(&'static str),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Incomplete => write!(f, "truncated message"),
+            Error::BadMagic => write!(f, "stream does not start with the quicnalu magic"),
+            Error::Unsupported(what, v) => write!(f, "unsupported {what} {v}"),
+            Error::TooLarge(what, len, max) => {
+                write!(f, "{what} of {len} bytes exceeds the limit of {max} bytes")
+            }
+            Error::Malformed(what) => write!(f, "malformed {what}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Appends the preamble that opens every stream: magic, version, kind.
+pub fn put_preamble(out: &mut Vec<u8>, kind: StreamKind) {
+    out.extend_from_slice(&MAGIC);
+    put_varint(out, VERSION);
+    put_varint(out, kind as u64);
+}
+
+/// Reads a stream preamble and checks it names `expected`.
+pub fn read_preamble(r: &mut Reader, expected: StreamKind) -> Result<(), Error> {
+    if r.bytes(MAGIC.len())? != MAGIC {
+        return Err(Error::BadMagic);
+    }
+    let version = r.varint()?;
+    if version != VERSION {
+        return Err(Error::Unsupported("protocol version", version));
+    }
+    let kind = r.varint()?;
+    if kind != expected as u64 {
+        return Err(Error::Unsupported("stream kind", kind));
+    }
+    Ok(())
+}
