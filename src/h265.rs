@@ -1,0 +1,175 @@
+//! The little H.265 knowledge the transport needs: Annex B NAL splitting, NAL headers, IRAP
+//! and parameter-set detection, access-unit boundaries (ITU-T H.265, 7.3.1.2 and 7.4.2.4.4).
+
+/// NAL unit types we care about (Table 7-1).
+pub mod nal_type {
+    pub const BLA_W_LP: u8 = 16;
+    pub const RSV_IRAP_23: u8 = 23;
+    pub const VPS: u8 = 32;
+    pub const SPS: u8 = 33;
+    pub const PPS: u8 = 34;
+    pub const AUD: u8 = 35;
+    pub const PREFIX_SEI: u8 = 39;
+}
+
+/// The two-byte NAL unit header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NalHeader {
+    pub nal_type: u8,
+    pub layer_id: u8,
+    pub temporal_id: u8,
+}
+
+impl NalHeader {
+    /// Parses and checks a header: forbidden bit clear, TemporalId present, and no reserved
+    /// VCL type (which is what non-H.265 bytes behind a stray start code usually look like).
+    pub fn parse(nal: &[u8]) -> Result<NalHeader, String> {
+        let [b0, b1, ..] = *nal else {
+            return Err(format!("NAL unit of {} bytes is too short", nal.len()));
+        };
+        if b0 & 0x80 != 0 {
+            return Err("NAL unit has forbidden_zero_bit set".into());
+        }
+        let header = NalHeader {
+            nal_type: (b0 >> 1) & 0x3f,
+            layer_id: ((b0 & 1) << 5) | (b1 >> 3),
+            temporal_id: (b1 & 7).wrapping_sub(1),
+        };
+        if b1 & 7 == 0 {
+            return Err("NAL unit has nuh_temporal_id_plus1 = 0".into());
+        }
+        if matches!(header.nal_type, 10..=15 | 22..=31) {
+            return Err(format!("NAL unit type {} is reserved", header.nal_type));
+        }
+        Ok(header)
+    }
+
+    pub fn is_vcl(&self) -> bool {
+        self.nal_type < 32
+    }
+
+    /// Intra random access point: decoding can start here.
+    pub fn is_irap(&self) -> bool {
+        (nal_type::BLA_W_LP..=nal_type::RSV_IRAP_23).contains(&self.nal_type)
+    }
+
+    pub fn is_parameter_set(&self) -> bool {
+        matches!(self.nal_type, nal_type::VPS | nal_type::SPS | nal_type::PPS)
+    }
+}
+
+/// Iterates over the NAL units of an Annex B byte-stream, without start codes.
+pub struct NalUnits<'a> {
+    rest: &'a [u8],
+}
+
+/// Splits `data` at start codes. Bytes before the first start code are skipped.
+pub fn nal_units(data: &[u8]) -> NalUnits<'_> {
+    let rest = match find_start_code(data) {
+        Some((_, end)) => &data[end..],
+        None => &[],
+    };
+    NalUnits { rest }
+}
+
+impl<'a> Iterator for NalUnits<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let (nal, rest) = match find_start_code(self.rest) {
+            Some((start, end)) => (&self.rest[..start], &self.rest[end..]),
+            None => (self.rest, &[][..]),
+        };
+        self.rest = rest;
+        // trailing_zero_8bits belong to the byte-stream, not to the NAL unit.
+        let len = nal.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+        Some(&nal[..len])
+    }
+}
+
+/// Finds the first `00 00 01`; returns where it starts and where the NAL unit begins.
+fn find_start_code(data: &[u8]) -> Option<(usize, usize)> {
+    data.windows(3)
+        .position(|w| w == [0, 0, 1])
+        .map(|pos| (pos, pos + 3))
+}
+
+/// What the transport needs to know about one access unit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuInfo {
+    /// Holds an IRAP picture: a group of pictures starts here.
+    pub irap: bool,
+    /// Carries VPS, SPS or PPS.
+    pub parameter_sets: bool,
+    pub nal_units: usize,
+}
+
+/// Checks that `au` is Annex B H.265 (starts with a start code, every NAL header valid) and
+/// says whether it is a random access point.
+pub fn inspect(au: &[u8]) -> Result<AuInfo, String> {
+    if !(au.starts_with(&[0, 0, 1]) || au.starts_with(&[0, 0, 0, 1])) {
+        let head: Vec<String> = au.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        return Err(format!(
+            "buffer does not start with an Annex B start code (first bytes {})",
+            head.join(" ")
+        ));
+    }
+    let mut info = AuInfo::default();
+    for nal in nal_units(au) {
+        let header = NalHeader::parse(nal)?;
+        info.irap |= header.is_irap();
+        info.parameter_sets |= header.is_parameter_set();
+        info.nal_units += 1;
+    }
+    if info.nal_units == 0 {
+        return Err("buffer holds no NAL unit".into());
+    }
+    Ok(info)
+}
+
+/// Whether `nal` (one NAL unit, no start code) can only be the first NAL of a new access unit
+/// once the current one holds a picture: AUD, parameter sets, prefix SEI, reserved types
+/// 41..=44 and 48..=55, or the first slice segment of a picture.
+pub fn begins_access_unit(nal: &[u8]) -> bool {
+    let Ok(header) = NalHeader::parse(nal) else {
+        return false;
+    };
+    match header.nal_type {
+        t if t < 32 => nal.get(2).is_some_and(|b| b & 0x80 != 0),
+        nal_type::VPS..=nal_type::AUD | nal_type::PREFIX_SEI | 41..=44 | 48..=55 => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_mixed_start_codes() {
+        let data = [0, 0, 0, 1, 0x40, 0x01, 9, 0, 0, 1, 0x42, 0x01, 8, 0, 0];
+        let nals: Vec<_> = nal_units(&data).collect();
+        assert_eq!(nals, vec![&[0x40, 0x01, 9][..], &[0x42, 0x01, 8][..]]);
+    }
+
+    #[test]
+    fn inspects_an_idr_with_parameter_sets() {
+        let au = [0, 0, 0, 1, 0x40, 0x01, 1, 0, 0, 1, 0x26, 0x01, 0xaf];
+        let info = inspect(&au).unwrap();
+        assert!(info.irap && info.parameter_sets);
+        assert_eq!(info.nal_units, 2);
+        assert!(begins_access_unit(&[0x26, 0x01, 0xaf]));
+        assert!(!begins_access_unit(&[0x26, 0x01, 0x2f]));
+    }
+
+    #[test]
+    fn refuses_length_prefixed_and_reserved() {
+        assert!(inspect(&[0, 0, 0, 0x18, 0x40, 0x01]).is_err());
+        // A length prefix 0x00000117 looks like a start code followed by reserved type 11.
+        let err = inspect(&[0, 0, 1, 0x17, 0x02, 0x01]).unwrap_err();
+        assert!(err.contains("reserved"), "{err}");
+    }
+}

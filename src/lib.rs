@@ -9,11 +9,18 @@ use gst::glib;
 
 pub mod h265;
 pub mod protocol;
+mod quicnalusink;
+mod quicnalusrc;
+pub mod transport;
+
+pub use quicnalusink::QuicNaluSink;
+pub use quicnalusrc::QuicNaluSrc;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     gst_plugin_meta::register();
-    let _ = plugin;
-    Ok(())
+    transport::logger::install();
+    quicnalusink::register(plugin)?;
+    quicnalusrc::register(plugin)
 }
 
 gst::plugin_define!(

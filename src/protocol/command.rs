@@ -16,7 +16,9 @@ pub enum Command {
         token: Vec<u8>,
     },
     /// Sender to receiver, answer to HELLO: the stream's caps as a string.
-    Describe { caps: String },
+    Describe {
+        caps: String,
+    },
     /// Receiver to sender: please start a new group with a keyframe soon.
     KeyframeRequest,
     /// Receiver to sender: what has arrived so far.
@@ -28,11 +30,18 @@ pub enum Command {
     Ping(u64),
     Pong(u64),
     /// Sender to receiver: no more media; `groups` group streams were opened for this receiver.
-    EndOfStream { groups: u64 },
+    EndOfStream {
+        groups: u64,
+    },
     /// Either side: closing, with an error code (docs/PROTOCOL.md) and a reason.
-    Goodbye { code: u64, reason: String },
+    Goodbye {
+        code: u64,
+        reason: String,
+    },
     /// Either side: an application command, a serialized `GstStructure`.
-    Application { structure: String },
+    Application {
+        structure: String,
+    },
     /// A type this version does not know: skipped, so later versions can add messages.
     Unknown(u64),
 }
@@ -294,6 +303,9 @@ mod tests {
         put_varint(&mut payload, 2);
         payload.extend_from_slice(&[1, 2]);
         let mut r = Reader::new(&payload);
-        assert!(matches!(Command::decode(&mut r, 1024), Err(Error::Malformed(_))));
+        assert!(matches!(
+            Command::decode(&mut r, 1024),
+            Err(Error::Malformed(_))
+        ));
     }
 }

@@ -204,7 +204,9 @@ impl GroupDecoder {
             return Err(Error::Malformed("frame sequence inside a group"));
         }
         if (self.frames == 0) != header.flags.contains(FrameFlags::KEYFRAME) {
-            return Err(Error::Malformed("group must start, and only start, at a keyframe"));
+            return Err(Error::Malformed(
+                "group must start, and only start, at a keyframe",
+            ));
         }
         self.next_seq = self.next_seq.wrapping_add(1);
         self.frames += 1;
@@ -239,7 +241,9 @@ mod tests {
     fn group_round_trip_byte_by_byte() {
         let mut wire = Vec::new();
         put_group_opening(&mut wire, 10);
-        let frames: Vec<_> = (10..13).map(|s| frame(s, s == 10, 100 + s as usize)).collect();
+        let frames: Vec<_> = (10..13)
+            .map(|s| frame(s, s == 10, 100 + s as usize))
+            .collect();
         for (h, d) in &frames {
             h.encode(&mut wire);
             wire.extend_from_slice(d);

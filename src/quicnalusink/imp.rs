@@ -1,0 +1,490 @@
+use crate::h265;
+use crate::transport::{Interrupted, MediaFrame, Server, ServerSettings};
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_base::prelude::*;
+use gst_base::subclass::prelude::*;
+use once_cell::sync::Lazy;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+static CAT: Lazy<gst::DebugCategory> = Lazy::new(|| {
+    gst::DebugCategory::new(
+        "quicnalusink",
+        gst::DebugColorFlags::empty(),
+        Some("H.265 over QUIC sender"),
+    )
+});
+
+const DEFAULT_ADDRESS: &str = "0.0.0.0";
+const DEFAULT_PORT: u32 = 4443;
+const DEFAULT_FRAMERATE: gst::Fraction = gst::Fraction::from_integer(0);
+const DEFAULT_WAIT_FOR_CONNECTION: bool = true;
+const DEFAULT_EOS_TIMEOUT_MS: u32 = 5000;
+
+#[derive(Debug, Clone)]
+struct Settings {
+    address: String,
+    port: u32,
+    cert_file: Option<String>,
+    key_file: Option<String>,
+    framerate: gst::Fraction,
+    wait_for_connection: bool,
+    eos_timeout_ms: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            address: DEFAULT_ADDRESS.into(),
+            port: DEFAULT_PORT,
+            cert_file: None,
+            key_file: None,
+            framerate: DEFAULT_FRAMERATE,
+            wait_for_connection: DEFAULT_WAIT_FOR_CONNECTION,
+            eos_timeout_ms: DEFAULT_EOS_TIMEOUT_MS,
+        }
+    }
+}
+
+#[derive(Default)]
+enum State {
+    #[default]
+    Stopped,
+    Started {
+        server: Arc<Server>,
+        bound_port: u16,
+    },
+}
+
+/// What only the streaming thread touches.
+#[derive(Default)]
+struct Stream {
+    nal_aligned: bool,
+    /// NAL-aligned input: the access unit being gathered and the buffer that began it.
+    pending: Option<(Vec<u8>, gst::Buffer)>,
+    pending_has_vcl: bool,
+    /// Waiting for the first IRAP: a receiver cannot decode anything before it.
+    seen_keyframe: bool,
+    /// Untimestamped buffers rendered, for `framerate` pacing.
+    untimed: u64,
+    connected_once: bool,
+}
+
+#[derive(Default)]
+pub struct QuicNaluSink {
+    settings: Mutex<Settings>,
+    state: Mutex<State>,
+    stream: Mutex<Stream>,
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for QuicNaluSink {
+    const NAME: &'static str = "GstQuicNaluSink";
+    type Type = super::QuicNaluSink;
+    type ParentType = gst_base::BaseSink;
+}
+
+impl ObjectImpl for QuicNaluSink {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: Lazy<Vec<glib::ParamSpec>> = Lazy::new(|| {
+            vec![
+                glib::ParamSpecString::builder("address")
+                    .nick("Address")
+                    .blurb("Local address to listen on")
+                    .default_value(Some(DEFAULT_ADDRESS))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("port")
+                    .nick("Port")
+                    .blurb("UDP port to listen on (0 picks a free port; read bound-port)")
+                    .maximum(u16::MAX.into())
+                    .default_value(DEFAULT_PORT)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("bound-port")
+                    .nick("Bound port")
+                    .blurb("The UDP port actually listened on, once started")
+                    .maximum(u16::MAX.into())
+                    .read_only()
+                    .build(),
+                glib::ParamSpecString::builder("cert-file")
+                    .nick("Certificate file")
+                    .blurb("PEM file with the server's certificate chain (required)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("key-file")
+                    .nick("Key file")
+                    .blurb("PEM file with the certificate's private key (required)")
+                    .mutable_ready()
+                    .build(),
+                gst::ParamSpecFraction::builder("framerate")
+                    .nick("Framerate")
+                    .blurb(
+                        "Pacing for buffers without timestamps when sync=true \
+                         (0/1: send them as they come)",
+                    )
+                    .minimum(gst::Fraction::from_integer(0))
+                    .maximum(gst::Fraction::from_integer(1000))
+                    .default_value(DEFAULT_FRAMERATE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("wait-for-connection")
+                    .nick("Wait for connection")
+                    .blurb("Hold the first buffer (and preroll) until a receiver has connected")
+                    .default_value(DEFAULT_WAIT_FOR_CONNECTION)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("eos-timeout")
+                    .nick("EOS timeout")
+                    .blurb(
+                        "Milliseconds EOS waits for receivers to get every queued frame \
+                         before the sink posts EOS anyway",
+                    )
+                    .default_value(DEFAULT_EOS_TIMEOUT_MS)
+                    .mutable_ready()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut s = self.settings.lock().unwrap();
+        match pspec.name() {
+            "address" => {
+                s.address = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_else(|| DEFAULT_ADDRESS.into())
+            }
+            "port" => s.port = value.get().expect("type checked upstream"),
+            "cert-file" => s.cert_file = value.get().expect("type checked upstream"),
+            "key-file" => s.key_file = value.get().expect("type checked upstream"),
+            "framerate" => s.framerate = value.get().expect("type checked upstream"),
+            "wait-for-connection" => {
+                s.wait_for_connection = value.get().expect("type checked upstream")
+            }
+            "eos-timeout" => s.eos_timeout_ms = value.get().expect("type checked upstream"),
+            name => unreachable!("property {name}"),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let s = self.settings.lock().unwrap();
+        match pspec.name() {
+            "address" => s.address.to_value(),
+            "port" => s.port.to_value(),
+            "bound-port" => match *self.state.lock().unwrap() {
+                State::Started { bound_port, .. } => u32::from(bound_port).to_value(),
+                State::Stopped => 0u32.to_value(),
+            },
+            "cert-file" => s.cert_file.to_value(),
+            "key-file" => s.key_file.to_value(),
+            "framerate" => s.framerate.to_value(),
+            "wait-for-connection" => s.wait_for_connection.to_value(),
+            "eos-timeout" => s.eos_timeout_ms.to_value(),
+            name => unreachable!("property {name}"),
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        self.obj().set_sync(true);
+    }
+}
+
+impl GstObjectImpl for QuicNaluSink {}
+
+impl ElementImpl for QuicNaluSink {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static METADATA: Lazy<gst::subclass::ElementMetadata> = Lazy::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "QUIC H.265 sink",
+                "Sink/Network",
+                "Serves a parsed H.265 stream over QUIC to every receiver that connects",
+                "quicnalu developers",
+            )
+        });
+        Some(&*METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: Lazy<Vec<gst::PadTemplate>> = Lazy::new(|| {
+            let caps = gst::Caps::builder("video/x-h265")
+                .field("stream-format", "byte-stream")
+                .field("alignment", gst::List::new(["au", "nal"]))
+                .build();
+            vec![gst::PadTemplate::new(
+                "sink",
+                gst::PadDirection::Sink,
+                gst::PadPresence::Always,
+                &caps,
+            )
+            .expect("valid template")]
+        });
+        TEMPLATES.as_ref()
+    }
+}
+
+impl QuicNaluSink {
+    fn server(&self) -> Result<Arc<Server>, gst::FlowError> {
+        match &*self.state.lock().unwrap() {
+            State::Started { server, .. } => Ok(server.clone()),
+            State::Stopped => Err(gst::FlowError::Flushing),
+        }
+    }
+
+    fn interrupted(&self, why: Interrupted) -> gst::FlowError {
+        match why {
+            Interrupted::Flushing => gst::FlowError::Flushing,
+            Interrupted::Failed(msg) => {
+                gst::element_imp_error!(self, gst::ResourceError::Write, ["{}", msg]);
+                gst::FlowError::Error
+            }
+        }
+    }
+
+    /// Sends one whole access unit; `buffer` carries its timestamps and flags.
+    fn send_au(
+        &self,
+        server: &Server,
+        buffer: &gst::Buffer,
+        data: Box<dyn AsRef<[u8]> + Send + Sync>,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let info = h265::inspect(data.as_ref().as_ref()).map_err(|e| {
+            gst::element_imp_error!(self, gst::StreamError::Format, ["Invalid H.265: {}", e]);
+            gst::FlowError::Error
+        })?;
+        let untimed_index = {
+            let mut stream = self.stream.lock().unwrap();
+            if !stream.seen_keyframe && !info.irap {
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "dropping access unit before the first IRAP"
+                );
+                return Ok(gst::FlowSuccess::Ok);
+            }
+            stream.seen_keyframe = true;
+            let untimed = buffer.pts().is_none() && buffer.dts().is_none();
+            stream.untimed += u64::from(untimed);
+            untimed.then(|| stream.untimed - 1)
+        };
+        let segment = self.obj().segment();
+        let segment = segment.downcast_ref::<gst::ClockTime>();
+        let running = |t: Option<gst::ClockTime>| {
+            t.and_then(|t| segment.and_then(|s| s.to_running_time(t)))
+                .map(|t| t.nseconds())
+        };
+        let (mut pts, dts) = (running(buffer.pts()), running(buffer.dts()));
+        if let Some(n) = untimed_index {
+            pts = self.pace_untimed(n)?;
+        }
+        server
+            .send(MediaFrame {
+                pts,
+                dts,
+                duration: buffer.duration().map(|d| d.nseconds()),
+                keyframe: info.irap,
+                parameter_sets: info.parameter_sets,
+                discont: buffer.flags().contains(gst::BufferFlags::DISCONT),
+                data,
+            })
+            .map_err(|e| self.interrupted(e))?;
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    /// `framerate` fallback: waits for the `n`th frame's running time, like the original
+    /// demo's `-f FPS` timer. Returns the running time used as PTS.
+    fn pace_untimed(&self, n: u64) -> Result<Option<u64>, gst::FlowError> {
+        let rate = self.settings.lock().unwrap().framerate;
+        if rate.numer() <= 0 || rate.denom() <= 0 {
+            return Ok(None);
+        }
+        let time = gst::ClockTime::SECOND
+            .mul_div_floor(n * rate.denom() as u64, rate.numer() as u64)
+            .unwrap_or(gst::ClockTime::ZERO);
+        if self.obj().is_sync() {
+            if let (Err(gst::ClockError::Unscheduled), _) = self.obj().wait_clock(time) {
+                return Err(gst::FlowError::Flushing);
+            }
+        }
+        Ok(Some(time.nseconds()))
+    }
+
+    /// NAL-aligned input: gathers NAL units into access units, sending each once the next
+    /// one begins or the buffer is marked as the end of one.
+    fn gather_nal(
+        &self,
+        server: &Server,
+        buffer: &gst::Buffer,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+        let begins = h265::nal_units(&map)
+            .next()
+            .is_some_and(h265::begins_access_unit);
+        let is_vcl =
+            h265::nal_units(&map).any(|nal| h265::NalHeader::parse(nal).is_ok_and(|h| h.is_vcl()));
+        let complete = {
+            let mut stream = self.stream.lock().unwrap();
+            let done = if begins && stream.pending_has_vcl {
+                stream.pending_has_vcl = false;
+                stream.pending.take()
+            } else {
+                None
+            };
+            match &mut stream.pending {
+                Some((au, _)) => au.extend_from_slice(&map),
+                None => stream.pending = Some((map.to_vec(), buffer.clone())),
+            }
+            stream.pending_has_vcl |= is_vcl;
+            done
+        };
+        if let Some((au, first)) = complete {
+            self.send_au(server, &first, Box::new(au))?;
+        }
+        if buffer.flags().contains(gst::BufferFlags::MARKER) {
+            self.flush_pending(server)?;
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    fn flush_pending(&self, server: &Server) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let pending = {
+            let mut stream = self.stream.lock().unwrap();
+            stream.pending_has_vcl = false;
+            stream.pending.take()
+        };
+        match pending {
+            Some((au, first)) => self.send_au(server, &first, Box::new(au)),
+            None => Ok(gst::FlowSuccess::Ok),
+        }
+    }
+}
+
+impl BaseSinkImpl for QuicNaluSink {
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let settings = self.settings.lock().unwrap().clone();
+        let ip: IpAddr = settings.address.parse().map_err(|_| {
+            gst::error_msg!(
+                gst::ResourceError::Settings,
+                ["address '{}' is not an IP address", settings.address]
+            )
+        })?;
+        let server = Server::start(&ServerSettings {
+            addr: SocketAddr::new(ip, settings.port as u16),
+            cert_file: settings.cert_file.unwrap_or_default(),
+            key_file: settings.key_file.unwrap_or_default(),
+        })
+        .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ["{}", e]))?;
+        let bound_port = server.local_addr().port();
+        gst::info!(CAT, imp = self, "listening on {}", server.local_addr());
+        *self.stream.lock().unwrap() = Stream::default();
+        *self.state.lock().unwrap() = State::Started {
+            server: Arc::new(server),
+            bound_port,
+        };
+        self.obj().notify("bound-port");
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        // Dropping the last handle closes every connection and joins the thread.
+        let state = std::mem::take(&mut *self.state.lock().unwrap());
+        drop(state);
+        gst::info!(CAT, imp = self, "stopped");
+        Ok(())
+    }
+
+    fn set_caps(&self, caps: &gst::Caps) -> Result<(), gst::LoggableError> {
+        let s = caps
+            .structure(0)
+            .ok_or_else(|| gst::loggable_error!(CAT, "empty caps"))?;
+        let nal = s.get::<&str>("alignment").ok() == Some("nal");
+        self.stream.lock().unwrap().nal_aligned = nal;
+        // Receivers always get whole access units.
+        let mut described = caps.copy();
+        described.make_mut().set("alignment", "au");
+        self.server()
+            .map_err(|_| gst::loggable_error!(CAT, "caps before start"))?
+            .set_caps(described.to_string());
+        Ok(())
+    }
+
+    fn prepare(&self, buffer: &gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+        // Refuse input that is not Annex B before anything waits or is sent.
+        let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+        if let Err(e) = h265::inspect(&map) {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Format,
+                [
+                    "Input is not an H.265 byte-stream: {} (length-prefixed hvc1/hev1 data \
+                     must be converted by h265parse first)",
+                    e
+                ]
+            );
+            return Err(gst::FlowError::Error);
+        }
+        drop(map);
+        let wait = self.settings.lock().unwrap().wait_for_connection
+            && !self.stream.lock().unwrap().connected_once;
+        if wait {
+            gst::debug!(CAT, imp = self, "waiting for the first receiver");
+            self.server()?
+                .wait_for_receiver()
+                .map_err(|e| self.interrupted(e))?;
+            self.stream.lock().unwrap().connected_once = true;
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    fn render(&self, buffer: &gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let server = self.server()?;
+        if self.stream.lock().unwrap().nal_aligned {
+            return self.gather_nal(&server, buffer);
+        }
+        let map = buffer
+            .clone()
+            .into_mapped_buffer_readable()
+            .map_err(|_| gst::FlowError::Error)?;
+        self.send_au(&server, buffer, Box::new(map))
+    }
+
+    fn event(&self, event: gst::Event) -> bool {
+        if let gst::EventView::Eos(_) = event.view() {
+            if let Ok(server) = self.server() {
+                if self.flush_pending(&server).is_ok() {
+                    let timeout = self.settings.lock().unwrap().eos_timeout_ms;
+                    match server.finish(Duration::from_millis(timeout.into())) {
+                        Ok(true) => gst::debug!(CAT, imp = self, "every receiver drained"),
+                        Ok(false) => gst::warning!(
+                            CAT,
+                            imp = self,
+                            "receivers did not confirm the end within {timeout} ms"
+                        ),
+                        Err(e) => gst::debug!(CAT, imp = self, "EOS drain interrupted: {e:?}"),
+                    }
+                }
+            }
+        }
+        self.parent_event(event)
+    }
+
+    fn unlock(&self) -> Result<(), gst::ErrorMessage> {
+        if let Ok(server) = self.server() {
+            server.set_flushing(true);
+        }
+        Ok(())
+    }
+
+    fn unlock_stop(&self) -> Result<(), gst::ErrorMessage> {
+        if let Ok(server) = self.server() {
+            server.set_flushing(false);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,430 @@
+use crate::protocol::{FrameFlags, DEFAULT_MAX_FRAME_SIZE};
+use crate::transport::{Client, ClientSettings, Event, Interrupted, ReceivedFrame};
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_base::prelude::*;
+use gst_base::subclass::base_src::CreateSuccess;
+use gst_base::subclass::prelude::*;
+use gst_plugin_meta::{Flags, QuicNaluMeta};
+use once_cell::sync::Lazy;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+static CAT: Lazy<gst::DebugCategory> = Lazy::new(|| {
+    gst::DebugCategory::new(
+        "quicnalusrc",
+        gst::DebugColorFlags::empty(),
+        Some("H.265 over QUIC receiver"),
+    )
+});
+
+const DEFAULT_ADDRESS: &str = "127.0.0.1";
+const DEFAULT_PORT: u32 = 4443;
+const DEFAULT_TLS_VERIFY: bool = true;
+const DEFAULT_LATENCY_MS: u32 = 200;
+const DEFAULT_TIMEOUT_MS: u32 = 10_000;
+/// Access units the element may hold before the network thread stops reading.
+const QUEUE_LEN: usize = 64;
+
+#[derive(Debug, Clone)]
+struct Settings {
+    address: String,
+    port: u32,
+    server_name: Option<String>,
+    ca_file: Option<String>,
+    tls_verify: bool,
+    latency_ms: u32,
+    timeout_ms: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            address: DEFAULT_ADDRESS.into(),
+            port: DEFAULT_PORT,
+            server_name: None,
+            ca_file: None,
+            tls_verify: DEFAULT_TLS_VERIFY,
+            latency_ms: DEFAULT_LATENCY_MS,
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+        }
+    }
+}
+
+#[derive(Default)]
+enum State {
+    #[default]
+    Stopped,
+    Started {
+        client: Arc<Client>,
+    },
+}
+
+/// What only the streaming thread touches.
+#[derive(Default)]
+struct Stream {
+    caps: Option<gst::Caps>,
+    /// Added to the sender's running times to get ours; set by the first frame.
+    offset: Option<i128>,
+    delivered: u64,
+}
+
+#[derive(Default)]
+pub struct QuicNaluSrc {
+    settings: Mutex<Settings>,
+    state: Mutex<State>,
+    stream: Mutex<Stream>,
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for QuicNaluSrc {
+    const NAME: &'static str = "GstQuicNaluSrc";
+    type Type = super::QuicNaluSrc;
+    type ParentType = gst_base::PushSrc;
+}
+
+impl ObjectImpl for QuicNaluSrc {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: Lazy<Vec<glib::ParamSpec>> = Lazy::new(|| {
+            vec![
+                glib::ParamSpecString::builder("address")
+                    .nick("Address")
+                    .blurb("Address or host name of the quicnalusink to receive from")
+                    .default_value(Some(DEFAULT_ADDRESS))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("port")
+                    .nick("Port")
+                    .blurb("UDP port of the quicnalusink")
+                    .minimum(1)
+                    .maximum(u16::MAX.into())
+                    .default_value(DEFAULT_PORT)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("server-name")
+                    .nick("Server name")
+                    .blurb(
+                        "TLS server name (SNI) the certificate must match; unset: the address \
+                         when it is a host name, no name check when it is an IP address",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("ca-file")
+                    .nick("CA file")
+                    .blurb("PEM file with the CA (or the self-signed certificate) to trust")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("tls-verify")
+                    .nick("TLS verify")
+                    .blurb("Verify the sender's certificate (turn off only for testing)")
+                    .default_value(DEFAULT_TLS_VERIFY)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("latency")
+                    .nick("Latency")
+                    .blurb("Latency in milliseconds reported to the pipeline (LATENCY query)")
+                    .default_value(DEFAULT_LATENCY_MS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("timeout")
+                    .nick("Connect timeout")
+                    .blurb("Milliseconds to wait for the QUIC handshake before failing")
+                    .minimum(1)
+                    .default_value(DEFAULT_TIMEOUT_MS)
+                    .mutable_ready()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut s = self.settings.lock().unwrap();
+        match pspec.name() {
+            "address" => {
+                s.address = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_else(|| DEFAULT_ADDRESS.into())
+            }
+            "port" => s.port = value.get().expect("type checked upstream"),
+            "server-name" => s.server_name = value.get().expect("type checked upstream"),
+            "ca-file" => s.ca_file = value.get().expect("type checked upstream"),
+            "tls-verify" => s.tls_verify = value.get().expect("type checked upstream"),
+            "latency" => s.latency_ms = value.get().expect("type checked upstream"),
+            "timeout" => s.timeout_ms = value.get().expect("type checked upstream"),
+            name => unreachable!("property {name}"),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let s = self.settings.lock().unwrap();
+        match pspec.name() {
+            "address" => s.address.to_value(),
+            "port" => s.port.to_value(),
+            "server-name" => s.server_name.to_value(),
+            "ca-file" => s.ca_file.to_value(),
+            "tls-verify" => s.tls_verify.to_value(),
+            "latency" => s.latency_ms.to_value(),
+            "timeout" => s.timeout_ms.to_value(),
+            name => unreachable!("property {name}"),
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        let obj = self.obj();
+        obj.set_live(true);
+        obj.set_format(gst::Format::Time);
+        obj.set_do_timestamp(false);
+    }
+}
+
+impl GstObjectImpl for QuicNaluSrc {}
+
+impl ElementImpl for QuicNaluSrc {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static METADATA: Lazy<gst::subclass::ElementMetadata> = Lazy::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "QUIC H.265 source",
+                "Source/Network",
+                "Receives an H.265 stream from quicnalusink over QUIC",
+                "quicnalu developers",
+            )
+        });
+        Some(&*METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: Lazy<Vec<gst::PadTemplate>> = Lazy::new(|| {
+            let caps = gst::Caps::builder("video/x-h265")
+                .field("stream-format", "byte-stream")
+                .field("alignment", "au")
+                .build();
+            vec![gst::PadTemplate::new(
+                "src",
+                gst::PadDirection::Src,
+                gst::PadPresence::Always,
+                &caps,
+            )
+            .expect("valid template")]
+        });
+        TEMPLATES.as_ref()
+    }
+}
+
+impl QuicNaluSrc {
+    fn client(&self) -> Result<Arc<Client>, gst::FlowError> {
+        match &*self.state.lock().unwrap() {
+            State::Started { client } => Ok(client.clone()),
+            State::Stopped => Err(gst::FlowError::Flushing),
+        }
+    }
+
+    /// The sender's caps with our output format forced.
+    fn output_caps(&self, described: &str) -> Result<gst::Caps, String> {
+        let mut caps: gst::Caps = described
+            .parse()
+            .map_err(|_| format!("sender described its stream as unparsable caps '{described}'"))?;
+        let ok = caps
+            .structure(0)
+            .is_some_and(|s| s.name() == "video/x-h265" && caps.is_fixed());
+        if !ok {
+            return Err(format!(
+                "sender's stream is not fixed H.265 caps: {described}"
+            ));
+        }
+        {
+            let s = caps.make_mut().structure_mut(0).expect("checked above");
+            s.set("stream-format", "byte-stream");
+            s.set("alignment", "au");
+            s.remove_field("codec_data");
+        }
+        Ok(caps)
+    }
+
+    /// Our running time now, if the element has a clock.
+    fn running_time(&self) -> Option<gst::ClockTime> {
+        let obj = self.obj();
+        let now = obj.clock()?.time();
+        now.checked_sub(obj.base_time()?)
+    }
+
+    fn make_buffer(&self, frame: ReceivedFrame) -> gst::Buffer {
+        let h = frame.header;
+        let mut stream = self.stream.lock().unwrap();
+        let now = self.running_time().map(|t| t.nseconds() as i128);
+        let offset = *stream
+            .offset
+            .get_or_insert_with(|| match (h.dts.or(h.pts), now) {
+                (Some(reference), Some(now)) => now - reference as i128,
+                _ => 0,
+            });
+        let map = |t: Option<u64>| {
+            t.map(|t| gst::ClockTime::from_nseconds((t as i128 + offset).max(0) as u64))
+        };
+        let (mut pts, dts) = (map(h.pts), map(h.dts));
+        if pts.is_none() && dts.is_none() {
+            // An untimestamped sender: stamp with arrival, as do-timestamp would.
+            pts = now.map(|n| gst::ClockTime::from_nseconds(n.max(0) as u64));
+        }
+        let keyframe = h.flags.contains(FrameFlags::KEYFRAME);
+        let first = stream.delivered == 0;
+        stream.delivered += 1;
+        drop(stream);
+
+        let mut buffer = gst::Buffer::from_mut_slice(frame.data);
+        {
+            let b = buffer.get_mut().expect("new buffer is writable");
+            b.set_pts(pts);
+            b.set_dts(dts);
+            b.set_duration(h.duration.map(gst::ClockTime::from_nseconds));
+            let mut flags = gst::BufferFlags::empty();
+            flags.set(gst::BufferFlags::DELTA_UNIT, !keyframe);
+            flags.set(
+                gst::BufferFlags::HEADER,
+                h.flags.contains(FrameFlags::HEADER),
+            );
+            flags.set(gst::BufferFlags::DISCONT, first);
+            b.set_flags(flags);
+            let mut meta_flags = Flags::default();
+            if keyframe {
+                meta_flags = meta_flags | Flags::KEYFRAME;
+            }
+            if first {
+                meta_flags = meta_flags | Flags::DISCONT;
+            }
+            let meta = QuicNaluMeta {
+                seq: h.seq,
+                sender_time: h.send_time,
+                arrival_time: frame.arrival,
+                flags: meta_flags,
+            };
+            if let Err(e) = meta.add(b) {
+                gst::warning!(CAT, imp = self, "cannot attach QuicNaluMeta: {e}");
+            }
+        }
+        buffer
+    }
+}
+
+impl BaseSrcImpl for QuicNaluSrc {
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let s = self.settings.lock().unwrap().clone();
+        let peer = (s.address.as_str(), s.port as u16)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| {
+                gst::error_msg!(
+                    gst::ResourceError::NotFound,
+                    ["cannot resolve address '{}'", s.address]
+                )
+            })?;
+        let server_name = s.server_name.clone().or_else(|| {
+            s.address
+                .parse::<IpAddr>()
+                .is_err()
+                .then(|| s.address.clone())
+        });
+        let client = Client::start(ClientSettings {
+            peer: SocketAddr::new(peer.ip(), peer.port()),
+            server_name,
+            ca_file: s.ca_file.clone(),
+            verify: s.tls_verify,
+            connect_timeout: Duration::from_millis(s.timeout_ms.into()),
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            queue_len: QUEUE_LEN,
+        })
+        .map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ["{}", e]))?;
+        gst::info!(CAT, imp = self, "connecting to {peer}");
+        *self.stream.lock().unwrap() = Stream::default();
+        *self.state.lock().unwrap() = State::Started {
+            client: Arc::new(client),
+        };
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        let state = std::mem::take(&mut *self.state.lock().unwrap());
+        drop(state);
+        gst::info!(CAT, imp = self, "stopped");
+        Ok(())
+    }
+
+    fn is_seekable(&self) -> bool {
+        false
+    }
+
+    fn negotiate(&self) -> Result<(), gst::LoggableError> {
+        // Caps come from the sender's description, set in create() when it arrives.
+        Ok(())
+    }
+
+    fn query(&self, query: &mut gst::QueryRef) -> bool {
+        if let gst::QueryViewMut::Latency(q) = query.view_mut() {
+            let latency = self.settings.lock().unwrap().latency_ms;
+            let latency = gst::ClockTime::from_mseconds(latency.into());
+            q.set(true, latency, gst::ClockTime::NONE);
+            return true;
+        }
+        BaseSrcImplExt::parent_query(self, query)
+    }
+
+    fn unlock(&self) -> Result<(), gst::ErrorMessage> {
+        if let Ok(client) = self.client() {
+            client.set_flushing(true);
+        }
+        Ok(())
+    }
+
+    fn unlock_stop(&self) -> Result<(), gst::ErrorMessage> {
+        if let Ok(client) = self.client() {
+            client.set_flushing(false);
+        }
+        Ok(())
+    }
+}
+
+impl PushSrcImpl for QuicNaluSrc {
+    fn create(
+        &self,
+        _buffer: Option<&mut gst::BufferRef>,
+    ) -> Result<CreateSuccess, gst::FlowError> {
+        let client = self.client()?;
+        loop {
+            match client.next() {
+                Ok(Event::Caps(described)) => {
+                    let caps = self.output_caps(&described).map_err(|e| {
+                        gst::element_imp_error!(self, gst::StreamError::Format, ["{}", e]);
+                        gst::FlowError::NotNegotiated
+                    })?;
+                    gst::info!(CAT, imp = self, "stream: {caps}");
+                    self.stream.lock().unwrap().caps = Some(caps.clone());
+                    self.obj()
+                        .set_caps(&caps)
+                        .map_err(|_| gst::FlowError::NotNegotiated)?;
+                }
+                Ok(Event::Frame(frame)) => {
+                    return Ok(CreateSuccess::NewBuffer(self.make_buffer(frame)));
+                }
+                Ok(Event::Eos) => {
+                    gst::info!(CAT, imp = self, "sender ended the stream");
+                    return Err(gst::FlowError::Eos);
+                }
+                Err(Interrupted::Flushing) => return Err(gst::FlowError::Flushing),
+                Err(Interrupted::Failed(msg)) => {
+                    let delivered = self.stream.lock().unwrap().delivered;
+                    if delivered == 0 {
+                        gst::element_imp_error!(self, gst::ResourceError::OpenRead, ["{}", msg]);
+                    } else {
+                        gst::element_imp_error!(self, gst::ResourceError::Read, ["{}", msg]);
+                    }
+                    return Err(gst::FlowError::Error);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,491 @@
+//! The receiver's networking thread: a QUIC client that says HELLO, reads the stream
+//! description and the group streams, and hands whole access units to the streaming thread
+//! in group order.
+
+use super::link::{Interrupted, Link};
+use super::socket::{random_cid, send_all, Endpoint, SOCKET};
+use super::{config, monotonic_ns};
+use crate::protocol::{
+    error_code, put_preamble, Command, CommandDecoder, FrameHeader, GroupDecoder, GroupFrame,
+    StreamKind, DEFAULT_MAX_COMMAND_SIZE, VERSION,
+};
+use mio::Events;
+use once_cell::sync::Lazy;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+static CAT: Lazy<gst::DebugCategory> = Lazy::new(|| {
+    gst::DebugCategory::new(
+        "quicnalu-client",
+        gst::DebugColorFlags::empty(),
+        Some("quicnalusrc networking thread"),
+    )
+});
+
+const CONTROL_STREAM: u64 = 0;
+/// First server-initiated unidirectional stream: the first group.
+const FIRST_GROUP: u64 = 3;
+/// How often an idle receiver tells the sender it is still there.
+const KEEPALIVE: Duration = Duration::from_secs(5);
+
+pub struct ClientSettings {
+    pub peer: SocketAddr,
+    pub server_name: Option<String>,
+    pub ca_file: Option<String>,
+    pub verify: bool,
+    pub connect_timeout: Duration,
+    pub max_frame_size: u64,
+    /// Events the streaming thread may leave unread before the network thread stops
+    /// reading (and QUIC flow control slows the sender).
+    pub queue_len: usize,
+}
+
+/// One access unit as it arrived.
+#[derive(Debug)]
+pub struct ReceivedFrame {
+    pub header: FrameHeader,
+    pub data: Vec<u8>,
+    /// CLOCK_MONOTONIC (ns) when its last byte arrived.
+    pub arrival: u64,
+}
+
+/// What the streaming thread receives, in order.
+#[derive(Debug)]
+pub enum Event {
+    /// The sender's stream description.
+    Caps(String),
+    Frame(ReceivedFrame),
+    /// The sender ended the stream and every frame was delivered.
+    Eos,
+}
+
+struct Queue {
+    events: VecDeque<Event>,
+    capacity: usize,
+}
+
+/// Handle to a running client; dropping it stops the thread and joins it.
+pub struct Client {
+    link: Arc<Link<Queue>>,
+    waker: Arc<mio::Waker>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Client {
+    /// Binds a socket and starts connecting; failures to connect arrive through
+    /// [`Client::next`].
+    pub fn start(settings: ClientSettings) -> Result<Client, String> {
+        let config = config::client(settings.verify, settings.ca_file.as_deref())?;
+        let bind: SocketAddr = if settings.peer.is_ipv4() {
+            "0.0.0.0:0".parse().expect("literal address")
+        } else {
+            "[::]:0".parse().expect("literal address")
+        };
+        let endpoint = Endpoint::bind(bind)?;
+        let link = Arc::new(Link::new(Queue {
+            events: VecDeque::new(),
+            capacity: settings.queue_len.max(1),
+        }));
+        let waker = endpoint.waker.clone();
+        let mut state = Loop::new(endpoint, config, link.clone(), settings)?;
+        let thread = std::thread::Builder::new()
+            .name("quicnalu-src-net".into())
+            .spawn(move || state.run())
+            .map_err(|e| format!("cannot start networking thread: {e}"))?;
+        Ok(Client {
+            link,
+            waker,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn set_flushing(&self, flushing: bool) {
+        self.link.update(|s| s.flushing = flushing);
+    }
+
+    /// Waits for the next event. Events queued before a failure are delivered first.
+    pub fn next(&self) -> Result<Event, Interrupted> {
+        let mut was_full = false;
+        let event = self.link.wait(None, |q| {
+            was_full = q.events.len() >= q.capacity;
+            q.events.pop_front()
+        })?;
+        if was_full {
+            let _ = self.waker.wake();
+        }
+        event.ok_or(Interrupted::Flushing)
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.link.update(|s| s.shutdown = true);
+        let _ = self.waker.wake();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Frames of one group stream not yet handed over.
+struct Group {
+    decoder: GroupDecoder,
+    frames: VecDeque<ReceivedFrame>,
+    finished: bool,
+}
+
+struct Loop {
+    endpoint: Endpoint,
+    conn: quiche::Connection,
+    link: Arc<Link<Queue>>,
+    settings: ClientSettings,
+    started: Instant,
+    control_in: CommandDecoder,
+    control_out: Vec<u8>,
+    hello_sent: bool,
+    groups: BTreeMap<u64, Group>,
+    next_group: u64,
+    eos_groups: Option<u64>,
+    eos_delivered: bool,
+    last_keepalive: Instant,
+    buf: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Loop {
+    fn new(
+        endpoint: Endpoint,
+        mut config: quiche::Config,
+        link: Arc<Link<Queue>>,
+        settings: ClientSettings,
+    ) -> Result<Loop, String> {
+        let scid = random_cid();
+        let scid = quiche::ConnectionId::from_ref(&scid);
+        let server_name = settings.server_name.as_deref().filter(|s| !s.is_empty());
+        let conn = quiche::connect(
+            server_name,
+            &scid,
+            endpoint.local,
+            settings.peer,
+            &mut config,
+        )
+        .map_err(|e| format!("cannot create connection: {e}"))?;
+        Ok(Loop {
+            endpoint,
+            conn,
+            link,
+            settings,
+            started: Instant::now(),
+            control_in: CommandDecoder::new(DEFAULT_MAX_COMMAND_SIZE),
+            control_out: Vec::new(),
+            hello_sent: false,
+            groups: BTreeMap::new(),
+            next_group: FIRST_GROUP,
+            eos_groups: None,
+            eos_delivered: false,
+            last_keepalive: Instant::now(),
+            buf: vec![0; 65536],
+            out: vec![0; config::MAX_DATAGRAM_SIZE],
+        })
+    }
+
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(16);
+        send_all(&mut self.conn, &self.endpoint.socket, &mut self.out);
+        loop {
+            let timeout = [
+                self.conn.timeout(),
+                Some(
+                    self.next_deadline()
+                        .saturating_duration_since(Instant::now()),
+                ),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            if let Err(e) = self.endpoint.poll.poll(&mut events, timeout) {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    self.fail(format!("poll failed: {e}"));
+                    return;
+                }
+            }
+            if self.link.lock().shutdown {
+                if !self.conn.is_closed() {
+                    let _ = self
+                        .conn
+                        .close(true, error_code::NO_ERROR, b"receiver stopped");
+                    send_all(&mut self.conn, &self.endpoint.socket, &mut self.out);
+                }
+                return;
+            }
+            if events.iter().any(|e| e.token() == SOCKET) {
+                self.receive();
+            }
+            self.conn.on_timeout();
+            if self.conn.is_closed() {
+                if !self.eos_delivered {
+                    let why = self.close_reason();
+                    self.fail(why);
+                }
+                // Nothing more will happen: wait for stop().
+                self.link.wait_shutdown();
+                return;
+            }
+            if !self.conn.is_established() && self.started.elapsed() > self.settings.connect_timeout
+            {
+                let _ = self.conn.close(false, 0x0, b"connect timeout");
+                self.fail(format!(
+                    "no QUIC answer from {} within {} ms: is quicnalusink running there?",
+                    self.settings.peer,
+                    self.settings.connect_timeout.as_millis()
+                ));
+                self.link.wait_shutdown();
+                return;
+            }
+            if self.conn.is_established() {
+                self.established();
+            }
+            send_all(&mut self.conn, &self.endpoint.socket, &mut self.out);
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        if self.conn.is_established() {
+            self.last_keepalive + KEEPALIVE
+        } else {
+            self.started + self.settings.connect_timeout
+        }
+    }
+
+    fn receive(&mut self) {
+        loop {
+            let (len, from) = match self.endpoint.socket.recv_from(&mut self.buf) {
+                Ok(v) => v,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    gst::debug!(CAT, "recv failed: {e}");
+                    return;
+                }
+            };
+            let info = quiche::RecvInfo {
+                from,
+                to: self.endpoint.local,
+            };
+            if let Err(e) = self.conn.recv(&mut self.buf[..len], info) {
+                gst::debug!(CAT, "recv: {e}");
+            }
+        }
+    }
+
+    fn established(&mut self) {
+        if !self.hello_sent {
+            self.hello_sent = true;
+            put_preamble(&mut self.control_out, StreamKind::Control);
+            Command::Hello {
+                version: VERSION,
+                options: 0,
+                token: Vec::new(),
+            }
+            .encode(&mut self.control_out);
+        }
+        if let Err(e) = self.read_streams() {
+            gst::warning!(CAT, "protocol violation: {e}");
+            let _ = self
+                .conn
+                .close(true, error_code::PROTOCOL_VIOLATION, e.as_bytes());
+            self.fail(format!("sender violated the protocol: {e}"));
+            return;
+        }
+        self.deliver();
+        if self.last_keepalive.elapsed() >= KEEPALIVE {
+            self.last_keepalive = Instant::now();
+            let _ = self.conn.send_ack_eliciting();
+        }
+        if !self.control_out.is_empty() {
+            match self
+                .conn
+                .stream_send(CONTROL_STREAM, &self.control_out, false)
+            {
+                Ok(n) => {
+                    self.control_out.drain(..n);
+                }
+                Err(quiche::Error::Done) => {}
+                Err(e) => gst::debug!(CAT, "control stream: {e}"),
+            }
+        }
+    }
+
+    fn read_streams(&mut self) -> Result<(), String> {
+        let room = {
+            let s = self.link.lock();
+            s.inner.events.len() < s.inner.capacity
+        };
+        let readable: Vec<u64> = self.conn.readable().collect();
+        for stream in readable {
+            if stream == CONTROL_STREAM {
+                self.read_control()?;
+            } else if stream % 4 == 3 {
+                // Leave media in quiche while the element is behind: flow control then
+                // slows the sender instead of our memory growing.
+                if room {
+                    self.read_group(stream)?;
+                }
+            } else {
+                return Err(format!("unexpected stream {stream}"));
+            }
+        }
+        Ok(())
+    }
+
+    fn read_control(&mut self) -> Result<(), String> {
+        let mut commands = Vec::new();
+        loop {
+            match self.conn.stream_recv(CONTROL_STREAM, &mut self.buf) {
+                Ok((n, fin)) => {
+                    self.control_in
+                        .push(&self.buf[..n], &mut commands)
+                        .map_err(|e| format!("control stream: {e}"))?;
+                    if fin {
+                        break;
+                    }
+                }
+                Err(quiche::Error::Done) => break,
+                Err(e) => return Err(format!("control stream: {e}")),
+            }
+        }
+        for cmd in commands {
+            gst::debug!(CAT, "command {cmd:?}");
+            match cmd {
+                Command::Describe { caps } => self.push(Event::Caps(caps)),
+                Command::EndOfStream { groups } => self.eos_groups = Some(groups),
+                Command::Ping(n) => Command::Pong(n).encode(&mut self.control_out),
+                Command::Goodbye { code, reason } => {
+                    let _ = self.conn.close(true, error_code::NO_ERROR, b"goodbye");
+                    if code != error_code::NO_ERROR {
+                        return Err(format!("sender said goodbye ({code:#x}): {reason}"));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn read_group(&mut self, stream: u64) -> Result<(), String> {
+        if stream < self.next_group {
+            // A group we already finished cannot carry more data.
+            return Err(format!("data on finished group stream {stream}"));
+        }
+        let max_frame = self.settings.max_frame_size;
+        let group = self.groups.entry(stream).or_insert_with(|| Group {
+            decoder: GroupDecoder::new(max_frame),
+            frames: VecDeque::new(),
+            finished: false,
+        });
+        let mut frames: Vec<GroupFrame> = Vec::new();
+        loop {
+            match self.conn.stream_recv(stream, &mut self.buf) {
+                Ok((n, fin)) => {
+                    group
+                        .decoder
+                        .push(&self.buf[..n], &mut frames)
+                        .map_err(|e| format!("group stream {stream}: {e}"))?;
+                    if fin {
+                        group
+                            .decoder
+                            .finish()
+                            .map_err(|e| format!("group stream {stream}: {e}"))?;
+                        group.finished = true;
+                        break;
+                    }
+                }
+                Err(quiche::Error::Done) => break,
+                Err(e) => return Err(format!("group stream {stream}: {e}")),
+            }
+        }
+        let arrival = monotonic_ns();
+        group
+            .frames
+            .extend(frames.into_iter().map(|f| ReceivedFrame {
+                header: f.header,
+                data: f.data,
+                arrival,
+            }));
+        Ok(())
+    }
+
+    /// Hands frames over in group order while the queue has room.
+    fn deliver(&mut self) {
+        while let Some(group) = self.groups.get_mut(&self.next_group) {
+            let stalled = self.link.update(|s| {
+                while s.inner.events.len() < s.inner.capacity {
+                    let Some(frame) = group.frames.pop_front() else {
+                        break;
+                    };
+                    s.inner.events.push_back(Event::Frame(frame));
+                }
+                !group.frames.is_empty()
+            });
+            if stalled || !group.finished {
+                return;
+            }
+            self.groups.remove(&self.next_group);
+            self.next_group += 4;
+        }
+        if let Some(groups) = self.eos_groups {
+            if !self.eos_delivered && self.next_group >= FIRST_GROUP + 4 * groups {
+                self.eos_delivered = true;
+                self.push(Event::Eos);
+                let _ = self
+                    .conn
+                    .close(true, error_code::NO_ERROR, b"end of stream");
+            }
+        }
+    }
+
+    fn push(&self, event: Event) {
+        self.link.update(|s| s.inner.events.push_back(event));
+    }
+
+    fn fail(&self, message: String) {
+        gst::warning!(CAT, "{message}");
+        self.link.update(|s| {
+            if s.failure.is_none() {
+                s.failure = Some(message);
+            }
+        });
+    }
+
+    fn close_reason(&self) -> String {
+        let peer = self.settings.peer;
+        if let Some(e) = self.conn.peer_error() {
+            return format!(
+                "{peer} closed the connection (code {:#x}): {}",
+                e.error_code,
+                String::from_utf8_lossy(&e.reason)
+            );
+        }
+        if let Some(e) = self.conn.local_error() {
+            // Transport codes 0x100..=0x1ff are TLS alerts (RFC 9001, 4.8).
+            if !e.is_app && (0x100..=0x1ff).contains(&e.error_code) {
+                return format!(
+                    "TLS handshake with {peer} failed (alert {}): the server's certificate \
+                     is not trusted; set ca-file to its CA, or tls-verify=false for testing",
+                    e.error_code - 0x100
+                );
+            }
+            return format!(
+                "connection to {peer} failed (code {:#x}): {}",
+                e.error_code,
+                String::from_utf8_lossy(&e.reason)
+            );
+        }
+        if self.conn.is_timed_out() {
+            return format!("connection to {peer} timed out: the sender went silent");
+        }
+        format!("connection to {peer} closed")
+    }
+}

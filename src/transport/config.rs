@@ -1,0 +1,80 @@
+//! quiche configuration for both sides: ALPN, TLS material, flow-control windows.
+
+use crate::protocol::ALPN;
+use std::path::Path;
+
+/// Idle time after which a silent peer is considered gone. The receiver keeps the connection
+/// alive with PINGs, so only a vanished peer reaches it.
+pub const IDLE_TIMEOUT_MS: u64 = 30_000;
+/// Largest UDP payload we send; fits any path MTU seen on loopback and the Internet.
+pub const MAX_DATAGRAM_SIZE: usize = 1350;
+
+fn common(config: &mut quiche::Config) -> Result<(), String> {
+    config
+        .set_application_protos(&[ALPN])
+        .map_err(|e| format!("cannot set ALPN: {e}"))?;
+    config.set_max_idle_timeout(IDLE_TIMEOUT_MS);
+    config.set_max_recv_udp_payload_size(65527);
+    config.set_max_send_udp_payload_size(MAX_DATAGRAM_SIZE);
+    // Generous windows: a 4K intra picture can be several MB and must not stall on credit.
+    config.set_initial_max_data(64 << 20);
+    config.set_initial_max_stream_data_bidi_local(1 << 20);
+    config.set_initial_max_stream_data_bidi_remote(1 << 20);
+    config.set_initial_max_stream_data_uni(16 << 20);
+    config.set_max_connection_window(128 << 20);
+    config.set_max_stream_window(32 << 20);
+    config.set_disable_active_migration(true);
+    config.enable_pacing(true);
+    Ok(())
+}
+
+fn check_readable(what: &str, path: &str) -> Result<(), String> {
+    std::fs::File::open(Path::new(path))
+        .map(|_| ())
+        .map_err(|e| format!("cannot read {what} '{path}': {e}"))
+}
+
+/// Server side: our certificate chain and private key, PEM files.
+pub fn server(cert_file: &str, key_file: &str) -> Result<quiche::Config, String> {
+    if cert_file.is_empty() || key_file.is_empty() {
+        return Err("cert-file and key-file must both be set (PEM files)".into());
+    }
+    check_readable("certificate file", cert_file)?;
+    check_readable("key file", key_file)?;
+    let mut config = new_config()?;
+    config
+        .load_cert_chain_from_pem_file(cert_file)
+        .map_err(|_| format!("'{cert_file}' is not a PEM certificate chain"))?;
+    config
+        .load_priv_key_from_pem_file(key_file)
+        .map_err(|_| format!("'{key_file}' is not a PEM private key for that certificate"))?;
+    common(&mut config)?;
+    // One control stream per receiver; media streams are ours.
+    config.set_initial_max_streams_bidi(1);
+    config.set_initial_max_streams_uni(0);
+    Ok(config)
+}
+
+/// Client side: how to check the server's certificate.
+pub fn client(verify: bool, ca_file: Option<&str>) -> Result<quiche::Config, String> {
+    let mut config = new_config()?;
+    config.verify_peer(verify);
+    if let Some(ca) = ca_file.filter(|ca| !ca.is_empty()) {
+        check_readable("CA file", ca)?;
+        config
+            .load_verify_locations_from_file(ca)
+            .map_err(|_| format!("'{ca}' is not a PEM CA certificate file"))?;
+    } else if verify {
+        // Fall back to the system trust store, as any TLS client would.
+        let _ = config.load_verify_locations_from_directory("/etc/ssl/certs");
+    }
+    common(&mut config)?;
+    config.set_initial_max_streams_bidi(0);
+    // Group streams: enough for every group a few seconds of live video can open.
+    config.set_initial_max_streams_uni(1000);
+    Ok(config)
+}
+
+fn new_config() -> Result<quiche::Config, String> {
+    quiche::Config::new(quiche::PROTOCOL_VERSION).map_err(|e| format!("quiche config: {e}"))
+}

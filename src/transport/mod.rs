@@ -1,0 +1,19 @@
+//! The quiche side of both elements: one networking thread per element instance owns the
+//! UDP socket and every connection (sans-IO loop as in quiche's examples); the streaming
+//! thread talks to it only through a [`link::Link`].
+
+mod client;
+mod config;
+mod link;
+pub mod logger;
+mod server;
+mod socket;
+
+pub use client::{Client, ClientSettings, Event, ReceivedFrame};
+pub use link::Interrupted;
+pub use server::{MediaFrame, Server, ServerSettings};
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock frame headers and QuicNaluMeta use.
+pub fn monotonic_ns() -> u64 {
+    gst::get_timestamp().nseconds()
+}

@@ -1,0 +1,639 @@
+//! The sender's networking thread: a QUIC server that accepts receivers and writes each of
+//! them the stream, one unidirectional stream per group of pictures.
+
+use super::link::{Interrupted, Link};
+use super::socket::{random_cid, send_all, Endpoint, SOCKET};
+use super::{config, monotonic_ns};
+use crate::protocol::{
+    error_code, put_preamble, Command, CommandDecoder, FrameFlags, FrameHeader, StreamKind,
+    DEFAULT_MAX_COMMAND_SIZE, VERSION,
+};
+use mio::net::UdpSocket;
+use mio::Events;
+use once_cell::sync::Lazy;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+static CAT: Lazy<gst::DebugCategory> = Lazy::new(|| {
+    gst::DebugCategory::new(
+        "quicnalu-server",
+        gst::DebugColorFlags::empty(),
+        Some("quicnalusink networking thread"),
+    )
+});
+
+/// The control stream: the first client-initiated bidirectional stream.
+const CONTROL_STREAM: u64 = 0;
+/// Bytes the streaming thread may queue ahead of the slowest receiver before it waits.
+const MAX_BACKLOG: usize = 8 << 20;
+
+/// One access unit to send, as the sink's streaming thread hands it over.
+pub struct MediaFrame {
+    pub pts: Option<u64>,
+    pub dts: Option<u64>,
+    pub duration: Option<u64>,
+    pub keyframe: bool,
+    pub parameter_sets: bool,
+    pub discont: bool,
+    pub data: Box<dyn AsRef<[u8]> + Send + Sync>,
+}
+
+pub struct ServerSettings {
+    pub addr: SocketAddr,
+    pub cert_file: String,
+    pub key_file: String,
+}
+
+enum Work {
+    Caps(String),
+    Frame(MediaFrame),
+    Eos,
+}
+
+#[derive(Default)]
+struct Status {
+    work: VecDeque<Work>,
+    /// Bytes in `work` plus the largest backlog of any receiver.
+    queued_bytes: usize,
+    ready_receivers: usize,
+    drained: bool,
+}
+
+/// Handle to a running server; dropping it stops the thread and joins it.
+pub struct Server {
+    link: Arc<Link<Status>>,
+    waker: Arc<mio::Waker>,
+    thread: Option<JoinHandle<()>>,
+    local: SocketAddr,
+}
+
+impl Server {
+    /// Binds the socket, loads the certificate and starts the networking thread.
+    pub fn start(settings: &ServerSettings) -> Result<Server, String> {
+        let config = config::server(&settings.cert_file, &settings.key_file)?;
+        let endpoint = Endpoint::bind(settings.addr)?;
+        let link = Arc::new(Link::new(Status::default()));
+        let waker = endpoint.waker.clone();
+        let local = endpoint.local;
+        let thread = {
+            let link = link.clone();
+            std::thread::Builder::new()
+                .name("quicnalu-sink-net".into())
+                .spawn(move || Loop::new(endpoint, config, link).run())
+                .map_err(|e| format!("cannot start networking thread: {e}"))?
+        };
+        Ok(Server {
+            link,
+            waker,
+            thread: Some(thread),
+            local,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    pub fn set_flushing(&self, flushing: bool) {
+        self.link.update(|s| s.flushing = flushing);
+    }
+
+    /// The stream description sent to every receiver.
+    pub fn set_caps(&self, caps: String) {
+        self.push(Work::Caps(caps), 0);
+    }
+
+    /// Waits until at least one receiver has said HELLO.
+    pub fn wait_for_receiver(&self) -> Result<(), Interrupted> {
+        self.link
+            .wait(None, |s| (s.ready_receivers > 0).then_some(()))
+            .map(|_| ())
+    }
+
+    /// Queues a frame for every receiver, waiting while the slowest is too far behind.
+    pub fn send(&self, frame: MediaFrame) -> Result<(), Interrupted> {
+        self.link
+            .wait(None, |s| (s.queued_bytes < MAX_BACKLOG).then_some(()))?;
+        let len = frame.data.as_ref().as_ref().len();
+        self.push(Work::Frame(frame), len);
+        Ok(())
+    }
+
+    /// Tells receivers the stream ended and waits until each has everything, or `timeout`.
+    /// Returns whether every receiver was drained.
+    pub fn finish(&self, timeout: Duration) -> Result<bool, Interrupted> {
+        self.push(Work::Eos, 0);
+        let deadline = Instant::now() + timeout;
+        self.link
+            .wait(Some(deadline), |s| s.drained.then_some(()))
+            .map(|r| r.is_some())
+    }
+
+    fn push(&self, work: Work, len: usize) {
+        self.link.update(|s| {
+            s.inner.work.push_back(work);
+            s.inner.queued_bytes += len;
+        });
+        let _ = self.waker.wake();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.link.update(|s| s.shutdown = true);
+        let _ = self.waker.wake();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Bytes waiting to be written to one stream.
+struct Chunk {
+    stream: u64,
+    data: ChunkData,
+    offset: usize,
+    fin: bool,
+}
+
+enum ChunkData {
+    Owned(Vec<u8>),
+    Shared(Arc<[u8]>),
+    Frame(Arc<MediaFrame>),
+}
+
+impl ChunkData {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            ChunkData::Owned(v) => v,
+            ChunkData::Shared(v) => v,
+            ChunkData::Frame(f) => f.data.as_ref().as_ref(),
+        }
+    }
+}
+
+/// One connected receiver.
+struct Receiver {
+    id: u64,
+    conn: quiche::Connection,
+    peer: SocketAddr,
+    control_in: CommandDecoder,
+    hello: bool,
+    described: bool,
+    eos_sent: bool,
+    out: VecDeque<Chunk>,
+    out_bytes: usize,
+    group: Option<u64>,
+    groups_opened: u64,
+}
+
+impl Receiver {
+    fn queue(&mut self, stream: u64, data: ChunkData, fin: bool) {
+        self.out_bytes += data.bytes().len();
+        self.out.push_back(Chunk {
+            stream,
+            data,
+            offset: 0,
+            fin,
+        });
+    }
+
+    fn queue_command(&mut self, cmd: &Command) {
+        let mut bytes = Vec::new();
+        cmd.encode(&mut bytes);
+        self.queue(CONTROL_STREAM, ChunkData::Owned(bytes), false);
+    }
+
+    fn close(&mut self, code: u64, reason: &str) {
+        gst::info!(
+            CAT,
+            "receiver {} ({}): closing: {reason}",
+            self.id,
+            self.peer
+        );
+        let _ = self.conn.close(true, code, reason.as_bytes());
+    }
+
+    /// Writes queued chunks until quiche takes no more.
+    fn flush(&mut self) {
+        while let Some(chunk) = self.out.front_mut() {
+            let bytes = &chunk.data.bytes()[chunk.offset..];
+            match self.conn.stream_send(chunk.stream, bytes, chunk.fin) {
+                Ok(n) if n == bytes.len() => {
+                    self.out_bytes -= n;
+                    self.out.pop_front();
+                }
+                Ok(n) => {
+                    self.out_bytes -= n;
+                    chunk.offset += n;
+                    return;
+                }
+                Err(quiche::Error::Done) | Err(quiche::Error::StreamLimit) => return,
+                Err(e) => {
+                    // The receiver stopped this stream: drop what is left of it.
+                    gst::debug!(CAT, "receiver {}: stream {}: {e}", self.id, chunk.stream);
+                    let stream = chunk.stream;
+                    let before = self.out.len();
+                    let mut dropped = 0;
+                    self.out.retain(|c| {
+                        let keep = c.stream != stream;
+                        if !keep {
+                            dropped += c.data.bytes().len() - c.offset;
+                        }
+                        keep
+                    });
+                    self.out_bytes -= dropped;
+                    if before == self.out.len() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct Loop {
+    endpoint: Endpoint,
+    config: quiche::Config,
+    link: Arc<Link<Status>>,
+    receivers: HashMap<u64, Receiver>,
+    /// Connection IDs (ours and the client's original one) to receiver ids.
+    ids: HashMap<Vec<u8>, u64>,
+    next_id: u64,
+    caps: Option<String>,
+    next_seq: u64,
+    eos: bool,
+    buf: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Loop {
+    fn new(endpoint: Endpoint, config: quiche::Config, link: Arc<Link<Status>>) -> Self {
+        Loop {
+            endpoint,
+            config,
+            link,
+            receivers: HashMap::new(),
+            ids: HashMap::new(),
+            next_id: 1,
+            caps: None,
+            next_seq: 0,
+            eos: false,
+            buf: vec![0; 65536],
+            out: vec![0; config::MAX_DATAGRAM_SIZE],
+        }
+    }
+
+    fn run(mut self) {
+        let mut events = Events::with_capacity(64);
+        loop {
+            let timeout = self
+                .receivers
+                .values()
+                .filter_map(|r| r.conn.timeout())
+                .min();
+            if let Err(e) = self.endpoint.poll.poll(&mut events, timeout) {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    self.link
+                        .update(|s| s.failure = Some(format!("poll failed: {e}")));
+                    return;
+                }
+            }
+            if self.link.lock().shutdown {
+                self.shutdown();
+                return;
+            }
+            if events.iter().any(|e| e.token() == SOCKET) {
+                self.receive();
+            }
+            for r in self.receivers.values_mut() {
+                r.conn.on_timeout();
+            }
+            self.take_work();
+            let ids: Vec<u64> = self.receivers.keys().copied().collect();
+            for id in ids {
+                self.serve(id);
+            }
+            self.reap();
+            self.publish();
+        }
+    }
+
+    fn receive(&mut self) {
+        loop {
+            let (len, from) = match self.endpoint.socket.recv_from(&mut self.buf) {
+                Ok(v) => v,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    gst::warning!(CAT, "recv failed: {e}");
+                    return;
+                }
+            };
+            let packet = &mut self.buf[..len];
+            let Ok(hdr) = quiche::Header::from_slice(packet, quiche::MAX_CONN_ID_LEN) else {
+                continue;
+            };
+            let id = match self.ids.get(hdr.dcid.as_ref()) {
+                Some(id) => *id,
+                None => match accept(&hdr, from, &self.endpoint, &mut self.config, &mut self.out) {
+                    Some(conn) => {
+                        let id = self.next_id;
+                        self.next_id += 1;
+                        gst::info!(CAT, "receiver {id}: connecting from {from}");
+                        self.ids.insert(conn.source_id().to_vec(), id);
+                        self.ids.insert(hdr.dcid.to_vec(), id);
+                        self.receivers.insert(id, Receiver::new(id, conn, from));
+                        id
+                    }
+                    None => continue,
+                },
+            };
+            let info = quiche::RecvInfo {
+                from,
+                to: self.endpoint.local,
+            };
+            if let Some(r) = self.receivers.get_mut(&id) {
+                if let Err(e) = r.conn.recv(packet, info) {
+                    gst::debug!(CAT, "receiver {id}: recv: {e}");
+                }
+            }
+        }
+    }
+
+    fn take_work(&mut self) {
+        let work: Vec<Work> = self.link.update(|s| s.inner.work.drain(..).collect());
+        for item in work {
+            match item {
+                Work::Caps(caps) => self.caps = Some(caps),
+                Work::Frame(frame) => self.distribute(frame),
+                Work::Eos => {
+                    self.eos = true;
+                    for r in self.receivers.values_mut().filter(|r| r.described) {
+                        r.end_of_stream();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues one frame to every receiver that can decode it.
+    fn distribute(&mut self, frame: MediaFrame) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let mut flags = FrameFlags::default();
+        flags.set(FrameFlags::KEYFRAME, frame.keyframe);
+        flags.set(FrameFlags::HEADER, frame.parameter_sets);
+        flags.set(FrameFlags::DISCONT, frame.discont);
+        let header = FrameHeader {
+            seq,
+            flags,
+            pts: frame.pts,
+            dts: frame.dts,
+            duration: frame.duration,
+            send_time: monotonic_ns(),
+            len: frame.data.as_ref().as_ref().len() as u64,
+        };
+        let mut encoded = Vec::with_capacity(32);
+        header.encode(&mut encoded);
+        let header: Arc<[u8]> = encoded.into();
+        let frame = Arc::new(frame);
+        for r in self.receivers.values_mut().filter(|r| r.described) {
+            if frame.keyframe {
+                r.open_group(seq);
+            }
+            if let Some(group) = r.group {
+                r.queue(group, ChunkData::Shared(header.clone()), false);
+                r.queue(group, ChunkData::Frame(frame.clone()), false);
+            }
+        }
+    }
+
+    /// Reads the receiver's control stream, writes what is queued and sends packets.
+    fn serve(&mut self, id: u64) {
+        let Some(r) = self.receivers.get_mut(&id) else {
+            return;
+        };
+        if r.conn.is_established() {
+            let readable: Vec<u64> = r.conn.readable().collect();
+            for stream in readable {
+                if stream != CONTROL_STREAM {
+                    r.close(
+                        error_code::PROTOCOL_VIOLATION,
+                        "unexpected stream from receiver",
+                    );
+                    break;
+                }
+                let mut commands = Vec::new();
+                let mut result = Ok(());
+                while let Ok((n, _fin)) = r.conn.stream_recv(stream, &mut self.buf) {
+                    result = r.control_in.push(&self.buf[..n], &mut commands);
+                    if result.is_err() {
+                        break;
+                    }
+                }
+                for cmd in commands {
+                    r.handle(cmd, self.caps.as_deref(), self.eos);
+                }
+                if let Err(e) = result {
+                    r.close(
+                        error_code::PROTOCOL_VIOLATION,
+                        &format!("control stream: {e}"),
+                    );
+                }
+            }
+            if r.hello && !r.described {
+                if let Some(caps) = &self.caps {
+                    r.describe(caps, self.eos);
+                }
+            }
+            r.flush();
+        }
+        send_all(&mut r.conn, &self.endpoint.socket, &mut self.out);
+    }
+
+    fn reap(&mut self) {
+        let closed: Vec<u64> = self
+            .receivers
+            .iter()
+            .filter(|(_, r)| r.conn.is_closed())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in closed {
+            if let Some(r) = self.receivers.remove(&id) {
+                let why = match (r.conn.peer_error(), r.conn.local_error()) {
+                    (Some(e), _) => format!(
+                        "closed by receiver (code {:#x}: {})",
+                        e.error_code,
+                        String::from_utf8_lossy(&e.reason)
+                    ),
+                    (None, Some(e)) => format!(
+                        "closed (code {:#x}: {})",
+                        e.error_code,
+                        String::from_utf8_lossy(&e.reason)
+                    ),
+                    _ if r.conn.is_timed_out() => "timed out".to_string(),
+                    _ => "closed".to_string(),
+                };
+                gst::info!(CAT, "receiver {id} ({}): {why}", r.peer);
+                self.ids.retain(|_, v| *v != id);
+            }
+        }
+    }
+
+    fn publish(&mut self) {
+        let ready = self.receivers.values().filter(|r| r.described).count();
+        let backlog = self
+            .receivers
+            .values()
+            .map(|r| r.out_bytes)
+            .max()
+            .unwrap_or(0);
+        let drained = self.eos && ready == 0;
+        self.link.update(|s| {
+            let queued: usize = s
+                .inner
+                .work
+                .iter()
+                .map(|w| match w {
+                    Work::Frame(f) => f.data.as_ref().as_ref().len(),
+                    _ => 0,
+                })
+                .sum();
+            s.inner.queued_bytes = queued + backlog;
+            s.inner.ready_receivers = ready;
+            s.inner.drained = drained;
+        });
+    }
+
+    fn shutdown(&mut self) {
+        for r in self.receivers.values_mut() {
+            r.close(error_code::NO_ERROR, "sender stopped");
+            send_all(&mut r.conn, &self.endpoint.socket, &mut self.out);
+        }
+    }
+}
+
+impl Receiver {
+    fn new(id: u64, conn: quiche::Connection, peer: SocketAddr) -> Self {
+        Receiver {
+            id,
+            conn,
+            peer,
+            control_in: CommandDecoder::new(DEFAULT_MAX_COMMAND_SIZE),
+            hello: false,
+            described: false,
+            eos_sent: false,
+            out: VecDeque::new(),
+            out_bytes: 0,
+            group: None,
+            groups_opened: 0,
+        }
+    }
+
+    fn handle(&mut self, cmd: Command, caps: Option<&str>, eos: bool) {
+        gst::trace!(CAT, "receiver {}: {cmd:?}", self.id);
+        match cmd {
+            Command::Hello { version, .. } if !self.hello => {
+                if version != VERSION {
+                    self.close(
+                        error_code::UNSUPPORTED_VERSION,
+                        &format!("protocol version {version} not supported"),
+                    );
+                    return;
+                }
+                self.hello = true;
+                if let Some(caps) = caps {
+                    self.describe(caps, eos);
+                }
+            }
+            _ if !self.hello => {
+                self.close(error_code::PROTOCOL_VIOLATION, "first command is not HELLO");
+            }
+            Command::Ping(n) => self.queue_command(&Command::Pong(n)),
+            Command::Goodbye { code, reason } => {
+                gst::info!(CAT, "receiver {}: goodbye {code:#x}: {reason}", self.id);
+                let _ = self.conn.close(true, error_code::NO_ERROR, b"goodbye");
+            }
+            other => gst::debug!(CAT, "receiver {}: ignoring {other:?}", self.id),
+        }
+    }
+
+    fn describe(&mut self, caps: &str, eos: bool) {
+        let mut bytes = Vec::new();
+        put_preamble(&mut bytes, StreamKind::Control);
+        self.queue(CONTROL_STREAM, ChunkData::Owned(bytes), false);
+        self.queue_command(&Command::Describe {
+            caps: caps.to_string(),
+        });
+        self.described = true;
+        gst::info!(CAT, "receiver {} ({}): ready", self.id, self.peer);
+        if eos {
+            self.end_of_stream();
+        }
+    }
+
+    /// Ends the current group (FIN) and opens the next one on a new stream.
+    fn open_group(&mut self, first_seq: u64) {
+        self.close_group();
+        // Server-initiated unidirectional streams: 3, 7, 11, ...
+        let stream = 3 + 4 * self.groups_opened;
+        self.groups_opened += 1;
+        // Not incremental: quiche sends the older group's bytes first.
+        let _ = self.conn.stream_priority(stream, 3, false);
+        let mut opening = Vec::with_capacity(16);
+        crate::protocol::put_group_opening(&mut opening, first_seq);
+        self.queue(stream, ChunkData::Owned(opening), false);
+        self.group = Some(stream);
+    }
+
+    fn close_group(&mut self) {
+        if let Some(group) = self.group.take() {
+            self.queue(group, ChunkData::Owned(Vec::new()), true);
+        }
+    }
+
+    fn end_of_stream(&mut self) {
+        if self.eos_sent {
+            return;
+        }
+        self.eos_sent = true;
+        self.close_group();
+        self.queue_command(&Command::EndOfStream {
+            groups: self.groups_opened,
+        });
+    }
+}
+
+/// Creates a connection for a client's first Initial packet, or answers version negotiation.
+fn accept(
+    hdr: &quiche::Header,
+    from: SocketAddr,
+    endpoint: &Endpoint,
+    config: &mut quiche::Config,
+    out: &mut [u8],
+) -> Option<quiche::Connection> {
+    if hdr.ty != quiche::Type::Initial {
+        return None;
+    }
+    if !quiche::version_is_supported(hdr.version) {
+        let len = quiche::negotiate_version(&hdr.scid, &hdr.dcid, out).ok()?;
+        send_raw(&endpoint.socket, &out[..len], from);
+        return None;
+    }
+    let scid = random_cid();
+    let scid = quiche::ConnectionId::from_ref(&scid);
+    match quiche::accept(&scid, None, endpoint.local, from, config) {
+        Ok(conn) => Some(conn),
+        Err(e) => {
+            gst::debug!(CAT, "cannot accept {from}: {e}");
+            None
+        }
+    }
+}
+
+fn send_raw(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) {
+    let _ = socket.send_to(bytes, to);
+}
