@@ -1,0 +1,251 @@
+//! Shared test scaffolding: plugin registration, a throw-away certificate, the shared media,
+//! and sender/receiver pipelines on loopback with port 0.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use gst::prelude::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// Upper bound for anything a test waits on; reaching it is a failure, never a sync point.
+pub const WATCHDOG: Duration = Duration::from_secs(120);
+
+pub fn init() {
+    static INIT: OnceLock<()> = OnceLock::new();
+    INIT.get_or_init(|| {
+        gst::init().expect("gst init");
+        gstquicnalu::plugin_register_static().expect("register plugin");
+    });
+}
+
+pub struct Certs {
+    _dir: tempfile::TempDir,
+    pub cert: String,
+    pub key: String,
+}
+
+/// A self-signed certificate for localhost / 127.0.0.1, made once per test binary.
+pub fn certs() -> &'static Certs {
+    static CERTS: OnceLock<Certs> = OnceLock::new();
+    CERTS.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        let status = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+            .args(["-subj", "/CN=localhost"])
+            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("run openssl");
+        assert!(status.status.success(), "openssl: {status:?}");
+        Certs {
+            cert: cert.to_string_lossy().into_owned(),
+            key: key.to_string_lossy().into_owned(),
+            _dir: dir,
+        }
+    })
+}
+
+pub fn media(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/media")
+        .join(name)
+}
+
+/// Every usable stream in ../shared/media (the bad one excluded).
+pub fn good_media() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(media(""))
+        .expect("../shared/media")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".md") && !n.starts_with("bad-"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// A running pipeline and its bus.
+pub struct Running {
+    pub pipeline: gst::Pipeline,
+}
+
+impl Running {
+    pub fn launch(description: &str) -> Running {
+        let pipeline = gst::parse::launch(description)
+            .unwrap_or_else(|e| panic!("parse '{description}': {e}"))
+            .downcast::<gst::Pipeline>()
+            .expect("a pipeline");
+        Running { pipeline }
+    }
+
+    pub fn by_name(&self, name: &str) -> gst::Element {
+        self.pipeline.by_name(name).expect(name)
+    }
+
+    /// Waits for EOS or an error; returns the error text, if any.
+    pub fn finish(&self, timeout: Duration) -> Result<(), String> {
+        let bus = self.pipeline.bus().expect("bus");
+        let msg = bus
+            .timed_pop_filtered(
+                gst::ClockTime::from_nseconds(timeout.as_nanos() as u64),
+                &[gst::MessageType::Eos, gst::MessageType::Error],
+            )
+            .ok_or_else(|| format!("no EOS or error within {timeout:?}"))?;
+        match msg.view() {
+            gst::MessageView::Error(e) => Err(error_text(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Waits for an error message and returns its text; EOS or silence fail the test.
+    pub fn expect_error(&self) -> String {
+        match self.finish(WATCHDOG) {
+            Err(e) => e,
+            Ok(()) => panic!("expected an error, got EOS"),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+pub fn error_text(e: &gst::message::Error) -> String {
+    format!(
+        "{} ({})",
+        e.error(),
+        e.debug().map(|d| d.to_string()).unwrap_or_default()
+    )
+}
+
+/// Starts `description` (which must name a quicnalusink `sink` with port=0) and returns it
+/// with the port it bound.
+pub fn start_sender(description: &str) -> (Running, u16) {
+    start_sender_with(description, |_| ())
+}
+
+/// Like [`start_sender`], running `prepare` (to add probes, say) before the first buffer.
+pub fn start_sender_with(description: &str, prepare: impl FnOnce(&Running)) -> (Running, u16) {
+    let sender = Running::launch(description);
+    prepare(&sender);
+    // READY -> PAUSED starts the sink; with wait-for-connection it then prerolls async.
+    sender
+        .pipeline
+        .set_state(gst::State::Playing)
+        .expect("sender to PLAYING");
+    let port: u32 = sender.by_name("sink").property("bound-port");
+    assert_ne!(port, 0, "sink bound a port");
+    (sender, port as u16)
+}
+
+pub fn sink_props() -> String {
+    let c = certs();
+    format!("port=0 cert-file={} key-file={}", c.cert, c.key)
+}
+
+pub fn src_props(port: u16) -> String {
+    format!(
+        "address=127.0.0.1 port={port} ca-file={} timeout=20000",
+        certs().cert
+    )
+}
+
+/// One buffer as an appsink saw it.
+#[derive(Clone)]
+pub struct Received {
+    pub data: Vec<u8>,
+    pub pts: Option<gst::ClockTime>,
+    pub dts: Option<gst::ClockTime>,
+    pub flags: gst::BufferFlags,
+    pub meta: Option<gst_plugin_meta::QuicNaluMeta>,
+}
+
+/// Collects every buffer reaching the appsink `name` and announces each on a channel.
+pub fn collect(
+    running: &Running,
+    name: &str,
+) -> (Arc<Mutex<Vec<Received>>>, mpsc::Receiver<usize>) {
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = mpsc::channel();
+    let appsink = running
+        .by_name(name)
+        .downcast::<gst_app::AppSink>()
+        .expect("appsink");
+    let store = out.clone();
+    appsink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let buffer = sample.buffer().ok_or(gst::FlowError::Error)?;
+                let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+                let mut v = store.lock().unwrap();
+                v.push(Received {
+                    data: map.to_vec(),
+                    pts: buffer.pts(),
+                    dts: buffer.dts(),
+                    flags: buffer.flags(),
+                    meta: gst_plugin_meta::QuicNaluMeta::from_buffer(buffer),
+                });
+                let _ = tx.send(v.len());
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    (out, rx)
+}
+
+/// Records the bytes of every buffer leaving `pad`.
+pub fn tap(pad: &gst::Pad) -> Arc<Mutex<Vec<Vec<u8>>>> {
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let store = out.clone();
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(buffer) = info.buffer() {
+            if let Ok(map) = buffer.map_readable() {
+                store.lock().unwrap().push(map.to_vec());
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
+    out
+}
+
+/// `ffmpeg -f framemd5` of a file: one line per decoded frame.
+pub fn framemd5(path: &Path) -> String {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-f", "framemd5", "-"])
+        .output()
+        .expect("run ffmpeg");
+    assert!(out.status.success(), "ffmpeg failed on {path:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Encodes a test clip with x265enc into a raw .h265 file.
+pub fn make_clip(path: &Path, frames: u32, width: u32, height: u32, fps: u32) {
+    let description = format!(
+        "videotestsrc num-buffers={frames} pattern=zone-plate kx2=20 ky2=20 kt=1 kt2=2 ! \
+         video/x-raw,format=I420,width={width},height={height},framerate={fps}/1 ! \
+         x265enc speed-preset=ultrafast tune=zerolatency key-int-max=30 ! \
+         h265parse ! video/x-h265,stream-format=byte-stream ! filesink location={}",
+        path.display()
+    );
+    let running = Running::launch(&description);
+    running
+        .pipeline
+        .set_state(gst::State::Playing)
+        .expect("encode");
+    running.finish(WATCHDOG).expect("clip encodes");
+}

@@ -1,0 +1,130 @@
+//! Every stream in ../shared/media goes sink -> QUIC -> src byte-exact and decodes the same.
+
+mod common;
+
+use common::*;
+use gst::prelude::*;
+
+/// Sends `name` with sync=false; checks access units and decoded frames.
+fn deliver(name: &str) {
+    init();
+    let path = media(name);
+    let mut sent = None;
+    let (sender, port) = start_sender_with(
+        &format!(
+            "filesrc location={} ! h265parse name=parse ! quicnalusink name=sink sync=false {}",
+            path.display(),
+            sink_props()
+        ),
+        |s| sent = Some(tap(&s.by_name("parse").static_pad("src").unwrap())),
+    );
+    let sent = sent.unwrap();
+    let receiver = Running::launch(&format!(
+        "quicnalusrc {} ! appsink name=out sync=false",
+        src_props(port)
+    ));
+    let (received, _) = collect(&receiver, "out");
+    receiver.pipeline.set_state(gst::State::Playing).unwrap();
+
+    receiver.finish(WATCHDOG).expect("receiver reaches EOS");
+    sender.finish(WATCHDOG).expect("sender reaches EOS");
+
+    let sent = sent.lock().unwrap();
+    let received = received.lock().unwrap();
+    assert!(!sent.is_empty(), "{name}: h265parse produced nothing");
+    assert_eq!(received.len(), sent.len(), "{name}: access unit count");
+    for (i, (r, s)) in received.iter().zip(sent.iter()).enumerate() {
+        assert!(r.data == *s, "{name}: access unit {i} differs");
+        let meta = r.meta.expect("QuicNaluMeta on every buffer");
+        assert_eq!(meta.seq, i as u64, "{name}: sequence numbers");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("received.h265");
+    let bytes: Vec<u8> = received.iter().flat_map(|r| r.data.iter().copied()).collect();
+    std::fs::write(&out, bytes).unwrap();
+    assert_eq!(framemd5(&out), framemd5(&path), "{name}: decoded frames differ");
+}
+
+macro_rules! media_tests {
+    ($($test:ident => $file:literal),* $(,)?) => {
+        $(#[test] fn $test() { deliver($file); })*
+
+        /// The list above must cover the whole media folder.
+        #[test]
+        fn every_media_file_is_covered() {
+            let mut listed = vec![$($file.to_string()),*];
+            listed.sort();
+            assert_eq!(listed, good_media());
+        }
+    };
+}
+
+media_tests! {
+    de265js_paris => "de265js-paris-ra-wpp.bin",
+    de265js_spreedmovie => "de265js-spreedmovie.hevc",
+    gpac_counter => "gpac-counter.hvc",
+    oh_1104x622 => "oh-1104x622.h265",
+    oh_1920x1080 => "oh-1920x1080.h265",
+    oh_3840x2160 => "oh-3840x2160.h265",
+    oh_pq_vivid => "oh-pq_vivid.h265",
+    vkcts_clip_d => "vkcts-clip-d.h265",
+    vkcts_slist_a => "vkcts-hevc-itu-slist-a.h265",
+    vkcts_slist_b => "vkcts-hevc-itu-slist-b.h265",
+    vkcts_jellyfish => "vkcts-jellyfish-250-mbps-4k-uhd-GOB-IPB13.h265",
+    vpl_cars_128x96 => "vpl-cars_128x96.h265",
+    vpl_cars_128x96_10 => "vpl-cars_128x96_10.h265",
+    vpl_cars_320x240 => "vpl-cars_320x240.h265",
+}
+
+#[test]
+fn nal_aligned_input_arrives_as_access_units() {
+    init();
+    let path = media("vpl-cars_320x240.h265");
+    let (sender, port) = start_sender(&format!(
+        "filesrc location={} ! h265parse ! video/x-h265,alignment=nal ! \
+         quicnalusink name=sink sync=false {}",
+        path.display(),
+        sink_props()
+    ));
+    let receiver = Running::launch(&format!(
+        "quicnalusrc {} ! appsink name=out sync=false",
+        src_props(port)
+    ));
+    let (received, _) = collect(&receiver, "out");
+    receiver.pipeline.set_state(gst::State::Playing).unwrap();
+    receiver.finish(WATCHDOG).expect("receiver reaches EOS");
+    sender.finish(WATCHDOG).expect("sender reaches EOS");
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("received.h265");
+    let received = received.lock().unwrap();
+    let bytes: Vec<u8> = received.iter().flat_map(|r| r.data.iter().copied()).collect();
+    std::fs::write(&out, bytes).unwrap();
+    let frames = framemd5(&path);
+    assert_eq!(received.len(), frames.lines().count(), "one buffer per picture");
+    assert_eq!(framemd5(&out), frames);
+}
+
+#[test]
+fn length_prefixed_input_fails_and_sends_nothing() {
+    init();
+    let path = media("bad-lengthprefixed-1104x622.h265");
+    let (sender, port) = start_sender(&format!(
+        "filesrc location={} ! h265parse ! quicnalusink name=sink {}",
+        path.display(),
+        sink_props()
+    ));
+    let receiver = Running::launch(&format!(
+        "quicnalusrc {} ! appsink name=out sync=false",
+        src_props(port)
+    ));
+    let (received, _) = collect(&receiver, "out");
+    receiver.pipeline.set_state(gst::State::Playing).unwrap();
+
+    let error = sender.expect_error();
+    assert!(error.contains("not an H.265 byte-stream"), "{error}");
+    sender.pipeline.set_state(gst::State::Null).unwrap();
+    let _ = receiver.finish(WATCHDOG);
+    assert!(received.lock().unwrap().is_empty(), "nothing may be sent");
+}
