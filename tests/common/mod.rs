@@ -233,6 +233,26 @@ pub fn framemd5(path: &Path) -> String {
         .join("\n")
 }
 
+/// [`framemd5`] of a file that never changes (the shared media), cached across runs in
+/// the target directory: decoding the 4K streams takes a minute each.
+pub fn framemd5_cached(path: &Path) -> String {
+    let meta = std::fs::metadata(path).expect("media file");
+    let key = format!(
+        "{}-{}-{:?}.framemd5",
+        path.file_name().unwrap().to_string_lossy(),
+        meta.len(),
+        meta.modified().ok()
+    )
+    .replace(|c: char| !c.is_ascii_alphanumeric() && c != '.' && c != '-', "_");
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join(key);
+    if let Ok(hit) = std::fs::read_to_string(&cache) {
+        return hit;
+    }
+    let fresh = framemd5(path);
+    let _ = std::fs::write(&cache, &fresh);
+    fresh
+}
+
 /// Encodes a test clip with x265enc into a raw .h265 file.
 pub fn make_clip(path: &Path, frames: u32, width: u32, height: u32, fps: u32) {
     let description = format!(

@@ -1,0 +1,69 @@
+//! sync=true paces a 3 s, 30 fps clip at real time; sync=false sends it much faster.
+
+mod common;
+
+use common::*;
+use gst::prelude::*;
+use std::path::Path;
+use std::sync::OnceLock;
+
+const FRAMES: u32 = 90;
+const FPS: u32 = 30;
+
+fn clip() -> &'static Path {
+    static CLIP: OnceLock<(tempfile::TempDir, std::path::PathBuf)> = OnceLock::new();
+    let (_, path) = CLIP.get_or_init(|| {
+        init();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clip.h265");
+        make_clip(&path, FRAMES, 320, 240, FPS);
+        (dir, path)
+    });
+    path
+}
+
+/// Seconds between the first and the last frame's arrival at the receiver.
+fn arrival_span(sync: bool) -> f64 {
+    init();
+    let (sender, port) = start_sender(&format!(
+        "filesrc location={} ! h265parse ! quicnalusink name=sink sync={sync} {}",
+        clip().display(),
+        sink_props()
+    ));
+    let receiver = Running::launch(&format!(
+        "quicnalusrc {} ! appsink name=out sync=false",
+        src_props(port)
+    ));
+    let (received, _) = collect(&receiver, "out");
+    receiver.pipeline.set_state(gst::State::Playing).unwrap();
+    receiver.finish(WATCHDOG).expect("receiver reaches EOS");
+    sender.finish(WATCHDOG).expect("sender reaches EOS");
+
+    let received = received.lock().unwrap();
+    assert_eq!(received.len(), FRAMES as usize);
+    let arrival = |r: &Received| r.meta.expect("meta").arrival_time;
+    let span = arrival(received.last().unwrap()) - arrival(&received[0]);
+    let span = span as f64 / 1e9;
+    eprintln!("sync={sync}: {FRAMES} frames arrived over {span:.3} s");
+    span
+}
+
+#[test]
+fn sync_true_arrives_in_real_time() {
+    let duration = f64::from(FRAMES - 1) / f64::from(FPS);
+    let span = arrival_span(true);
+    assert!(
+        span >= 0.9 * duration,
+        "arrived in {span:.3} s, faster than real time ({duration:.3} s)"
+    );
+}
+
+#[test]
+fn sync_false_arrives_several_times_faster() {
+    let duration = f64::from(FRAMES - 1) / f64::from(FPS);
+    let span = arrival_span(false);
+    assert!(
+        span < duration / 3.0,
+        "sync=false took {span:.3} s for a {duration:.3} s clip"
+    );
+}
