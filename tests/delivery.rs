@@ -41,9 +41,16 @@ fn deliver(name: &str) {
 
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("received.h265");
-    let bytes: Vec<u8> = received.iter().flat_map(|r| r.data.iter().copied()).collect();
+    let bytes: Vec<u8> = received
+        .iter()
+        .flat_map(|r| r.data.iter().copied())
+        .collect();
     std::fs::write(&out, bytes).unwrap();
-    assert_eq!(framemd5(&out), framemd5_cached(&path), "{name}: decoded frames differ");
+    assert_eq!(
+        framemd5(&out),
+        framemd5_cached(&path),
+        "{name}: decoded frames differ"
+    );
 }
 
 macro_rules! media_tests {
@@ -99,10 +106,17 @@ fn nal_aligned_input_arrives_as_access_units() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("received.h265");
     let received = received.lock().unwrap();
-    let bytes: Vec<u8> = received.iter().flat_map(|r| r.data.iter().copied()).collect();
+    let bytes: Vec<u8> = received
+        .iter()
+        .flat_map(|r| r.data.iter().copied())
+        .collect();
     std::fs::write(&out, bytes).unwrap();
     let frames = framemd5_cached(&path);
-    assert_eq!(received.len(), frames.lines().count(), "one buffer per picture");
+    assert_eq!(
+        received.len(),
+        frames.lines().count(),
+        "one buffer per picture"
+    );
     assert_eq!(framemd5(&out), frames);
 }
 

@@ -107,7 +107,10 @@ fn caps_that_are_not_h265() {
     pipeline.add_many([&src, &sink]).unwrap();
     src.static_pad("src")
         .unwrap()
-        .link_full(&sink.static_pad("sink").unwrap(), gst::PadLinkCheck::empty())
+        .link_full(
+            &sink.static_pad("sink").unwrap(),
+            gst::PadLinkCheck::empty(),
+        )
         .unwrap();
     let running = Running { pipeline };
     let _ = running.pipeline.set_state(gst::State::Playing);
@@ -122,5 +125,8 @@ fn address_that_is_not_an_ip() {
         certs().cert,
         certs().key
     )));
-    assert!(e.contains("address 'not-an-ip' is not an IP address"), "{e}");
+    assert!(
+        e.contains("address 'not-an-ip' is not an IP address"),
+        "{e}"
+    );
 }

@@ -12,13 +12,16 @@ const MAX_COMMAND: u64 = 4096;
 
 fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
-        (any::<u32>(), any::<u32>(), prop::collection::vec(any::<u8>(), 0..64)).prop_map(
-            |(version, options, token)| Command::Hello {
+        (
+            any::<u32>(),
+            any::<u32>(),
+            prop::collection::vec(any::<u8>(), 0..64)
+        )
+            .prop_map(|(version, options, token)| Command::Hello {
                 version: version.into(),
                 options: options.into(),
                 token
-            }
-        ),
+            }),
         "[ -~]{0,100}".prop_map(|caps| Command::Describe { caps }),
         Just(Command::KeyframeRequest),
         (any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(a, b, c)| {

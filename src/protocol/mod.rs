@@ -39,8 +39,6 @@ pub mod error_code {
     pub const PROTOCOL_VIOLATION: u64 = 0x1;
     /// The peer speaks a protocol version we do not.
     pub const UNSUPPORTED_VERSION: u64 = 0x2;
-    /// The sender's input failed (bad media upstream, pipeline error).
-    pub const SENDER_ERROR: u64 = 0x3;
 }
 
 /// Why bytes from the network were refused.

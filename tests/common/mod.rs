@@ -243,7 +243,10 @@ pub fn framemd5_cached(path: &Path) -> String {
         meta.len(),
         meta.modified().ok()
     )
-    .replace(|c: char| !c.is_ascii_alphanumeric() && c != '.' && c != '-', "_");
+    .replace(
+        |c: char| !c.is_ascii_alphanumeric() && c != '.' && c != '-',
+        "_",
+    );
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join(key);
     if let Ok(hit) = std::fs::read_to_string(&cache) {
         return hit;
