@@ -10,7 +10,7 @@ const USAGE: &str = "usage: server -a ADDR -p PORT -c CERT -k KEY -i IN.h265 [-f
   -c CERT   PEM certificate chain
   -k KEY    PEM private key
   -i FILE   H.265 byte-stream to send, paced like a live camera
-  -f FPS    frame rate for a file whose headers carry none (default: from the stream)";
+  -f FPS    frame rate for a file whose headers carry none (default: send at once)";
 
 fn main() {
     let flags = common::parse_flags(USAGE, &["-a", "-p", "-c", "-k", "-i", "-f"], &[]);
@@ -23,20 +23,20 @@ fn main() {
     let (cert, key, input) = (need("-c"), need("-k"), need("-i"));
     let address = flags.get("-a").map_or("0.0.0.0", String::as_str);
     let port = flags.get("-p").map_or("4443", String::as_str);
-    // Upstream caps give h265parse a frame rate when the stream's VUI has none.
+    // Frames h265parse cannot timestamp (no VUI timing) are paced at this rate.
     let rate = match flags.get("-f") {
         Some(fps) => {
             let fps: u32 = fps
                 .parse()
                 .unwrap_or_else(|_| common::die(USAGE, "-f takes a whole number"));
-            format!("! video/x-h265,stream-format=byte-stream,framerate={fps}/1 ")
+            format!("framerate={fps}/1")
         }
         None => String::new(),
     };
     common::init();
     let pipeline = common::launch(&format!(
-        "filesrc location=\"{input}\" {rate}! h265parse ! quicnalusink address={address} \
-         port={port} cert-file=\"{cert}\" key-file=\"{key}\""
+        "filesrc location=\"{input}\" ! h265parse ! quicnalusink address={address} \
+         port={port} cert-file=\"{cert}\" key-file=\"{key}\" {rate}"
     ));
     eprintln!("serving {input} on {address}:{port}; waiting for a receiver");
     if let Err(e) = common::run(&pipeline) {

@@ -67,3 +67,33 @@ fn sync_false_arrives_several_times_faster() {
         "sync=false took {span:.3} s for a {duration:.3} s clip"
     );
 }
+
+#[test]
+fn framerate_paces_a_stream_without_timestamps() {
+    // No VUI timing: h265parse stamps only the first access unit (30 in all).
+    init();
+    let (sender, port) = start_sender(&format!(
+        "filesrc location={} ! h265parse ! quicnalusink name=sink framerate=20/1 {}",
+        media("vpl-cars_320x240.h265").display(),
+        sink_props()
+    ));
+    let receiver = Running::launch(&format!(
+        "quicnalusrc {} ! appsink name=out sync=false",
+        src_props(port)
+    ));
+    let (received, _) = collect(&receiver, "out");
+    receiver.pipeline.set_state(gst::State::Playing).unwrap();
+    receiver.finish(WATCHDOG).expect("receiver reaches EOS");
+    sender.finish(WATCHDOG).expect("sender reaches EOS");
+
+    let received = received.lock().unwrap();
+    assert_eq!(received.len(), 30);
+    let arrival = |r: &Received| r.meta.expect("meta").arrival_time as f64 / 1e9;
+    let span = arrival(received.last().unwrap()) - arrival(&received[0]);
+    let duration = 29.0 / 20.0;
+    assert!(span >= 0.9 * duration, "{span:.3} s for {duration:.3} s");
+    // The paced running times travel as PTS, 50 ms apart.
+    let pts: Vec<_> = received.iter().filter_map(|r| r.pts).collect();
+    assert_eq!(pts.len(), 30);
+    assert_eq!(pts[2] - pts[1], gst::ClockTime::from_mseconds(50));
+}

@@ -68,8 +68,10 @@ struct Stream {
     pending_has_vcl: bool,
     /// Waiting for the first IRAP: a receiver cannot decode anything before it.
     seen_keyframe: bool,
-    /// Untimestamped buffers rendered, for `framerate` pacing.
-    untimed: u64,
+    /// Access units sent so far: an untimestamped one is paced as frame number `sent`.
+    sent: u64,
+    /// The caps' framerate, the pacing fallback when the property is 0/1.
+    caps_framerate: Option<gst::Fraction>,
     connected_once: bool,
 }
 
@@ -124,7 +126,7 @@ impl ObjectImpl for QuicNaluSink {
                     .nick("Framerate")
                     .blurb(
                         "Pacing for buffers without timestamps when sync=true \
-                         (0/1: send them as they come)",
+                         (0/1: the caps' framerate, or send them as they come if none)",
                     )
                     .minimum(gst::Fraction::from_integer(0))
                     .maximum(gst::Fraction::from_integer(1000))
@@ -269,9 +271,9 @@ impl QuicNaluSink {
                 return Ok(gst::FlowSuccess::Ok);
             }
             stream.seen_keyframe = true;
+            stream.sent += 1;
             let untimed = buffer.pts().is_none() && buffer.dts().is_none();
-            stream.untimed += u64::from(untimed);
-            untimed.then(|| stream.untimed - 1)
+            untimed.then(|| stream.sent - 1)
         };
         let segment = self.obj().segment();
         let segment = segment.downcast_ref::<gst::ClockTime>();
@@ -297,13 +299,16 @@ impl QuicNaluSink {
         Ok(gst::FlowSuccess::Ok)
     }
 
-    /// `framerate` fallback: waits for the `n`th frame's running time, like the original
-    /// demo's `-f FPS` timer. Returns the running time used as PTS.
+    /// Frame-rate fallback (the `framerate` property, else the caps' framerate): waits for
+    /// the `n`th frame's running time, like the original demo's `-f FPS` timer. Returns the
+    /// running time used as PTS.
     fn pace_untimed(&self, n: u64) -> Result<Option<u64>, gst::FlowError> {
-        let rate = self.settings.lock().unwrap().framerate;
-        if rate.numer() <= 0 || rate.denom() <= 0 {
+        let valid = |r: &gst::Fraction| r.numer() > 0 && r.denom() > 0;
+        let property = Some(self.settings.lock().unwrap().framerate).filter(valid);
+        let caps = self.stream.lock().unwrap().caps_framerate.filter(valid);
+        let Some(rate) = property.or(caps) else {
             return Ok(None);
-        }
+        };
         let time = gst::ClockTime::SECOND
             .mul_div_floor(n * rate.denom() as u64, rate.numer() as u64)
             .unwrap_or(gst::ClockTime::ZERO);
@@ -404,7 +409,11 @@ impl BaseSinkImpl for QuicNaluSink {
             .structure(0)
             .ok_or_else(|| gst::loggable_error!(CAT, "empty caps"))?;
         let nal = s.get::<&str>("alignment").ok() == Some("nal");
-        self.stream.lock().unwrap().nal_aligned = nal;
+        {
+            let mut stream = self.stream.lock().unwrap();
+            stream.nal_aligned = nal;
+            stream.caps_framerate = s.get::<gst::Fraction>("framerate").ok();
+        }
         // Receivers always get whole access units.
         let mut described = caps.copy();
         described.make_mut().set("alignment", "au");
