@@ -65,7 +65,6 @@ enum State {
 /// What only the streaming thread touches.
 #[derive(Default)]
 struct Stream {
-    caps: Option<gst::Caps>,
     /// Added to the sender's running times to get ours; set by the first frame.
     offset: Option<i128>,
     delivered: u64,
@@ -402,7 +401,6 @@ impl PushSrcImpl for QuicNaluSrc {
                         gst::FlowError::NotNegotiated
                     })?;
                     gst::info!(CAT, imp = self, "stream: {caps}");
-                    self.stream.lock().unwrap().caps = Some(caps.clone());
                     self.obj()
                         .set_caps(&caps)
                         .map_err(|_| gst::FlowError::NotNegotiated)?;

@@ -8,7 +8,6 @@ use crate::protocol::{
     error_code, put_preamble, Command, CommandDecoder, FrameFlags, FrameHeader, StreamKind,
     DEFAULT_MAX_COMMAND_SIZE, VERSION,
 };
-use mio::net::UdpSocket;
 use mio::Events;
 use once_cell::sync::Lazy;
 use std::collections::{HashMap, VecDeque};
@@ -620,7 +619,7 @@ fn accept(
     }
     if !quiche::version_is_supported(hdr.version) {
         let len = quiche::negotiate_version(&hdr.scid, &hdr.dcid, out).ok()?;
-        send_raw(&endpoint.socket, &out[..len], from);
+        let _ = endpoint.socket.send_to(&out[..len], from);
         return None;
     }
     let scid = random_cid();
@@ -632,8 +631,4 @@ fn accept(
             None
         }
     }
-}
-
-fn send_raw(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) {
-    let _ = socket.send_to(bytes, to);
 }

@@ -52,10 +52,17 @@ pub fn certs() -> &'static Certs {
     })
 }
 
+/// The shared test media: `../shared/media` next to the repository, or `$QUICNALU_MEDIA`.
 pub fn media(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/media")
-        .join(name)
+    let dir = std::env::var_os("QUICNALU_MEDIA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/media"));
+    assert!(
+        dir.is_dir(),
+        "test media not found at {}: set QUICNALU_MEDIA",
+        dir.display()
+    );
+    dir.join(name)
 }
 
 /// Every usable stream in ../shared/media (the bad one excluded).
