@@ -10,11 +10,16 @@ use gst::prelude::*;
 use gst_plugin_meta::QuicNaluMeta;
 use std::path::PathBuf;
 
-/// target/<profile>/libgstquicnalu.so, next to this test binary's deps/ folder.
+/// The plugin's cdylib: cargo builds it next to this test binary (target/<profile>/deps/)
+/// and copies it one level up only on `cargo build`.
 fn plugin_library() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    profile_dir.join("libgstquicnalu.so")
+    let deps = exe.parent().unwrap();
+    [deps, deps.parent().unwrap()]
+        .iter()
+        .map(|dir| dir.join("libgstquicnalu.so"))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("libgstquicnalu.so not built next to {}", exe.display()))
 }
 
 #[test]
