@@ -142,3 +142,42 @@ fn length_prefixed_input_fails_and_sends_nothing() {
     let _ = receiver.finish(WATCHDOG);
     assert!(received.lock().unwrap().is_empty(), "nothing may be sent");
 }
+
+#[test]
+fn pausing_the_sender_mid_stream_loses_nothing() {
+    init();
+    let path = media("oh-1920x1080.h265");
+    let mut sent = None;
+    let (sender, port) = start_sender_with(
+        &format!(
+            "filesrc location={} ! h265parse name=parse ! queue ! quicnalusink name=sink {}",
+            path.display(),
+            sink_props()
+        ),
+        |s| sent = Some(tap(&s.by_name("parse").static_pad("src").unwrap())),
+    );
+    let receiver = Running::launch(&format!(
+        "quicnalusrc {} ! appsink name=out sync=false",
+        src_props(port)
+    ));
+    let (received, arrived) = collect(&receiver, "out");
+    receiver.pipeline.set_state(gst::State::Playing).unwrap();
+
+    // Pause while the stream plays in real time, then resume: the pause must not turn into
+    // a dropped buffer or a stalled upstream.
+    for _ in 0..20 {
+        arrived.recv_timeout(WATCHDOG).expect("frames arrive");
+    }
+    sender.pipeline.set_state(gst::State::Paused).unwrap();
+    let (result, _, _) = sender.pipeline.state(gst::ClockTime::from_seconds(60));
+    result.expect("sender reaches PAUSED");
+    sender.pipeline.set_state(gst::State::Playing).unwrap();
+
+    receiver.finish(WATCHDOG).expect("receiver reaches EOS");
+    sender.finish(WATCHDOG).expect("sender reaches EOS");
+    let sent = sent.unwrap();
+    let sent = sent.lock().unwrap();
+    let received = received.lock().unwrap();
+    assert_eq!(received.len(), sent.len());
+    assert!(received.iter().zip(sent.iter()).all(|(r, s)| r.data == *s));
+}

@@ -1,4 +1,5 @@
 use crate::h265;
+use crate::protocol::DEFAULT_MAX_FRAME_SIZE;
 use crate::transport::{Interrupted, MediaFrame, Server, ServerSettings};
 use gst::glib;
 use gst::prelude::*;
@@ -239,12 +240,23 @@ impl QuicNaluSink {
         }
     }
 
-    fn interrupted(&self, why: Interrupted) -> gst::FlowError {
-        match why {
-            Interrupted::Flushing => gst::FlowError::Flushing,
-            Interrupted::Failed(msg) => {
-                gst::element_imp_error!(self, gst::ResourceError::Write, ["{}", msg]);
-                gst::FlowError::Error
+    /// Runs a wait on the network from the streaming thread. `unlock()` ends it; when that
+    /// was a PLAYING -> PAUSED change rather than a flush, BaseSink's `wait_preroll()` holds
+    /// us until PLAYING again and the wait resumes, so no buffer is dropped.
+    fn wait_network<T>(
+        &self,
+        mut wait: impl FnMut() -> Result<T, Interrupted>,
+    ) -> Result<T, gst::FlowError> {
+        loop {
+            match wait() {
+                Ok(v) => return Ok(v),
+                Err(Interrupted::Flushing) => {
+                    self.obj().wait_preroll()?;
+                }
+                Err(Interrupted::Failed(msg)) => {
+                    gst::element_imp_error!(self, gst::ResourceError::Write, ["{}", msg]);
+                    return Err(gst::FlowError::Error);
+                }
             }
         }
     }
@@ -256,6 +268,19 @@ impl QuicNaluSink {
         buffer: &gst::Buffer,
         data: Box<dyn AsRef<[u8]> + Send + Sync>,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let len = data.as_ref().as_ref().len() as u64;
+        if len > DEFAULT_MAX_FRAME_SIZE {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Format,
+                [
+                    "Access unit of {} bytes exceeds the {} byte frame limit",
+                    len,
+                    DEFAULT_MAX_FRAME_SIZE
+                ]
+            );
+            return Err(gst::FlowError::Error);
+        }
         let info = h265::inspect(data.as_ref().as_ref()).map_err(|e| {
             gst::element_imp_error!(self, gst::StreamError::Format, ["Invalid H.265: {}", e]);
             gst::FlowError::Error
@@ -285,17 +310,16 @@ impl QuicNaluSink {
         if let Some(n) = untimed_index {
             pts = self.pace_untimed(n)?;
         }
-        server
-            .send(MediaFrame {
-                pts,
-                dts,
-                duration: buffer.duration().map(|d| d.nseconds()),
-                keyframe: info.irap,
-                parameter_sets: info.parameter_sets,
-                discont: buffer.flags().contains(gst::BufferFlags::DISCONT),
-                data,
-            })
-            .map_err(|e| self.interrupted(e))?;
+        self.wait_network(|| server.wait_for_room())?;
+        server.send(MediaFrame {
+            pts,
+            dts,
+            duration: buffer.duration().map(|d| d.nseconds()),
+            keyframe: info.irap,
+            parameter_sets: info.parameter_sets,
+            discont: buffer.flags().contains(gst::BufferFlags::DISCONT),
+            data,
+        });
         Ok(gst::FlowSuccess::Ok)
     }
 
@@ -313,8 +337,9 @@ impl QuicNaluSink {
             .mul_div_floor(n * rate.denom() as u64, rate.numer() as u64)
             .unwrap_or(gst::ClockTime::ZERO);
         if self.obj().is_sync() {
-            if let (Err(gst::ClockError::Unscheduled), _) = self.obj().wait_clock(time) {
-                return Err(gst::FlowError::Flushing);
+            while let (Err(gst::ClockError::Unscheduled), _) = self.obj().wait_clock(time) {
+                // Unscheduled by unlock(): resume after a pause, give up on a flush.
+                self.obj().wait_preroll()?;
             }
         }
         Ok(Some(time.nseconds()))
@@ -443,9 +468,8 @@ impl BaseSinkImpl for QuicNaluSink {
             && !self.stream.lock().unwrap().connected_once;
         if wait {
             gst::debug!(CAT, imp = self, "waiting for the first receiver");
-            self.server()?
-                .wait_for_receiver()
-                .map_err(|e| self.interrupted(e))?;
+            let server = self.server()?;
+            self.wait_network(|| server.wait_for_receiver())?;
             self.stream.lock().unwrap().connected_once = true;
         }
         Ok(gst::FlowSuccess::Ok)
@@ -464,6 +488,11 @@ impl BaseSinkImpl for QuicNaluSink {
     }
 
     fn event(&self, event: gst::Event) -> bool {
+        if let gst::EventView::FlushStop(_) = event.view() {
+            let mut stream = self.stream.lock().unwrap();
+            stream.pending = None;
+            stream.pending_has_vcl = false;
+        }
         if let gst::EventView::Eos(_) = event.view() {
             if let Ok(server) = self.server() {
                 if self.flush_pending(&server).is_ok() {

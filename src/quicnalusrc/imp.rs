@@ -286,13 +286,14 @@ impl QuicNaluSrc {
                 gst::BufferFlags::HEADER,
                 h.flags.contains(FrameFlags::HEADER),
             );
-            flags.set(gst::BufferFlags::DISCONT, first);
+            let discont = first || h.flags.contains(FrameFlags::DISCONT);
+            flags.set(gst::BufferFlags::DISCONT, discont);
             b.set_flags(flags);
             let mut meta_flags = Flags::default();
             if keyframe {
                 meta_flags = meta_flags | Flags::KEYFRAME;
             }
-            if first {
+            if discont {
                 meta_flags = meta_flags | Flags::DISCONT;
             }
             let meta = QuicNaluMeta {

@@ -3,7 +3,7 @@
 //! in group order.
 
 use super::link::{Interrupted, Link};
-use super::socket::{random_cid, send_all, Endpoint, SOCKET};
+use super::socket::{random_cid, send_all, Endpoint, MAX_RECV_BATCH, SOCKET};
 use super::{config, monotonic_ns};
 use crate::protocol::{
     error_code, put_preamble, Command, CommandDecoder, FrameHeader, GroupDecoder, GroupFrame,
@@ -28,6 +28,9 @@ static CAT: Lazy<gst::DebugCategory> = Lazy::new(|| {
 const CONTROL_STREAM: u64 = 0;
 /// First server-initiated unidirectional stream: the first group.
 const FIRST_GROUP: u64 = 3;
+/// Bytes of whole frames held back (later groups, or a full queue) before the thread stops
+/// reading group streams; QUIC flow control then slows the sender.
+const MAX_BUFFERED: usize = 16 << 20;
 /// How often an idle receiver tells the sender it is still there.
 const KEEPALIVE: Duration = Duration::from_secs(5);
 
@@ -134,6 +137,8 @@ impl Drop for Client {
 struct Group {
     decoder: GroupDecoder,
     frames: VecDeque<ReceivedFrame>,
+    /// Bytes in `frames`.
+    bytes: usize,
     finished: bool,
 }
 
@@ -147,10 +152,16 @@ struct Loop {
     control_out: Vec<u8>,
     hello_sent: bool,
     groups: BTreeMap<u64, Group>,
+    /// Bytes of the frames in `groups`.
+    buffered: usize,
+    /// DESCRIBE arrived: frames may follow it to the element.
+    described: bool,
     next_group: u64,
     eos_groups: Option<u64>,
     eos_delivered: bool,
     last_keepalive: Instant,
+    /// The last receive() stopped at its batch limit.
+    unread: bool,
     buf: Vec<u8>,
     out: Vec<u8>,
 }
@@ -183,10 +194,13 @@ impl Loop {
             control_out: Vec::new(),
             hello_sent: false,
             groups: BTreeMap::new(),
+            buffered: 0,
+            described: false,
             next_group: FIRST_GROUP,
             eos_groups: None,
             eos_delivered: false,
             last_keepalive: Instant::now(),
+            unread: false,
             buf: vec![0; 65536],
             out: vec![0; config::MAX_DATAGRAM_SIZE],
         })
@@ -206,6 +220,12 @@ impl Loop {
             .into_iter()
             .flatten()
             .min();
+            // mio is edge-triggered: datagrams left unread raise no new event.
+            let timeout = if self.unread {
+                Some(Duration::ZERO)
+            } else {
+                timeout
+            };
             if let Err(e) = self.endpoint.poll.poll(&mut events, timeout) {
                 if e.kind() != std::io::ErrorKind::Interrupted {
                     self.fail(format!("poll failed: {e}"));
@@ -221,8 +241,8 @@ impl Loop {
                 }
                 return;
             }
-            if events.iter().any(|e| e.token() == SOCKET) {
-                self.receive();
+            if self.unread || events.iter().any(|e| e.token() == SOCKET) {
+                self.unread = !self.receive();
             }
             self.conn.on_timeout();
             if self.conn.is_closed() {
@@ -260,14 +280,15 @@ impl Loop {
         }
     }
 
-    fn receive(&mut self) {
-        loop {
+    /// Reads up to a batch of datagrams; returns whether the socket was drained.
+    fn receive(&mut self) -> bool {
+        for _ in 0..MAX_RECV_BATCH {
             let (len, from) = match self.endpoint.socket.recv_from(&mut self.buf) {
                 Ok(v) => v,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
                 Err(e) => {
                     gst::debug!(CAT, "recv failed: {e}");
-                    return;
+                    return true;
                 }
             };
             let info = quiche::RecvInfo {
@@ -278,6 +299,7 @@ impl Loop {
                 gst::debug!(CAT, "recv: {e}");
             }
         }
+        false
     }
 
     fn established(&mut self) {
@@ -291,15 +313,21 @@ impl Loop {
             }
             .encode(&mut self.control_out);
         }
-        if let Err(e) = self.read_streams() {
-            gst::warning!(CAT, "protocol violation: {e}");
-            let _ = self
-                .conn
-                .close(true, error_code::PROTOCOL_VIOLATION, e.as_bytes());
-            self.fail(format!("sender violated the protocol: {e}"));
-            return;
+        // Delivering frees room to read more; repeat until neither moves, since a sender
+        // held back by flow control sends nothing that would wake us.
+        loop {
+            if let Err(e) = self.read_streams() {
+                gst::warning!(CAT, "protocol violation: {e}");
+                let _ = self
+                    .conn
+                    .close(true, error_code::PROTOCOL_VIOLATION, e.as_bytes());
+                self.fail(format!("sender violated the protocol: {e}"));
+                return;
+            }
+            if !self.deliver() {
+                break;
+            }
         }
-        self.deliver();
         if self.last_keepalive.elapsed() >= KEEPALIVE {
             self.last_keepalive = Instant::now();
             let _ = self.conn.send_ack_eliciting();
@@ -319,20 +347,12 @@ impl Loop {
     }
 
     fn read_streams(&mut self) -> Result<(), String> {
-        let room = {
-            let s = self.link.lock();
-            s.inner.events.len() < s.inner.capacity
-        };
         let readable: Vec<u64> = self.conn.readable().collect();
         for stream in readable {
             if stream == CONTROL_STREAM {
                 self.read_control()?;
             } else if stream % 4 == 3 {
-                // Leave media in quiche while the element is behind: flow control then
-                // slows the sender instead of our memory growing.
-                if room {
-                    self.read_group(stream)?;
-                }
+                self.read_group(stream)?;
             } else {
                 return Err(format!("unexpected stream {stream}"));
             }
@@ -359,7 +379,10 @@ impl Loop {
         for cmd in commands {
             gst::debug!(CAT, "command {cmd:?}");
             match cmd {
-                Command::Describe { caps } => self.push(Event::Caps(caps)),
+                Command::Describe { caps } => {
+                    self.described = true;
+                    self.push(Event::Caps(caps));
+                }
                 Command::EndOfStream { groups } => self.eos_groups = Some(groups),
                 Command::Ping(n) => Command::Pong(n).encode(&mut self.control_out),
                 Command::Goodbye { code, reason } => {
@@ -383,57 +406,77 @@ impl Loop {
         let group = self.groups.entry(stream).or_insert_with(|| Group {
             decoder: GroupDecoder::new(max_frame),
             frames: VecDeque::new(),
+            bytes: 0,
             finished: false,
         });
         let mut frames: Vec<GroupFrame> = Vec::new();
-        loop {
-            match self.conn.stream_recv(stream, &mut self.buf) {
-                Ok((n, fin)) => {
-                    group
-                        .decoder
-                        .push(&self.buf[..n], &mut frames)
-                        .map_err(|e| format!("group stream {stream}: {e}"))?;
-                    if fin {
-                        group
-                            .decoder
-                            .finish()
-                            .map_err(|e| format!("group stream {stream}: {e}"))?;
-                        group.finished = true;
-                        break;
-                    }
-                }
+        // Leave media in quiche while we hold enough, so flow control slows the sender
+        // instead of our memory growing. The group being delivered has its own allowance:
+        // later groups filling the buffer must not starve it.
+        let full = |group: &Group, buffered: usize| {
+            if stream == self.next_group {
+                group.bytes >= MAX_BUFFERED
+            } else {
+                buffered >= MAX_BUFFERED
+            }
+        };
+        while !group.finished && !full(group, self.buffered) {
+            let (n, fin) = match self.conn.stream_recv(stream, &mut self.buf) {
+                Ok(v) => v,
                 Err(quiche::Error::Done) => break,
                 Err(e) => return Err(format!("group stream {stream}: {e}")),
+            };
+            let bad = |e| format!("group stream {stream}: {e}");
+            group
+                .decoder
+                .push(&self.buf[..n], &mut frames)
+                .map_err(bad)?;
+            if fin {
+                group.decoder.finish().map_err(bad)?;
+                group.finished = true;
+            }
+            let arrival = monotonic_ns();
+            for f in frames.drain(..) {
+                group.bytes += f.data.len();
+                self.buffered += f.data.len();
+                group.frames.push_back(ReceivedFrame {
+                    header: f.header,
+                    data: f.data,
+                    arrival,
+                });
             }
         }
-        let arrival = monotonic_ns();
-        group
-            .frames
-            .extend(frames.into_iter().map(|f| ReceivedFrame {
-                header: f.header,
-                data: f.data,
-                arrival,
-            }));
         Ok(())
     }
 
-    /// Hands frames over in group order while the queue has room.
-    fn deliver(&mut self) {
+    /// Hands frames over in group order while the queue has room; returns whether anything
+    /// moved (frames handed or a group completed).
+    fn deliver(&mut self) -> bool {
+        let mut progress = false;
+        if !self.described {
+            return false;
+        }
         while let Some(group) = self.groups.get_mut(&self.next_group) {
+            let mut handed = 0;
             let stalled = self.link.update(|s| {
                 while s.inner.events.len() < s.inner.capacity {
                     let Some(frame) = group.frames.pop_front() else {
                         break;
                     };
+                    handed += frame.data.len();
                     s.inner.events.push_back(Event::Frame(frame));
                 }
                 !group.frames.is_empty()
             });
+            group.bytes -= handed;
+            self.buffered -= handed;
+            progress |= handed > 0;
             if stalled || !group.finished {
-                return;
+                return progress;
             }
             self.groups.remove(&self.next_group);
             self.next_group += 4;
+            progress = true;
         }
         if let Some(groups) = self.eos_groups {
             if !self.eos_delivered && self.next_group >= FIRST_GROUP + 4 * groups {
@@ -444,6 +487,7 @@ impl Loop {
                     .close(true, error_code::NO_ERROR, b"end of stream");
             }
         }
+        progress
     }
 
     fn push(&self, event: Event) {

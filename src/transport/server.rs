@@ -2,7 +2,7 @@
 //! them the stream, one unidirectional stream per group of pictures.
 
 use super::link::{Interrupted, Link};
-use super::socket::{random_cid, send_all, Endpoint, SOCKET};
+use super::socket::{random_cid, send_all, Endpoint, MAX_RECV_BATCH, SOCKET};
 use super::{config, monotonic_ns};
 use crate::protocol::{
     error_code, put_preamble, Command, CommandDecoder, FrameFlags, FrameHeader, StreamKind,
@@ -112,13 +112,17 @@ impl Server {
             .map(|_| ())
     }
 
-    /// Queues a frame for every receiver, waiting while the slowest is too far behind.
-    pub fn send(&self, frame: MediaFrame) -> Result<(), Interrupted> {
+    /// Waits while the slowest receiver is too far behind to queue another frame.
+    pub fn wait_for_room(&self) -> Result<(), Interrupted> {
         self.link
-            .wait(None, |s| (s.queued_bytes < MAX_BACKLOG).then_some(()))?;
+            .wait(None, |s| (s.queued_bytes < MAX_BACKLOG).then_some(()))
+            .map(|_| ())
+    }
+
+    /// Queues a frame for every receiver; call [`Server::wait_for_room`] first.
+    pub fn send(&self, frame: MediaFrame) {
         let len = frame.data.as_ref().as_ref().len();
         self.push(Work::Frame(frame), len);
-        Ok(())
     }
 
     /// Tells receivers the stream ended and waits until each has everything, or `timeout`.
@@ -265,6 +269,8 @@ struct Loop {
     caps: Option<String>,
     next_seq: u64,
     eos: bool,
+    /// The last receive() stopped at its batch limit.
+    unread: bool,
     buf: Vec<u8>,
     out: Vec<u8>,
 }
@@ -281,6 +287,7 @@ impl Loop {
             caps: None,
             next_seq: 0,
             eos: false,
+            unread: false,
             buf: vec![0; 65536],
             out: vec![0; config::MAX_DATAGRAM_SIZE],
         }
@@ -294,6 +301,12 @@ impl Loop {
                 .values()
                 .filter_map(|r| r.conn.timeout())
                 .min();
+            // mio is edge-triggered: datagrams left unread raise no new event.
+            let timeout = if self.unread {
+                Some(Duration::ZERO)
+            } else {
+                timeout
+            };
             if let Err(e) = self.endpoint.poll.poll(&mut events, timeout) {
                 if e.kind() != std::io::ErrorKind::Interrupted {
                     self.link
@@ -305,8 +318,8 @@ impl Loop {
                 self.shutdown();
                 return;
             }
-            if events.iter().any(|e| e.token() == SOCKET) {
-                self.receive();
+            if self.unread || events.iter().any(|e| e.token() == SOCKET) {
+                self.unread = !self.receive();
             }
             for r in self.receivers.values_mut() {
                 r.conn.on_timeout();
@@ -321,14 +334,16 @@ impl Loop {
         }
     }
 
-    fn receive(&mut self) {
-        loop {
+    /// Reads up to a batch of datagrams; returns whether the socket was drained.
+    fn receive(&mut self) -> bool {
+        // Bounded, so a flood cannot keep the loop from serving, or from seeing shutdown.
+        for _ in 0..MAX_RECV_BATCH {
             let (len, from) = match self.endpoint.socket.recv_from(&mut self.buf) {
                 Ok(v) => v,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
                 Err(e) => {
                     gst::warning!(CAT, "recv failed: {e}");
-                    return;
+                    return true;
                 }
             };
             let packet = &mut self.buf[..len];
@@ -360,13 +375,22 @@ impl Loop {
                 }
             }
         }
+        false
     }
 
     fn take_work(&mut self) {
         let work: Vec<Work> = self.link.update(|s| s.inner.work.drain(..).collect());
         for item in work {
             match item {
-                Work::Caps(caps) => self.caps = Some(caps),
+                Work::Caps(caps) => {
+                    // Receivers already described learn of a change at once.
+                    if self.caps.as_ref() != Some(&caps) {
+                        for r in self.receivers.values_mut().filter(|r| r.described) {
+                            r.queue_command(&Command::Describe { caps: caps.clone() });
+                        }
+                    }
+                    self.caps = Some(caps);
+                }
                 Work::Frame(frame) => self.distribute(frame),
                 Work::Eos => {
                     self.eos = true;
@@ -544,6 +568,11 @@ impl Receiver {
                     return;
                 }
                 self.hello = true;
+                // Control first: caps and commands must never wait behind media.
+                let _ = self.conn.stream_priority(CONTROL_STREAM, 0, true);
+                let mut preamble = Vec::new();
+                put_preamble(&mut preamble, StreamKind::Control);
+                self.queue(CONTROL_STREAM, ChunkData::Owned(preamble), false);
                 if let Some(caps) = caps {
                     self.describe(caps, eos);
                 }
@@ -561,9 +590,6 @@ impl Receiver {
     }
 
     fn describe(&mut self, caps: &str, eos: bool) {
-        let mut bytes = Vec::new();
-        put_preamble(&mut bytes, StreamKind::Control);
-        self.queue(CONTROL_STREAM, ChunkData::Owned(bytes), false);
         self.queue_command(&Command::Describe {
             caps: caps.to_string(),
         });

@@ -8,6 +8,9 @@ use std::sync::Arc;
 
 pub const SOCKET: Token = Token(0);
 pub const WAKER: Token = Token(1);
+/// Datagrams read per loop turn, so a flood cannot keep a loop from its other work or from
+/// seeing shutdown. The rest are read on the next turn.
+pub const MAX_RECV_BATCH: usize = 1024;
 
 /// What a networking thread starts with: a bound socket registered for reading and a waker
 /// the streaming thread uses to interrupt the poll.
