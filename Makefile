@@ -6,7 +6,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 PLUGIN_DIR := $(CURDIR)/target/release
 
-.PHONY: all deps build demo test inspect clean
+.PHONY: all deps build demo test bench inspect clean
 
 all: build
 
@@ -21,6 +21,10 @@ demo: build
 
 test: deps
 	$(CARGO) test --release --workspace
+
+# Transport benchmark against srt, tcp and RTP/UDP; writes docs/BENCHMARKS.md and plots.
+bench: deps
+	$(CARGO) bench --bench transport -- --out docs
 
 # Show both elements as gst-inspect-1.0 sees them from the build folder.
 inspect: build

@@ -3,7 +3,7 @@
 //! in group order.
 
 use super::link::{Interrupted, Link};
-use super::socket::{random_cid, send_all, Endpoint, MAX_RECV_BATCH, SOCKET};
+use super::socket::{random_cid, Endpoint, Pacer, MAX_RECV_BATCH, SOCKET};
 use super::{config, monotonic_ns};
 use crate::protocol::{
     error_code, put_preamble, Command, CommandDecoder, FrameHeader, GroupDecoder, GroupFrame,
@@ -162,6 +162,7 @@ struct Loop {
     last_keepalive: Instant,
     /// The last receive() stopped at its batch limit.
     unread: bool,
+    pacer: Pacer,
     buf: Vec<u8>,
     out: Vec<u8>,
 }
@@ -201,6 +202,7 @@ impl Loop {
             eos_delivered: false,
             last_keepalive: Instant::now(),
             unread: false,
+            pacer: Pacer::default(),
             buf: vec![0; 65536],
             out: vec![0; config::MAX_DATAGRAM_SIZE],
         })
@@ -208,7 +210,7 @@ impl Loop {
 
     fn run(&mut self) {
         let mut events = Events::with_capacity(16);
-        send_all(&mut self.conn, &self.endpoint.socket, &mut self.out);
+        self.flush();
         loop {
             let timeout = [
                 self.conn.timeout(),
@@ -237,7 +239,7 @@ impl Loop {
                     let _ = self
                         .conn
                         .close(true, error_code::NO_ERROR, b"receiver stopped");
-                    send_all(&mut self.conn, &self.endpoint.socket, &mut self.out);
+                    self.flush();
                 }
                 return;
             }
@@ -268,8 +270,13 @@ impl Loop {
             if self.conn.is_established() {
                 self.established();
             }
-            send_all(&mut self.conn, &self.endpoint.socket, &mut self.out);
+            self.flush();
         }
+    }
+
+    fn flush(&mut self) {
+        self.pacer
+            .send_all(&mut self.conn, &self.endpoint.socket, &mut self.out);
     }
 
     fn next_deadline(&self) -> Instant {

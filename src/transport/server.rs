@@ -2,7 +2,7 @@
 //! them the stream, one unidirectional stream per group of pictures.
 
 use super::link::{Interrupted, Link};
-use super::socket::{random_cid, send_all, Endpoint, MAX_RECV_BATCH, SOCKET};
+use super::socket::{random_cid, Endpoint, Pacer, MAX_RECV_BATCH, SOCKET};
 use super::{config, monotonic_ns};
 use crate::protocol::{
     error_code, put_preamble, Command, CommandDecoder, FrameFlags, FrameHeader, StreamKind,
@@ -191,6 +191,7 @@ struct Receiver {
     out_bytes: usize,
     group: Option<u64>,
     groups_opened: u64,
+    pacer: Pacer,
 }
 
 impl Receiver {
@@ -296,10 +297,18 @@ impl Loop {
     fn run(mut self) {
         let mut events = Events::with_capacity(64);
         loop {
+            let now = Instant::now();
             let timeout = self
                 .receivers
                 .values()
-                .filter_map(|r| r.conn.timeout())
+                .flat_map(|r| {
+                    let release = r
+                        .pacer
+                        .release_at()
+                        .map(|at| at.saturating_duration_since(now));
+                    [r.conn.timeout(), release]
+                })
+                .flatten()
                 .min();
             // mio is edge-triggered: datagrams left unread raise no new event.
             let timeout = if self.unread {
@@ -474,7 +483,8 @@ impl Loop {
             }
             r.flush();
         }
-        send_all(&mut r.conn, &self.endpoint.socket, &mut self.out);
+        r.pacer
+            .send_all(&mut r.conn, &self.endpoint.socket, &mut self.out);
     }
 
     fn reap(&mut self) {
@@ -534,7 +544,9 @@ impl Loop {
     fn shutdown(&mut self) {
         for r in self.receivers.values_mut() {
             r.close(error_code::NO_ERROR, "sender stopped");
-            send_all(&mut r.conn, &self.endpoint.socket, &mut self.out);
+            r.pacer = Pacer::default();
+            r.pacer
+                .send_all(&mut r.conn, &self.endpoint.socket, &mut self.out);
         }
     }
 }
@@ -553,6 +565,7 @@ impl Receiver {
             out_bytes: 0,
             group: None,
             groups_opened: 0,
+            pacer: Pacer::default(),
         }
     }
 

@@ -2,9 +2,9 @@
 
 use mio::net::UdpSocket;
 use mio::{Interest, Poll, Token, Waker};
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 pub const SOCKET: Token = Token(0);
 pub const WAKER: Token = Token(1);
@@ -44,24 +44,68 @@ impl Endpoint {
     }
 }
 
-/// Hands every packet `conn` wants to send now to the socket.
-pub fn send_all(conn: &mut quiche::Connection, socket: &UdpSocket, out: &mut [u8]) {
-    loop {
-        let (len, info) = match conn.send(out) {
-            Ok(v) => v,
-            Err(quiche::Error::Done) => return,
-            Err(e) => {
-                let _ = conn.close(false, 0x1, format!("send failed: {e}").as_bytes());
-                return;
-            }
-        };
-        match socket.send_to(&out[..len], info.to) {
-            Ok(_) => {}
-            // The kernel buffer is full: QUIC loss recovery resends what this drops.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            Err(_) => return,
+/// Packets released this close to their pacing time go out now: poll() sleeps in whole
+/// milliseconds, so finer spacing cannot be honoured and would only add latency.
+const PACING_SLACK: Duration = Duration::from_millis(1);
+
+/// Honours quiche's pacing release times (`SendInfo::at`) without kernel help (no fq or
+/// SO_TXTIME here): a packet built for later is held until then, and the loop sleeps until
+/// [`Pacer::release_at`].
+pub struct Pacer {
+    held: Vec<u8>,
+    to: Option<(SocketAddr, Instant)>,
+}
+
+impl Default for Pacer {
+    fn default() -> Self {
+        Pacer {
+            held: Vec::with_capacity(super::config::MAX_DATAGRAM_SIZE),
+            to: None,
         }
     }
+}
+
+impl Pacer {
+    /// When the held packet is due, if one is held.
+    pub fn release_at(&self) -> Option<Instant> {
+        self.to.map(|(_, at)| at)
+    }
+
+    /// Hands every packet `conn` wants to send by now to the socket; keeps the first one
+    /// that is due later.
+    pub fn send_all(&mut self, conn: &mut quiche::Connection, socket: &UdpSocket, out: &mut [u8]) {
+        let now = Instant::now();
+        if let Some((to, at)) = self.to {
+            if at > now + PACING_SLACK {
+                return;
+            }
+            send(socket, &self.held, to);
+            self.to = None;
+        }
+        loop {
+            let (len, info) = match conn.send(out) {
+                Ok(v) => v,
+                Err(quiche::Error::Done) => return,
+                Err(e) => {
+                    let _ = conn.close(false, 0x1, format!("send failed: {e}").as_bytes());
+                    return;
+                }
+            };
+            if info.at > now + PACING_SLACK {
+                self.held.clear();
+                self.held.extend_from_slice(&out[..len]);
+                self.to = Some((info.to, info.at));
+                return;
+            }
+            send(socket, &out[..len], info.to);
+        }
+    }
+}
+
+fn send(socket: &UdpSocket, packet: &[u8], to: SocketAddr) {
+    // A full kernel buffer (WouldBlock) or a transient error drops the datagram; QUIC loss
+    // recovery resends its contents.
+    let _ = socket.send_to(packet, to);
 }
 
 /// Fresh random bytes for a connection ID.

@@ -1,0 +1,378 @@
+//! quicnalu's transport benchmark: quicnalu against srtsink/srtsrc, tcpserversink/
+//! tcpclientsrc and RTP over raw udpsink/udpsrc (the floor), on the same content, in one run.
+//!
+//!     make bench            # = cargo bench --bench transport -- --out docs
+//!
+//! Every pair runs as two child processes (sender, receiver) on loopback, both timing on
+//! CLOCK_MONOTONIC, each measuring its own CPU. Frames are stamped with a suffix SEI as they
+//! leave the sender's pacer (see stamp.rs) and read where they leave the transport's source.
+
+mod report;
+mod roles;
+mod stamp;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Quicnalu,
+    Srt,
+    /// SRT with a 20 ms latency: its TSBPD holds every packet for the latency, so this shows
+    /// SRT at its fastest rather than at the shared budget.
+    SrtLow,
+    Tcp,
+    Udp,
+}
+
+pub const ALL: [Transport; 5] = [
+    Transport::Quicnalu,
+    Transport::Srt,
+    Transport::SrtLow,
+    Transport::Tcp,
+    Transport::Udp,
+];
+
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Quicnalu => "quicnalu",
+            Transport::Srt => "srt",
+            Transport::SrtLow => "srt-20ms",
+            Transport::Tcp => "tcp",
+            Transport::Udp => "rtp-udp",
+        }
+    }
+
+    fn from_name(name: &str) -> Transport {
+        ALL.into_iter()
+            .find(|t| t.name() == name)
+            .unwrap_or_else(|| panic!("unknown transport {name}"))
+    }
+
+    /// SRT's TSBPD delivers every packet exactly its latency after sending, so at the full
+    /// budget every frame would be a little late: it gets the budget minus 20 ms headroom.
+    fn srt_latency(self, budget_ms: u32) -> u32 {
+        if self == Transport::SrtLow {
+            20
+        } else {
+            budget_ms - 20
+        }
+    }
+}
+
+/// Latency budget: a frame later than this is late; SRT gets it as its latency.
+pub const BUDGET_MS: u32 = 200;
+
+/// What one sender/receiver pair measured.
+pub struct PairResult {
+    pub transport: Transport,
+    pub sent: u64,
+    /// (seq, latency ns, irap) in arrival order.
+    pub frames: Vec<(u64, u64, bool)>,
+    pub bytes: u64,
+    pub cpu_send: f64,
+    pub cpu_recv: f64,
+    pub error: Option<String>,
+}
+
+impl PairResult {
+    /// Frames whose group is complete up to them: an IRAP, or the frame right after a
+    /// decodable one.
+    pub fn decodable(&self) -> u64 {
+        let mut by_seq: Vec<(u64, bool)> = self.frames.iter().map(|f| (f.0, f.2)).collect();
+        by_seq.sort_unstable();
+        by_seq.dedup();
+        let mut count = 0;
+        let mut prev: Option<(u64, bool)> = None;
+        for (seq, irap) in by_seq {
+            let ok = irap || prev.is_some_and(|(p, ok)| ok && p + 1 == seq);
+            count += u64::from(ok);
+            prev = Some((seq, ok));
+        }
+        count
+    }
+
+    pub fn late(&self, budget_ns: u64) -> u64 {
+        self.frames.iter().filter(|f| f.1 > budget_ns).count() as u64
+    }
+
+    pub fn percentile_ms(&self, p: f64) -> f64 {
+        let mut l: Vec<u64> = self.frames.iter().map(|f| f.1).collect();
+        if l.is_empty() {
+            return f64::NAN;
+        }
+        l.sort_unstable();
+        let i = ((l.len() - 1) as f64 * p).round() as usize;
+        l[i] as f64 / 1e6
+    }
+
+    /// Sustained with no frame lost or late.
+    pub fn clean(&self) -> bool {
+        self.error.is_none()
+            && self.frames.len() as u64 == self.sent
+            && self.late(u64::from(BUDGET_MS) * 1_000_000) == 0
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    gst::init().expect("gst init");
+    gstquicnalu::plugin_register_static().expect("register quicnalu");
+    match args.first().map(String::as_str) {
+        Some("--role=send") => roles::sender(&roles::Job::from_args(&args[1..])),
+        Some("--role=recv") => roles::receiver(&roles::Job::from_args(&args[1..])),
+        _ => orchestrate(&args),
+    }
+}
+
+struct Workdir {
+    dir: PathBuf,
+    cert: String,
+    key: String,
+}
+
+fn orchestrate(args: &[String]) {
+    let quick = args.iter().any(|a| a == "--quick");
+    let out = args
+        .iter()
+        .position(|a| a == "--out")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    std::fs::create_dir_all(&dir).expect("target/bench");
+    let (cert, key) = certificate(&dir);
+    let work = Workdir { dir, cert, key };
+
+    let clip = work.dir.join("clip-720p30-4mbps.h265");
+    if !clip.exists() {
+        eprintln!("encoding the 720p30 4 Mbit/s clip ...");
+        encode_clip(&clip);
+    }
+    let seconds = if quick { 4 } else { 10 };
+    eprintln!("latency: 720p30 ~4 Mbit/s, {seconds} s per transport");
+    let latency: Vec<PairResult> = ALL
+        .iter()
+        .map(|&t| run_pair(&work, t, &clip, seconds * 30, 30.0))
+        .collect();
+
+    let jelly = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/media/vkcts-jellyfish-250-mbps-4k-uhd-GOB-IPB13.h265");
+    let aus = roles::load_access_units(&jelly.to_string_lossy());
+    let mean_bits = aus.iter().map(|a| a.0.len()).sum::<usize>() as f64 * 8.0 / aus.len() as f64;
+    let rates: &[f64] = if quick {
+        &[25.0, 100.0, 400.0, 1000.0]
+    } else {
+        &[
+            10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 700.0, 1000.0, 1400.0, 2000.0,
+        ]
+    };
+    let step_seconds = if quick { 2.0 } else { 3.0 };
+    let mut sweep: Vec<(f64, PairResult)> = Vec::new();
+    for &t in &ALL {
+        for &mbps in rates {
+            let fps = mbps * 1e6 / mean_bits;
+            let frames = (fps * step_seconds) as u64;
+            eprintln!("throughput: {} at {mbps} Mbit/s ({fps:.0} fps)", t.name());
+            let r = run_pair(&work, t, &jelly, frames, fps);
+            let clean = r.clean();
+            sweep.push((mbps, r));
+            if !clean {
+                break;
+            }
+        }
+    }
+    let md = report::markdown(&latency, &sweep, seconds);
+    println!("{md}");
+    if let Some(out) = out {
+        std::fs::create_dir_all(&out).expect("output folder");
+        report::write(&out, &md, &latency, &sweep);
+        eprintln!("wrote {}", out.join("BENCHMARKS.md").display());
+    }
+}
+
+/// A child process and its report lines, read on a thread so no wait can hang the run.
+struct ChildProc {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+}
+
+fn spawn(role: &str, job: &roles::Job) -> ChildProc {
+    let mut child = Command::new(std::env::current_exe().expect("own path"))
+        .arg(format!("--role={role}"))
+        .args(job.to_args())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn child");
+    let stdin = child.stdin.take().expect("stdin");
+    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    ChildProc {
+        child,
+        stdin,
+        lines,
+    }
+}
+
+/// The next report line starting with `prefix`, split into words; empty after `timeout`.
+fn read_line(p: &ChildProc, prefix: &str, timeout: Duration) -> Vec<String> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match p.lines.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(rest) = line.trim().strip_prefix(prefix) {
+                    return rest.split_whitespace().map(String::from).collect();
+                }
+            }
+            Err(_) => {
+                eprintln!("  no {prefix} line within {timeout:?}");
+                return Vec::new();
+            }
+        }
+    }
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn run_pair(work: &Workdir, t: Transport, content: &Path, frames: u64, fps: f64) -> PairResult {
+    let records = work.dir.join(format!("{}-{:.0}fps.records", t.name(), fps));
+    let mut job = roles::Job {
+        transport: t,
+        port: 0,
+        content: content.to_string_lossy().into_owned(),
+        frames,
+        fps,
+        srt_latency_ms: t.srt_latency(BUDGET_MS),
+        cert: work.cert.clone(),
+        key: work.key.clone(),
+        records: records.to_string_lossy().into_owned(),
+    };
+    let listener_is_receiver = t == Transport::Udp;
+    if matches!(t, Transport::Udp | Transport::Srt | Transport::SrtLow) {
+        job.port = free_udp_port();
+    }
+    let start = Duration::from_secs(30);
+    let (mut recv, mut send);
+    if listener_is_receiver {
+        recv = spawn("recv", &job);
+        read_line(&recv, "READY", start);
+        send = spawn("send", &job);
+        read_line(&send, "PORT", start);
+    } else {
+        send = spawn("send", &job);
+        let port = read_line(&send, "PORT", start);
+        job.port = port.first().and_then(|p| p.parse().ok()).unwrap_or(0);
+        recv = spawn("recv", &job);
+        read_line(&recv, "READY", start);
+    }
+    // Let TCP/SRT callers finish connecting; quicnalusink itself waits for its receiver.
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = writeln!(send.stdin, "GO");
+    let run = Duration::from_secs_f64(frames as f64 / fps) + Duration::from_secs(90);
+    let sent = read_line(&send, "SENT", run);
+    // Frames still in flight get the budget to arrive.
+    std::thread::sleep(Duration::from_millis(u64::from(BUDGET_MS) + 300));
+    let _ = writeln!(recv.stdin, "STOP");
+    let got = read_line(&recv, "RECV", Duration::from_secs(30));
+    for p in [&mut send, &mut recv] {
+        let _ = p.child.kill();
+        let _ = p.child.wait();
+    }
+
+    let num = |v: &[String], i: usize| v.get(i).and_then(|s| s.parse::<f64>().ok());
+    let mut error = None;
+    for (who, v, i) in [("sender", &sent, 2), ("receiver", &got, 3)] {
+        match v.get(i).map(String::as_str) {
+            Some("ok") => {}
+            Some(e) => error = Some(format!("{who}: {}", e.replace('_', " "))),
+            None => error = Some(format!("{who} did not report")),
+        }
+    }
+    let frames = std::fs::read_to_string(&records)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some((
+                f.next()?.parse().ok()?,
+                f.next()?.parse().ok()?,
+                f.next()? == "1",
+            ))
+        })
+        .collect();
+    PairResult {
+        transport: t,
+        sent: num(&sent, 0).unwrap_or(0.0) as u64,
+        frames,
+        bytes: num(&got, 1).unwrap_or(0.0) as u64,
+        cpu_send: num(&sent, 1).unwrap_or(f64::NAN),
+        cpu_recv: num(&got, 2).unwrap_or(f64::NAN),
+        error,
+    }
+}
+
+fn certificate(dir: &Path) -> (String, String) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    if !cert.exists() {
+        let ok = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ])
+            .args(["-nodes", "-days", "30", "-subj", "/CN=localhost"])
+            .args([
+                "-addext",
+                "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                "-keyout",
+            ])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(ok, "openssl could not make a certificate");
+    }
+    (
+        cert.to_string_lossy().into_owned(),
+        key.to_string_lossy().into_owned(),
+    )
+}
+
+fn encode_clip(path: &Path) {
+    let pipeline = gst::parse::launch(&format!(
+        "videotestsrc num-buffers=300 pattern=zone-plate kx2=20 ky2=20 kt=1 kt2=2 ! \
+         video/x-raw,format=I420,width=1280,height=720,framerate=30/1 ! \
+         x265enc speed-preset=ultrafast tune=zerolatency bitrate=4000 key-int-max=60 ! \
+         h265parse ! video/x-h265,stream-format=byte-stream ! filesink location={}",
+        path.display()
+    ))
+    .expect("encoder pipeline");
+    use gst::prelude::*;
+    pipeline.set_state(gst::State::Playing).expect("encode");
+    let bus = pipeline.bus().expect("bus");
+    bus.timed_pop_filtered(
+        gst::ClockTime::NONE,
+        &[gst::MessageType::Eos, gst::MessageType::Error],
+    );
+    let _ = pipeline.set_state(gst::State::Null);
+}

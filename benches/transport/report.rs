@@ -1,0 +1,267 @@
+//! The benchmark's Markdown tables and SVG plots.
+
+use crate::{PairResult, Transport, ALL, BUDGET_MS};
+use std::fmt::Write as _;
+use std::path::Path;
+
+const COLORS: [&str; 5] = ["#d62728", "#1f77b4", "#17becf", "#2ca02c", "#7f7f7f"];
+
+fn color(t: Transport) -> &'static str {
+    COLORS[ALL.iter().position(|x| *x == t).unwrap_or(0)]
+}
+
+fn cpu_per_gb(cpu: f64, bytes: u64) -> f64 {
+    if bytes == 0 {
+        f64::NAN
+    } else {
+        cpu / (bytes as f64 / 1e9)
+    }
+}
+
+/// The highest clean step of each transport's sweep.
+fn ceiling(sweep: &[(f64, PairResult)], t: Transport) -> Option<&(f64, PairResult)> {
+    sweep.iter().rfind(|(_, r)| r.transport == t && r.clean())
+}
+
+pub fn markdown(latency: &[PairResult], sweep: &[(f64, PairResult)], seconds: u64) -> String {
+    let mut md = String::new();
+    let budget_ns = u64::from(BUDGET_MS) * 1_000_000;
+    let udp_p50 = latency
+        .iter()
+        .find(|r| r.transport == Transport::Udp)
+        .map(|r| r.percentile_ms(0.5));
+    let _ = writeln!(
+        md,
+        "### Latency: 720p30 at ~4 Mbit/s, {seconds} s, loopback, budget {BUDGET_MS} ms\n\n\
+         Latency is from the access unit leaving the sender's pacer to it leaving the \
+         transport's source element (RTP: the depayloader).\n\n\
+         | transport | sent | delivered | decodable | late | p50 ms | p99 ms | p99.9 ms | \
+         p50 - udp p50 ms | error |\n|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for r in latency {
+        let p50 = r.percentile_ms(0.5);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:+.2} | {} |",
+            r.transport.name(),
+            r.sent,
+            r.frames.len(),
+            r.decodable(),
+            r.late(budget_ns),
+            p50,
+            r.percentile_ms(0.99),
+            r.percentile_ms(0.999),
+            udp_p50.map_or(f64::NAN, |u| p50 - u),
+            r.error.as_deref().unwrap_or("")
+        );
+    }
+
+    let _ = writeln!(
+        md,
+        "\n### Throughput ceiling: 4K jellyfish (vkcts, ~57 KB per access unit) at rising rates\n\n\
+         A step is clean when every frame arrives within {BUDGET_MS} ms. The sweep of a \
+         transport stops at its first failing step.\n\n\
+         | transport | ceiling Mbit/s | ratio to srt | CPU s/GB send | CPU s/GB receive | \
+         CPU/GB ratio to srt (send+recv) | first failing step |\n|---|---|---|---|---|---|---|"
+    );
+    let srt = ceiling(sweep, Transport::Srt);
+    for t in ALL {
+        let top = ceiling(sweep, t);
+        let fail = sweep
+            .iter()
+            .find(|(_, r)| r.transport == t && !r.clean())
+            .map(|(m, r)| {
+                format!(
+                    "{m} Mbit/s: {}/{} delivered, {} late{}",
+                    r.frames.len(),
+                    r.sent,
+                    r.late(budget_ns),
+                    r.error
+                        .as_ref()
+                        .map(|e| format!(", {e}"))
+                        .unwrap_or_default()
+                )
+            })
+            .unwrap_or_else(|| "none (top of the sweep)".into());
+        let (mbps, send, recv) = top.map_or((0.0, f64::NAN, f64::NAN), |(m, r)| {
+            (
+                *m,
+                cpu_per_gb(r.cpu_send, r.bytes),
+                cpu_per_gb(r.cpu_recv, r.bytes),
+            )
+        });
+        // CPU compares at a common rate: the highest step both ran cleanly.
+        let common = srt.map(|(sm, _)| sm.min(mbps));
+        let at = |tt: Transport| {
+            sweep
+                .iter()
+                .find(|(m, r)| r.transport == tt && Some(*m) == common && r.clean())
+                .map(|(_, r)| cpu_per_gb(r.cpu_send + r.cpu_recv, r.bytes))
+        };
+        let cpu_ratio = match (at(t), at(Transport::Srt)) {
+            (Some(a), Some(b)) => format!("{:.2} (at {} Mbit/s)", a / b, common.unwrap_or(0.0)),
+            _ => "n/a".into(),
+        };
+        let ratio = srt.map_or(f64::NAN, |(sm, _)| mbps / sm);
+        let _ = writeln!(
+            md,
+            "| {} | {mbps} | {ratio:.2} | {send:.2} | {recv:.2} | {cpu_ratio} | {fail} |",
+            t.name()
+        );
+    }
+    md
+}
+
+pub fn write(out: &Path, md: &str, latency: &[PairResult], sweep: &[(f64, PairResult)]) {
+    let doc = format!(
+        "# Benchmarks\n\nMade by `make bench` (`cargo bench --bench transport -- --out docs`) on \
+         the project's 2-core machine; every transport in the same run, sender and receiver as \
+         separate processes on loopback. Plots: [latency CDF](bench-latency-cdf.svg), \
+         [throughput vs CPU](bench-throughput-cpu.svg).\n\n{md}\n"
+    );
+    std::fs::write(out.join("BENCHMARKS.md"), doc).expect("write BENCHMARKS.md");
+    std::fs::write(out.join("bench-latency-cdf.svg"), latency_cdf(latency)).expect("svg");
+    std::fs::write(out.join("bench-throughput-cpu.svg"), throughput_cpu(sweep)).expect("svg");
+}
+
+const W: f64 = 640.0;
+const H: f64 = 400.0;
+const M: f64 = 50.0;
+
+fn frame(title: &str, x_label: &str, y_label: &str) -> String {
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" \
+         font-family=\"sans-serif\" font-size=\"12\">\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\
+         <text x=\"{}\" y=\"20\" text-anchor=\"middle\" font-size=\"14\">{title}</text>\
+         <line x1=\"{M}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\
+         <line x1=\"{M}\" y1=\"{M}\" x2=\"{M}\" y2=\"{}\" stroke=\"black\"/>\
+         <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{x_label}</text>\
+         <text x=\"14\" y=\"{}\" transform=\"rotate(-90 14 {})\" text-anchor=\"middle\">{y_label}</text>",
+        W / 2.0,
+        H - M,
+        W - M,
+        H - M,
+        H - M,
+        W / 2.0,
+        H - 12.0,
+        H / 2.0,
+        H / 2.0
+    )
+}
+
+fn legend(svg: &mut String, ts: &[Transport]) {
+    for (i, t) in ts.iter().enumerate() {
+        let y = M + 16.0 * i as f64;
+        let _ = write!(
+            svg,
+            "<rect x=\"{}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{}\"/>\
+             <text x=\"{}\" y=\"{}\">{}</text>",
+            W - M - 90.0,
+            y,
+            color(*t),
+            W - M - 75.0,
+            y + 9.0,
+            t.name()
+        );
+    }
+}
+
+/// Latency CDF per transport, log10 x axis from 0.01 ms to 1000 ms.
+fn latency_cdf(results: &[PairResult]) -> String {
+    let mut svg = frame(
+        "Per-frame latency CDF, 720p30 ~4 Mbit/s, loopback",
+        "latency (ms, log scale)",
+        "fraction of frames",
+    );
+    let x = |ms: f64| M + (ms.max(0.01).log10() + 2.0) / 5.0 * (W - 2.0 * M);
+    let y = |f: f64| H - M - f * (H - 2.0 * M);
+    for decade in [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0] {
+        let _ = write!(
+            svg,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{decade}</text>",
+            x(decade),
+            H - M + 15.0
+        );
+    }
+    for r in results {
+        let mut l: Vec<f64> = r.frames.iter().map(|f| f.1 as f64 / 1e6).collect();
+        l.sort_by(f64::total_cmp);
+        let n = l.len().max(1) as f64;
+        let points: Vec<String> = l
+            .iter()
+            .enumerate()
+            .map(|(i, ms)| format!("{:.1},{:.1}", x(*ms), y((i + 1) as f64 / n)))
+            .collect();
+        let _ = write!(
+            svg,
+            "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\" points=\"{}\"/>",
+            color(r.transport),
+            points.join(" ")
+        );
+    }
+    legend(&mut svg, &ALL);
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// CPU seconds per GB (send + receive) against offered rate, one line per transport; failed
+/// steps drawn hollow.
+fn throughput_cpu(sweep: &[(f64, PairResult)]) -> String {
+    let mut svg = frame(
+        "Throughput sweep: CPU per GB delivered (send + receive)",
+        "offered rate (Mbit/s)",
+        "CPU s per GB",
+    );
+    let max_rate = sweep.iter().map(|(m, _)| *m).fold(1.0, f64::max);
+    let cpu = |r: &PairResult| cpu_per_gb(r.cpu_send + r.cpu_recv, r.bytes);
+    let max_cpu = sweep
+        .iter()
+        .map(|(_, r)| cpu(r))
+        .filter(|c| c.is_finite())
+        .fold(1.0, f64::max);
+    let x = |m: f64| M + m / max_rate * (W - 2.0 * M);
+    let y = |c: f64| H - M - c / max_cpu * (H - 2.0 * M);
+    for i in 0..=4 {
+        let m = max_rate * f64::from(i) / 4.0;
+        let c = max_cpu * f64::from(i) / 4.0;
+        let _ = write!(
+            svg,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{m:.0}</text>\
+             <text x=\"{}\" y=\"{}\" text-anchor=\"end\">{c:.1}</text>",
+            x(m),
+            H - M + 15.0,
+            M - 4.0,
+            y(c) + 4.0
+        );
+    }
+    for t in ALL {
+        let steps: Vec<_> = sweep
+            .iter()
+            .filter(|(_, r)| r.transport == t && cpu(r).is_finite())
+            .collect();
+        let points: Vec<String> = steps
+            .iter()
+            .map(|(m, r)| format!("{:.1},{:.1}", x(*m), y(cpu(r))))
+            .collect();
+        let _ = write!(
+            svg,
+            "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\" points=\"{}\"/>",
+            color(t),
+            points.join(" ")
+        );
+        for (m, r) in steps {
+            let fill = if r.clean() { color(t) } else { "white" };
+            let _ = write!(
+                svg,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"{fill}\" stroke=\"{}\"/>",
+                x(*m),
+                y(cpu(r)),
+                color(t)
+            );
+        }
+    }
+    legend(&mut svg, &ALL);
+    svg.push_str("</svg>\n");
+    svg
+}

@@ -1,0 +1,310 @@
+//! The two child processes of a run: a sender (appsrc paced by `identity sync=true`, frames
+//! stamped as they leave the pacer, then the transport's sink) and a receiver (the
+//! transport's source, stamps read where access units leave it). Each reports its own CPU
+//! time, so sender and receiver costs stay apart.
+
+use crate::stamp::{self, Scanner, Stamp};
+use crate::Transport;
+use gst::prelude::*;
+use std::io::{BufRead, Write};
+use std::sync::{Arc, Mutex};
+
+/// What one child process is asked to do, passed as `key=value` arguments.
+pub struct Job {
+    pub transport: Transport,
+    pub port: u16,
+    pub content: String,
+    pub frames: u64,
+    pub fps: f64,
+    pub srt_latency_ms: u32,
+    pub cert: String,
+    pub key: String,
+    pub records: String,
+}
+
+impl Job {
+    pub fn to_args(&self) -> Vec<String> {
+        vec![
+            format!("transport={}", self.transport.name()),
+            format!("port={}", self.port),
+            format!("content={}", self.content),
+            format!("frames={}", self.frames),
+            format!("fps={}", self.fps),
+            format!("srt-latency={}", self.srt_latency_ms),
+            format!("cert={}", self.cert),
+            format!("key={}", self.key),
+            format!("records={}", self.records),
+        ]
+    }
+
+    pub fn from_args(args: &[String]) -> Job {
+        let get = |k: &str| {
+            args.iter()
+                .find_map(|a| a.strip_prefix(&format!("{k}=")))
+                .unwrap_or_else(|| panic!("missing {k}="))
+                .to_string()
+        };
+        Job {
+            transport: Transport::from_name(&get("transport")),
+            port: get("port").parse().expect("port"),
+            content: get("content"),
+            frames: get("frames").parse().expect("frames"),
+            fps: get("fps").parse().expect("fps"),
+            srt_latency_ms: get("srt-latency").parse().expect("srt-latency"),
+            cert: get("cert"),
+            key: get("key"),
+            records: get("records"),
+        }
+    }
+}
+
+/// CPU seconds this process has used (user + system, all threads).
+pub fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the ")" that ends the command name; utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn now_ns() -> u64 {
+    gst::get_timestamp().nseconds()
+}
+
+fn launch(description: &str) -> gst::Pipeline {
+    gst::parse::launch(description)
+        .unwrap_or_else(|e| panic!("pipeline '{description}': {e}"))
+        .downcast::<gst::Pipeline>()
+        .expect("pipeline")
+}
+
+/// Access units of a file, as h265parse cuts them, with their IRAP flag.
+pub fn load_access_units(path: &str) -> Vec<(Vec<u8>, bool)> {
+    let pipeline = launch(&format!(
+        "filesrc location={path} ! h265parse ! \
+         video/x-h265,stream-format=byte-stream,alignment=au ! appsink name=out sync=false"
+    ));
+    let sink = pipeline
+        .by_name("out")
+        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+        .expect("appsink");
+    pipeline.set_state(gst::State::Playing).expect("load");
+    let mut aus = Vec::new();
+    while let Ok(sample) = sink.pull_sample() {
+        let buffer = sample.buffer().expect("buffer");
+        let map = buffer.map_readable().expect("map");
+        aus.push((
+            map.to_vec(),
+            !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
+        ));
+    }
+    let _ = pipeline.set_state(gst::State::Null);
+    aus
+}
+
+fn wait_line(expect: &str) {
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+    assert_eq!(line.trim(), expect, "orchestrator protocol");
+}
+
+fn say(line: &str) {
+    println!("{line}");
+    let _ = std::io::stdout().flush();
+}
+
+fn error_of(bus: &gst::Bus) -> Option<String> {
+    let msg = bus.pop_filtered(&[gst::MessageType::Error])?;
+    match msg.view() {
+        gst::MessageView::Error(e) => Some(format!("{} ({:?})", e.error(), e.debug())),
+        _ => None,
+    }
+}
+
+pub fn sender(job: &Job) {
+    let aus = load_access_units(&job.content);
+    let sink = match job.transport {
+        Transport::Quicnalu => format!(
+            "quicnalusink name=sink address=127.0.0.1 port=0 sync=false cert-file={} key-file={}",
+            job.cert, job.key
+        ),
+        Transport::Srt | Transport::SrtLow => format!(
+            "srtsink name=sink uri=srt://127.0.0.1:{}?mode=listener latency={} sync=false \
+             wait-for-connection=true",
+            job.port, job.srt_latency_ms
+        ),
+        Transport::Tcp => "tcpserversink name=sink host=127.0.0.1 port=0 sync=false".into(),
+        Transport::Udp => format!(
+            "rtph265pay mtu=1400 config-interval=-1 ! udpsink name=sink host=127.0.0.1 \
+             port={} sync=false buffer-size=8388608",
+            job.port
+        ),
+    };
+    let pipeline = launch(&format!(
+        "appsrc name=src is-live=true format=time do-timestamp=false block=true \
+         max-bytes=67108864 caps=video/x-h265,stream-format=byte-stream,alignment=au ! \
+         identity name=pace sync=true ! {sink}"
+    ));
+    let sent = Arc::new(Mutex::new(0u64));
+    {
+        let sent = sent.clone();
+        let pad = pipeline
+            .by_name("pace")
+            .and_then(|p| p.static_pad("src"))
+            .expect("pace pad");
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            let Some(buffer) = info.buffer() else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let mut seq = sent.lock().unwrap();
+            let stamp = stamp::encode(Stamp {
+                seq: *seq,
+                sent_ns: now_ns(),
+                irap: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
+            });
+            *seq += 1;
+            let mut stamped = buffer.copy();
+            stamped
+                .make_mut()
+                .append_memory(gst::Memory::from_slice(stamp));
+            info.data = Some(gst::PadProbeData::Buffer(stamped));
+            gst::PadProbeReturn::Ok
+        });
+    }
+    pipeline
+        .set_state(gst::State::Playing)
+        .expect("sender plays");
+    let sink = pipeline.by_name("sink").expect("sink");
+    match job.transport {
+        Transport::Quicnalu => say(&format!("PORT {}", sink.property::<u32>("bound-port"))),
+        Transport::Tcp => say(&format!("PORT {}", sink.property::<i32>("current-port"))),
+        _ => say(&format!("PORT {}", job.port)),
+    }
+    wait_line("GO");
+    let cpu0 = cpu_seconds();
+    let src = pipeline
+        .by_name("src")
+        .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+        .expect("appsrc");
+    let clock = pipeline.clock().expect("clock");
+    let start =
+        clock.time() - pipeline.base_time().expect("base time") + gst::ClockTime::from_mseconds(50);
+    let interval = 1e9 / job.fps;
+    for i in 0..job.frames {
+        let (data, irap) = &aus[(i as usize) % aus.len()];
+        let mut buffer = gst::Buffer::from_slice(data.clone());
+        {
+            let b = buffer.get_mut().unwrap();
+            let t = start + gst::ClockTime::from_nseconds((i as f64 * interval) as u64);
+            b.set_pts(t);
+            b.set_dts(t);
+            if !irap {
+                b.set_flags(gst::BufferFlags::DELTA_UNIT);
+            }
+        }
+        if src.push_buffer(buffer).is_err() {
+            break;
+        }
+    }
+    let _ = src.end_of_stream();
+    let bus = pipeline.bus().expect("bus");
+    let end = bus.timed_pop_filtered(
+        gst::ClockTime::from_seconds(60),
+        &[gst::MessageType::Eos, gst::MessageType::Error],
+    );
+    let error = match end.as_ref().map(|m| m.view()) {
+        Some(gst::MessageView::Error(e)) => Some(format!("{}", e.error())),
+        None => Some("no EOS within 60 s".into()),
+        _ => None,
+    };
+    let cpu = cpu_seconds() - cpu0;
+    let _ = pipeline.set_state(gst::State::Null);
+    let sent = *sent.lock().unwrap();
+    say(&format!(
+        "SENT {sent} {cpu:.3} {}",
+        error.unwrap_or_else(|| "ok".into()).replace(' ', "_")
+    ));
+}
+
+/// What the receiver's probe collects: (seq, latency ns, irap) per stamp, bytes delivered.
+#[derive(Default)]
+struct Tally {
+    frames: Vec<(u64, u64, bool)>,
+    bytes: u64,
+    scanner: Scanner,
+}
+
+pub fn receiver(job: &Job) {
+    let source = match job.transport {
+        Transport::Quicnalu => format!(
+            "quicnalusrc name=tap address=127.0.0.1 port={} ca-file={} latency=200",
+            job.port, job.cert
+        ),
+        Transport::Srt | Transport::SrtLow => format!(
+            "srtsrc name=tap uri=srt://127.0.0.1:{}?mode=caller latency={}",
+            job.port, job.srt_latency_ms
+        ),
+        Transport::Tcp => format!("tcpclientsrc name=tap host=127.0.0.1 port={}", job.port),
+        Transport::Udp => format!(
+            "udpsrc port={} buffer-size=8388608 caps=\"application/x-rtp,media=video,\
+             clock-rate=90000,encoding-name=H265\" ! rtph265depay name=tap",
+            job.port
+        ),
+    };
+    let pipeline = launch(&format!("{source} ! fakesink sync=false async=false"));
+    let records: Arc<Mutex<Tally>> = Default::default();
+    {
+        let records = records.clone();
+        let pad = pipeline
+            .by_name("tap")
+            .and_then(|p| p.static_pad("src"))
+            .expect("tap pad");
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(buffer) = info.buffer() {
+                let now = now_ns();
+                let mut guard = records.lock().unwrap();
+                let Tally {
+                    frames,
+                    bytes,
+                    scanner,
+                } = &mut *guard;
+                *bytes += buffer.size() as u64;
+                for mem in buffer.iter_memories() {
+                    if let Ok(map) = mem.map_readable() {
+                        scanner.scan(&map, &mut |s: Stamp| {
+                            frames.push((s.seq, now.saturating_sub(s.sent_ns), s.irap))
+                        });
+                    }
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+    pipeline
+        .set_state(gst::State::Playing)
+        .expect("receiver plays");
+    say("READY");
+    let cpu0 = cpu_seconds();
+    wait_line("STOP");
+    let cpu = cpu_seconds() - cpu0;
+    let error = pipeline.bus().and_then(|b| error_of(&b));
+    let _ = pipeline.set_state(gst::State::Null);
+    let r = records.lock().unwrap();
+    let mut out = String::new();
+    for (seq, latency, irap) in &r.frames {
+        out.push_str(&format!("{seq} {latency} {}\n", u8::from(*irap)));
+    }
+    std::fs::write(&job.records, out).expect("write records");
+    say(&format!(
+        "RECV {} {} {cpu:.3} {}",
+        r.frames.len(),
+        r.bytes,
+        error.unwrap_or_else(|| "ok".into()).replace(' ', "_")
+    ));
+}

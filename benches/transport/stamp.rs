@@ -1,0 +1,82 @@
+//! Frame stamps that survive every transport: a suffix SEI NAL (user_data_unregistered)
+//! appended to each access unit, carrying the frame's sequence number, its send time on
+//! CLOCK_MONOTONIC and whether it is an IRAP. Being the AU's last NAL, a stamp seen at the
+//! receiver means the whole access unit has arrived. The payload is ASCII hex, so it needs
+//! no emulation prevention.
+
+/// 16-byte UUID identifying our SEI (no zero bytes, so no start-code look-alikes).
+const UUID: [u8; 16] = *b"quicnalu-stamp!!";
+/// Start code + NAL header (type 40 = suffix SEI, layer 0, tid 1) + payload type 5.
+const PREFIX: [u8; 6] = [0, 0, 0, 1, 0x50, 0x01];
+const HEX_LEN: usize = 16 + 16 + 1;
+const PAYLOAD_LEN: usize = UUID.len() + HEX_LEN;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub seq: u64,
+    pub sent_ns: u64,
+    pub irap: bool,
+}
+
+/// Bytes of the SEI NAL unit to append to an access unit.
+pub fn encode(stamp: Stamp) -> Vec<u8> {
+    let mut out = Vec::with_capacity(PREFIX.len() + 2 + PAYLOAD_LEN + 1);
+    out.extend_from_slice(&PREFIX);
+    out.push(5); // payloadType: user_data_unregistered
+    out.push(PAYLOAD_LEN as u8);
+    out.extend_from_slice(&UUID);
+    out.extend_from_slice(
+        format!(
+            "{:016x}{:016x}{}",
+            stamp.seq,
+            stamp.sent_ns,
+            u8::from(stamp.irap)
+        )
+        .as_bytes(),
+    );
+    out.push(0x80); // rbsp_trailing_bits
+    out
+}
+
+/// Finds stamps in a byte stream that may split them across buffers: keeps a short tail.
+#[derive(Default)]
+pub struct Scanner {
+    tail: Vec<u8>,
+}
+
+impl Scanner {
+    pub fn scan(&mut self, data: &[u8], found: &mut impl FnMut(Stamp)) {
+        let mut buf = std::mem::take(&mut self.tail);
+        buf.extend_from_slice(data);
+        let mut pos = 0;
+        let mut consumed = 0;
+        while let Some(off) = find(&buf[pos..], &UUID) {
+            let start = pos + off + UUID.len();
+            if buf.len() < start + HEX_LEN {
+                consumed = pos + off;
+                self.tail = buf[consumed..].to_vec();
+                return;
+            }
+            if let Some(stamp) = parse(&buf[start..start + HEX_LEN]) {
+                found(stamp);
+            }
+            pos = start + HEX_LEN;
+            consumed = pos;
+        }
+        let keep = (buf.len() - consumed).min(UUID.len() - 1);
+        self.tail = buf[buf.len() - keep..].to_vec();
+    }
+}
+
+fn parse(hex: &[u8]) -> Option<Stamp> {
+    let text = std::str::from_utf8(hex).ok()?;
+    Some(Stamp {
+        seq: u64::from_str_radix(&text[..16], 16).ok()?,
+        sent_ns: u64::from_str_radix(&text[16..32], 16).ok()?,
+        irap: &text[32..] == "1",
+    })
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
