@@ -137,6 +137,12 @@ struct Workdir {
 
 fn orchestrate(args: &[String]) {
     let quick = args.iter().any(|a| a == "--quick");
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(|name| Transport::from_name(name));
+    let transports: Vec<Transport> = ALL.into_iter().filter(|t| only.is_none_or(|o| o == *t)).collect();
     let out = args
         .iter()
         .position(|a| a == "--out")
@@ -154,7 +160,7 @@ fn orchestrate(args: &[String]) {
     }
     let seconds = if quick { 4 } else { 10 };
     eprintln!("latency: 720p30 ~4 Mbit/s, {seconds} s per transport");
-    let latency: Vec<PairResult> = ALL
+    let latency: Vec<PairResult> = transports
         .iter()
         .map(|&t| run_pair(&work, t, &clip, seconds * 30, 30.0))
         .collect();
@@ -172,7 +178,7 @@ fn orchestrate(args: &[String]) {
     };
     let step_seconds = if quick { 2.0 } else { 3.0 };
     let mut sweep: Vec<(f64, PairResult)> = Vec::new();
-    for &t in &ALL {
+    for &t in &transports {
         for &mbps in rates {
             let fps = mbps * 1e6 / mean_bits;
             let frames = (fps * step_seconds) as u64;

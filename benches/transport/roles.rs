@@ -212,6 +212,12 @@ pub fn sender(job: &Job) {
             break;
         }
     }
+    // Linger until the last frame has left the pacer and had the budget to arrive: some
+    // sinks (srtsink) drop what is still buffered when EOS closes them.
+    let last = start
+        + gst::ClockTime::from_nseconds((job.frames as f64 * interval) as u64)
+        + gst::ClockTime::from_mseconds(u64::from(crate::BUDGET_MS) + 300);
+    let _ = clock.new_single_shot_id(last + pipeline.base_time().expect("base time")).wait();
     let _ = src.end_of_stream();
     let bus = pipeline.bus().expect("bus");
     let end = bus.timed_pop_filtered(
