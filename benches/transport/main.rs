@@ -142,7 +142,10 @@ fn orchestrate(args: &[String]) {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .map(|name| Transport::from_name(name));
-    let transports: Vec<Transport> = ALL.into_iter().filter(|t| only.is_none_or(|o| o == *t)).collect();
+    let transports: Vec<Transport> = ALL
+        .into_iter()
+        .filter(|t| only.is_none_or(|o| o == *t))
+        .collect();
     let out = args
         .iter()
         .position(|a| a == "--out")

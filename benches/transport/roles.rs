@@ -217,7 +217,9 @@ pub fn sender(job: &Job) {
     let last = start
         + gst::ClockTime::from_nseconds((job.frames as f64 * interval) as u64)
         + gst::ClockTime::from_mseconds(u64::from(crate::BUDGET_MS) + 300);
-    let _ = clock.new_single_shot_id(last + pipeline.base_time().expect("base time")).wait();
+    let _ = clock
+        .new_single_shot_id(last + pipeline.base_time().expect("base time"))
+        .wait();
     let _ = src.end_of_stream();
     let bus = pipeline.bus().expect("bus");
     let end = bus.timed_pop_filtered(

@@ -238,7 +238,7 @@ impl Receiver {
                 Err(quiche::Error::Done) | Err(quiche::Error::StreamLimit) => return,
                 Err(e) => {
                     // The receiver stopped this stream: drop what is left of it.
-                    gst::debug!(CAT, "receiver {}: stream {}: {e}", self.id, chunk.stream);
+                    gst::warning!(CAT, "receiver {}: stream {}: {e}", self.id, chunk.stream);
                     let stream = chunk.stream;
                     let before = self.out.len();
                     let mut dropped = 0;
