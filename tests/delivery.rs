@@ -19,18 +19,9 @@ fn deliver(name: &str) {
         |s| sent = Some(tap(&s.by_name("parse").static_pad("src").unwrap())),
     );
     let sent = sent.unwrap();
-    let receiver = Running::launch(&format!(
-        "quicnalusrc {} ! appsink name=out sync=false",
-        src_props(port)
-    ));
-    let (received, _) = collect(&receiver, "out");
-    receiver.pipeline.set_state(gst::State::Playing).unwrap();
-
-    receiver.finish(WATCHDOG).expect("receiver reaches EOS");
-    sender.finish(WATCHDOG).expect("sender reaches EOS");
+    let received = receive_all(&sender, port);
 
     let sent = sent.lock().unwrap();
-    let received = received.lock().unwrap();
     assert!(!sent.is_empty(), "{name}: h265parse produced nothing");
     assert_eq!(received.len(), sent.len(), "{name}: access unit count");
     for (i, (r, s)) in received.iter().zip(sent.iter()).enumerate() {
@@ -94,18 +85,10 @@ fn nal_aligned_input_arrives_as_access_units() {
         path.display(),
         sink_props()
     ));
-    let receiver = Running::launch(&format!(
-        "quicnalusrc {} ! appsink name=out sync=false",
-        src_props(port)
-    ));
-    let (received, _) = collect(&receiver, "out");
-    receiver.pipeline.set_state(gst::State::Playing).unwrap();
-    receiver.finish(WATCHDOG).expect("receiver reaches EOS");
-    sender.finish(WATCHDOG).expect("sender reaches EOS");
+    let received = receive_all(&sender, port);
 
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("received.h265");
-    let received = received.lock().unwrap();
     let bytes: Vec<u8> = received
         .iter()
         .flat_map(|r| r.data.iter().copied())

@@ -3,7 +3,6 @@
 mod common;
 
 use common::*;
-use gst::prelude::*;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -30,16 +29,8 @@ fn arrival_span(sync: bool) -> f64 {
         clip().display(),
         sink_props()
     ));
-    let receiver = Running::launch(&format!(
-        "quicnalusrc {} ! appsink name=out sync=false",
-        src_props(port)
-    ));
-    let (received, _) = collect(&receiver, "out");
-    receiver.pipeline.set_state(gst::State::Playing).unwrap();
-    receiver.finish(WATCHDOG).expect("receiver reaches EOS");
-    sender.finish(WATCHDOG).expect("sender reaches EOS");
+    let received = receive_all(&sender, port);
 
-    let received = received.lock().unwrap();
     assert_eq!(received.len(), FRAMES as usize);
     let arrival = |r: &Received| r.meta.expect("meta").arrival_time;
     let span = arrival(received.last().unwrap()) - arrival(&received[0]);
@@ -77,16 +68,8 @@ fn framerate_paces_a_stream_without_timestamps() {
         media("vpl-cars_320x240.h265").display(),
         sink_props()
     ));
-    let receiver = Running::launch(&format!(
-        "quicnalusrc {} ! appsink name=out sync=false",
-        src_props(port)
-    ));
-    let (received, _) = collect(&receiver, "out");
-    receiver.pipeline.set_state(gst::State::Playing).unwrap();
-    receiver.finish(WATCHDOG).expect("receiver reaches EOS");
-    sender.finish(WATCHDOG).expect("sender reaches EOS");
+    let received = receive_all(&sender, port);
 
-    let received = received.lock().unwrap();
     assert_eq!(received.len(), 30);
     let arrival = |r: &Received| r.meta.expect("meta").arrival_time as f64 / 1e9;
     let span = arrival(received.last().unwrap()) - arrival(&received[0]);

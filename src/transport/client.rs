@@ -2,7 +2,7 @@
 //! description and the group streams, and hands whole access units to the streaming thread
 //! in group order.
 
-use super::link::{Interrupted, Link};
+use super::link::{Interrupted, Link, NetThread};
 use super::socket::{random_cid, Endpoint, Pacer, MAX_RECV_BATCH, SOCKET};
 use super::{config, monotonic_ns};
 use crate::protocol::{
@@ -14,7 +14,6 @@ use once_cell::sync::Lazy;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 static CAT: Lazy<gst::DebugCategory> = Lazy::new(|| {
@@ -72,9 +71,7 @@ struct Queue {
 
 /// Handle to a running client; dropping it stops the thread and joins it.
 pub struct Client {
-    link: Arc<Link<Queue>>,
-    waker: Arc<mio::Waker>,
-    thread: Option<JoinHandle<()>>,
+    net: NetThread<Queue>,
 }
 
 impl Client {
@@ -94,42 +91,25 @@ impl Client {
         }));
         let waker = endpoint.waker.clone();
         let mut state = Loop::new(endpoint, config, link.clone(), settings)?;
-        let thread = std::thread::Builder::new()
-            .name("quicnalu-src-net".into())
-            .spawn(move || state.run())
-            .map_err(|e| format!("cannot start networking thread: {e}"))?;
-        Ok(Client {
-            link,
-            waker,
-            thread: Some(thread),
-        })
+        let net = NetThread::spawn("quicnalu-src-net", link, waker, move || state.run())?;
+        Ok(Client { net })
     }
 
     pub fn set_flushing(&self, flushing: bool) {
-        self.link.update(|s| s.flushing = flushing);
+        self.net.set_flushing(flushing);
     }
 
     /// Waits for the next event. Events queued before a failure are delivered first.
     pub fn next(&self) -> Result<Event, Interrupted> {
         let mut was_full = false;
-        let event = self.link.wait(None, |q| {
+        let event = self.net.wait(None, |q| {
             was_full = q.events.len() >= q.capacity;
             q.events.pop_front()
         })?;
         if was_full {
-            let _ = self.waker.wake();
+            self.net.wake();
         }
         event.ok_or(Interrupted::Flushing)
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        self.link.update(|s| s.shutdown = true);
-        let _ = self.waker.wake();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

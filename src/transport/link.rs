@@ -2,7 +2,9 @@
 //! state and a condvar. Waits on the streaming side end on `flushing` (unlock) or `shutdown`;
 //! the mutex is never held across a wait that the network decides.
 
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::ops::Deref;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 /// Why a wait on the network ended without its result.
@@ -89,6 +91,61 @@ impl<S> Link<S> {
                         .0
                 }
             };
+        }
+    }
+}
+
+/// The streaming side's handle on a networking thread: the link plus the waker that
+/// interrupts its poll. Dropping it asks the thread to shut down and joins it.
+pub struct NetThread<S> {
+    link: Arc<Link<S>>,
+    waker: Arc<mio::Waker>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl<S> NetThread<S> {
+    /// Starts `body` on a thread called `name`; it must watch `link` for shutdown.
+    pub fn spawn(
+        name: &str,
+        link: Arc<Link<S>>,
+        waker: Arc<mio::Waker>,
+        body: impl FnOnce() + Send + 'static,
+    ) -> Result<Self, String> {
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(body)
+            .map_err(|e| format!("cannot start networking thread: {e}"))?;
+        Ok(NetThread {
+            link,
+            waker,
+            thread: Some(thread),
+        })
+    }
+
+    /// Interrupts the thread's poll so it looks at the link.
+    pub fn wake(&self) {
+        let _ = self.waker.wake();
+    }
+
+    pub fn set_flushing(&self, flushing: bool) {
+        self.link.update(|s| s.flushing = flushing);
+    }
+}
+
+impl<S> Deref for NetThread<S> {
+    type Target = Link<S>;
+
+    fn deref(&self) -> &Link<S> {
+        &self.link
+    }
+}
+
+impl<S> Drop for NetThread<S> {
+    fn drop(&mut self) {
+        self.link.update(|s| s.shutdown = true);
+        self.wake();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }

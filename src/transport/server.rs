@@ -1,7 +1,7 @@
 //! The sender's networking thread: a QUIC server that accepts receivers and writes each of
 //! them the stream, one unidirectional stream per group of pictures.
 
-use super::link::{Interrupted, Link};
+use super::link::{Interrupted, Link, NetThread};
 use super::socket::{random_cid, Endpoint, Pacer, MAX_RECV_BATCH, SOCKET};
 use super::{config, monotonic_ns};
 use crate::protocol::{
@@ -13,7 +13,6 @@ use once_cell::sync::Lazy;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 static CAT: Lazy<gst::DebugCategory> = Lazy::new(|| {
@@ -63,9 +62,7 @@ struct Status {
 
 /// Handle to a running server; dropping it stops the thread and joins it.
 pub struct Server {
-    link: Arc<Link<Status>>,
-    waker: Arc<mio::Waker>,
-    thread: Option<JoinHandle<()>>,
+    net: NetThread<Status>,
     local: SocketAddr,
 }
 
@@ -75,21 +72,13 @@ impl Server {
         let config = config::server(&settings.cert_file, &settings.key_file)?;
         let endpoint = Endpoint::bind(settings.addr)?;
         let link = Arc::new(Link::new(Status::default()));
-        let waker = endpoint.waker.clone();
         let local = endpoint.local;
-        let thread = {
-            let link = link.clone();
-            std::thread::Builder::new()
-                .name("quicnalu-sink-net".into())
-                .spawn(move || Loop::new(endpoint, config, link).run())
-                .map_err(|e| format!("cannot start networking thread: {e}"))?
-        };
-        Ok(Server {
-            link,
-            waker,
-            thread: Some(thread),
-            local,
-        })
+        let waker = endpoint.waker.clone();
+        let thread_link = link.clone();
+        let net = NetThread::spawn("quicnalu-sink-net", link, waker, move || {
+            Loop::new(endpoint, config, thread_link).run()
+        })?;
+        Ok(Server { net, local })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -97,7 +86,7 @@ impl Server {
     }
 
     pub fn set_flushing(&self, flushing: bool) {
-        self.link.update(|s| s.flushing = flushing);
+        self.net.set_flushing(flushing);
     }
 
     /// The stream description sent to every receiver.
@@ -107,14 +96,14 @@ impl Server {
 
     /// Waits until at least one receiver has said HELLO.
     pub fn wait_for_receiver(&self) -> Result<(), Interrupted> {
-        self.link
+        self.net
             .wait(None, |s| (s.ready_receivers > 0).then_some(()))
             .map(|_| ())
     }
 
     /// Waits while the slowest receiver is too far behind to queue another frame.
     pub fn wait_for_room(&self) -> Result<(), Interrupted> {
-        self.link
+        self.net
             .wait(None, |s| (s.queued_bytes < MAX_BACKLOG).then_some(()))
             .map(|_| ())
     }
@@ -130,27 +119,17 @@ impl Server {
     pub fn finish(&self, timeout: Duration) -> Result<bool, Interrupted> {
         self.push(Work::Eos, 0);
         let deadline = Instant::now() + timeout;
-        self.link
+        self.net
             .wait(Some(deadline), |s| s.drained.then_some(()))
             .map(|r| r.is_some())
     }
 
     fn push(&self, work: Work, len: usize) {
-        self.link.update(|s| {
+        self.net.update(|s| {
             s.inner.work.push_back(work);
             s.inner.queued_bytes += len;
         });
-        let _ = self.waker.wake();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.link.update(|s| s.shutdown = true);
-        let _ = self.waker.wake();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.net.wake();
     }
 }
 

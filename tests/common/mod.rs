@@ -209,6 +209,21 @@ pub fn collect(
     (out, rx)
 }
 
+/// Receives from `port` with `quicnalusrc ! appsink` until EOS, waits for the sender's EOS
+/// too, and returns every buffer the receiver output.
+pub fn receive_all(sender: &Running, port: u16) -> Vec<Received> {
+    let receiver = Running::launch(&format!(
+        "quicnalusrc {} ! appsink name=out sync=false",
+        src_props(port)
+    ));
+    let (received, _) = collect(&receiver, "out");
+    receiver.pipeline.set_state(gst::State::Playing).unwrap();
+    receiver.finish(WATCHDOG).expect("receiver reaches EOS");
+    sender.finish(WATCHDOG).expect("sender reaches EOS");
+    let received = received.lock().unwrap().clone();
+    received
+}
+
 /// Records the bytes of every buffer leaving `pad`.
 pub fn tap(pad: &gst::Pad) -> Arc<Mutex<Vec<Vec<u8>>>> {
     let out = Arc::new(Mutex::new(Vec::new()));
