@@ -12,7 +12,7 @@ use crate::protocol::{
 use mio::Events;
 use once_cell::sync::Lazy;
 use std::collections::{BTreeMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -79,11 +79,12 @@ impl Client {
     /// [`Client::next`].
     pub fn start(settings: ClientSettings) -> Result<Client, String> {
         let config = config::client(settings.verify, settings.ca_file.as_deref())?;
-        let bind: SocketAddr = if settings.peer.is_ipv4() {
-            "0.0.0.0:0".parse().expect("literal address")
+        let any: IpAddr = if settings.peer.is_ipv4() {
+            Ipv4Addr::UNSPECIFIED.into()
         } else {
-            "[::]:0".parse().expect("literal address")
+            Ipv6Addr::UNSPECIFIED.into()
         };
+        let bind = SocketAddr::new(any, 0);
         let endpoint = Endpoint::bind(bind)?;
         let link = Arc::new(Link::new(Queue {
             events: VecDeque::new(),
@@ -192,27 +193,14 @@ impl Loop {
         let mut events = Events::with_capacity(16);
         self.flush();
         loop {
-            let timeout = [
-                self.conn.timeout(),
-                Some(
-                    self.next_deadline()
-                        .saturating_duration_since(Instant::now()),
-                ),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
-            // mio is edge-triggered: datagrams left unread raise no new event.
-            let timeout = if self.unread {
-                Some(Duration::ZERO)
-            } else {
-                timeout
-            };
-            if let Err(e) = self.endpoint.poll.poll(&mut events, timeout) {
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    self.fail(format!("poll failed: {e}"));
-                    return;
-                }
+            let deadlines = [
+                self.conn.timeout_instant(),
+                Some(self.next_deadline()),
+                self.pacer.release_at(),
+            ];
+            if let Err(e) = self.endpoint.wait(&mut events, deadlines, self.unread) {
+                self.fail(format!("poll failed: {e}"));
+                return;
             }
             if self.link.lock().shutdown {
                 if !self.conn.is_closed() {

@@ -276,31 +276,15 @@ impl Loop {
     fn run(mut self) {
         let mut events = Events::with_capacity(64);
         loop {
-            let now = Instant::now();
-            let timeout = self
+            let deadlines: Vec<Option<Instant>> = self
                 .receivers
                 .values()
-                .flat_map(|r| {
-                    let release = r
-                        .pacer
-                        .release_at()
-                        .map(|at| at.saturating_duration_since(now));
-                    [r.conn.timeout(), release]
-                })
-                .flatten()
-                .min();
-            // mio is edge-triggered: datagrams left unread raise no new event.
-            let timeout = if self.unread {
-                Some(Duration::ZERO)
-            } else {
-                timeout
-            };
-            if let Err(e) = self.endpoint.poll.poll(&mut events, timeout) {
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    self.link
-                        .update(|s| s.failure = Some(format!("poll failed: {e}")));
-                    return;
-                }
+                .flat_map(|r| [r.conn.timeout_instant(), r.pacer.release_at()])
+                .collect();
+            if let Err(e) = self.endpoint.wait(&mut events, deadlines, self.unread) {
+                self.link
+                    .update(|s| s.failure = Some(format!("poll failed: {e}")));
+                return;
             }
             if self.link.lock().shutdown {
                 self.shutdown();

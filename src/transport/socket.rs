@@ -44,6 +44,33 @@ impl Endpoint {
     }
 }
 
+impl Endpoint {
+    /// Sleeps until the socket is readable, the waker fires, or the earliest of `deadlines`
+    /// passes. With `unread` (the last read stopped at its batch limit) it does not sleep:
+    /// mio is edge-triggered, so datagrams left unread raise no new event.
+    pub fn wait(
+        &mut self,
+        events: &mut mio::Events,
+        deadlines: impl IntoIterator<Item = Option<Instant>>,
+        unread: bool,
+    ) -> std::io::Result<()> {
+        let now = Instant::now();
+        let timeout = if unread {
+            Some(Duration::ZERO)
+        } else {
+            deadlines
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|at| at.saturating_duration_since(now))
+        };
+        match self.poll.poll(events, timeout) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(()),
+            other => other,
+        }
+    }
+}
+
 /// Packets released this close to their pacing time go out now: poll() sleeps in whole
 /// milliseconds, so finer spacing cannot be honoured and would only add latency.
 const PACING_SLACK: Duration = Duration::from_millis(1);
