@@ -227,19 +227,18 @@ impl QuicNaluSrc {
         let mut caps: gst::Caps = described
             .parse()
             .map_err(|_| format!("sender described its stream as unparsable caps '{described}'"))?;
-        let ok = caps
-            .structure(0)
-            .is_some_and(|s| s.name() == "video/x-h265" && caps.is_fixed());
-        if !ok {
-            return Err(format!(
-                "sender's stream is not fixed H.265 caps: {described}"
-            ));
-        }
-        {
-            let s = caps.make_mut().structure_mut(0).expect("checked above");
-            s.set("stream-format", "byte-stream");
-            s.set("alignment", "au");
-            s.remove_field("codec_data");
+        let fixed = caps.is_fixed();
+        match caps.make_mut().structure_mut(0) {
+            Some(s) if fixed && s.name() == "video/x-h265" => {
+                s.set("stream-format", "byte-stream");
+                s.set("alignment", "au");
+                s.remove_field("codec_data");
+            }
+            _ => {
+                return Err(format!(
+                    "sender's stream is not fixed H.265 caps: {described}"
+                ))
+            }
         }
         Ok(caps)
     }
@@ -276,7 +275,7 @@ impl QuicNaluSrc {
 
         let mut buffer = gst::Buffer::from_mut_slice(frame.data);
         {
-            let b = buffer.get_mut().expect("new buffer is writable");
+            let b = buffer.make_mut();
             b.set_pts(pts);
             b.set_dts(dts);
             b.set_duration(h.duration.map(gst::ClockTime::from_nseconds));
