@@ -3,7 +3,7 @@
 //! in group order.
 
 use super::link::{Interrupted, Link, NetThread};
-use super::socket::{random_cid, Endpoint, Pacer, MAX_RECV_BATCH, SOCKET};
+use super::socket::{random_cid, Endpoint, Outbox, MAX_RECV_BATCH, SOCKET};
 use super::{config, monotonic_ns};
 use crate::protocol::{
     error_code, put_preamble, Command, CommandDecoder, FrameHeader, GroupDecoder, GroupFrame,
@@ -30,6 +30,9 @@ const FIRST_GROUP: u64 = 3;
 /// Bytes of whole frames held back (later groups, or a full queue) before the thread stops
 /// reading group streams; QUIC flow control then slows the sender.
 const MAX_BUFFERED: usize = 16 << 20;
+/// Read size between frames: a frame header and a little of the body, which then passes
+/// through one more copy; the rest of the body is read in place.
+const HEADER_READ: usize = 64;
 /// How often an idle receiver tells the sender it is still there.
 const KEEPALIVE: Duration = Duration::from_secs(5);
 
@@ -143,9 +146,8 @@ struct Loop {
     last_keepalive: Instant,
     /// The last receive() stopped at its batch limit.
     unread: bool,
-    pacer: Pacer,
+    outbox: Outbox,
     buf: Vec<u8>,
-    out: Vec<u8>,
 }
 
 impl Loop {
@@ -166,6 +168,15 @@ impl Loop {
             &mut config,
         )
         .map_err(|e| format!("cannot create connection: {e}"))?;
+        let o = endpoint.offload;
+        gst::info!(
+            CAT,
+            "bound {} (UDP GSO {}, GRO {})",
+            endpoint.local,
+            o.gso,
+            o.gro
+        );
+        let outbox = Outbox::new(endpoint.offload);
         Ok(Loop {
             endpoint,
             conn,
@@ -183,9 +194,8 @@ impl Loop {
             eos_delivered: false,
             last_keepalive: Instant::now(),
             unread: false,
-            pacer: Pacer::default(),
+            outbox,
             buf: vec![0; 65536],
-            out: vec![0; config::MAX_DATAGRAM_SIZE],
         })
     }
 
@@ -196,7 +206,7 @@ impl Loop {
             let deadlines = [
                 self.conn.timeout_instant(),
                 Some(self.next_deadline()),
-                self.pacer.release_at(),
+                self.outbox.release_at(),
             ];
             if let Err(e) = self.endpoint.wait(&mut events, deadlines, self.unread) {
                 self.fail(format!("poll failed: {e}"));
@@ -243,8 +253,7 @@ impl Loop {
     }
 
     fn flush(&mut self) {
-        self.pacer
-            .send_all(&mut self.conn, &self.endpoint.socket, &mut self.out);
+        self.outbox.send_all(&mut self.conn, &self.endpoint.socket);
     }
 
     fn next_deadline(&self) -> Instant {
@@ -257,21 +266,20 @@ impl Loop {
 
     /// Reads up to a batch of datagrams; returns whether the socket was drained.
     fn receive(&mut self) -> bool {
-        for _ in 0..MAX_RECV_BATCH {
-            let (len, from) = match self.endpoint.socket.recv_from(&mut self.buf) {
-                Ok(v) => v,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
-                Err(e) => {
-                    gst::debug!(CAT, "recv failed: {e}");
-                    return true;
-                }
+        let mut budget = MAX_RECV_BATCH;
+        while budget > 0 {
+            let Some(d) = self.endpoint.recv(&mut self.buf) else {
+                return true;
             };
+            budget = budget.saturating_sub(d.len.div_ceil(d.segment));
             let info = quiche::RecvInfo {
-                from,
+                from: d.from,
                 to: self.endpoint.local,
             };
-            if let Err(e) = self.conn.recv(&mut self.buf[..len], info) {
-                gst::debug!(CAT, "recv: {e}");
+            for packet in self.buf[..d.len].chunks_mut(d.segment) {
+                if let Err(e) = self.conn.recv(packet, info) {
+                    gst::debug!(CAT, "recv: {e}");
+                }
             }
         }
         false
@@ -396,16 +404,30 @@ impl Loop {
             }
         };
         while !group.finished && !full(group, self.buffered) {
-            let (n, fin) = match self.conn.stream_recv(stream, &mut self.buf) {
-                Ok(v) => v,
+            let bad = |e| format!("group stream {stream}: {e}");
+            // Bodies go from quiche straight into the frame; only headers pass through buf.
+            let read = match group.decoder.body_space() {
+                Some(space) => {
+                    let read = self.conn.stream_recv(stream, space);
+                    group.decoder.filled(read.map_or(0, |r| r.0), &mut frames);
+                    read
+                }
+                None => {
+                    let read = self.conn.stream_recv(stream, &mut self.buf[..HEADER_READ]);
+                    if let Ok((n, _)) = read {
+                        group
+                            .decoder
+                            .push(&self.buf[..n], &mut frames)
+                            .map_err(bad)?;
+                    }
+                    read
+                }
+            };
+            let fin = match read {
+                Ok((_, fin)) => fin,
                 Err(quiche::Error::Done) => break,
                 Err(e) => return Err(format!("group stream {stream}: {e}")),
             };
-            let bad = |e| format!("group stream {stream}: {e}");
-            group
-                .decoder
-                .push(&self.buf[..n], &mut frames)
-                .map_err(bad)?;
             if fin {
                 group.decoder.finish().map_err(bad)?;
                 group.finished = true;

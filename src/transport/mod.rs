@@ -8,6 +8,7 @@ mod link;
 pub mod logger;
 mod server;
 mod socket;
+mod udp;
 
 pub use client::{Client, ClientSettings, Event, ReceivedFrame};
 pub use link::Interrupted;

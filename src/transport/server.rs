@@ -2,7 +2,7 @@
 //! them the stream, one unidirectional stream per group of pictures.
 
 use super::link::{Interrupted, Link, NetThread};
-use super::socket::{random_cid, Endpoint, Pacer, MAX_RECV_BATCH, SOCKET};
+use super::socket::{random_cid, Endpoint, Outbox, MAX_RECV_BATCH, SOCKET};
 use super::{config, monotonic_ns};
 use crate::protocol::{
     error_code, put_preamble, Command, CommandDecoder, FrameFlags, FrameHeader, StreamKind,
@@ -73,6 +73,13 @@ impl Server {
         let endpoint = Endpoint::bind(settings.addr)?;
         let link = Arc::new(Link::new(Status::default()));
         let local = endpoint.local;
+        let o = endpoint.offload;
+        gst::info!(
+            CAT,
+            "listening on {local} (UDP GSO {}, GRO {})",
+            o.gso,
+            o.gro
+        );
         let waker = endpoint.waker.clone();
         let thread_link = link.clone();
         let net = NetThread::spawn("quicnalu-sink-net", link, waker, move || {
@@ -170,7 +177,7 @@ struct Receiver {
     out_bytes: usize,
     group: Option<u64>,
     groups_opened: u64,
-    pacer: Pacer,
+    outbox: Outbox,
 }
 
 impl Receiver {
@@ -279,7 +286,7 @@ impl Loop {
             let deadlines: Vec<Option<Instant>> = self
                 .receivers
                 .values()
-                .flat_map(|r| [r.conn.timeout_instant(), r.pacer.release_at()])
+                .flat_map(|r| [r.conn.timeout_instant(), r.outbox.release_at()])
                 .collect();
             if let Err(e) = self.endpoint.wait(&mut events, deadlines, self.unread) {
                 self.link
@@ -309,45 +316,55 @@ impl Loop {
     /// Reads up to a batch of datagrams; returns whether the socket was drained.
     fn receive(&mut self) -> bool {
         // Bounded, so a flood cannot keep the loop from serving, or from seeing shutdown.
-        for _ in 0..MAX_RECV_BATCH {
-            let (len, from) = match self.endpoint.socket.recv_from(&mut self.buf) {
-                Ok(v) => v,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
-                Err(e) => {
-                    gst::warning!(CAT, "recv failed: {e}");
-                    return true;
-                }
+        let mut budget = MAX_RECV_BATCH;
+        while budget > 0 {
+            let Some(d) = self.endpoint.recv(&mut self.buf) else {
+                return true;
             };
-            let packet = &mut self.buf[..len];
-            let Ok(hdr) = quiche::Header::from_slice(packet, quiche::MAX_CONN_ID_LEN) else {
-                continue;
-            };
-            let id = match self.ids.get(hdr.dcid.as_ref()) {
-                Some(id) => *id,
-                None => match accept(&hdr, from, &self.endpoint, &mut self.config, &mut self.out) {
-                    Some(conn) => {
-                        let id = self.next_id;
-                        self.next_id += 1;
-                        gst::info!(CAT, "receiver {id}: connecting from {from}");
-                        self.ids.insert(conn.source_id().to_vec(), id);
-                        self.ids.insert(hdr.dcid.to_vec(), id);
-                        self.receivers.insert(id, Receiver::new(id, conn, from));
-                        id
-                    }
-                    None => continue,
-                },
-            };
-            let info = quiche::RecvInfo {
-                from,
-                to: self.endpoint.local,
-            };
-            if let Some(r) = self.receivers.get_mut(&id) {
-                if let Err(e) = r.conn.recv(packet, info) {
-                    gst::debug!(CAT, "receiver {id}: recv: {e}");
-                }
+            let segments = d.len.div_ceil(d.segment);
+            budget = budget.saturating_sub(segments);
+            for start in (0..d.len).step_by(d.segment) {
+                let end = d.len.min(start + d.segment);
+                self.receive_one(start..end, d.from);
             }
         }
         false
+    }
+
+    /// Hands one datagram, `buf[range]`, to its connection, or accepts a new one.
+    fn receive_one(&mut self, range: std::ops::Range<usize>, from: SocketAddr) {
+        let packet = &mut self.buf[range];
+        let Ok(hdr) = quiche::Header::from_slice(packet, quiche::MAX_CONN_ID_LEN) else {
+            return;
+        };
+        let id = match self.ids.get(hdr.dcid.as_ref()) {
+            Some(id) => *id,
+            None => {
+                let Some(conn) =
+                    accept(&hdr, from, &self.endpoint, &mut self.config, &mut self.out)
+                else {
+                    return;
+                };
+                let id = self.next_id;
+                self.next_id += 1;
+                gst::info!(CAT, "receiver {id}: connecting from {from}");
+                self.ids.insert(conn.source_id().to_vec(), id);
+                self.ids.insert(hdr.dcid.to_vec(), id);
+                let outbox = Outbox::new(self.endpoint.offload);
+                self.receivers
+                    .insert(id, Receiver::new(id, conn, from, outbox));
+                id
+            }
+        };
+        let info = quiche::RecvInfo {
+            from,
+            to: self.endpoint.local,
+        };
+        if let Some(r) = self.receivers.get_mut(&id) {
+            if let Err(e) = r.conn.recv(packet, info) {
+                gst::debug!(CAT, "receiver {id}: recv: {e}");
+            }
+        }
     }
 
     fn take_work(&mut self) {
@@ -446,8 +463,7 @@ impl Loop {
             }
             r.flush();
         }
-        r.pacer
-            .send_all(&mut r.conn, &self.endpoint.socket, &mut self.out);
+        r.outbox.send_all(&mut r.conn, &self.endpoint.socket);
     }
 
     fn reap(&mut self) {
@@ -507,15 +523,14 @@ impl Loop {
     fn shutdown(&mut self) {
         for r in self.receivers.values_mut() {
             r.close(error_code::NO_ERROR, "sender stopped");
-            r.pacer = Pacer::default();
-            r.pacer
-                .send_all(&mut r.conn, &self.endpoint.socket, &mut self.out);
+            r.outbox.drop_held();
+            r.outbox.send_all(&mut r.conn, &self.endpoint.socket);
         }
     }
 }
 
 impl Receiver {
-    fn new(id: u64, conn: quiche::Connection, peer: SocketAddr) -> Self {
+    fn new(id: u64, conn: quiche::Connection, peer: SocketAddr, outbox: Outbox) -> Self {
         Receiver {
             id,
             conn,
@@ -528,7 +543,7 @@ impl Receiver {
             out_bytes: 0,
             group: None,
             groups_opened: 0,
-            pacer: Pacer::default(),
+            outbox,
         }
     }
 

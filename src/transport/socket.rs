@@ -1,5 +1,7 @@
 //! The UDP socket and poller each networking thread owns, and the send loop.
 
+use super::config::MAX_DATAGRAM_SIZE;
+use super::udp::{self, Datagrams, Offload};
 use mio::net::UdpSocket;
 use mio::{Interest, Poll, Token, Waker};
 use std::net::SocketAddr;
@@ -19,6 +21,7 @@ pub struct Endpoint {
     pub socket: UdpSocket,
     pub waker: Arc<Waker>,
     pub local: SocketAddr,
+    pub offload: Offload,
 }
 
 impl Endpoint {
@@ -35,11 +38,13 @@ impl Endpoint {
         let waker = Waker::new(poll.registry(), WAKER)
             .map(Arc::new)
             .map_err(|e| format!("cannot create waker: {e}"))?;
+        let offload = udp::configure(&socket);
         Ok(Endpoint {
             poll,
             socket,
             waker,
             local,
+            offload,
         })
     }
 }
@@ -69,70 +74,143 @@ impl Endpoint {
             other => other,
         }
     }
+
+    /// Reads the next datagram, or GRO run of datagrams, into `buf`; None once the socket
+    /// is drained.
+    pub fn recv(&self, buf: &mut [u8]) -> Option<Datagrams> {
+        // Queued ICMP errors (a peer's port closed) are reported one per read, ahead of the
+        // data; QUIC's own timers deal with a vanished peer, so they are skipped.
+        for _ in 0..16 {
+            match udp::recv(&self.socket, buf) {
+                Ok(d) => return Some(d),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
+                Err(_) => {}
+            }
+        }
+        None
+    }
 }
 
 /// Packets released this close to their pacing time go out now: poll() sleeps in whole
 /// milliseconds, so finer spacing cannot be honoured and would only add latency.
 const PACING_SLACK: Duration = Duration::from_millis(1);
 
-/// Honours quiche's pacing release times (`SendInfo::at`) without kernel help (no fq or
-/// SO_TXTIME here): a packet built for later is held until then, and the loop sleeps until
-/// [`Pacer::release_at`].
-pub struct Pacer {
+/// Packets quiche has built, on their way to the socket. Consecutive packets to one peer
+/// leave as one GSO batch, built in place so no packet is copied. A packet quiche wants
+/// sent later (`SendInfo::at`, its pacing) is held until then, since neither fq nor
+/// SO_TXTIME is available here, and the loop sleeps until [`Outbox::release_at`].
+pub struct Outbox {
+    /// The batch: `len` bytes of `count` packets of `segment` bytes, the last maybe shorter.
+    batch: Vec<u8>,
+    len: usize,
+    count: usize,
+    segment: usize,
+    to: Option<SocketAddr>,
     held: Vec<u8>,
-    to: Option<(SocketAddr, Instant)>,
+    held_for: Option<(SocketAddr, Instant)>,
+    gso: bool,
 }
 
-impl Default for Pacer {
-    fn default() -> Self {
-        Pacer {
-            held: Vec::with_capacity(super::config::MAX_DATAGRAM_SIZE),
+impl Outbox {
+    pub fn new(offload: Offload) -> Self {
+        let segments = if offload.gso { udp::MAX_SEGMENTS } else { 1 };
+        Outbox {
+            batch: vec![0; segments * MAX_DATAGRAM_SIZE],
+            len: 0,
+            count: 0,
+            segment: 0,
             to: None,
+            held: Vec::with_capacity(MAX_DATAGRAM_SIZE),
+            held_for: None,
+            gso: offload.gso,
         }
     }
-}
 
-impl Pacer {
     /// When the held packet is due, if one is held.
     pub fn release_at(&self) -> Option<Instant> {
-        self.to.map(|(_, at)| at)
+        self.held_for.map(|(_, at)| at)
     }
 
-    /// Hands every packet `conn` wants to send by now to the socket; keeps the first one
-    /// that is due later.
-    pub fn send_all(&mut self, conn: &mut quiche::Connection, socket: &UdpSocket, out: &mut [u8]) {
+    /// Forgets the held packet, so a closing connection's last packets are not paced.
+    pub fn drop_held(&mut self) {
+        self.held_for = None;
+    }
+
+    /// Hands every packet `conn` wants sent by now to the socket; holds the first one that
+    /// is due later.
+    pub fn send_all(&mut self, conn: &mut quiche::Connection, socket: &UdpSocket) {
         let now = Instant::now();
-        if let Some((to, at)) = self.to {
+        if let Some((to, at)) = self.held_for {
             if at > now + PACING_SLACK {
                 return;
             }
-            send(socket, &self.held, to);
-            self.to = None;
+            self.held_for = None;
+            let n = self.held.len();
+            self.batch[..n].copy_from_slice(&self.held);
+            self.add(0, n, to, socket);
         }
         loop {
-            let (len, info) = match conn.send(out) {
+            let full = self.count == self.batch.len() / MAX_DATAGRAM_SIZE
+                || (self.count > 0 && self.len < self.count * self.segment);
+            if full {
+                self.flush(socket);
+            }
+            let start = self.len;
+            let (n, info) = match conn.send(&mut self.batch[start..start + MAX_DATAGRAM_SIZE]) {
                 Ok(v) => v,
-                Err(quiche::Error::Done) => return,
+                Err(quiche::Error::Done) => break,
                 Err(e) => {
                     let _ = conn.close(false, 0x1, format!("send failed: {e}").as_bytes());
-                    return;
+                    break;
                 }
             };
             if info.at > now + PACING_SLACK {
                 self.held.clear();
-                self.held.extend_from_slice(&out[..len]);
-                self.to = Some((info.to, info.at));
-                return;
+                self.held.extend_from_slice(&self.batch[start..start + n]);
+                self.held_for = Some((info.to, info.at));
+                break;
             }
-            send(socket, &out[..len], info.to);
+            self.add(start, n, info.to, socket);
         }
+        self.flush(socket);
     }
-}
 
-fn send(socket: &UdpSocket, packet: &[u8], to: SocketAddr) {
-    // A full kernel buffer (WouldBlock) or a transient error drops the datagram; QUIC loss
-    // recovery resends its contents.
-    let _ = socket.send_to(packet, to);
+    /// Takes the packet quiche just wrote at `batch[start..start + n]` into the batch.
+    fn add(&mut self, start: usize, n: usize, to: SocketAddr, socket: &UdpSocket) {
+        let mut start = start;
+        // A GSO batch is one peer and one segment size; only its last packet may be shorter.
+        if self.count > 0 && (Some(to) != self.to || n > self.segment) {
+            self.flush(socket);
+            self.batch.copy_within(start..start + n, 0);
+            start = 0;
+        }
+        if self.count == 0 {
+            self.segment = n;
+            self.to = Some(to);
+        }
+        self.len = start + n;
+        self.count += 1;
+    }
+
+    fn flush(&mut self, socket: &UdpSocket) {
+        let Some(to) = self.to.filter(|_| self.count > 0) else {
+            return;
+        };
+        let data = &self.batch[..self.len];
+        // A full kernel buffer (WouldBlock) or a transient error drops the datagrams; QUIC
+        // loss recovery resends their contents.
+        if let Err(e) = udp::send(socket, data, self.segment, to) {
+            // EIO: the route's device cannot segment. Send one by one from now on.
+            if self.gso && e.raw_os_error() == Some(libc::EIO) {
+                self.gso = false;
+                for packet in data.chunks(self.segment) {
+                    let _ = udp::send(socket, packet, packet.len(), to);
+                }
+            }
+        }
+        self.len = 0;
+        self.count = 0;
+    }
 }
 
 /// Fresh random bytes for a connection ID.
