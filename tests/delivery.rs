@@ -164,3 +164,53 @@ fn pausing_the_sender_mid_stream_loses_nothing() {
     assert_eq!(received.len(), sent.len());
     assert!(received.iter().zip(sent.iter()).all(|(r, s)| r.data == *s));
 }
+
+/// Datagrams that are not QUIC (empty, one byte, random and packet-sized) sprayed at the
+/// sender's port while it streams are dropped without disturbing the real receiver.
+#[test]
+fn stray_datagrams_do_not_disturb_the_stream() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    init();
+    let path = media("oh-1104x622.h265");
+    let mut sent = None;
+    let (sender, port) = start_sender_with(
+        &format!(
+            "filesrc location={} ! h265parse name=parse ! quicnalusink name=sink sync=false {}",
+            path.display(),
+            sink_props()
+        ),
+        |s| sent = Some(tap(&s.by_name("parse").static_pad("src").unwrap())),
+    );
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let spray = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let mut junk = [0u8; 1350];
+            let mut x: u32 = 0x9e37_79b9;
+            let mut sprayed = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for b in junk.iter_mut() {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    *b = x as u8;
+                }
+                for len in [0, 1, 40, junk.len()] {
+                    let _ = socket.send_to(&junk[..len], ("127.0.0.1", port));
+                    sprayed += 1;
+                }
+                std::thread::yield_now();
+            }
+            sprayed
+        })
+    };
+    let received = receive_all(&sender, port);
+    stop.store(true, Ordering::Relaxed);
+    let sprayed = spray.join().unwrap();
+    assert!(sprayed > 0);
+    let sent = sent.unwrap();
+    let sent = sent.lock().unwrap();
+    assert_eq!(received.len(), sent.len(), "access unit count");
+    assert!(received.iter().zip(sent.iter()).all(|(r, s)| r.data == *s));
+}

@@ -109,7 +109,39 @@ pub fn markdown(latency: &[PairResult], sweep: &[(f64, PairResult)], seconds: u6
             t.name()
         );
     }
+    steps_table(&mut md, sweep);
     md
+}
+
+/// CPU s/GB (send + receive) at every step each transport ran: the ceiling columns above
+/// sit at different rates, and batching makes the cost fall as the rate rises.
+fn steps_table(md: &mut String, sweep: &[(f64, PairResult)]) {
+    let mut rates: Vec<f64> = sweep.iter().map(|(m, _)| *m).collect();
+    rates.sort_by(f64::total_cmp);
+    rates.dedup();
+    let head: Vec<String> = rates.iter().map(|m| format!("{m}")).collect();
+    let _ = write!(
+        md,
+        "\nCPU s/GB, send + receive, at each step (Mbit/s); `fail` marks the step that ended \
+         a sweep.\n\n| transport | {} |\n|---|{}\n",
+        head.join(" | "),
+        "---|".repeat(rates.len())
+    );
+    for t in ALL {
+        let cells: Vec<String> = rates
+            .iter()
+            .map(
+                |m| match sweep.iter().find(|(sm, r)| r.transport == t && sm == m) {
+                    Some((_, r)) if r.clean() => {
+                        format!("{:.2}", cpu_per_gb(r.cpu_send + r.cpu_recv, r.bytes))
+                    }
+                    Some(_) => "fail".into(),
+                    None => String::new(),
+                },
+            )
+            .collect();
+        let _ = writeln!(md, "| {} | {} |", t.name(), cells.join(" | "));
+    }
 }
 
 pub fn write(out: &Path, md: &str, latency: &[PairResult], sweep: &[(f64, PairResult)]) {

@@ -271,13 +271,13 @@ impl Loop {
             let Some(d) = self.endpoint.recv(&mut self.buf) else {
                 return true;
             };
-            budget = budget.saturating_sub(d.len.div_ceil(d.segment));
+            budget = budget.saturating_sub(d.count());
             let info = quiche::RecvInfo {
                 from: d.from,
                 to: self.endpoint.local,
             };
-            for packet in self.buf[..d.len].chunks_mut(d.segment) {
-                if let Err(e) = self.conn.recv(packet, info) {
+            for range in d.ranges() {
+                if let Err(e) = self.conn.recv(&mut self.buf[range], info) {
                     gst::debug!(CAT, "recv: {e}");
                 }
             }

@@ -321,11 +321,9 @@ impl Loop {
             let Some(d) = self.endpoint.recv(&mut self.buf) else {
                 return true;
             };
-            let segments = d.len.div_ceil(d.segment);
-            budget = budget.saturating_sub(segments);
-            for start in (0..d.len).step_by(d.segment) {
-                let end = d.len.min(start + d.segment);
-                self.receive_one(start..end, d.from);
+            budget = budget.saturating_sub(d.count());
+            for range in d.ranges() {
+                self.receive_one(range, d.from);
             }
         }
         false

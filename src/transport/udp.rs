@@ -94,6 +94,21 @@ pub struct Datagrams {
     pub segment: usize,
 }
 
+impl Datagrams {
+    /// Where each datagram lies in the buffer (none for an empty datagram).
+    pub fn ranges(&self) -> impl Iterator<Item = std::ops::Range<usize>> {
+        let (len, segment) = (self.len, self.segment.max(1));
+        (0..len)
+            .step_by(segment)
+            .map(move |s| s..len.min(s + segment))
+    }
+
+    /// Datagrams read, counting an empty one: what a read costs against a loop's budget.
+    pub fn count(&self) -> usize {
+        self.len.div_ceil(self.segment.max(1)).max(1)
+    }
+}
+
 /// Reads the next datagram, or the next GRO run of datagrams, into `buf`.
 pub fn recv(socket: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Datagrams> {
     // SAFETY: all-zero is a valid value for these plain C structs.
@@ -256,12 +271,23 @@ mod tests {
         while got.iter().map(Vec::len).sum::<usize>() < data.len() {
             let d = recv(&rx, &mut buf).unwrap();
             assert_eq!(d.from, tx.local_addr().unwrap());
-            for s in buf[..d.len].chunks(d.segment) {
-                got.push(s.to_vec());
+            for r in d.ranges() {
+                got.push(buf[r].to_vec());
             }
         }
         let expect: Vec<Vec<u8>> = data.chunks(segment).map(<[u8]>::to_vec).collect();
         assert_eq!(got, expect);
+    }
+
+    #[test]
+    fn empty_datagram_has_no_range_but_counts() {
+        let d = Datagrams {
+            len: 0,
+            from: "127.0.0.1:1".parse().unwrap(),
+            segment: 0,
+        };
+        assert_eq!(d.ranges().count(), 0);
+        assert_eq!(d.count(), 1);
     }
 
     #[test]
