@@ -2,6 +2,7 @@
 //! tcpclientsrc and RTP over raw udpsink/udpsrc (the floor), on the same content, in one run.
 //!
 //!     make bench            # = cargo bench --bench transport -- --out docs
+//!     cargo bench --bench transport -- [--quick] [--only quicnalu] [--rates 400,1000]
 //!
 //! Every pair runs as two child processes (sender, receiver) on loopback, both timing on
 //! CLOCK_MONOTONIC, each measuring its own CPU. Frames are stamped with a suffix SEI as they
@@ -146,11 +147,18 @@ fn orchestrate(args: &[String]) {
         .into_iter()
         .filter(|t| only.is_none_or(|o| o == *t))
         .collect();
-    let out = args
-        .iter()
-        .position(|a| a == "--out")
-        .and_then(|i| args.get(i + 1))
-        .map(PathBuf::from);
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+    };
+    let out = value("--out").map(PathBuf::from);
+    // `--rates 400,1000`: only these sweep steps (for profiling one rate).
+    let only_rates: Option<Vec<f64>> = value("--rates").map(|list| {
+        list.split(',')
+            .map(|r| r.parse().expect("--rates takes Mbit/s numbers"))
+            .collect()
+    });
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     std::fs::create_dir_all(&dir).expect("target/bench");
     let (cert, key) = certificate(&dir);
@@ -172,13 +180,14 @@ fn orchestrate(args: &[String]) {
         .join("../shared/media/vkcts-jellyfish-250-mbps-4k-uhd-GOB-IPB13.h265");
     let aus = roles::load_access_units(&jelly.to_string_lossy());
     let mean_bits = aus.iter().map(|a| a.0.len()).sum::<usize>() as f64 * 8.0 / aus.len() as f64;
-    let rates: &[f64] = if quick {
+    let default_rates: &[f64] = if quick {
         &[25.0, 100.0, 400.0, 1000.0]
     } else {
         &[
             10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 700.0, 1000.0, 1400.0, 2000.0, 2800.0, 4000.0,
         ]
     };
+    let rates = only_rates.as_deref().unwrap_or(default_rates);
     let step_seconds = if quick { 2.0 } else { 3.0 };
     let mut sweep: Vec<(f64, PairResult)> = Vec::new();
     for &t in &transports {

@@ -149,7 +149,8 @@ pub fn write(out: &Path, md: &str, latency: &[PairResult], sweep: &[(f64, PairRe
         "# Benchmarks\n\nMade by `make bench` (`cargo bench --bench transport -- --out docs`) on \
          the project's 2-core machine; every transport in the same run, sender and receiver as \
          separate processes on loopback. Plots: [latency CDF](bench-latency-cdf.svg), \
-         [throughput vs CPU](bench-throughput-cpu.svg).\n\n{md}\n"
+         [throughput vs CPU](bench-throughput-cpu.svg). Where quicnalu's CPU goes: \
+         [PROFILE.md](PROFILE.md).\n\n{md}\n"
     );
     std::fs::write(out.join("BENCHMARKS.md"), doc).expect("write BENCHMARKS.md");
     std::fs::write(out.join("bench-latency-cdf.svg"), latency_cdf(latency)).expect("svg");
