@@ -3,7 +3,8 @@
 //! - `quicnalusink` serves a parsed H.265 stream to every receiver that connects.
 //! - `quicnalusrc` receives it and outputs a plain H.265 byte-stream.
 //!
-//! See README.md for the properties and docs/PROTOCOL.md for the wire format.
+//! See README.md for the properties and docs/PROTOCOL.md for the wire format. [`relay`] is
+//! the impairment relay tests and benchmarks put between them.
 
 use gst::glib;
 
@@ -11,6 +12,7 @@ pub mod h265;
 pub mod protocol;
 mod quicnalusink;
 mod quicnalusrc;
+pub mod relay;
 pub mod transport;
 
 pub use quicnalusink::QuicNaluSink;
