@@ -24,6 +24,7 @@ const DEFAULT_PORT: u32 = 4443;
 const DEFAULT_FRAMERATE: gst::Fraction = gst::Fraction::from_integer(0);
 const DEFAULT_WAIT_FOR_CONNECTION: bool = true;
 const DEFAULT_EOS_TIMEOUT_MS: u32 = 5000;
+const DEFAULT_KEYFRAME_REQUEST_INTERVAL_MS: u32 = 250;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -34,6 +35,7 @@ struct Settings {
     framerate: gst::Fraction,
     wait_for_connection: bool,
     eos_timeout_ms: u32,
+    keyframe_request_interval_ms: u32,
 }
 
 impl Default for Settings {
@@ -46,6 +48,7 @@ impl Default for Settings {
             framerate: DEFAULT_FRAMERATE,
             wait_for_connection: DEFAULT_WAIT_FOR_CONNECTION,
             eos_timeout_ms: DEFAULT_EOS_TIMEOUT_MS,
+            keyframe_request_interval_ms: DEFAULT_KEYFRAME_REQUEST_INTERVAL_MS,
         }
     }
 }
@@ -149,6 +152,15 @@ impl ObjectImpl for QuicNaluSink {
                     .default_value(DEFAULT_EOS_TIMEOUT_MS)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt::builder("keyframe-request-interval")
+                    .nick("Keyframe request interval")
+                    .blurb(
+                        "Shortest time in ms between two keyframes asked of upstream \
+                         (GstForceKeyUnit) for receivers; requests in between are merged",
+                    )
+                    .default_value(DEFAULT_KEYFRAME_REQUEST_INTERVAL_MS)
+                    .mutable_ready()
+                    .build(),
             ]
         });
         PROPERTIES.as_ref()
@@ -171,6 +183,9 @@ impl ObjectImpl for QuicNaluSink {
                 s.wait_for_connection = value.get().expect("type checked upstream")
             }
             "eos-timeout" => s.eos_timeout_ms = value.get().expect("type checked upstream"),
+            "keyframe-request-interval" => {
+                s.keyframe_request_interval_ms = value.get().expect("type checked upstream")
+            }
             name => unreachable!("property {name}"),
         }
     }
@@ -189,6 +204,7 @@ impl ObjectImpl for QuicNaluSink {
             "framerate" => s.framerate.to_value(),
             "wait-for-connection" => s.wait_for_connection.to_value(),
             "eos-timeout" => s.eos_timeout_ms.to_value(),
+            "keyframe-request-interval" => s.keyframe_request_interval_ms.to_value(),
             name => unreachable!("property {name}"),
         }
     }
@@ -395,6 +411,35 @@ impl QuicNaluSink {
     }
 }
 
+impl QuicNaluSink {
+    /// What the networking thread calls when receivers want a keyframe: the upstream
+    /// GstForceKeyUnit event goes out from GStreamer's async pool, so the networking thread
+    /// never waits on upstream elements.
+    fn keyframe_requester(&self) -> Box<dyn Fn() + Send> {
+        let weak = self.obj().downgrade();
+        Box::new(move || {
+            let Some(obj) = weak.upgrade() else {
+                return;
+            };
+            obj.call_async(|obj| {
+                let event = gst::event::CustomUpstream::new(
+                    gst::Structure::builder("GstForceKeyUnit")
+                        .field("all-headers", true)
+                        .build(),
+                );
+                let handled = obj
+                    .static_pad("sink")
+                    .is_some_and(|pad| pad.push_event(event));
+                gst::debug!(
+                    CAT,
+                    obj = obj,
+                    "asked upstream for a keyframe (handled: {handled})"
+                );
+            });
+        })
+    }
+}
+
 impl BaseSinkImpl for QuicNaluSink {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = self.settings.lock().unwrap().clone();
@@ -404,10 +449,12 @@ impl BaseSinkImpl for QuicNaluSink {
                 ["address '{}' is not an IP address", settings.address]
             )
         })?;
-        let server = Server::start(&ServerSettings {
+        let server = Server::start(ServerSettings {
             addr: SocketAddr::new(ip, settings.port as u16),
             cert_file: settings.cert_file.unwrap_or_default(),
             key_file: settings.key_file.unwrap_or_default(),
+            keyframe_interval: Duration::from_millis(settings.keyframe_request_interval_ms.into()),
+            request_keyframe: self.keyframe_requester(),
         })
         .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ["{}", e]))?;
         let bound_port = server.local_addr().port();

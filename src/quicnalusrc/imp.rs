@@ -372,6 +372,22 @@ impl BaseSrcImpl for QuicNaluSrc {
         BaseSrcImplExt::parent_query(self, query)
     }
 
+    fn event(&self, event: &gst::Event) -> bool {
+        // A decoder or the application wants a keyframe (GstForceKeyUnit upstream, as from
+        // gst_video_event_new_upstream_force_key_unit): only the sender can make one.
+        let force_key_unit = event.type_() == gst::EventType::CustomUpstream
+            && event
+                .structure()
+                .is_some_and(|s| s.name() == "GstForceKeyUnit");
+        if force_key_unit {
+            if let Ok(client) = self.client() {
+                client.request_keyframe();
+                return true;
+            }
+        }
+        self.parent_event(event)
+    }
+
     fn unlock(&self) -> Result<(), gst::ErrorMessage> {
         if let Ok(client) = self.client() {
             client.set_flushing(true);

@@ -70,6 +70,8 @@ pub enum Event {
 struct Queue {
     events: VecDeque<Event>,
     capacity: usize,
+    /// Set by the streaming side; the networking thread sends KEYFRAME_REQUEST.
+    keyframe_wanted: bool,
 }
 
 /// Handle to a running client; dropping it stops the thread and joins it.
@@ -92,6 +94,7 @@ impl Client {
         let link = Arc::new(Link::new(Queue {
             events: VecDeque::new(),
             capacity: settings.queue_len.max(1),
+            keyframe_wanted: false,
         }));
         let waker = endpoint.waker.clone();
         let mut state = Loop::new(endpoint, config, link.clone(), settings)?;
@@ -101,6 +104,12 @@ impl Client {
 
     pub fn set_flushing(&self, flushing: bool) {
         self.net.set_flushing(flushing);
+    }
+
+    /// Asks the sender for a keyframe as soon as the connection allows.
+    pub fn request_keyframe(&self) {
+        self.net.update(|s| s.inner.keyframe_wanted = true);
+        self.net.wake();
     }
 
     /// Waits for the next event. Events queued before a failure are delivered first.
@@ -310,6 +319,14 @@ impl Loop {
             if !self.deliver() {
                 break;
             }
+        }
+        if self.hello_sent
+            && self
+                .link
+                .update(|s| std::mem::take(&mut s.inner.keyframe_wanted))
+        {
+            gst::debug!(CAT, "asking the sender for a keyframe");
+            Command::KeyframeRequest.encode(&mut self.control_out);
         }
         if self.last_keepalive.elapsed() >= KEEPALIVE {
             self.last_keepalive = Instant::now();

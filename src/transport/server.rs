@@ -43,6 +43,11 @@ pub struct ServerSettings {
     pub addr: SocketAddr,
     pub cert_file: String,
     pub key_file: String,
+    /// Shortest time between two keyframes asked of upstream; requests in between are
+    /// merged, and an IRAP that goes out satisfies every request made before it.
+    pub keyframe_interval: Duration,
+    /// Asks upstream for a keyframe. Called on the networking thread: it must not block.
+    pub request_keyframe: Box<dyn Fn() + Send>,
 }
 
 enum Work {
@@ -68,8 +73,14 @@ pub struct Server {
 
 impl Server {
     /// Binds the socket, loads the certificate and starts the networking thread.
-    pub fn start(settings: &ServerSettings) -> Result<Server, String> {
+    pub fn start(settings: ServerSettings) -> Result<Server, String> {
         let config = config::server(&settings.cert_file, &settings.key_file)?;
+        let keyframes = Keyframes {
+            interval: settings.keyframe_interval,
+            request: settings.request_keyframe,
+            wanted: false,
+            last: None,
+        };
         let endpoint = Endpoint::bind(settings.addr)?;
         let link = Arc::new(Link::new(Status::default()));
         let local = endpoint.local;
@@ -83,7 +94,7 @@ impl Server {
         let waker = endpoint.waker.clone();
         let thread_link = link.clone();
         let net = NetThread::spawn("quicnalu-sink-net", link, waker, move || {
-            Loop::new(endpoint, config, thread_link).run()
+            Loop::new(endpoint, config, thread_link, keyframes).run()
         })?;
         Ok(Server { net, local })
     }
@@ -140,6 +151,30 @@ impl Server {
     }
 }
 
+/// Keyframe requests from receivers, merged and rate-limited across all of them.
+struct Keyframes {
+    interval: Duration,
+    request: Box<dyn Fn() + Send>,
+    wanted: bool,
+    last: Option<Instant>,
+}
+
+impl Keyframes {
+    /// When a merged request may go upstream.
+    fn due(&self) -> Option<Instant> {
+        self.wanted
+            .then(|| self.last.map_or_else(Instant::now, |t| t + self.interval))
+    }
+
+    fn poll(&mut self) {
+        if self.due().is_some_and(|t| t <= Instant::now()) {
+            self.wanted = false;
+            self.last = Some(Instant::now());
+            (self.request)();
+        }
+    }
+}
+
 /// Bytes waiting to be written to one stream.
 struct Chunk {
     stream: u64,
@@ -177,6 +212,7 @@ struct Receiver {
     out_bytes: usize,
     group: Option<u64>,
     groups_opened: u64,
+    keyframe_requested: bool,
     outbox: Outbox,
 }
 
@@ -258,12 +294,18 @@ struct Loop {
     eos: bool,
     /// The last receive() stopped at its batch limit.
     unread: bool,
+    keyframes: Keyframes,
     buf: Vec<u8>,
     out: Vec<u8>,
 }
 
 impl Loop {
-    fn new(endpoint: Endpoint, config: quiche::Config, link: Arc<Link<Status>>) -> Self {
+    fn new(
+        endpoint: Endpoint,
+        config: quiche::Config,
+        link: Arc<Link<Status>>,
+        keyframes: Keyframes,
+    ) -> Self {
         Loop {
             endpoint,
             config,
@@ -275,6 +317,7 @@ impl Loop {
             next_seq: 0,
             eos: false,
             unread: false,
+            keyframes,
             buf: vec![0; 65536],
             out: vec![0; config::MAX_DATAGRAM_SIZE],
         }
@@ -287,6 +330,7 @@ impl Loop {
                 .receivers
                 .values()
                 .flat_map(|r| [r.conn.timeout_instant(), r.outbox.release_at()])
+                .chain([self.keyframes.due()])
                 .collect();
             if let Err(e) = self.endpoint.wait(&mut events, deadlines, self.unread) {
                 self.link
@@ -308,6 +352,7 @@ impl Loop {
             for id in ids {
                 self.serve(id);
             }
+            self.keyframes.poll();
             self.reap();
             self.publish();
         }
@@ -409,6 +454,10 @@ impl Loop {
         let mut encoded = Vec::with_capacity(32);
         header.encode(&mut encoded);
         let header: Arc<[u8]> = encoded.into();
+        if frame.keyframe {
+            // This IRAP reaches everyone who asked before it.
+            self.keyframes.wanted = false;
+        }
         let frame = Arc::new(frame);
         for r in self.receivers.values_mut().filter(|r| r.described) {
             if frame.keyframe {
@@ -446,6 +495,9 @@ impl Loop {
                 }
                 for cmd in commands {
                     r.handle(cmd, self.caps.as_deref(), self.eos);
+                }
+                if std::mem::take(&mut r.keyframe_requested) {
+                    self.keyframes.wanted = true;
                 }
                 if let Err(e) = result {
                     r.close(
@@ -541,6 +593,7 @@ impl Receiver {
             out_bytes: 0,
             group: None,
             groups_opened: 0,
+            keyframe_requested: false,
             outbox,
         }
     }
@@ -570,6 +623,10 @@ impl Receiver {
                 self.close(error_code::PROTOCOL_VIOLATION, "first command is not HELLO");
             }
             Command::Ping(n) => self.queue_command(&Command::Pong(n)),
+            Command::KeyframeRequest => {
+                gst::debug!(CAT, "receiver {}: keyframe request", self.id);
+                self.keyframe_requested = true;
+            }
             Command::Goodbye { code, reason } => {
                 gst::info!(CAT, "receiver {}: goodbye {code:#x}: {reason}", self.id);
                 let _ = self.conn.close(true, error_code::NO_ERROR, b"goodbye");
