@@ -25,6 +25,7 @@ const DEFAULT_FRAMERATE: gst::Fraction = gst::Fraction::from_integer(0);
 const DEFAULT_WAIT_FOR_CONNECTION: bool = true;
 const DEFAULT_EOS_TIMEOUT_MS: u32 = 5000;
 const DEFAULT_KEYFRAME_REQUEST_INTERVAL_MS: u32 = 250;
+const DEFAULT_LATENCY_BUDGET_MS: u32 = 0;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -36,6 +37,7 @@ struct Settings {
     wait_for_connection: bool,
     eos_timeout_ms: u32,
     keyframe_request_interval_ms: u32,
+    latency_budget_ms: u32,
 }
 
 impl Default for Settings {
@@ -49,6 +51,7 @@ impl Default for Settings {
             wait_for_connection: DEFAULT_WAIT_FOR_CONNECTION,
             eos_timeout_ms: DEFAULT_EOS_TIMEOUT_MS,
             keyframe_request_interval_ms: DEFAULT_KEYFRAME_REQUEST_INTERVAL_MS,
+            latency_budget_ms: DEFAULT_LATENCY_BUDGET_MS,
         }
     }
 }
@@ -161,6 +164,16 @@ impl ObjectImpl for QuicNaluSink {
                     .default_value(DEFAULT_KEYFRAME_REQUEST_INTERVAL_MS)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt::builder("latency-budget")
+                    .nick("Latency budget")
+                    .blurb(
+                        "Milliseconds a frame may wait to be sent to a receiver; past it, its \
+                         group stream is reset (GROUP_EXPIRED), the newest group goes first and \
+                         that receiver resumes at the next keyframe. 0: never drop",
+                    )
+                    .default_value(DEFAULT_LATENCY_BUDGET_MS)
+                    .mutable_ready()
+                    .build(),
             ]
         });
         PROPERTIES.as_ref()
@@ -186,6 +199,7 @@ impl ObjectImpl for QuicNaluSink {
             "keyframe-request-interval" => {
                 s.keyframe_request_interval_ms = value.get().expect("type checked upstream")
             }
+            "latency-budget" => s.latency_budget_ms = value.get().expect("type checked upstream"),
             name => unreachable!("property {name}"),
         }
     }
@@ -205,6 +219,7 @@ impl ObjectImpl for QuicNaluSink {
             "wait-for-connection" => s.wait_for_connection.to_value(),
             "eos-timeout" => s.eos_timeout_ms.to_value(),
             "keyframe-request-interval" => s.keyframe_request_interval_ms.to_value(),
+            "latency-budget" => s.latency_budget_ms.to_value(),
             name => unreachable!("property {name}"),
         }
     }
@@ -455,6 +470,8 @@ impl BaseSinkImpl for QuicNaluSink {
             key_file: settings.key_file.unwrap_or_default(),
             keyframe_interval: Duration::from_millis(settings.keyframe_request_interval_ms.into()),
             request_keyframe: self.keyframe_requester(),
+            deadline: (settings.latency_budget_ms > 0)
+                .then(|| Duration::from_millis(settings.latency_budget_ms.into())),
         })
         .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ["{}", e]))?;
         let bound_port = server.local_addr().port();

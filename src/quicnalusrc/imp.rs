@@ -123,7 +123,11 @@ impl ObjectImpl for QuicNaluSrc {
                     .build(),
                 glib::ParamSpecUInt::builder("latency")
                     .nick("Latency")
-                    .blurb("Latency in milliseconds reported to the pipeline (LATENCY query)")
+                    .blurb(
+                        "Latency in milliseconds reported to the pipeline (LATENCY query); a \
+                         group still incomplete while a later keyframe has waited this long \
+                         is skipped (DISCONT, keyframe request)",
+                    )
                     .default_value(DEFAULT_LATENCY_MS)
                     .mutable_ready()
                     .build(),
@@ -285,7 +289,7 @@ impl QuicNaluSrc {
                 gst::BufferFlags::HEADER,
                 h.flags.contains(FrameFlags::HEADER),
             );
-            let discont = first || h.flags.contains(FrameFlags::DISCONT);
+            let discont = first || frame.gap || h.flags.contains(FrameFlags::DISCONT);
             flags.set(gst::BufferFlags::DISCONT, discont);
             b.set_flags(flags);
             let mut meta_flags = Flags::default();
@@ -294,6 +298,9 @@ impl QuicNaluSrc {
             }
             if discont {
                 meta_flags = meta_flags | Flags::DISCONT;
+            }
+            if frame.gap {
+                meta_flags = meta_flags | Flags::GAP;
             }
             let meta = QuicNaluMeta {
                 seq: h.seq,
@@ -336,6 +343,7 @@ impl BaseSrcImpl for QuicNaluSrc {
             connect_timeout: Duration::from_millis(s.timeout_ms.into()),
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             queue_len: QUEUE_LEN,
+            latency: Duration::from_millis(s.latency_ms.into()),
         })
         .map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ["{}", e]))?;
         gst::info!(CAT, imp = self, "connecting to {peer}");

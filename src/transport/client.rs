@@ -33,6 +33,9 @@ const MAX_BUFFERED: usize = 16 << 20;
 /// Read size between frames: a frame header and a little of the body, which then passes
 /// through one more copy; the rest of the body is read in place.
 const HEADER_READ: usize = 64;
+/// After this long without a packet from the sender (an outage, or a paused stream) the
+/// receiver sends a PING each time, so the sender learns at once when the link is back.
+const PROBE: Duration = Duration::from_millis(100);
 /// How often an idle receiver tells the sender it is still there.
 const KEEPALIVE: Duration = Duration::from_secs(5);
 
@@ -46,6 +49,9 @@ pub struct ClientSettings {
     /// Events the streaming thread may leave unread before the network thread stops
     /// reading (and QUIC flow control slows the sender).
     pub queue_len: usize,
+    /// How long the next group may hold back a later, complete keyframe before it is
+    /// abandoned (STOP_SENDING) and playback resumes at that keyframe.
+    pub latency: Duration,
 }
 
 /// One access unit as it arrived.
@@ -55,6 +61,8 @@ pub struct ReceivedFrame {
     pub data: Vec<u8>,
     /// CLOCK_MONOTONIC (ns) when its last byte arrived.
     pub arrival: u64,
+    /// Frames before this one were skipped (an expired or abandoned group).
+    pub gap: bool,
 }
 
 /// What the streaming thread receives, in order.
@@ -133,6 +141,8 @@ struct Group {
     /// Bytes in `frames`.
     bytes: usize,
     finished: bool,
+    /// Reset by the sender, or abandoned by us: no more frames will come.
+    abandoned: bool,
 }
 
 struct Loop {
@@ -152,7 +162,11 @@ struct Loop {
     next_group: u64,
     eos_groups: Option<u64>,
     eos_delivered: bool,
+    /// A group was skipped: the next frame out is marked as following a gap.
+    gap: bool,
     last_keepalive: Instant,
+    last_rx: Instant,
+    last_probe: Instant,
     /// The last receive() stopped at its batch limit.
     unread: bool,
     outbox: Outbox,
@@ -201,7 +215,10 @@ impl Loop {
             next_group: FIRST_GROUP,
             eos_groups: None,
             eos_delivered: false,
+            gap: false,
             last_keepalive: Instant::now(),
+            last_rx: Instant::now(),
+            last_probe: Instant::now(),
             unread: false,
             outbox,
             buf: vec![0; 65536],
@@ -216,6 +233,10 @@ impl Loop {
                 self.conn.timeout_instant(),
                 Some(self.next_deadline()),
                 self.outbox.release_at(),
+                self.conn
+                    .is_established()
+                    .then(|| self.last_rx.max(self.last_probe) + PROBE),
+                self.skip_deadline(),
             ];
             if let Err(e) = self.endpoint.wait(&mut events, deadlines, self.unread) {
                 self.fail(format!("poll failed: {e}"));
@@ -281,6 +302,7 @@ impl Loop {
                 return true;
             };
             budget = budget.saturating_sub(d.count());
+            self.last_rx = Instant::now();
             let info = quiche::RecvInfo {
                 from: d.from,
                 to: self.endpoint.local,
@@ -327,6 +349,10 @@ impl Loop {
         {
             gst::debug!(CAT, "asking the sender for a keyframe");
             Command::KeyframeRequest.encode(&mut self.control_out);
+        }
+        if self.last_rx.max(self.last_probe).elapsed() >= PROBE {
+            self.last_probe = Instant::now();
+            let _ = self.conn.send_ack_eliciting();
         }
         if self.last_keepalive.elapsed() >= KEEPALIVE {
             self.last_keepalive = Instant::now();
@@ -399,8 +425,10 @@ impl Loop {
 
     fn read_group(&mut self, stream: u64) -> Result<(), String> {
         if stream < self.next_group {
-            // A group we already finished cannot carry more data.
-            return Err(format!("data on finished group stream {stream}"));
+            // A group we abandoned (quiche finished ones never turn readable again): its
+            // RESET_STREAM, or bytes that were already on the way. Drop them.
+            while self.conn.stream_recv(stream, &mut self.buf).is_ok() {}
+            return Ok(());
         }
         let max_frame = self.settings.max_frame_size;
         let group = self.groups.entry(stream).or_insert_with(|| Group {
@@ -408,6 +436,7 @@ impl Loop {
             frames: VecDeque::new(),
             bytes: 0,
             finished: false,
+            abandoned: false,
         });
         let mut frames: Vec<GroupFrame> = Vec::new();
         // Leave media in quiche while we hold enough, so flow control slows the sender
@@ -443,6 +472,12 @@ impl Loop {
             let fin = match read {
                 Ok((_, fin)) => fin,
                 Err(quiche::Error::Done) => break,
+                Err(quiche::Error::StreamReset(code)) => {
+                    gst::debug!(CAT, "group stream {stream} reset by the sender ({code:#x})");
+                    group.finished = true;
+                    group.abandoned = true;
+                    break;
+                }
                 Err(e) => return Err(format!("group stream {stream}: {e}")),
             };
             if fin {
@@ -457,6 +492,7 @@ impl Loop {
                     header: f.header,
                     data: f.data,
                     arrival,
+                    gap: false,
                 });
             }
         }
@@ -470,13 +506,16 @@ impl Loop {
         if !self.described {
             return false;
         }
+        self.skip_late_group();
         while let Some(group) = self.groups.get_mut(&self.next_group) {
             let mut handed = 0;
+            let gap = &mut self.gap;
             let stalled = self.link.update(|s| {
                 while s.inner.events.len() < s.inner.capacity {
-                    let Some(frame) = group.frames.pop_front() else {
+                    let Some(mut frame) = group.frames.pop_front() else {
                         break;
                     };
+                    frame.gap = std::mem::take(gap);
                     handed += frame.data.len();
                     s.inner.events.push_back(Event::Frame(frame));
                 }
@@ -488,9 +527,19 @@ impl Loop {
             if stalled || !group.finished {
                 return progress;
             }
+            let abandoned = group.abandoned;
             self.groups.remove(&self.next_group);
             self.next_group += 4;
             progress = true;
+            if abandoned {
+                self.gap = true;
+                // Unless a later group (which starts at an IRAP) is already on its way,
+                // the next one might be many seconds off: ask for it now.
+                if !self.groups.contains_key(&self.next_group) {
+                    gst::debug!(CAT, "skipped a group: asking for a keyframe");
+                    Command::KeyframeRequest.encode(&mut self.control_out);
+                }
+            }
         }
         if let Some(groups) = self.eos_groups {
             if !self.eos_delivered && self.next_group >= FIRST_GROUP + 4 * groups {
@@ -502,6 +551,49 @@ impl Loop {
             }
         }
         progress
+    }
+
+    /// When the next group will have held back a later group's keyframe for `latency`.
+    fn skip_deadline(&self) -> Option<Instant> {
+        // Only a group starved by the network: frames it holds mean a slow consumer.
+        let next = self.groups.get(&self.next_group);
+        if next.is_some_and(|g| g.finished || !g.frames.is_empty()) {
+            return None;
+        }
+        let (_, later) = self.groups.range(self.next_group + 4..).next()?;
+        let first = later.frames.front()?;
+        let waiting = monotonic_ns().saturating_sub(first.arrival);
+        let left = self
+            .settings
+            .latency
+            .saturating_sub(Duration::from_nanos(waiting));
+        Some(Instant::now() + left)
+    }
+
+    /// Abandons the next group when a later group's keyframe has waited behind it for
+    /// `latency`: what is missing would arrive too late, and the keyframe starts afresh.
+    fn skip_late_group(&mut self) {
+        if self.skip_deadline().is_none_or(|t| t > Instant::now()) {
+            return;
+        }
+        let stream = self.next_group;
+        gst::debug!(
+            CAT,
+            "group stream {stream} is late: skipping to the next keyframe"
+        );
+        let _ =
+            self.conn
+                .stream_shutdown(stream, quiche::Shutdown::Read, error_code::GROUP_EXPIRED);
+        let max_frame = self.settings.max_frame_size;
+        let group = self.groups.entry(stream).or_insert_with(|| Group {
+            decoder: GroupDecoder::new(max_frame),
+            frames: VecDeque::new(),
+            bytes: 0,
+            finished: false,
+            abandoned: false,
+        });
+        group.finished = true;
+        group.abandoned = true;
     }
 
     fn push(&self, event: Event) {

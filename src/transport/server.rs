@@ -25,6 +25,8 @@ static CAT: Lazy<gst::DebugCategory> = Lazy::new(|| {
 
 /// The control stream: the first client-initiated bidirectional stream.
 const CONTROL_STREAM: u64 = 0;
+/// A receiver silent for this long (its keepalive probes run faster) was cut off.
+const PEER_SILENCE: Duration = Duration::from_millis(150);
 /// Bytes the streaming thread may queue ahead of the slowest receiver before it waits.
 const MAX_BACKLOG: usize = 8 << 20;
 
@@ -48,6 +50,8 @@ pub struct ServerSettings {
     pub keyframe_interval: Duration,
     /// Asks upstream for a keyframe. Called on the networking thread: it must not block.
     pub request_keyframe: Box<dyn Fn() + Send>,
+    /// How long a frame may wait to be sent before its group is reset (None: forever).
+    pub deadline: Option<Duration>,
 }
 
 enum Work {
@@ -75,6 +79,7 @@ impl Server {
     /// Binds the socket, loads the certificate and starts the networking thread.
     pub fn start(settings: ServerSettings) -> Result<Server, String> {
         let config = config::server(&settings.cert_file, &settings.key_file)?;
+        let deadline = settings.deadline;
         let keyframes = Keyframes {
             interval: settings.keyframe_interval,
             request: settings.request_keyframe,
@@ -94,7 +99,7 @@ impl Server {
         let waker = endpoint.waker.clone();
         let thread_link = link.clone();
         let net = NetThread::spawn("quicnalu-sink-net", link, waker, move || {
-            Loop::new(endpoint, config, thread_link, keyframes).run()
+            Loop::new(endpoint, config, thread_link, keyframes, deadline).run()
         })?;
         Ok(Server { net, local })
     }
@@ -177,10 +182,11 @@ impl Keyframes {
 
 /// Bytes waiting to be written to one stream.
 struct Chunk {
-    stream: u64,
     data: ChunkData,
     offset: usize,
     fin: bool,
+    /// For frame bytes with a deadline: when the frame is too late to be worth sending.
+    expires: Option<Instant>,
 }
 
 enum ChunkData {
@@ -199,6 +205,53 @@ impl ChunkData {
     }
 }
 
+/// What waits for one stream, oldest first. quiche takes at most about a congestion
+/// window of it, so under a slow network the backlog, and its age, is visible here.
+struct StreamOut {
+    stream: u64,
+    chunks: VecDeque<Chunk>,
+}
+
+impl StreamOut {
+    fn new(stream: u64) -> Self {
+        StreamOut {
+            stream,
+            chunks: VecDeque::new(),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.chunks
+            .iter()
+            .map(|c| c.data.bytes().len() - c.offset)
+            .sum()
+    }
+
+    /// Writes chunks until quiche takes no more; Ok(true) once all are written.
+    fn write(
+        &mut self,
+        conn: &mut quiche::Connection,
+        out_bytes: &mut usize,
+    ) -> Result<bool, quiche::Error> {
+        while let Some(chunk) = self.chunks.front_mut() {
+            let bytes = &chunk.data.bytes()[chunk.offset..];
+            match conn.stream_send(self.stream, bytes, chunk.fin) {
+                Ok(n) => {
+                    *out_bytes -= n;
+                    if n < bytes.len() {
+                        chunk.offset += n;
+                        return Ok(false);
+                    }
+                    self.chunks.pop_front();
+                }
+                Err(quiche::Error::Done) | Err(quiche::Error::StreamLimit) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+}
+
 /// One connected receiver.
 struct Receiver {
     id: u64,
@@ -208,29 +261,45 @@ struct Receiver {
     hello: bool,
     described: bool,
     eos_sent: bool,
-    out: VecDeque<Chunk>,
+    control_out: StreamOut,
+    /// Group streams with bytes to write, oldest first.
+    groups_out: VecDeque<StreamOut>,
     out_bytes: usize,
+    /// The open group stream; None until the next IRAP when the receiver just arrived or
+    /// its group expired.
     group: Option<u64>,
     groups_opened: u64,
+    groups_expired: u64,
     keyframe_requested: bool,
+    last_rx: Instant,
     outbox: Outbox,
 }
 
 impl Receiver {
-    fn queue(&mut self, stream: u64, data: ChunkData, fin: bool) {
+    fn queue(&mut self, stream: u64, data: ChunkData, fin: bool, expires: Option<Instant>) {
         self.out_bytes += data.bytes().len();
-        self.out.push_back(Chunk {
-            stream,
+        let chunk = Chunk {
             data,
             offset: 0,
             fin,
-        });
+            expires,
+        };
+        if stream == CONTROL_STREAM {
+            self.control_out.chunks.push_back(chunk);
+            return;
+        }
+        if self.groups_out.back().is_none_or(|g| g.stream != stream) {
+            self.groups_out.push_back(StreamOut::new(stream));
+        }
+        if let Some(g) = self.groups_out.back_mut() {
+            g.chunks.push_back(chunk);
+        }
     }
 
     fn queue_command(&mut self, cmd: &Command) {
         let mut bytes = Vec::new();
         cmd.encode(&mut bytes);
-        self.queue(CONTROL_STREAM, ChunkData::Owned(bytes), false);
+        self.queue(CONTROL_STREAM, ChunkData::Owned(bytes), false, None);
     }
 
     fn close(&mut self, code: u64, reason: &str) {
@@ -243,40 +312,60 @@ impl Receiver {
         let _ = self.conn.close(true, code, reason.as_bytes());
     }
 
-    /// Writes queued chunks until quiche takes no more.
-    fn flush(&mut self) {
-        while let Some(chunk) = self.out.front_mut() {
-            let bytes = &chunk.data.bytes()[chunk.offset..];
-            match self.conn.stream_send(chunk.stream, bytes, chunk.fin) {
-                Ok(n) if n == bytes.len() => {
-                    self.out_bytes -= n;
-                    self.out.pop_front();
-                }
-                Ok(n) => {
-                    self.out_bytes -= n;
-                    chunk.offset += n;
-                    return;
-                }
-                Err(quiche::Error::Done) | Err(quiche::Error::StreamLimit) => return,
+    /// Writes what is queued until quiche takes no more: commands first, then groups,
+    /// newest first when frames have deadlines. Groups whose oldest frame is past its
+    /// deadline are reset instead.
+    fn flush(&mut self, newest_first: bool) {
+        if let Err(e) = self.control_out.write(&mut self.conn, &mut self.out_bytes) {
+            gst::warning!(CAT, "receiver {}: control stream: {e}", self.id);
+            self.out_bytes -= self.control_out.bytes();
+            self.control_out.chunks.clear();
+        }
+        self.expire(Instant::now());
+        let n = self.groups_out.len();
+        for k in 0..n {
+            let i = if newest_first { n - 1 - k } else { k };
+            match self.groups_out[i].write(&mut self.conn, &mut self.out_bytes) {
+                Ok(true) => {}
+                Ok(false) => break,
                 Err(e) => {
                     // The receiver stopped this stream: drop what is left of it.
-                    gst::warning!(CAT, "receiver {}: stream {}: {e}", self.id, chunk.stream);
-                    let stream = chunk.stream;
-                    let before = self.out.len();
-                    let mut dropped = 0;
-                    self.out.retain(|c| {
-                        let keep = c.stream != stream;
-                        if !keep {
-                            dropped += c.data.bytes().len() - c.offset;
-                        }
-                        keep
-                    });
-                    self.out_bytes -= dropped;
-                    if before == self.out.len() {
-                        return;
-                    }
+                    let g = &mut self.groups_out[i];
+                    gst::info!(CAT, "receiver {}: stream {}: {e}", self.id, g.stream);
+                    self.out_bytes -= g.bytes();
+                    g.chunks.clear();
                 }
             }
+        }
+        self.groups_out.retain(|g| !g.chunks.is_empty());
+    }
+
+    /// Resets every group whose oldest queued frame is past its deadline; the receiver
+    /// skips it, and this receiver gets no more frames until the next IRAP.
+    fn expire(&mut self, now: Instant) {
+        for g in self.groups_out.iter_mut() {
+            let oldest = g.chunks.iter().find_map(|c| c.expires);
+            if oldest.is_none_or(|t| t > now) {
+                continue;
+            }
+            let _ = self.conn.stream_shutdown(
+                g.stream,
+                quiche::Shutdown::Write,
+                error_code::GROUP_EXPIRED,
+            );
+            self.out_bytes -= g.bytes();
+            g.chunks.clear();
+            self.groups_expired += 1;
+            if self.group == Some(g.stream) {
+                self.group = None;
+            }
+            gst::debug!(
+                CAT,
+                "receiver {}: group stream {} expired ({} so far)",
+                self.id,
+                g.stream,
+                self.groups_expired
+            );
         }
     }
 }
@@ -295,6 +384,7 @@ struct Loop {
     /// The last receive() stopped at its batch limit.
     unread: bool,
     keyframes: Keyframes,
+    deadline: Option<Duration>,
     buf: Vec<u8>,
     out: Vec<u8>,
 }
@@ -305,6 +395,7 @@ impl Loop {
         config: quiche::Config,
         link: Arc<Link<Status>>,
         keyframes: Keyframes,
+        deadline: Option<Duration>,
     ) -> Self {
         Loop {
             endpoint,
@@ -318,6 +409,7 @@ impl Loop {
             eos: false,
             unread: false,
             keyframes,
+            deadline,
             buf: vec![0; 65536],
             out: vec![0; config::MAX_DATAGRAM_SIZE],
         }
@@ -407,6 +499,17 @@ impl Loop {
             if let Err(e) = r.conn.recv(packet, info) {
                 gst::debug!(CAT, "receiver {id}: recv: {e}");
             }
+            // A receiver heard from after a silence (an outage): answer with a PING so its
+            // ACK restarts loss recovery now, not at our next, backed-off, probe timeout.
+            if r.last_rx.elapsed() > PEER_SILENCE {
+                let _ = r.conn.send_ack_eliciting();
+                // If its group expired meanwhile it waits for an IRAP: ask for one now,
+                // a round trip before its own request could arrive.
+                if r.described && r.group.is_none() {
+                    self.keyframes.wanted = true;
+                }
+            }
+            r.last_rx = Instant::now();
         }
     }
 
@@ -459,13 +562,14 @@ impl Loop {
             self.keyframes.wanted = false;
         }
         let frame = Arc::new(frame);
+        let expires = self.deadline.map(|d| Instant::now() + d);
         for r in self.receivers.values_mut().filter(|r| r.described) {
             if frame.keyframe {
-                r.open_group(seq);
+                r.open_group(seq, expires.is_some());
             }
             if let Some(group) = r.group {
-                r.queue(group, ChunkData::Shared(header.clone()), false);
-                r.queue(group, ChunkData::Frame(frame.clone()), false);
+                r.queue(group, ChunkData::Shared(header.clone()), false, expires);
+                r.queue(group, ChunkData::Frame(frame.clone()), false, expires);
             }
         }
     }
@@ -511,7 +615,7 @@ impl Loop {
                     r.describe(caps, self.eos);
                 }
             }
-            r.flush();
+            r.flush(self.deadline.is_some());
         }
         r.outbox.send_all(&mut r.conn, &self.endpoint.socket);
     }
@@ -589,11 +693,14 @@ impl Receiver {
             hello: false,
             described: false,
             eos_sent: false,
-            out: VecDeque::new(),
+            control_out: StreamOut::new(CONTROL_STREAM),
+            groups_out: VecDeque::new(),
             out_bytes: 0,
             group: None,
             groups_opened: 0,
+            groups_expired: 0,
             keyframe_requested: false,
+            last_rx: Instant::now(),
             outbox,
         }
     }
@@ -614,7 +721,7 @@ impl Receiver {
                 let _ = self.conn.stream_priority(CONTROL_STREAM, 0, true);
                 let mut preamble = Vec::new();
                 put_preamble(&mut preamble, StreamKind::Control);
-                self.queue(CONTROL_STREAM, ChunkData::Owned(preamble), false);
+                self.queue(CONTROL_STREAM, ChunkData::Owned(preamble), false, None);
                 if let Some(caps) = caps {
                     self.describe(caps, eos);
                 }
@@ -646,23 +753,30 @@ impl Receiver {
         }
     }
 
-    /// Ends the current group (FIN) and opens the next one on a new stream.
-    fn open_group(&mut self, first_seq: u64) {
+    /// Ends the current group (FIN) and opens the next one on a new stream. With deadlines
+    /// the new group goes first (older ones drop to a lower urgency); without, oldest first.
+    fn open_group(&mut self, first_seq: u64, newest_first: bool) {
+        if newest_first {
+            if let Some(old) = self.group {
+                let _ = self.conn.stream_priority(old, 4, false);
+            }
+        }
         self.close_group();
         // Server-initiated unidirectional streams: 3, 7, 11, ...
         let stream = 3 + 4 * self.groups_opened;
         self.groups_opened += 1;
-        // Not incremental: quiche sends the older group's bytes first.
+        // Not incremental: within an urgency quiche sends the lower stream ID first. Setting
+        // the priority also creates the stream, so a reset always reaches the receiver.
         let _ = self.conn.stream_priority(stream, 3, false);
         let mut opening = Vec::with_capacity(16);
         crate::protocol::put_group_opening(&mut opening, first_seq);
-        self.queue(stream, ChunkData::Owned(opening), false);
+        self.queue(stream, ChunkData::Owned(opening), false, None);
         self.group = Some(stream);
     }
 
     fn close_group(&mut self) {
         if let Some(group) = self.group.take() {
-            self.queue(group, ChunkData::Owned(Vec::new()), true);
+            self.queue(group, ChunkData::Owned(Vec::new()), true, None);
         }
     }
 

@@ -255,6 +255,29 @@ pub fn framemd5(path: &Path) -> String {
         .join("\n")
 }
 
+/// Decodes `data` (an H.265 byte-stream) with ffmpeg; returns the frames it decoded and
+/// whatever ffmpeg reported at level error (empty for a clean stream).
+pub fn decode_check(data: &[u8]) -> (usize, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("received.h265");
+    std::fs::write(&path, data).unwrap();
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&path)
+        .args(["-f", "framemd5", "-"])
+        .output()
+        .expect("run ffmpeg");
+    let frames = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .count();
+    let mut errors = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        errors.push_str(&format!("ffmpeg exited with {}", out.status));
+    }
+    (frames, errors)
+}
+
 /// [`framemd5`] of a file that never changes (the shared media), cached across runs in
 /// the target directory: decoding the 4K streams takes a minute each.
 pub fn framemd5_cached(path: &Path) -> String {
