@@ -12,6 +12,7 @@ mod report;
 mod roles;
 mod stamp;
 
+use gstquicnalu::relay::{Impairment, Relay, RelayConfig};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -74,10 +75,14 @@ pub struct PairResult {
     pub sent: u64,
     /// (seq, latency ns, irap) in arrival order.
     pub frames: Vec<(u64, u64, bool)>,
+    /// Arrival on CLOCK_MONOTONIC (ns) of each entry in `frames`.
+    pub arrivals: Vec<u64>,
     pub bytes: u64,
     pub cpu_send: f64,
     pub cpu_recv: f64,
     pub error: Option<String>,
+    /// When the relay's outage ended (CLOCK_MONOTONIC ns), in the outage scenario.
+    pub link_back: Option<u64>,
 }
 
 impl PairResult {
@@ -109,6 +114,61 @@ impl PairResult {
         l.sort_unstable();
         let i = ((l.len() - 1) as f64 * p).round() as usize;
         l[i] as f64 / 1e6
+    }
+
+    /// Whether each frame in `frames` is decodable (see [`PairResult::decodable`]).
+    fn decodable_mask(&self) -> Vec<bool> {
+        let mut ok_seqs = std::collections::HashSet::new();
+        let mut by_seq: Vec<(u64, bool)> = self.frames.iter().map(|f| (f.0, f.2)).collect();
+        by_seq.sort_unstable();
+        by_seq.dedup();
+        let mut prev: Option<(u64, bool)> = None;
+        for (seq, irap) in by_seq {
+            let ok = irap || prev.is_some_and(|(p, ok)| ok && p + 1 == seq);
+            if ok {
+                ok_seqs.insert(seq);
+            }
+            prev = Some((seq, ok));
+        }
+        self.frames.iter().map(|f| ok_seqs.contains(&f.0)).collect()
+    }
+
+    /// The longest time without a frame arriving, between the first and the last, in ms.
+    pub fn longest_stall_ms(&self) -> f64 {
+        let mut a = self.arrivals.clone();
+        a.sort_unstable();
+        a.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0) as f64 / 1e6
+    }
+
+    /// From the end of the outage to live playback again: the first decodable frame that
+    /// arrives after it within the budget, in ms.
+    pub fn recovery_ms(&self) -> Option<f64> {
+        let back = self.link_back?;
+        let budget = u64::from(BUDGET_MS) * 1_000_000;
+        let mask = self.decodable_mask();
+        self.frames
+            .iter()
+            .zip(&self.arrivals)
+            .zip(mask)
+            .filter(|((f, a), ok)| *ok && **a > back && f.1 <= budget)
+            .map(|((_, a), _)| (*a - back) as f64 / 1e6)
+            .reduce(f64::min)
+    }
+
+    /// The smallest budget (ms) at which 99.9% of the frames sent arrive decodable and
+    /// within it; None when fewer than 99.9% arrive decodable at all.
+    pub fn budget_for_999_ms(&self) -> Option<f64> {
+        let mask = self.decodable_mask();
+        let mut l: Vec<u64> = self
+            .frames
+            .iter()
+            .zip(mask)
+            .filter(|(_, ok)| *ok)
+            .map(|(f, _)| f.1)
+            .collect();
+        l.sort_unstable();
+        let need = ((self.sent as f64) * 0.999).ceil() as usize;
+        (need > 0 && l.len() >= need).then(|| l[need - 1] as f64 / 1e6)
     }
 
     /// Sustained with no frame lost or late.
@@ -173,7 +233,7 @@ fn orchestrate(args: &[String]) {
     eprintln!("latency: 720p30 ~4 Mbit/s, {seconds} s per transport");
     let latency: Vec<PairResult> = transports
         .iter()
-        .map(|&t| run_pair(&work, t, &clip, seconds * 30, 30.0))
+        .map(|&t| run_pair(&work, t, &clip, seconds * 30, 30.0, None))
         .collect();
 
     let jelly = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -195,7 +255,7 @@ fn orchestrate(args: &[String]) {
             let fps = mbps * 1e6 / mean_bits;
             let frames = (fps * step_seconds) as u64;
             eprintln!("throughput: {} at {mbps} Mbit/s ({fps:.0} fps)", t.name());
-            let r = run_pair(&work, t, &jelly, frames, fps);
+            let r = run_pair(&work, t, &jelly, frames, fps, None);
             let clean = r.clean();
             sweep.push((mbps, r));
             if !clean {
@@ -203,7 +263,21 @@ fn orchestrate(args: &[String]) {
             }
         }
     }
-    let md = report::markdown(&latency, &sweep, seconds);
+    // Bad networks: the relay between a listening sender and its receiver, 10 s of the
+    // 720p clip, quicnalu against SRT at the same budget.
+    let clip_bps = std::fs::metadata(&clip).map_or(4e6, |m| m.len() as f64 * 8.0 / 10.0);
+    let mut impaired: Vec<(&'static str, PairResult)> = Vec::new();
+    for sc in scenarios(clip_bps) {
+        for &t in transports
+            .iter()
+            .filter(|t| matches!(t, Transport::Quicnalu | Transport::Srt))
+        {
+            eprintln!("relay: {} over {}", t.name(), sc.name);
+            impaired.push((sc.name, run_pair(&work, t, &clip, 300, 30.0, Some(&sc))));
+        }
+    }
+    let mut md = report::markdown(&latency, &sweep, seconds);
+    md.push_str(&report::impaired(&impaired, clip_bps));
     println!("{md}");
     if let Some(out) = out {
         std::fs::create_dir_all(&out).expect("output folder");
@@ -268,7 +342,67 @@ fn free_udp_port() -> u16 {
         .expect("free port")
 }
 
-fn run_pair(work: &Workdir, t: Transport, content: &Path, frames: u64, fps: f64) -> PairResult {
+/// A bad network for the relay between sender and receiver.
+pub struct Scenario {
+    pub name: &'static str,
+    pub impairment: Impairment,
+    /// (start after GO, length) of a link cut.
+    pub outage: Option<(Duration, Duration)>,
+}
+
+/// The relay scenarios, for a stream of `stream_bps`.
+fn scenarios(stream_bps: f64) -> Vec<Scenario> {
+    let ms = Duration::from_millis;
+    vec![
+        Scenario {
+            name: "(a) 40 ms RTT, 1% loss",
+            impairment: Impairment {
+                delay: ms(20),
+                loss: 0.01,
+                ..Impairment::default()
+            },
+            outage: None,
+        },
+        Scenario {
+            name: "(b) 5% loss, 10 ms jitter",
+            impairment: Impairment {
+                delay: ms(5),
+                jitter: ms(10),
+                reorder: true,
+                loss: 0.05,
+                ..Impairment::default()
+            },
+            outage: None,
+        },
+        Scenario {
+            name: "(c) 2 s outage at 4 s, 10 ms RTT",
+            impairment: Impairment {
+                delay: ms(5),
+                ..Impairment::default()
+            },
+            outage: Some((Duration::from_secs(4), Duration::from_secs(2))),
+        },
+        Scenario {
+            name: "(d) cap at 75% of the stream rate",
+            impairment: Impairment {
+                delay: ms(5),
+                rate_bps: Some((stream_bps * 0.75) as u64),
+                queue_bytes: 64 * 1024,
+                ..Impairment::default()
+            },
+            outage: None,
+        },
+    ]
+}
+
+fn run_pair(
+    work: &Workdir,
+    t: Transport,
+    content: &Path,
+    frames: u64,
+    fps: f64,
+    scenario: Option<&Scenario>,
+) -> PairResult {
     let records = work.dir.join(format!("{}-{:.0}fps.records", t.name(), fps));
     let mut job = roles::Job {
         transport: t,
@@ -282,6 +416,11 @@ fn run_pair(work: &Workdir, t: Transport, content: &Path, frames: u64, fps: f64)
         records: records.to_string_lossy().into_owned(),
     };
     let listener_is_receiver = t == Transport::Udp;
+    assert!(
+        scenario.is_none() || !listener_is_receiver,
+        "the relay stands in front of a listening sender"
+    );
+    let mut relay: Option<Relay> = None;
     if matches!(t, Transport::Udp | Transport::Srt | Transport::SrtLow) {
         job.port = free_udp_port();
     }
@@ -296,12 +435,31 @@ fn run_pair(work: &Workdir, t: Transport, content: &Path, frames: u64, fps: f64)
         send = spawn("send", &job);
         let port = read_line(&send, "PORT", start);
         job.port = port.first().and_then(|p| p.parse().ok()).unwrap_or(0);
+        if let Some(sc) = scenario {
+            let server = format!("127.0.0.1:{}", job.port).parse().expect("address");
+            let mut config = RelayConfig::symmetric(server, sc.impairment.clone());
+            config.seed = 7;
+            let r = Relay::start(config).expect("relay");
+            job.port = r.local_addr().port();
+            relay = Some(r);
+        }
         recv = spawn("recv", &job);
         read_line(&recv, "READY", start);
     }
     // Let TCP/SRT callers finish connecting; quicnalusink itself waits for its receiver.
     std::thread::sleep(Duration::from_millis(300));
     let _ = writeln!(send.stdin, "GO");
+    let link_back = match (scenario.and_then(|s| s.outage), &relay) {
+        (Some((at, length)), Some(r)) => {
+            let t0 = gstquicnalu::transport::monotonic_ns();
+            let cut = std::time::Instant::now() + at;
+            // A timed event in the run itself, not a synchronisation: the cut starts at `at`.
+            std::thread::sleep(cut.saturating_duration_since(std::time::Instant::now()));
+            r.outage(length);
+            Some(t0 + (at + length).as_nanos() as u64)
+        }
+        _ => None,
+    };
     let run = Duration::from_secs_f64(frames as f64 / fps) + Duration::from_secs(90);
     let sent = read_line(&send, "SENT", run);
     // Frames still in flight get the budget to arrive.
@@ -322,26 +480,29 @@ fn run_pair(work: &Workdir, t: Transport, content: &Path, frames: u64, fps: f64)
             None => error = Some(format!("{who} did not report")),
         }
     }
-    let frames = std::fs::read_to_string(&records)
+    let (frames, arrivals): (Vec<(u64, u64, bool)>, Vec<u64>) = std::fs::read_to_string(&records)
         .unwrap_or_default()
         .lines()
         .filter_map(|l| {
             let mut f = l.split_whitespace();
-            Some((
+            let frame = (
                 f.next()?.parse().ok()?,
                 f.next()?.parse().ok()?,
                 f.next()? == "1",
-            ))
+            );
+            Some((frame, f.next()?.parse::<u64>().ok()?))
         })
-        .collect();
+        .unzip();
     PairResult {
         transport: t,
         sent: num(&sent, 0).unwrap_or(0.0) as u64,
         frames,
+        arrivals,
         bytes: num(&got, 1).unwrap_or(0.0) as u64,
         cpu_send: num(&sent, 1).unwrap_or(f64::NAN),
         cpu_recv: num(&got, 2).unwrap_or(f64::NAN),
         error,
+        link_back,
     }
 }
 

@@ -144,6 +144,43 @@ fn steps_table(md: &mut String, sweep: &[(f64, PairResult)]) {
     }
 }
 
+/// The relay scenarios: one row per scenario and transport.
+pub fn impaired(rows: &[(&str, PairResult)], stream_bps: f64) -> String {
+    let mut md = format!(
+        "\n### Bad networks: the impairment relay, 720p30 at {:.1} Mbit/s, 10 s, budget \
+         {BUDGET_MS} ms\n\n\
+         Through the project's relay (seed 7). Recovery: from the end of the outage to the \
+         first decodable frame that arrives within the budget. Budget for 99.9%: the \
+         smallest latency budget at which 99.9% of the frames sent arrive decodable and in \
+         time. quicnalusink runs with latency-budget={BUDGET_MS}; SRT with latency {} ms.\n\n\
+         | scenario | transport | sent | delivered | decodable | late | p50 ms | p99 ms | \
+         longest stall ms | recovery ms | budget for 99.9% ms | error |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        stream_bps / 1e6,
+        BUDGET_MS - 20
+    );
+    let budget_ns = u64::from(BUDGET_MS) * 1_000_000;
+    let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
+    for (name, r) in rows {
+        let _ = writeln!(
+            md,
+            "| {name} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.0} | {} | {} | {} |",
+            r.transport.name(),
+            r.sent,
+            r.frames.len(),
+            r.decodable(),
+            r.late(budget_ns),
+            r.percentile_ms(0.5),
+            r.percentile_ms(0.99),
+            r.longest_stall_ms(),
+            opt(r.recovery_ms()).replace('-', if r.link_back.is_some() { "never" } else { "-" }),
+            opt(r.budget_for_999_ms()).replace('-', "unreached"),
+            r.error.as_deref().unwrap_or("")
+        );
+    }
+    md
+}
+
 pub fn write(out: &Path, md: &str, latency: &[PairResult], sweep: &[(f64, PairResult)]) {
     let doc = format!(
         "# Benchmarks\n\nMade by `make bench` (`cargo bench --bench transport -- --out docs`) on \

@@ -131,8 +131,11 @@ pub fn sender(job: &Job) {
     let aus = load_access_units(&job.content);
     let sink = match job.transport {
         Transport::Quicnalu => format!(
-            "quicnalusink name=sink address=127.0.0.1 port=0 sync=false cert-file={} key-file={}",
-            job.cert, job.key
+            "quicnalusink name=sink address=127.0.0.1 port=0 sync=false cert-file={} key-file={} \
+             latency-budget={}",
+            job.cert,
+            job.key,
+            crate::BUDGET_MS
         ),
         Transport::Srt | Transport::SrtLow => format!(
             "srtsink name=sink uri=srt://127.0.0.1:{}?mode=listener latency={} sync=false \
@@ -240,10 +243,11 @@ pub fn sender(job: &Job) {
     ));
 }
 
-/// What the receiver's probe collects: (seq, latency ns, irap) per stamp, bytes delivered.
+/// What the receiver's probe collects: (seq, latency ns, irap, arrival on CLOCK_MONOTONIC
+/// ns) per stamp, bytes delivered.
 #[derive(Default)]
 struct Tally {
-    frames: Vec<(u64, u64, bool)>,
+    frames: Vec<(u64, u64, bool, u64)>,
     bytes: u64,
     scanner: Scanner,
 }
@@ -286,7 +290,7 @@ pub fn receiver(job: &Job) {
                 for mem in buffer.iter_memories() {
                     if let Ok(map) = mem.map_readable() {
                         scanner.scan(&map, &mut |s: Stamp| {
-                            frames.push((s.seq, now.saturating_sub(s.sent_ns), s.irap))
+                            frames.push((s.seq, now.saturating_sub(s.sent_ns), s.irap, now))
                         });
                     }
                 }
@@ -305,8 +309,8 @@ pub fn receiver(job: &Job) {
     let _ = pipeline.set_state(gst::State::Null);
     let r = records.lock().unwrap();
     let mut out = String::new();
-    for (seq, latency, irap) in &r.frames {
-        out.push_str(&format!("{seq} {latency} {}\n", u8::from(*irap)));
+    for (seq, latency, irap, arrival) in &r.frames {
+        out.push_str(&format!("{seq} {latency} {} {arrival}\n", u8::from(*irap)));
     }
     std::fs::write(&job.records, out).expect("write records");
     say(&format!(
