@@ -3,6 +3,7 @@
 //!
 //!     make bench            # = cargo bench --bench transport -- --out docs
 //!     cargo bench --bench transport -- [--quick] [--only quicnalu] [--rates 400,1000]
+//!     QUICNALU_BENCH_CC=cubic cargo bench ...   # another congestion-control for quicnalu
 //!
 //! Every pair runs as two child processes (sender, receiver) on loopback, both timing on
 //! CLOCK_MONOTONIC, each measuring its own CPU. Frames are stamped with a suffix SEI as they

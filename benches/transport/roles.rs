@@ -73,6 +73,14 @@ pub fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// quicnalu's `congestion-control` for a comparison run (`QUICNALU_BENCH_CC=cubic`); the
+/// elements' default otherwise.
+fn cc() -> String {
+    std::env::var("QUICNALU_BENCH_CC")
+        .map(|cc| format!(" congestion-control={cc}"))
+        .unwrap_or_default()
+}
+
 fn now_ns() -> u64 {
     gst::get_timestamp().nseconds()
 }
@@ -132,10 +140,11 @@ pub fn sender(job: &Job) {
     let sink = match job.transport {
         Transport::Quicnalu => format!(
             "quicnalusink name=sink address=127.0.0.1 port=0 sync=false cert-file={} key-file={} \
-             latency-budget={}",
+             latency-budget={}{}",
             job.cert,
             job.key,
-            crate::BUDGET_MS
+            crate::BUDGET_MS,
+            cc()
         ),
         Transport::Srt | Transport::SrtLow => format!(
             "srtsink name=sink uri=srt://127.0.0.1:{}?mode=listener latency={} sync=false \
@@ -255,8 +264,10 @@ struct Tally {
 pub fn receiver(job: &Job) {
     let source = match job.transport {
         Transport::Quicnalu => format!(
-            "quicnalusrc name=tap address=127.0.0.1 port={} ca-file={} latency=200",
-            job.port, job.cert
+            "quicnalusrc name=tap address=127.0.0.1 port={} ca-file={} latency=200{}",
+            job.port,
+            job.cert,
+            cc()
         ),
         Transport::Srt | Transport::SrtLow => format!(
             "srtsrc name=tap uri=srt://127.0.0.1:{}?mode=caller latency={}",

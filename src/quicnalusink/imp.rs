@@ -1,6 +1,6 @@
 use crate::h265;
 use crate::protocol::DEFAULT_MAX_FRAME_SIZE;
-use crate::transport::{Interrupted, MediaFrame, Server, ServerSettings};
+use crate::transport::{CongestionControl, Interrupted, MediaFrame, Server, ServerSettings};
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
@@ -38,6 +38,7 @@ struct Settings {
     eos_timeout_ms: u32,
     keyframe_request_interval_ms: u32,
     latency_budget_ms: u32,
+    congestion_control: CongestionControl,
 }
 
 impl Default for Settings {
@@ -52,6 +53,7 @@ impl Default for Settings {
             eos_timeout_ms: DEFAULT_EOS_TIMEOUT_MS,
             keyframe_request_interval_ms: DEFAULT_KEYFRAME_REQUEST_INTERVAL_MS,
             latency_budget_ms: DEFAULT_LATENCY_BUDGET_MS,
+            congestion_control: CongestionControl::default(),
         }
     }
 }
@@ -174,6 +176,14 @@ impl ObjectImpl for QuicNaluSink {
                     .default_value(DEFAULT_LATENCY_BUDGET_MS)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecEnum::builder_with_default(
+                    "congestion-control",
+                    CongestionControl::default(),
+                )
+                .nick("Congestion control")
+                .blurb("quiche's congestion controller for this element's connections")
+                .mutable_ready()
+                .build(),
             ]
         });
         PROPERTIES.as_ref()
@@ -200,6 +210,9 @@ impl ObjectImpl for QuicNaluSink {
                 s.keyframe_request_interval_ms = value.get().expect("type checked upstream")
             }
             "latency-budget" => s.latency_budget_ms = value.get().expect("type checked upstream"),
+            "congestion-control" => {
+                s.congestion_control = value.get().expect("type checked upstream")
+            }
             name => unreachable!("property {name}"),
         }
     }
@@ -220,6 +233,7 @@ impl ObjectImpl for QuicNaluSink {
             "eos-timeout" => s.eos_timeout_ms.to_value(),
             "keyframe-request-interval" => s.keyframe_request_interval_ms.to_value(),
             "latency-budget" => s.latency_budget_ms.to_value(),
+            "congestion-control" => s.congestion_control.to_value(),
             name => unreachable!("property {name}"),
         }
     }
@@ -468,6 +482,7 @@ impl BaseSinkImpl for QuicNaluSink {
             addr: SocketAddr::new(ip, settings.port as u16),
             cert_file: settings.cert_file.unwrap_or_default(),
             key_file: settings.key_file.unwrap_or_default(),
+            congestion_control: settings.congestion_control,
             keyframe_interval: Duration::from_millis(settings.keyframe_request_interval_ms.into()),
             request_keyframe: self.keyframe_requester(),
             deadline: (settings.latency_budget_ms > 0)

@@ -1,5 +1,7 @@
 use crate::protocol::{FrameFlags, DEFAULT_MAX_FRAME_SIZE};
-use crate::transport::{Client, ClientSettings, Event, Interrupted, ReceivedFrame};
+use crate::transport::{
+    Client, ClientSettings, CongestionControl, Event, Interrupted, ReceivedFrame,
+};
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
@@ -37,6 +39,7 @@ struct Settings {
     tls_verify: bool,
     latency_ms: u32,
     timeout_ms: u32,
+    congestion_control: CongestionControl,
 }
 
 impl Default for Settings {
@@ -49,6 +52,7 @@ impl Default for Settings {
             tls_verify: DEFAULT_TLS_VERIFY,
             latency_ms: DEFAULT_LATENCY_MS,
             timeout_ms: DEFAULT_TIMEOUT_MS,
+            congestion_control: CongestionControl::default(),
         }
     }
 }
@@ -138,6 +142,14 @@ impl ObjectImpl for QuicNaluSrc {
                     .default_value(DEFAULT_TIMEOUT_MS)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecEnum::builder_with_default(
+                    "congestion-control",
+                    CongestionControl::default(),
+                )
+                .nick("Congestion control")
+                .blurb("quiche's congestion controller for this element's connections")
+                .mutable_ready()
+                .build(),
             ]
         });
         PROPERTIES.as_ref()
@@ -158,6 +170,9 @@ impl ObjectImpl for QuicNaluSrc {
             "tls-verify" => s.tls_verify = value.get().expect("type checked upstream"),
             "latency" => s.latency_ms = value.get().expect("type checked upstream"),
             "timeout" => s.timeout_ms = value.get().expect("type checked upstream"),
+            "congestion-control" => {
+                s.congestion_control = value.get().expect("type checked upstream")
+            }
             name => unreachable!("property {name}"),
         }
     }
@@ -172,6 +187,7 @@ impl ObjectImpl for QuicNaluSrc {
             "tls-verify" => s.tls_verify.to_value(),
             "latency" => s.latency_ms.to_value(),
             "timeout" => s.timeout_ms.to_value(),
+            "congestion-control" => s.congestion_control.to_value(),
             name => unreachable!("property {name}"),
         }
     }
@@ -341,6 +357,7 @@ impl BaseSrcImpl for QuicNaluSrc {
             ca_file: s.ca_file.clone(),
             verify: s.tls_verify,
             connect_timeout: Duration::from_millis(s.timeout_ms.into()),
+            congestion_control: s.congestion_control,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             queue_len: QUEUE_LEN,
             latency: Duration::from_millis(s.latency_ms.into()),

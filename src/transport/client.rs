@@ -2,9 +2,10 @@
 //! description and the group streams, and hands whole access units to the streaming thread
 //! in group order.
 
+use super::config::{self, CongestionControl};
 use super::link::{Interrupted, Link, NetThread};
+use super::monotonic_ns;
 use super::socket::{random_cid, Endpoint, Outbox, MAX_RECV_BATCH, SOCKET};
-use super::{config, monotonic_ns};
 use crate::protocol::{
     error_code, put_preamble, Command, CommandDecoder, FrameHeader, GroupDecoder, GroupFrame,
     StreamKind, DEFAULT_MAX_COMMAND_SIZE, VERSION,
@@ -45,6 +46,7 @@ pub struct ClientSettings {
     pub ca_file: Option<String>,
     pub verify: bool,
     pub connect_timeout: Duration,
+    pub congestion_control: CongestionControl,
     pub max_frame_size: u64,
     /// Events the streaming thread may leave unread before the network thread stops
     /// reading (and QUIC flow control slows the sender).
@@ -91,7 +93,11 @@ impl Client {
     /// Binds a socket and starts connecting; failures to connect arrive through
     /// [`Client::next`].
     pub fn start(settings: ClientSettings) -> Result<Client, String> {
-        let config = config::client(settings.verify, settings.ca_file.as_deref())?;
+        let config = config::client(
+            settings.verify,
+            settings.ca_file.as_deref(),
+            settings.congestion_control,
+        )?;
         let any: IpAddr = if settings.peer.is_ipv4() {
             Ipv4Addr::UNSPECIFIED.into()
         } else {

@@ -1,7 +1,32 @@
 //! quiche configuration for both sides: ALPN, TLS material, flow-control windows.
 
 use crate::protocol::ALPN;
+use gst::glib;
 use std::path::Path;
+
+/// quiche's congestion controllers, as the elements' `congestion-control` property.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, glib::Enum)]
+#[enum_type(name = "GstQuicNaluCongestionControl")]
+pub enum CongestionControl {
+    #[enum_value(name = "Reno: loss-based, classic", nick = "reno")]
+    Reno,
+    /// The default, chosen by measurement: see docs/CONGESTION.md.
+    #[default]
+    #[enum_value(name = "CUBIC: loss-based", nick = "cubic")]
+    Cubic,
+    #[enum_value(name = "BBRv2: model-based, paced", nick = "bbr2")]
+    Bbr2,
+}
+
+impl CongestionControl {
+    fn algorithm(self) -> quiche::CongestionControlAlgorithm {
+        match self {
+            CongestionControl::Reno => quiche::CongestionControlAlgorithm::Reno,
+            CongestionControl::Cubic => quiche::CongestionControlAlgorithm::CUBIC,
+            CongestionControl::Bbr2 => quiche::CongestionControlAlgorithm::Bbr2Gcongestion,
+        }
+    }
+}
 
 /// Idle time after which a silent peer is considered gone. The receiver keeps the connection
 /// alive with PINGs, so only a vanished peer reaches it.
@@ -9,7 +34,8 @@ pub const IDLE_TIMEOUT_MS: u64 = 30_000;
 /// Largest UDP payload we send; fits any path MTU seen on loopback and the Internet.
 pub const MAX_DATAGRAM_SIZE: usize = 1350;
 
-fn common(config: &mut quiche::Config) -> Result<(), String> {
+fn common(config: &mut quiche::Config, cc: CongestionControl) -> Result<(), String> {
+    config.set_cc_algorithm(cc.algorithm());
     config
         .set_application_protos(&[ALPN])
         .map_err(|e| format!("cannot set ALPN: {e}"))?;
@@ -35,7 +61,11 @@ fn check_readable(what: &str, path: &str) -> Result<(), String> {
 }
 
 /// Server side: our certificate chain and private key, PEM files.
-pub fn server(cert_file: &str, key_file: &str) -> Result<quiche::Config, String> {
+pub fn server(
+    cert_file: &str,
+    key_file: &str,
+    cc: CongestionControl,
+) -> Result<quiche::Config, String> {
     if cert_file.is_empty() || key_file.is_empty() {
         return Err("cert-file and key-file must both be set (PEM files)".into());
     }
@@ -48,7 +78,7 @@ pub fn server(cert_file: &str, key_file: &str) -> Result<quiche::Config, String>
     config
         .load_priv_key_from_pem_file(key_file)
         .map_err(|_| format!("'{key_file}' is not a PEM private key for that certificate"))?;
-    common(&mut config)?;
+    common(&mut config, cc)?;
     // One control stream per receiver; media streams are ours.
     config.set_initial_max_streams_bidi(1);
     config.set_initial_max_streams_uni(0);
@@ -56,7 +86,11 @@ pub fn server(cert_file: &str, key_file: &str) -> Result<quiche::Config, String>
 }
 
 /// Client side: how to check the server's certificate.
-pub fn client(verify: bool, ca_file: Option<&str>) -> Result<quiche::Config, String> {
+pub fn client(
+    verify: bool,
+    ca_file: Option<&str>,
+    cc: CongestionControl,
+) -> Result<quiche::Config, String> {
     let mut config = new_config()?;
     config.verify_peer(verify);
     if let Some(ca) = ca_file.filter(|ca| !ca.is_empty()) {
@@ -68,7 +102,7 @@ pub fn client(verify: bool, ca_file: Option<&str>) -> Result<quiche::Config, Str
         // Fall back to the system trust store, as any TLS client would.
         let _ = config.load_verify_locations_from_directory("/etc/ssl/certs");
     }
-    common(&mut config)?;
+    common(&mut config, cc)?;
     config.set_initial_max_streams_bidi(0);
     // Group streams: enough for every group a few seconds of live video can open.
     config.set_initial_max_streams_uni(1000);

@@ -11,6 +11,7 @@ mod socket;
 mod udp;
 
 pub use client::{Client, ClientSettings, Event, ReceivedFrame};
+pub use config::CongestionControl;
 pub use link::Interrupted;
 pub use server::{MediaFrame, Server, ServerSettings};
 

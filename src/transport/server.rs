@@ -1,9 +1,10 @@
 //! The sender's networking thread: a QUIC server that accepts receivers and writes each of
 //! them the stream, one unidirectional stream per group of pictures.
 
+use super::config::{self, CongestionControl};
 use super::link::{Interrupted, Link, NetThread};
+use super::monotonic_ns;
 use super::socket::{random_cid, Endpoint, Outbox, MAX_RECV_BATCH, SOCKET};
-use super::{config, monotonic_ns};
 use crate::protocol::{
     error_code, put_preamble, Command, CommandDecoder, FrameFlags, FrameHeader, StreamKind,
     DEFAULT_MAX_COMMAND_SIZE, VERSION,
@@ -45,6 +46,7 @@ pub struct ServerSettings {
     pub addr: SocketAddr,
     pub cert_file: String,
     pub key_file: String,
+    pub congestion_control: CongestionControl,
     /// Shortest time between two keyframes asked of upstream; requests in between are
     /// merged, and an IRAP that goes out satisfies every request made before it.
     pub keyframe_interval: Duration,
@@ -78,7 +80,11 @@ pub struct Server {
 impl Server {
     /// Binds the socket, loads the certificate and starts the networking thread.
     pub fn start(settings: ServerSettings) -> Result<Server, String> {
-        let config = config::server(&settings.cert_file, &settings.key_file)?;
+        let config = config::server(
+            &settings.cert_file,
+            &settings.key_file,
+            settings.congestion_control,
+        )?;
         let deadline = settings.deadline;
         let keyframes = Keyframes {
             interval: settings.keyframe_interval,
