@@ -376,7 +376,7 @@ fn scenarios(stream_bps: f64) -> Vec<Scenario> {
             outage: None,
         },
         Scenario {
-            name: "(c) 2 s outage at 4 s, 10 ms RTT",
+            name: "(c) 2 s outage at 4 s, 10 ms RTT (recorded clip: an IRAP every 2 s)",
             impairment: Impairment {
                 delay: ms(5),
                 ..Impairment::default()
