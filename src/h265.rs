@@ -99,6 +99,16 @@ fn find_start_code(data: &[u8]) -> Option<(usize, usize)> {
         .map(|i| (i - 2, i + 1))
 }
 
+/// Whether the access unit's picture is RASL (random access skipped leading, types 8 and
+/// 9): it references pictures from before its IRAP, so it cannot be decoded when decoding
+/// starts at that IRAP.
+pub fn is_rasl(au: &[u8]) -> bool {
+    nal_units(au)
+        .filter_map(|nal| NalHeader::parse(nal).ok())
+        .find(NalHeader::is_vcl)
+        .is_some_and(|h| matches!(h.nal_type, 8 | 9))
+}
+
 /// What the transport needs to know about one access unit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AuInfo {
@@ -172,6 +182,15 @@ mod tests {
         assert_eq!(info.nal_units, 2);
         assert!(begins_access_unit(&[0x26, 0x01, 0xaf]));
         assert!(!begins_access_unit(&[0x26, 0x01, 0x2f]));
+    }
+
+    #[test]
+    fn finds_rasl_pictures() {
+        // A prefix SEI, then a RASL_N slice (type 8); then a TRAIL_R slice (type 1).
+        assert!(is_rasl(&[
+            0, 0, 1, 0x4e, 0x01, 5, 0, 0, 1, 0x10, 0x01, 0x80
+        ]));
+        assert!(!is_rasl(&[0, 0, 1, 0x02, 0x01, 0x80]));
     }
 
     #[test]

@@ -33,7 +33,10 @@ fn command() -> impl Strategy<Value = Command> {
         }),
         any::<u32>().prop_map(|n| Command::Ping(n.into())),
         any::<u32>().prop_map(|n| Command::Pong(n.into())),
-        any::<u32>().prop_map(|n| Command::EndOfStream { groups: n.into() }),
+        (any::<u32>(), any::<u32>()).prop_map(|(n, e)| Command::EndOfStream {
+            groups: n.into(),
+            end_seq: e.into()
+        }),
         (any::<u8>(), "\\PC{0,40}").prop_map(|(code, reason)| Command::Goodbye {
             code: code.into(),
             reason

@@ -29,9 +29,12 @@ pub enum Command {
     },
     Ping(u64),
     Pong(u64),
-    /// Sender to receiver: no more media; `groups` group streams were opened for this receiver.
+    /// Sender to receiver: no more media; `groups` group streams were opened for this
+    /// receiver and `end_seq` is the number the next frame would have had, so the last
+    /// group is known complete even if its FIN never arrives.
     EndOfStream {
         groups: u64,
+        end_seq: u64,
     },
     /// Either side: closing, with an error code (docs/PROTOCOL.md) and a reason.
     Goodbye {
@@ -95,8 +98,9 @@ impl Command {
                 put_varint(&mut payload, *v);
                 ty::PONG
             }
-            Command::EndOfStream { groups } => {
+            Command::EndOfStream { groups, end_seq } => {
                 put_varint(&mut payload, *groups);
+                put_varint(&mut payload, *end_seq);
                 ty::END_OF_STREAM
             }
             Command::Goodbye { code, reason } => {
@@ -161,6 +165,7 @@ impl Command {
             ty::PONG => Command::Pong(p.varint()?),
             ty::END_OF_STREAM => Command::EndOfStream {
                 groups: p.varint()?,
+                end_seq: p.varint()?,
             },
             ty::GOODBYE => Command::Goodbye {
                 code: p.varint()?,
@@ -260,7 +265,10 @@ mod tests {
             },
             Command::Ping(7),
             Command::Pong(7),
-            Command::EndOfStream { groups: 12 },
+            Command::EndOfStream {
+                groups: 12,
+                end_seq: 345,
+            },
             Command::Goodbye {
                 code: 1,
                 reason: "bye".into(),

@@ -132,6 +132,7 @@ pub struct GroupDecoder {
     state: State,
     pending: Vec<u8>,
     next_seq: u64,
+    first_seq: Option<u64>,
     frames: u64,
     max_frame: u64,
 }
@@ -142,6 +143,7 @@ impl GroupDecoder {
             state: State::Opening,
             pending: Vec::with_capacity(MAX_HEADER_LEN),
             next_seq: 0,
+            first_seq: None,
             frames: 0,
             max_frame,
         }
@@ -221,6 +223,21 @@ impl GroupDecoder {
         Ok(())
     }
 
+    /// The sequence number of the group's first frame, once the opening is read.
+    pub fn first_seq(&self) -> Option<u64> {
+        self.first_seq
+    }
+
+    /// The sequence number the next frame must have; None before the opening is read.
+    pub fn next_seq(&self) -> Option<u64> {
+        self.first_seq.map(|_| self.next_seq)
+    }
+
+    /// Whether the decoder stands between frames: no frame half received.
+    pub fn between_frames(&self) -> bool {
+        matches!(self.state, State::Header) && self.pending.is_empty()
+    }
+
     /// Call at FIN: the stream must end between frames, after at least one.
     pub fn finish(&self) -> Result<(), Error> {
         match self.state {
@@ -233,6 +250,7 @@ impl GroupDecoder {
         if let State::Opening = self.state {
             read_preamble(r, StreamKind::Group)?;
             self.next_seq = r.varint()?;
+            self.first_seq = Some(self.next_seq);
             self.state = State::Header;
             return Ok(());
         }

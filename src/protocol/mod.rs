@@ -39,7 +39,7 @@ pub mod error_code {
     pub const PROTOCOL_VIOLATION: u64 = 0x1;
     /// The peer speaks a protocol version we do not.
     pub const UNSUPPORTED_VERSION: u64 = 0x2;
-    /// Stream reset (RESET_STREAM by the sender, STOP_SENDING by the receiver): the group's
+    /// Stream reset (RESET_STREAM by the sender): the group's
     /// frames are past the latency budget; the receiver skips to the next group.
     pub const GROUP_EXPIRED: u64 = 0x3;
 }

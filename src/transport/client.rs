@@ -7,8 +7,8 @@ use super::link::{Interrupted, Link, NetThread};
 use super::monotonic_ns;
 use super::socket::{random_cid, Endpoint, Outbox, MAX_RECV_BATCH, SOCKET};
 use crate::protocol::{
-    error_code, put_preamble, Command, CommandDecoder, FrameHeader, GroupDecoder, GroupFrame,
-    StreamKind, DEFAULT_MAX_COMMAND_SIZE, VERSION,
+    error_code, put_preamble, Command, CommandDecoder, FrameFlags, FrameHeader, GroupDecoder,
+    GroupFrame, StreamKind, DEFAULT_MAX_COMMAND_SIZE, VERSION,
 };
 use mio::Events;
 use once_cell::sync::Lazy;
@@ -167,9 +167,13 @@ struct Loop {
     described: bool,
     next_group: u64,
     eos_groups: Option<u64>,
+    eos_end_seq: Option<u64>,
     eos_delivered: bool,
     /// A group was skipped: the next frame out is marked as following a gap.
     gap: bool,
+    /// Decoding (re)starts at the next IRAP: RASL pictures after it reference pictures the
+    /// decoder never got, so they are dropped until the first other picture.
+    skip_rasl: bool,
     last_keepalive: Instant,
     last_rx: Instant,
     last_probe: Instant,
@@ -220,8 +224,10 @@ impl Loop {
             described: false,
             next_group: FIRST_GROUP,
             eos_groups: None,
+            eos_end_seq: None,
             eos_delivered: false,
             gap: false,
+            skip_rasl: true,
             last_keepalive: Instant::now(),
             last_rx: Instant::now(),
             last_probe: Instant::now(),
@@ -253,7 +259,8 @@ impl Loop {
                     let _ = self
                         .conn
                         .close(true, error_code::NO_ERROR, b"receiver stopped");
-                    self.flush();
+                    self.outbox
+                        .send_all_now(&mut self.conn, &self.endpoint.socket);
                 }
                 return;
             }
@@ -415,7 +422,10 @@ impl Loop {
                     self.described = true;
                     self.push(Event::Caps(caps));
                 }
-                Command::EndOfStream { groups } => self.eos_groups = Some(groups),
+                Command::EndOfStream { groups, end_seq } => {
+                    self.eos_groups = Some(groups);
+                    self.eos_end_seq = Some(end_seq);
+                }
                 Command::Ping(n) => Command::Pong(n).encode(&mut self.control_out),
                 Command::Goodbye { code, reason } => {
                     let _ = self.conn.close(true, error_code::NO_ERROR, b"goodbye");
@@ -513,16 +523,27 @@ impl Loop {
             return false;
         }
         self.skip_late_group();
-        while let Some(group) = self.groups.get_mut(&self.next_group) {
+        loop {
+            self.finish_by_seq();
+            let Some(group) = self.groups.get_mut(&self.next_group) else {
+                break;
+            };
             let mut handed = 0;
-            let gap = &mut self.gap;
+            let (gap, skip_rasl) = (&mut self.gap, &mut self.skip_rasl);
             let stalled = self.link.update(|s| {
                 while s.inner.events.len() < s.inner.capacity {
                     let Some(mut frame) = group.frames.pop_front() else {
                         break;
                     };
-                    frame.gap = std::mem::take(gap);
                     handed += frame.data.len();
+                    if *skip_rasl {
+                        if crate::h265::is_rasl(&frame.data) {
+                            gst::debug!(CAT, "dropping RASL frame {}", frame.header.seq);
+                            continue;
+                        }
+                        *skip_rasl = frame.header.flags.contains(FrameFlags::KEYFRAME);
+                    }
+                    frame.gap = std::mem::take(gap);
                     s.inner.events.push_back(Event::Frame(frame));
                 }
                 !group.frames.is_empty()
@@ -539,6 +560,7 @@ impl Loop {
             progress = true;
             if abandoned {
                 self.gap = true;
+                self.skip_rasl = true;
                 // Unless a later group (which starts at an IRAP) is already on its way,
                 // the next one might be many seconds off: ask for it now.
                 if !self.groups.contains_key(&self.next_group) {
@@ -559,15 +581,46 @@ impl Loop {
         progress
     }
 
+    /// Marks the next group finished when the frame numbers say it is: it stands between
+    /// frames at the number the following group (or END_OF_STREAM) starts from. quiche
+    /// 0.30 may never resend a FIN sent on its own once the data before it was acked, so
+    /// the FIN alone cannot be relied on.
+    fn finish_by_seq(&mut self) {
+        let following = self
+            .groups
+            .get(&(self.next_group + 4))
+            .and_then(|g| g.decoder.first_seq());
+        let last = self
+            .eos_groups
+            .is_some_and(|n| self.next_group == FIRST_GROUP + 4 * n.saturating_sub(1));
+        let end = following.or(self.eos_end_seq.filter(|_| last));
+        if let Some(group) = self.groups.get_mut(&self.next_group) {
+            if !group.finished
+                && group.decoder.between_frames()
+                && group.decoder.next_seq().is_some()
+                && group.decoder.next_seq() == end
+            {
+                gst::debug!(CAT, "group stream {} complete by sequence", self.next_group);
+                group.finished = true;
+            }
+        }
+    }
+
     /// When the next group will have held back a later group's keyframe for `latency`.
     fn skip_deadline(&self) -> Option<Instant> {
+        if !self.described {
+            return None;
+        }
         // Only a group starved by the network: frames it holds mean a slow consumer.
         let next = self.groups.get(&self.next_group);
         if next.is_some_and(|g| g.finished || !g.frames.is_empty()) {
             return None;
         }
-        let (_, later) = self.groups.range(self.next_group + 4..).next()?;
-        let first = later.frames.front()?;
+        // A later group reset before its keyframe arrived holds nothing: look past it.
+        let first = self
+            .groups
+            .range(self.next_group + 4..)
+            .find_map(|(_, g)| g.frames.front())?;
         let waiting = monotonic_ns().saturating_sub(first.arrival);
         let left = self
             .settings
@@ -587,9 +640,9 @@ impl Loop {
             CAT,
             "group stream {stream} is late: skipping to the next keyframe"
         );
-        let _ =
-            self.conn
-                .stream_shutdown(stream, quiche::Shutdown::Read, error_code::GROUP_EXPIRED);
+        // No STOP_SENDING: quiche 0.30 never collects a stream shut for reading, so each
+        // would cost a stream credit for good (cloudflare/quiche#1968). Its bytes are read
+        // and dropped instead (read_group), until its FIN or reset.
         let max_frame = self.settings.max_frame_size;
         let group = self.groups.entry(stream).or_insert_with(|| Group {
             decoder: GroupDecoder::new(max_frame),

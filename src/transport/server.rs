@@ -536,7 +536,7 @@ impl Loop {
                 Work::Eos => {
                     self.eos = true;
                     for r in self.receivers.values_mut().filter(|r| r.described) {
-                        r.end_of_stream();
+                        r.end_of_stream(self.next_seq);
                     }
                 }
             }
@@ -582,6 +582,7 @@ impl Loop {
 
     /// Reads the receiver's control stream, writes what is queued and sends packets.
     fn serve(&mut self, id: u64) {
+        let eos = self.eos.then_some(self.next_seq);
         let Some(r) = self.receivers.get_mut(&id) else {
             return;
         };
@@ -604,7 +605,7 @@ impl Loop {
                     }
                 }
                 for cmd in commands {
-                    r.handle(cmd, self.caps.as_deref(), self.eos);
+                    r.handle(cmd, self.caps.as_deref(), eos);
                 }
                 if std::mem::take(&mut r.keyframe_requested) {
                     self.keyframes.wanted = true;
@@ -618,7 +619,7 @@ impl Loop {
             }
             if r.hello && !r.described {
                 if let Some(caps) = &self.caps {
-                    r.describe(caps, self.eos);
+                    r.describe(caps, eos);
                 }
             }
             r.flush(self.deadline.is_some());
@@ -683,8 +684,7 @@ impl Loop {
     fn shutdown(&mut self) {
         for r in self.receivers.values_mut() {
             r.close(error_code::NO_ERROR, "sender stopped");
-            r.outbox.drop_held();
-            r.outbox.send_all(&mut r.conn, &self.endpoint.socket);
+            r.outbox.send_all_now(&mut r.conn, &self.endpoint.socket);
         }
     }
 }
@@ -711,7 +711,8 @@ impl Receiver {
         }
     }
 
-    fn handle(&mut self, cmd: Command, caps: Option<&str>, eos: bool) {
+    /// `eos`: the stream already ended, before frame number `eos`.
+    fn handle(&mut self, cmd: Command, caps: Option<&str>, eos: Option<u64>) {
         gst::trace!(CAT, "receiver {}: {cmd:?}", self.id);
         match cmd {
             Command::Hello { version, .. } if !self.hello => {
@@ -748,14 +749,14 @@ impl Receiver {
         }
     }
 
-    fn describe(&mut self, caps: &str, eos: bool) {
+    fn describe(&mut self, caps: &str, eos: Option<u64>) {
         self.queue_command(&Command::Describe {
             caps: caps.to_string(),
         });
         self.described = true;
         gst::info!(CAT, "receiver {} ({}): ready", self.id, self.peer);
-        if eos {
-            self.end_of_stream();
+        if let Some(end_seq) = eos {
+            self.end_of_stream(end_seq);
         }
     }
 
@@ -786,7 +787,8 @@ impl Receiver {
         }
     }
 
-    fn end_of_stream(&mut self) {
+    /// `end_seq`: the sequence number the next frame would have had.
+    fn end_of_stream(&mut self, end_seq: u64) {
         if self.eos_sent {
             return;
         }
@@ -794,6 +796,7 @@ impl Receiver {
         self.close_group();
         self.queue_command(&Command::EndOfStream {
             groups: self.groups_opened,
+            end_seq,
         });
     }
 }

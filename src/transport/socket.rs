@@ -131,17 +131,21 @@ impl Outbox {
         self.held_for.map(|(_, at)| at)
     }
 
-    /// Forgets the held packet, so a closing connection's last packets are not paced.
-    pub fn drop_held(&mut self) {
-        self.held_for = None;
-    }
-
     /// Hands every packet `conn` wants sent by now to the socket; holds the first one that
     /// is due later.
     pub fn send_all(&mut self, conn: &mut quiche::Connection, socket: &UdpSocket) {
+        self.send(conn, socket, false);
+    }
+
+    /// Sends everything, paced or not: a closing connection's last packets must not wait.
+    pub fn send_all_now(&mut self, conn: &mut quiche::Connection, socket: &UdpSocket) {
+        self.send(conn, socket, true);
+    }
+
+    fn send(&mut self, conn: &mut quiche::Connection, socket: &UdpSocket, unpaced: bool) {
         let now = Instant::now();
         if let Some((to, at)) = self.held_for {
-            if at > now + PACING_SLACK {
+            if at > now + PACING_SLACK && !unpaced {
                 return;
             }
             self.held_for = None;
@@ -150,8 +154,13 @@ impl Outbox {
             self.add(0, n, to, socket);
         }
         loop {
-            let full = self.count == self.batch.len() / MAX_DATAGRAM_SIZE
-                || (self.count > 0 && self.len < self.count * self.segment);
+            let capacity = if self.gso {
+                self.batch.len() / MAX_DATAGRAM_SIZE
+            } else {
+                1
+            };
+            let full =
+                self.count == capacity || (self.count > 0 && self.len < self.count * self.segment);
             if full {
                 self.flush(socket);
             }
@@ -164,7 +173,7 @@ impl Outbox {
                     break;
                 }
             };
-            if info.at > now + PACING_SLACK {
+            if info.at > now + PACING_SLACK && !unpaced {
                 self.held.clear();
                 self.held.extend_from_slice(&self.batch[start..start + n]);
                 self.held_for = Some((info.to, info.at));
@@ -200,8 +209,9 @@ impl Outbox {
         // A full kernel buffer (WouldBlock) or a transient error drops the datagrams; QUIC
         // loss recovery resends their contents.
         if let Err(e) = udp::send(socket, data, self.segment, to) {
-            // EIO: the route's device cannot segment. Send one by one from now on.
-            if self.gso && e.raw_os_error() == Some(libc::EIO) {
+            // Any other failure of a multi-datagram send (EIO: the device cannot segment;
+            // EINVAL/EMSGSIZE: a small path MTU) turns GSO off: one by one from now on.
+            if self.count > 1 && e.kind() != std::io::ErrorKind::WouldBlock {
                 self.gso = false;
                 for packet in data.chunks(self.segment) {
                     let _ = udp::send(socket, packet, packet.len(), to);
