@@ -140,6 +140,12 @@ impl Client {
     }
 }
 
+/// The stream ID of group number `n` (counted from 0), saturating: `n` comes from the
+/// network (END_OF_STREAM) and must not overflow.
+fn group_stream(n: u64) -> u64 {
+    n.saturating_mul(4).saturating_add(FIRST_GROUP)
+}
+
 /// Frames of one group stream not yet handed over.
 struct Group {
     decoder: GroupDecoder,
@@ -570,7 +576,7 @@ impl Loop {
             }
         }
         if let Some(groups) = self.eos_groups {
-            if !self.eos_delivered && self.next_group >= FIRST_GROUP + 4 * groups {
+            if !self.eos_delivered && self.next_group >= group_stream(groups) {
                 self.eos_delivered = true;
                 self.push(Event::Eos);
                 let _ = self
@@ -592,7 +598,7 @@ impl Loop {
             .and_then(|g| g.decoder.first_seq());
         let last = self
             .eos_groups
-            .is_some_and(|n| self.next_group == FIRST_GROUP + 4 * n.saturating_sub(1));
+            .is_some_and(|n| self.next_group == group_stream(n.saturating_sub(1)));
         let end = following.or(self.eos_end_seq.filter(|_| last));
         if let Some(group) = self.groups.get_mut(&self.next_group) {
             if !group.finished
