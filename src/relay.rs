@@ -198,13 +198,13 @@ pub struct RelayConfig {
 impl RelayConfig {
     /// The same impairment both ways, listening on a free loopback port, seed 1.
     pub fn symmetric(server: SocketAddr, impairment: Impairment) -> Self {
-        let listen = if server.is_ipv4() {
-            "127.0.0.1:0"
+        let loopback: std::net::IpAddr = if server.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
         } else {
-            "[::1]:0"
+            std::net::Ipv6Addr::LOCALHOST.into()
         };
         RelayConfig {
-            listen: listen.parse().expect("literal address"),
+            listen: SocketAddr::new(loopback, 0),
             server,
             seed: 1,
             to_server: impairment.clone(),

@@ -130,15 +130,11 @@ fn length_prefixed_input_fails_and_sends_nothing() {
 fn pausing_the_sender_mid_stream_loses_nothing() {
     init();
     let path = media("oh-1920x1080.h265");
-    let mut sent = None;
-    let (sender, port) = start_sender_with(
-        &format!(
-            "filesrc location={} ! h265parse name=parse ! queue ! quicnalusink name=sink {}",
-            path.display(),
-            sink_props()
-        ),
-        |s| sent = Some(tap(&s.by_name("parse").static_pad("src").unwrap())),
-    );
+    let (sender, port, sent) = start_tapped_sender(&format!(
+        "filesrc location={} ! h265parse name=parse ! queue ! quicnalusink name=sink {}",
+        path.display(),
+        sink_props()
+    ));
     let receiver = Running::launch(&format!(
         "quicnalusrc {} ! appsink name=out sync=false",
         src_props(port)
@@ -158,7 +154,6 @@ fn pausing_the_sender_mid_stream_loses_nothing() {
 
     receiver.finish(WATCHDOG).expect("receiver reaches EOS");
     sender.finish(WATCHDOG).expect("sender reaches EOS");
-    let sent = sent.unwrap();
     let sent = sent.lock().unwrap();
     let received = received.lock().unwrap();
     assert_eq!(received.len(), sent.len());
@@ -172,15 +167,11 @@ fn stray_datagrams_do_not_disturb_the_stream() {
     use std::sync::atomic::{AtomicBool, Ordering};
     init();
     let path = media("oh-1104x622.h265");
-    let mut sent = None;
-    let (sender, port) = start_sender_with(
-        &format!(
-            "filesrc location={} ! h265parse name=parse ! quicnalusink name=sink sync=false {}",
-            path.display(),
-            sink_props()
-        ),
-        |s| sent = Some(tap(&s.by_name("parse").static_pad("src").unwrap())),
-    );
+    let (sender, port, sent) = start_tapped_sender(&format!(
+        "filesrc location={} ! h265parse name=parse ! quicnalusink name=sink sync=false {}",
+        path.display(),
+        sink_props()
+    ));
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     let spray = {
         let stop = stop.clone();
@@ -209,7 +200,6 @@ fn stray_datagrams_do_not_disturb_the_stream() {
     stop.store(true, Ordering::Relaxed);
     let sprayed = spray.join().unwrap();
     assert!(sprayed > 0);
-    let sent = sent.unwrap();
     let sent = sent.lock().unwrap();
     assert!(sent.len() >= 300, "h265parse sent {}", sent.len());
     assert_eq!(received.len(), sent.len(), "access unit count");
@@ -223,27 +213,14 @@ fn every_congestion_controller_delivers_byte_exact() {
     init();
     let path = media("oh-1104x622.h265");
     for cc in ["reno", "cubic", "bbr2"] {
-        let mut sent = None;
-        let (sender, port) = start_sender_with(
-            &format!(
-                "filesrc location={} ! h265parse name=parse ! \
-                 quicnalusink name=sink sync=false congestion-control={cc} {}",
-                path.display(),
-                sink_props()
-            ),
-            |s| sent = Some(tap(&s.by_name("parse").static_pad("src").unwrap())),
-        );
-        let receiver = Running::launch(&format!(
-            "quicnalusrc congestion-control={cc} {} ! appsink name=out sync=false",
-            src_props(port)
+        let (sender, port, sent) = start_tapped_sender(&format!(
+            "filesrc location={} ! h265parse name=parse ! \
+             quicnalusink name=sink sync=false congestion-control={cc} {}",
+            path.display(),
+            sink_props()
         ));
-        let (received, _) = collect(&receiver, "out");
-        receiver.pipeline.set_state(gst::State::Playing).unwrap();
-        receiver.finish(WATCHDOG).expect("receiver reaches EOS");
-        sender.finish(WATCHDOG).expect("sender reaches EOS");
-        let sent = sent.unwrap();
+        let received = receive_all_with(&sender, port, &format!("congestion-control={cc}"));
         let sent = sent.lock().unwrap();
-        let received = received.lock().unwrap();
         assert!(sent.len() >= 300, "{cc}: h265parse sent {}", sent.len());
         assert_eq!(received.len(), sent.len(), "{cc}: access unit count");
         assert!(

@@ -292,17 +292,25 @@ mod tests {
         (header, vec![seq as u8; len])
     }
 
-    #[test]
-    fn group_round_trip_byte_by_byte() {
+    /// A whole group stream: opening, then frames `seqs` (the first a keyframe) of
+    /// `base + seq` bytes each.
+    fn group(seqs: std::ops::Range<u64>, base: usize) -> (Vec<u8>, Vec<(FrameHeader, Vec<u8>)>) {
         let mut wire = Vec::new();
-        put_group_opening(&mut wire, 10);
-        let frames: Vec<_> = (10..13)
-            .map(|s| frame(s, s == 10, 100 + s as usize))
+        put_group_opening(&mut wire, seqs.start);
+        let first = seqs.start;
+        let frames: Vec<_> = seqs
+            .map(|s| frame(s, s == first, base + s as usize))
             .collect();
         for (h, d) in &frames {
             h.encode(&mut wire);
             wire.extend_from_slice(d);
         }
+        (wire, frames)
+    }
+
+    #[test]
+    fn group_round_trip_byte_by_byte() {
+        let (wire, frames) = group(10..13, 100);
         let mut dec = GroupDecoder::new(1 << 20);
         let mut out = Vec::new();
         for b in &wire {
@@ -322,15 +330,7 @@ mod tests {
     /// Bodies read straight into the decoder (as the receiver does) match bodies pushed.
     #[test]
     fn body_space_reads_bodies_in_place() {
-        let mut wire = Vec::new();
-        put_group_opening(&mut wire, 0);
-        let frames: Vec<_> = (0..3)
-            .map(|s| frame(s, s == 0, 3000 + s as usize))
-            .collect();
-        for (h, d) in &frames {
-            h.encode(&mut wire);
-            wire.extend_from_slice(d);
-        }
+        let (wire, frames) = group(0..3, 3000);
         let mut dec = GroupDecoder::new(1 << 20);
         let mut out = Vec::new();
         let mut rest = &wire[..];

@@ -176,14 +176,7 @@ impl ObjectImpl for QuicNaluSink {
                     .default_value(DEFAULT_LATENCY_BUDGET_MS)
                     .mutable_ready()
                     .build(),
-                glib::ParamSpecEnum::builder_with_default(
-                    "congestion-control",
-                    CongestionControl::default(),
-                )
-                .nick("Congestion control")
-                .blurb("quiche's congestion controller for this element's connections")
-                .mutable_ready()
-                .build(),
+                CongestionControl::param_spec(),
             ]
         });
         PROPERTIES.as_ref()

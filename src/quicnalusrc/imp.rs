@@ -142,14 +142,7 @@ impl ObjectImpl for QuicNaluSrc {
                     .default_value(DEFAULT_TIMEOUT_MS)
                     .mutable_ready()
                     .build(),
-                glib::ParamSpecEnum::builder_with_default(
-                    "congestion-control",
-                    CongestionControl::default(),
-                )
-                .nick("Congestion control")
-                .blurb("quiche's congestion controller for this element's connections")
-                .mutable_ready()
-                .build(),
+                CongestionControl::param_spec(),
             ]
         });
         PROPERTIES.as_ref()

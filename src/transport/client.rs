@@ -157,6 +157,18 @@ struct Group {
     abandoned: bool,
 }
 
+impl Group {
+    fn new(max_frame: u64) -> Self {
+        Group {
+            decoder: GroupDecoder::new(max_frame),
+            frames: VecDeque::new(),
+            bytes: 0,
+            finished: false,
+            abandoned: false,
+        }
+    }
+}
+
 struct Loop {
     endpoint: Endpoint,
     conn: quiche::Connection,
@@ -453,13 +465,10 @@ impl Loop {
             return Ok(());
         }
         let max_frame = self.settings.max_frame_size;
-        let group = self.groups.entry(stream).or_insert_with(|| Group {
-            decoder: GroupDecoder::new(max_frame),
-            frames: VecDeque::new(),
-            bytes: 0,
-            finished: false,
-            abandoned: false,
-        });
+        let group = self
+            .groups
+            .entry(stream)
+            .or_insert_with(|| Group::new(max_frame));
         let mut frames: Vec<GroupFrame> = Vec::new();
         // Leave media in quiche while we hold enough, so flow control slows the sender
         // instead of our memory growing. The group being delivered has its own allowance:
@@ -650,13 +659,10 @@ impl Loop {
         // would cost a stream credit for good (cloudflare/quiche#1968). Its bytes are read
         // and dropped instead (read_group), until its FIN or reset.
         let max_frame = self.settings.max_frame_size;
-        let group = self.groups.entry(stream).or_insert_with(|| Group {
-            decoder: GroupDecoder::new(max_frame),
-            frames: VecDeque::new(),
-            bytes: 0,
-            finished: false,
-            abandoned: false,
-        });
+        let group = self
+            .groups
+            .entry(stream)
+            .or_insert_with(|| Group::new(max_frame));
         group.finished = true;
         group.abandoned = true;
     }

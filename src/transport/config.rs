@@ -2,6 +2,7 @@
 
 use crate::protocol::ALPN;
 use gst::glib;
+use gst::prelude::*;
 use std::path::Path;
 
 /// quiche's congestion controllers, as the elements' `congestion-control` property.
@@ -19,6 +20,15 @@ pub enum CongestionControl {
 }
 
 impl CongestionControl {
+    /// The `congestion-control` property both elements have.
+    pub fn param_spec() -> glib::ParamSpec {
+        glib::ParamSpecEnum::builder_with_default("congestion-control", Self::default())
+            .nick("Congestion control")
+            .blurb("quiche's congestion controller for this element's connections")
+            .mutable_ready()
+            .build()
+    }
+
     fn algorithm(self) -> quiche::CongestionControlAlgorithm {
         match self {
             CongestionControl::Reno => quiche::CongestionControlAlgorithm::Reno,

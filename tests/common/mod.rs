@@ -153,6 +153,16 @@ pub fn start_sender_with(description: &str, prepare: impl FnOnce(&Running)) -> (
     (sender, port as u16)
 }
 
+/// Like [`start_sender`], also recording every access unit leaving the element named
+/// `parse` (the sender's h265parse).
+pub fn start_tapped_sender(description: &str) -> (Running, u16, Arc<Mutex<Vec<Vec<u8>>>>) {
+    let mut sent = None;
+    let (sender, port) = start_sender_with(description, |s| {
+        sent = Some(tap(&s.by_name("parse").static_pad("src").unwrap()))
+    });
+    (sender, port, sent.expect("tap installed"))
+}
+
 pub fn sink_props() -> String {
     let c = certs();
     format!("port=0 cert-file={} key-file={}", c.cert, c.key)
@@ -212,8 +222,13 @@ pub fn collect(
 /// Receives from `port` with `quicnalusrc ! appsink` until EOS, waits for the sender's EOS
 /// too, and returns every buffer the receiver output.
 pub fn receive_all(sender: &Running, port: u16) -> Vec<Received> {
+    receive_all_with(sender, port, "")
+}
+
+/// [`receive_all`] with extra quicnalusrc properties.
+pub fn receive_all_with(sender: &Running, port: u16, src_extra: &str) -> Vec<Received> {
     let receiver = Running::launch(&format!(
-        "quicnalusrc {} ! appsink name=out sync=false",
+        "quicnalusrc {src_extra} {} ! appsink name=out sync=false",
         src_props(port)
     ));
     let (received, _) = collect(&receiver, "out");
