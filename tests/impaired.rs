@@ -5,48 +5,8 @@ mod common;
 
 use common::*;
 use gst::prelude::*;
-use gstquicnalu::relay::{Impairment, Relay, RelayConfig};
+use gstquicnalu::relay::Impairment;
 use std::time::Duration;
-
-/// A live 30 fps x265 sender with a 200 ms latency budget.
-fn live_sender(size: &str, extra: &str, key_int: u32) -> (Running, u16) {
-    start_sender(&format!(
-        "videotestsrc is-live=true pattern=ball {extra} ! \
-         video/x-raw,{size},framerate=30/1 ! \
-         x265enc key-int-max={key_int} speed-preset=ultrafast tune=zerolatency bitrate=2000 ! \
-         h265parse ! quicnalusink name=sink latency-budget=200 {}",
-        sink_props()
-    ))
-}
-
-fn relay_to(port: u16, impairment: Impairment) -> Relay {
-    let server = format!("127.0.0.1:{port}").parse().unwrap();
-    Relay::start(RelayConfig {
-        seed: 42,
-        ..RelayConfig::symmetric(server, impairment)
-    })
-    .expect("relay starts")
-}
-
-fn receiver_via(relay: &Relay) -> Running {
-    Running::launch(&format!(
-        "quicnalusrc {} ! appsink name=out sync=false",
-        src_props(relay.local_addr().port())
-    ))
-}
-
-fn stream_bytes(received: &[Received]) -> Vec<u8> {
-    received
-        .iter()
-        .flat_map(|r| r.data.iter().copied())
-        .collect()
-}
-
-/// Decode timestamps never go back, across skips too.
-fn assert_monotonic(received: &[Received]) {
-    let times: Vec<_> = received.iter().filter_map(|r| r.dts.or(r.pts)).collect();
-    assert!(times.windows(2).all(|w| w[0] <= w[1]), "timestamps go back");
-}
 
 #[test]
 fn lossy_40ms_rtt_link_outputs_only_decodable_frames() {
@@ -60,7 +20,7 @@ fn lossy_40ms_rtt_link_outputs_only_decodable_frames() {
             ..Impairment::default()
         },
     );
-    let receiver = receiver_via(&relay);
+    let receiver = receiver_via(&relay, "");
     let (store, _) = collect(&receiver, "out");
     receiver.pipeline.set_state(gst::State::Playing).unwrap();
     receiver.finish(WATCHDOG).expect("receiver reaches EOS");
@@ -98,17 +58,10 @@ fn playback_resumes_within_300ms_of_a_2s_outage() {
             ..Impairment::default()
         },
     );
-    let receiver = receiver_via(&relay);
+    let receiver = receiver_via(&relay, "");
     let (store, arrived) = collect(&receiver, "out");
     receiver.pipeline.set_state(gst::State::Playing).unwrap();
-    let wait_for = |n: usize| {
-        while store.lock().unwrap().len() < n {
-            arrived
-                .recv_timeout(WATCHDOG)
-                .expect("frames keep arriving");
-        }
-    };
-    wait_for(45);
+    wait_for(&store, &arrived, 45);
 
     relay.outage(Duration::from_secs(2));
     let back = gst::get_timestamp().nseconds() + 2_000_000_000;
@@ -137,7 +90,7 @@ fn playback_resumes_within_300ms_of_a_2s_outage() {
         "the frame after the gap is marked DISCONT"
     );
     let n = store.lock().unwrap().len();
-    wait_for(n + 30);
+    wait_for(&store, &arrived, n + 30);
     receiver.pipeline.set_state(gst::State::Null).unwrap();
 
     let received = store.lock().unwrap().clone();

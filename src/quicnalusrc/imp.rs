@@ -1,6 +1,7 @@
 use crate::protocol::{FrameFlags, DEFAULT_MAX_FRAME_SIZE};
 use crate::transport::{
-    Client, ClientSettings, CongestionControl, Event, Interrupted, ReceivedFrame,
+    Client, ClientSettings, CongestionControl, ConnectionEvent, Event, Interrupted, ReceivedFrame,
+    Reconnect,
 };
 use gst::glib;
 use gst::prelude::*;
@@ -27,6 +28,10 @@ const DEFAULT_PORT: u32 = 4443;
 const DEFAULT_TLS_VERIFY: bool = true;
 const DEFAULT_LATENCY_MS: u32 = 200;
 const DEFAULT_TIMEOUT_MS: u32 = 10_000;
+const DEFAULT_RECONNECT: bool = true;
+const DEFAULT_RECONNECT_DELAY_MAX_MS: u32 = 2_000;
+/// 0: keep trying.
+const DEFAULT_RECONNECT_TIMEOUT_MS: u32 = 0;
 /// Access units the element may hold before the network thread stops reading.
 const QUEUE_LEN: usize = 64;
 
@@ -40,6 +45,9 @@ struct Settings {
     latency_ms: u32,
     timeout_ms: u32,
     congestion_control: CongestionControl,
+    reconnect: bool,
+    reconnect_delay_max_ms: u32,
+    reconnect_timeout_ms: u32,
 }
 
 impl Default for Settings {
@@ -53,6 +61,9 @@ impl Default for Settings {
             latency_ms: DEFAULT_LATENCY_MS,
             timeout_ms: DEFAULT_TIMEOUT_MS,
             congestion_control: CongestionControl::default(),
+            reconnect: DEFAULT_RECONNECT,
+            reconnect_delay_max_ms: DEFAULT_RECONNECT_DELAY_MAX_MS,
+            reconnect_timeout_ms: DEFAULT_RECONNECT_TIMEOUT_MS,
         }
     }
 }
@@ -71,6 +82,9 @@ enum State {
 struct Stream {
     /// Added to the sender's running times to get ours; set by the first frame.
     offset: Option<i128>,
+    /// The latest decode (or presentation) time output: a new connection's timeline
+    /// starts no earlier, so timestamps never go back.
+    last_time: i128,
     delivered: u64,
 }
 
@@ -136,13 +150,46 @@ impl ObjectImpl for QuicNaluSrc {
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("timeout")
-                    .nick("Connect timeout")
-                    .blurb("Milliseconds to wait for the QUIC handshake before failing")
+                    .nick("Timeout")
+                    .blurb(
+                        "Milliseconds to wait for the QUIC handshake, and, once connected, \
+                         for any packet from the sender, before the connection counts as \
+                         failed (first connection) or lost",
+                    )
                     .minimum(1)
                     .default_value(DEFAULT_TIMEOUT_MS)
                     .mutable_ready()
                     .build(),
                 CongestionControl::param_spec(),
+                glib::ParamSpecBoolean::builder("reconnect")
+                    .nick("Reconnect")
+                    .blurb(
+                        "Connect again after losing the connection (timeout, sender \
+                         stopped) and resume at the next keyframe; false: fail instead. \
+                         The first connection is never retried",
+                    )
+                    .default_value(DEFAULT_RECONNECT)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("reconnect-delay-max")
+                    .nick("Reconnect delay max")
+                    .blurb(
+                        "Milliseconds: reconnect attempts start at once and each waits twice \
+                         as long as the last for an answer (from 100 ms), up to this",
+                    )
+                    .minimum(100)
+                    .default_value(DEFAULT_RECONNECT_DELAY_MAX_MS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("reconnect-timeout")
+                    .nick("Reconnect timeout")
+                    .blurb(
+                        "Milliseconds without a connection after which reconnecting gives up \
+                         with an error (0: never give up)",
+                    )
+                    .default_value(DEFAULT_RECONNECT_TIMEOUT_MS)
+                    .mutable_ready()
+                    .build(),
             ]
         });
         PROPERTIES.as_ref()
@@ -166,6 +213,13 @@ impl ObjectImpl for QuicNaluSrc {
             "congestion-control" => {
                 s.congestion_control = value.get().expect("type checked upstream")
             }
+            "reconnect" => s.reconnect = value.get().expect("type checked upstream"),
+            "reconnect-delay-max" => {
+                s.reconnect_delay_max_ms = value.get().expect("type checked upstream")
+            }
+            "reconnect-timeout" => {
+                s.reconnect_timeout_ms = value.get().expect("type checked upstream")
+            }
             name => unreachable!("property {name}"),
         }
     }
@@ -181,6 +235,9 @@ impl ObjectImpl for QuicNaluSrc {
             "latency" => s.latency_ms.to_value(),
             "timeout" => s.timeout_ms.to_value(),
             "congestion-control" => s.congestion_control.to_value(),
+            "reconnect" => s.reconnect.to_value(),
+            "reconnect-delay-max" => s.reconnect_delay_max_ms.to_value(),
+            "reconnect-timeout" => s.reconnect_timeout_ms.to_value(),
             name => unreachable!("property {name}"),
         }
     }
@@ -256,6 +313,38 @@ impl QuicNaluSrc {
         Ok(caps)
     }
 
+    /// Posts `quicnalusrc-connected` and `quicnalusrc-disconnected` element messages.
+    fn connection_messages(&self) -> Box<dyn Fn(ConnectionEvent) + Send> {
+        let element = self.obj().downgrade();
+        Box::new(move |event| {
+            let Some(element) = element.upgrade() else {
+                return;
+            };
+            let s = match event {
+                ConnectionEvent::Connected { peer, resumed } => {
+                    gst::info!(CAT, obj = element, "connected to {peer}");
+                    gst::Structure::builder("quicnalusrc-connected")
+                        .field("peer", peer.to_string())
+                        .field("resumed", resumed)
+                        .build()
+                }
+                ConnectionEvent::Disconnected {
+                    peer,
+                    reason,
+                    reconnecting,
+                } => {
+                    gst::info!(CAT, obj = element, "disconnected from {peer}: {reason}");
+                    gst::Structure::builder("quicnalusrc-disconnected")
+                        .field("peer", peer.to_string())
+                        .field("reason", reason)
+                        .field("reconnecting", reconnecting)
+                        .build()
+                }
+            };
+            let _ = element.post_message(gst::message::Element::builder(s).src(&element).build());
+        })
+    }
+
     /// Our running time now, if the element has a clock.
     fn running_time(&self) -> Option<gst::ClockTime> {
         let obj = self.obj();
@@ -267,12 +356,16 @@ impl QuicNaluSrc {
         let h = frame.header;
         let mut stream = self.stream.lock().unwrap();
         let now = self.running_time().map(|t| t.nseconds() as i128);
+        let last_time = stream.last_time;
         let offset = *stream
             .offset
             .get_or_insert_with(|| match (h.dts.or(h.pts), now) {
-                (Some(reference), Some(now)) => now - reference as i128,
+                (Some(reference), Some(now)) => now.max(last_time) - reference as i128,
                 _ => 0,
             });
+        if let Some(t) = h.dts.or(h.pts) {
+            stream.last_time = stream.last_time.max(t as i128 + offset);
+        }
         let map = |t: Option<u64>| {
             t.map(|t| gst::ClockTime::from_nseconds((t as i128 + offset).max(0) as u64))
         };
@@ -354,6 +447,13 @@ impl BaseSrcImpl for QuicNaluSrc {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             queue_len: QUEUE_LEN,
             latency: Duration::from_millis(s.latency_ms.into()),
+            reconnect: Reconnect {
+                enabled: s.reconnect,
+                max_delay: Duration::from_millis(s.reconnect_delay_max_ms.into()),
+                give_up: (s.reconnect_timeout_ms > 0)
+                    .then(|| Duration::from_millis(s.reconnect_timeout_ms.into())),
+            },
+            on_connection: self.connection_messages(),
         })
         .map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ["{}", e]))?;
         gst::info!(CAT, imp = self, "connecting to {peer}");
@@ -438,6 +538,10 @@ impl PushSrcImpl for QuicNaluSrc {
                     self.obj()
                         .set_caps(&caps)
                         .map_err(|_| gst::FlowError::NotNegotiated)?;
+                }
+                Ok(Event::Connected) => {
+                    // A restarted sender starts its timestamps again: map them afresh.
+                    self.stream.lock().unwrap().offset = None;
                 }
                 Ok(Event::Frame(frame)) => {
                     return Ok(CreateSuccess::NewBuffer(self.make_buffer(frame)));

@@ -45,6 +45,8 @@ pub struct ClientSettings {
     pub server_name: Option<String>,
     pub ca_file: Option<String>,
     pub verify: bool,
+    /// How long the handshake may take, and, once connected, how long the sender may stay
+    /// silent (the idle timeout) before the connection counts as lost.
     pub connect_timeout: Duration,
     pub congestion_control: CongestionControl,
     pub max_frame_size: u64,
@@ -52,8 +54,39 @@ pub struct ClientSettings {
     /// reading (and QUIC flow control slows the sender).
     pub queue_len: usize,
     /// How long the next group may hold back a later, complete keyframe before it is
-    /// abandoned (STOP_SENDING) and playback resumes at that keyframe.
+    /// abandoned and playback resumes at that keyframe.
     pub latency: Duration,
+    pub reconnect: Reconnect,
+    /// Told of every connect and disconnect. Called on the networking thread: it must not
+    /// block.
+    pub on_connection: Box<dyn Fn(ConnectionEvent) + Send>,
+}
+
+/// What to do when an established connection is lost (idle timeout, sender stopped).
+/// The first connection is never retried: a receiver pointed at the wrong place fails.
+#[derive(Debug, Clone, Copy)]
+pub struct Reconnect {
+    pub enabled: bool,
+    /// Attempts are made at once, then each gets twice as long as the last to answer, up
+    /// to this.
+    pub max_delay: Duration,
+    /// Give up (and fail) after this long without a connection; None: never.
+    pub give_up: Option<Duration>,
+}
+
+/// A change of connection, for the element to report.
+#[derive(Debug, Clone)]
+pub enum ConnectionEvent {
+    Connected {
+        peer: SocketAddr,
+        /// A new connection after a lost one.
+        resumed: bool,
+    },
+    Disconnected {
+        peer: SocketAddr,
+        reason: String,
+        reconnecting: bool,
+    },
 }
 
 /// One access unit as it arrived.
@@ -70,6 +103,9 @@ pub struct ReceivedFrame {
 /// What the streaming thread receives, in order.
 #[derive(Debug)]
 pub enum Event {
+    /// A connection was established; frames after it may come from a restarted sender,
+    /// on a new timeline.
+    Connected,
     /// The sender's stream description.
     Caps(String),
     Frame(ReceivedFrame),
@@ -97,6 +133,7 @@ impl Client {
             settings.verify,
             settings.ca_file.as_deref(),
             settings.congestion_control,
+            settings.connect_timeout,
         )?;
         let any: IpAddr = if settings.peer.is_ipv4() {
             Ipv4Addr::UNSPECIFIED.into()
@@ -111,8 +148,8 @@ impl Client {
             keyframe_wanted: false,
         }));
         let waker = endpoint.waker.clone();
-        let mut state = Loop::new(endpoint, config, link.clone(), settings)?;
-        let net = NetThread::spawn("quicnalu-src-net", link, waker, move || state.run())?;
+        let first = Loop::new(endpoint, config, link.clone(), settings, None)?;
+        let net = NetThread::spawn("quicnalu-src-net", link, waker, move || drive(first))?;
         Ok(Client { net })
     }
 
@@ -137,6 +174,93 @@ impl Client {
             self.net.wake();
         }
         event.ok_or(Interrupted::Flushing)
+    }
+}
+
+/// How one connection ended.
+enum Outcome {
+    /// The element is stopping.
+    Shutdown,
+    /// The sender ended the stream and every frame was delivered.
+    Ended,
+    /// A connection that had been established is gone: worth connecting again.
+    Lost(String),
+    /// The handshake did not complete in time, or the peer refused it.
+    Unanswered(String),
+    /// Retrying cannot help (TLS failure, protocol violation).
+    Fatal(String),
+}
+
+/// First reconnect attempt's time to answer; each later one gets twice as long.
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+
+/// Runs connections until the element stops: the first, then, after a lost one, new
+/// attempts with growing patience, each resuming at the next keyframe.
+fn drive(mut conn: Loop) {
+    let peer = conn.settings.peer;
+    let reconnect = conn.settings.reconnect;
+    // Since when we have been without a connection, and why we lost it.
+    let mut lost: Option<(Instant, String)> = None;
+    let mut window = FIRST_RETRY;
+    loop {
+        let failure = match conn.run() {
+            Outcome::Shutdown => return,
+            Outcome::Ended => {
+                conn.notify_disconnected("end of stream".into(), false);
+                None
+            }
+            Outcome::Fatal(why) => {
+                if conn.hello_sent {
+                    conn.notify_disconnected(why.clone(), false);
+                }
+                Some(why)
+            }
+            Outcome::Lost(why) => {
+                conn.notify_disconnected(why.clone(), reconnect.enabled);
+                lost = Some((Instant::now(), why.clone()));
+                window = FIRST_RETRY;
+                (!reconnect.enabled).then_some(why)
+            }
+            Outcome::Unanswered(why) => match &lost {
+                None => Some(why),
+                Some((since, first)) => {
+                    gst::debug!(CAT, "reconnect attempt failed: {why}");
+                    let waited = since.elapsed();
+                    match reconnect.give_up {
+                        Some(limit) if waited >= limit => Some(format!(
+                            "lost the connection ({first}) and {peer} did not answer again \
+                             within {} ms",
+                            limit.as_millis()
+                        )),
+                        _ => {
+                            // A peer that refuses at once still waits out the window.
+                            if !conn.pause_until(conn.started + window) {
+                                return;
+                            }
+                            window = (window * 2).min(reconnect.max_delay.max(FIRST_RETRY));
+                            None
+                        }
+                    }
+                }
+            },
+        };
+        if let Some(why) = failure {
+            conn.fail(why);
+        }
+        if conn.link.lock().failure.is_some() || conn.eos_delivered {
+            // Nothing more will happen: wait for stop().
+            conn.link.wait_shutdown();
+            return;
+        }
+        gst::info!(CAT, "connecting to {peer} again (answer within {window:?})");
+        conn = match conn.reconnect(window) {
+            Ok(next) => next,
+            Err((link, why)) => {
+                link.update(|s| s.failure = Some(why));
+                link.wait_shutdown();
+                return;
+            }
+        };
     }
 }
 
@@ -171,10 +295,17 @@ impl Group {
 
 struct Loop {
     endpoint: Endpoint,
+    config: quiche::Config,
     conn: quiche::Connection,
     link: Arc<Link<Queue>>,
     settings: ClientSettings,
     started: Instant,
+    /// How long this attempt may take to connect.
+    answer_within: Duration,
+    /// This connection replaces a lost one: ask for a keyframe at once.
+    resumed: bool,
+    /// Set when retrying cannot help.
+    fatal: Option<String>,
     control_in: CommandDecoder,
     control_out: Vec<u8>,
     hello_sent: bool,
@@ -202,11 +333,13 @@ struct Loop {
 }
 
 impl Loop {
+    /// `retry`: this replaces a lost connection and must answer within that long.
     fn new(
         endpoint: Endpoint,
         mut config: quiche::Config,
         link: Arc<Link<Queue>>,
         settings: ClientSettings,
+        retry: Option<Duration>,
     ) -> Result<Loop, String> {
         let scid = random_cid();
         let scid = quiche::ConnectionId::from_ref(&scid);
@@ -230,8 +363,12 @@ impl Loop {
         let outbox = Outbox::new(endpoint.offload);
         Ok(Loop {
             endpoint,
+            config,
             conn,
             link,
+            answer_within: retry.unwrap_or(settings.connect_timeout),
+            resumed: retry.is_some(),
+            fatal: None,
             settings,
             started: Instant::now(),
             control_in: CommandDecoder::new(DEFAULT_MAX_COMMAND_SIZE),
@@ -244,7 +381,8 @@ impl Loop {
             eos_groups: None,
             eos_end_seq: None,
             eos_delivered: false,
-            gap: false,
+            // A resumed stream follows the frames the lost connection never delivered.
+            gap: retry.is_some(),
             skip_rasl: true,
             last_keepalive: Instant::now(),
             last_rx: Instant::now(),
@@ -255,7 +393,8 @@ impl Loop {
         })
     }
 
-    fn run(&mut self) {
+    /// Runs this connection until it ends.
+    fn run(&mut self) -> Outcome {
         let mut events = Events::with_capacity(16);
         self.flush();
         loop {
@@ -269,8 +408,7 @@ impl Loop {
                 self.skip_deadline(),
             ];
             if let Err(e) = self.endpoint.wait(&mut events, deadlines, self.unread) {
-                self.fail(format!("poll failed: {e}"));
-                return;
+                return Outcome::Fatal(format!("poll failed: {e}"));
             }
             if self.link.lock().shutdown {
                 if !self.conn.is_closed() {
@@ -280,37 +418,95 @@ impl Loop {
                     self.outbox
                         .send_all_now(&mut self.conn, &self.endpoint.socket);
                 }
-                return;
+                return Outcome::Shutdown;
             }
             if self.unread || events.iter().any(|e| e.token() == SOCKET) {
                 self.unread = !self.receive();
             }
             self.conn.on_timeout();
-            if self.conn.is_closed() {
-                if !self.eos_delivered {
-                    let why = self.close_reason();
-                    self.fail(why);
-                }
-                // Nothing more will happen: wait for stop().
-                self.link.wait_shutdown();
-                return;
+            if let Some(why) = self.fatal.take() {
+                self.flush();
+                return Outcome::Fatal(why);
             }
-            if !self.conn.is_established() && self.started.elapsed() > self.settings.connect_timeout
-            {
+            if self.conn.is_closed() {
+                return self.closed();
+            }
+            if !self.conn.is_established() && self.started.elapsed() > self.answer_within {
                 let _ = self.conn.close(false, 0x0, b"connect timeout");
-                self.fail(format!(
+                return Outcome::Unanswered(format!(
                     "no QUIC answer from {} within {} ms: is quicnalusink running there?",
                     self.settings.peer,
-                    self.settings.connect_timeout.as_millis()
+                    self.answer_within.as_millis()
                 ));
-                self.link.wait_shutdown();
-                return;
             }
             if self.conn.is_established() {
                 self.established();
             }
             self.flush();
         }
+    }
+
+    /// Why the closed connection ended, and whether connecting again could help.
+    fn closed(&self) -> Outcome {
+        if self.eos_delivered {
+            return Outcome::Ended;
+        }
+        let why = self.close_reason();
+        let tls_alert = self
+            .conn
+            .local_error()
+            .is_some_and(|e| !e.is_app && (0x100..=0x1ff).contains(&e.error_code));
+        let refused = self.conn.peer_error().is_some_and(|e| {
+            e.is_app
+                && [
+                    error_code::PROTOCOL_VIOLATION,
+                    error_code::UNSUPPORTED_VERSION,
+                ]
+                .contains(&e.error_code)
+        });
+        if tls_alert || refused {
+            Outcome::Fatal(why)
+        } else if self.hello_sent {
+            Outcome::Lost(why)
+        } else {
+            Outcome::Unanswered(why)
+        }
+    }
+
+    /// A fresh connection on the same socket, for after this one was lost. Gives back the
+    /// link and the reason if it cannot even be created.
+    fn reconnect(self, window: Duration) -> Result<Loop, (Arc<Link<Queue>>, String)> {
+        let link = self.link.clone();
+        Loop::new(
+            self.endpoint,
+            self.config,
+            self.link,
+            self.settings,
+            Some(window),
+        )
+        .map_err(|e| (link, e))
+    }
+
+    /// Waits until `t`, dropping stray datagrams; false if the element is stopping.
+    fn pause_until(&mut self, t: Instant) -> bool {
+        let mut events = Events::with_capacity(4);
+        while Instant::now() < t {
+            if self.link.lock().shutdown
+                || self.endpoint.wait(&mut events, [Some(t)], false).is_err()
+            {
+                return false;
+            }
+            while self.endpoint.recv(&mut self.buf).is_some() {}
+        }
+        !self.link.lock().shutdown
+    }
+
+    fn notify_disconnected(&self, reason: String, reconnecting: bool) {
+        (self.settings.on_connection)(ConnectionEvent::Disconnected {
+            peer: self.settings.peer,
+            reason,
+            reconnecting,
+        });
     }
 
     fn flush(&mut self) {
@@ -321,7 +517,7 @@ impl Loop {
         if self.conn.is_established() {
             self.last_keepalive + KEEPALIVE
         } else {
-            self.started + self.settings.connect_timeout
+            self.started + self.answer_within
         }
     }
 
@@ -357,6 +553,16 @@ impl Loop {
                 token: Vec::new(),
             }
             .encode(&mut self.control_out);
+            if self.resumed {
+                // The sender starts us at its next IRAP, which may be seconds away.
+                Command::KeyframeRequest.encode(&mut self.control_out);
+            }
+            gst::info!(CAT, "connected to {}", self.settings.peer);
+            self.push(Event::Connected);
+            (self.settings.on_connection)(ConnectionEvent::Connected {
+                peer: self.settings.peer,
+                resumed: self.resumed,
+            });
         }
         // Delivering frees room to read more; repeat until neither moves, since a sender
         // held back by flow control sends nothing that would wake us.
@@ -366,7 +572,7 @@ impl Loop {
                 let _ = self
                     .conn
                     .close(true, error_code::PROTOCOL_VIOLATION, e.as_bytes());
-                self.fail(format!("sender violated the protocol: {e}"));
+                self.fatal = Some(format!("sender violated the protocol: {e}"));
                 return;
             }
             if !self.deliver() {

@@ -4,6 +4,7 @@ use crate::protocol::ALPN;
 use gst::glib;
 use gst::prelude::*;
 use std::path::Path;
+use std::time::Duration;
 
 /// quiche's congestion controllers, as the elements' `congestion-control` property.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, glib::Enum)]
@@ -38,8 +39,9 @@ impl CongestionControl {
     }
 }
 
-/// Idle time after which a silent peer is considered gone. The receiver keeps the connection
-/// alive with PINGs, so only a vanished peer reaches it.
+/// The sender's idle timeout: a silent peer is considered gone after it. The receiver
+/// advertises its own, shorter one (its `timeout`), and the shorter applies. The receiver
+/// keeps the connection alive with PINGs, so only a vanished peer reaches it.
 pub const IDLE_TIMEOUT_MS: u64 = 30_000;
 /// Largest UDP payload we send; fits any path MTU seen on loopback and the Internet.
 pub const MAX_DATAGRAM_SIZE: usize = 1350;
@@ -95,11 +97,13 @@ pub fn server(
     Ok(config)
 }
 
-/// Client side: how to check the server's certificate.
+/// Client side: how to check the server's certificate, and how long a silent sender may
+/// stay silent before the connection counts as lost.
 pub fn client(
     verify: bool,
     ca_file: Option<&str>,
     cc: CongestionControl,
+    idle_timeout: Duration,
 ) -> Result<quiche::Config, String> {
     let mut config = new_config()?;
     config.verify_peer(verify);
@@ -113,6 +117,7 @@ pub fn client(
         let _ = config.load_verify_locations_from_directory("/etc/ssl/certs");
     }
     common(&mut config, cc)?;
+    config.set_max_idle_timeout(idle_timeout.as_millis().try_into().unwrap_or(u64::MAX));
     config.set_initial_max_streams_bidi(0);
     // Group streams: enough for every group a few seconds of live video can open.
     config.set_initial_max_streams_uni(1000);

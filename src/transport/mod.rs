@@ -10,7 +10,7 @@ mod server;
 mod socket;
 mod udp;
 
-pub use client::{Client, ClientSettings, Event, ReceivedFrame};
+pub use client::{Client, ClientSettings, ConnectionEvent, Event, ReceivedFrame, Reconnect};
 pub use config::CongestionControl;
 pub use link::Interrupted;
 pub use server::{MediaFrame, Server, ServerSettings};

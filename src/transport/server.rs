@@ -30,6 +30,10 @@ const CONTROL_STREAM: u64 = 0;
 const PEER_SILENCE: Duration = Duration::from_millis(150);
 /// Bytes the streaming thread may queue ahead of the slowest receiver before it waits.
 const MAX_BACKLOG: usize = 8 << 20;
+/// A receiver silent this long (it probes every 100 ms when it hears nothing) is behind an
+/// outage or gone: it no longer holds the stream back, and once its backlog reaches
+/// MAX_BACKLOG that is dropped; if it comes back it resumes at the next IRAP.
+const GONE_QUIET: Duration = Duration::from_secs(1);
 
 /// One access unit to send, as the sink's streaming thread hands it over.
 pub struct MediaFrame {
@@ -346,12 +350,19 @@ impl Receiver {
         self.groups_out.retain(|g| !g.chunks.is_empty());
     }
 
-    /// Resets every group whose oldest queued frame is past its deadline; the receiver
-    /// skips it, and this receiver gets no more frames until the next IRAP.
+    /// Whether this receiver has gone quiet (see GONE_QUIET).
+    fn quiet(&self) -> bool {
+        self.last_rx.elapsed() > GONE_QUIET
+    }
+
+    /// Resets every group whose oldest queued frame is past its deadline, or every group
+    /// of a quiet receiver whose backlog is full; the receiver skips them, and gets no more
+    /// frames until the next IRAP.
     fn expire(&mut self, now: Instant) {
+        let give_up = self.out_bytes >= MAX_BACKLOG && self.quiet();
         for g in self.groups_out.iter_mut() {
             let oldest = g.chunks.iter().find_map(|c| c.expires);
-            if oldest.is_none_or(|t| t > now) {
+            if !give_up && oldest.is_none_or(|t| t > now) {
                 continue;
             }
             let _ = self.conn.stream_shutdown(
@@ -427,7 +438,12 @@ impl Loop {
             let deadlines: Vec<Option<Instant>> = self
                 .receivers
                 .values()
-                .flat_map(|r| [r.conn.timeout_instant(), r.outbox.release_at()])
+                .flat_map(|r| {
+                    // When a backlogged receiver would count as quiet.
+                    let quiet_at =
+                        (r.out_bytes > 0 && !r.quiet()).then_some(r.last_rx + GONE_QUIET);
+                    [r.conn.timeout_instant(), r.outbox.release_at(), quiet_at]
+                })
                 .chain([self.keyframes.due()])
                 .collect();
             if let Err(e) = self.endpoint.wait(&mut events, deadlines, self.unread) {
@@ -661,6 +677,7 @@ impl Loop {
         let backlog = self
             .receivers
             .values()
+            .filter(|r| !r.quiet())
             .map(|r| r.out_bytes)
             .max()
             .unwrap_or(0);

@@ -332,3 +332,109 @@ pub fn make_clip(path: &Path, frames: u32, width: u32, height: u32, fps: u32) {
         .expect("encode");
     running.finish(WATCHDOG).expect("clip encodes");
 }
+
+/// Forwards the structure of every element message on `running`'s bus to a channel (a sync
+/// handler: the messages still reach the bus for `finish`).
+pub fn element_messages(running: &Running) -> mpsc::Receiver<gst::Structure> {
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    running
+        .pipeline
+        .bus()
+        .expect("bus")
+        .set_sync_handler(move |_, msg| {
+            if let gst::MessageView::Element(e) = msg.view() {
+                if let Some(s) = e.structure() {
+                    let _ = tx.lock().unwrap().send(s.to_owned());
+                }
+            }
+            gst::BusSyncReply::Pass
+        });
+    rx
+}
+
+/// Waits for the next element message called `name`, skipping others.
+pub fn next_message(messages: &mpsc::Receiver<gst::Structure>, name: &str) -> gst::Structure {
+    loop {
+        let s = messages
+            .recv_timeout(WATCHDOG)
+            .unwrap_or_else(|_| panic!("no '{name}' message"));
+        if s.name() == name {
+            return s;
+        }
+    }
+}
+
+/// This process's resident memory in bytes.
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS");
+    kb * 1024
+}
+
+/// A live 30 fps x265 pipeline ending in a quicnalusink named `sink` with a 200 ms
+/// latency budget; `sink_port` 0 binds any port.
+pub fn live_sender_description(size: &str, extra: &str, key_int: u32, sink_port: u16) -> String {
+    format!(
+        "videotestsrc is-live=true pattern=ball {extra} ! \
+         video/x-raw,{size},framerate=30/1 ! \
+         x265enc key-int-max={key_int} speed-preset=ultrafast tune=zerolatency bitrate=2000 ! \
+         h265parse ! quicnalusink name=sink latency-budget=200 {}",
+        sink_props().replace("port=0", &format!("port={sink_port}"))
+    )
+}
+
+/// [`live_sender_description`] started on any port; returns it with the port.
+pub fn live_sender(size: &str, extra: &str, key_int: u32) -> (Running, u16) {
+    start_sender(&live_sender_description(size, extra, key_int, 0))
+}
+
+/// An impairment relay, seeded, in front of the sender on `port`.
+pub fn relay_to(
+    port: u16,
+    impairment: gstquicnalu::relay::Impairment,
+) -> gstquicnalu::relay::Relay {
+    use gstquicnalu::relay::{Relay, RelayConfig};
+    let server = format!("127.0.0.1:{port}").parse().unwrap();
+    Relay::start(RelayConfig {
+        seed: 42,
+        ..RelayConfig::symmetric(server, impairment)
+    })
+    .expect("relay starts")
+}
+
+/// `quicnalusrc ! appsink name=out` receiving through `relay`, with extra src properties.
+pub fn receiver_via(relay: &gstquicnalu::relay::Relay, src_extra: &str) -> Running {
+    Running::launch(&format!(
+        "quicnalusrc {} {src_extra} ! appsink name=out sync=false",
+        src_props(relay.local_addr().port())
+    ))
+}
+
+/// The received access units as one byte-stream.
+pub fn stream_bytes(received: &[Received]) -> Vec<u8> {
+    received
+        .iter()
+        .flat_map(|r| r.data.iter().copied())
+        .collect()
+}
+
+/// Decode timestamps never go back, across skips and reconnections too.
+pub fn assert_monotonic(received: &[Received]) {
+    let times: Vec<_> = received.iter().filter_map(|r| r.dts.or(r.pts)).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "timestamps go back");
+}
+
+/// Waits until `store` holds at least `n` buffers.
+pub fn wait_for(store: &Mutex<Vec<Received>>, arrived: &mpsc::Receiver<usize>, n: usize) {
+    while store.lock().unwrap().len() < n {
+        arrived
+            .recv_timeout(WATCHDOG)
+            .expect("frames keep arriving");
+    }
+}
