@@ -100,3 +100,69 @@ fn playback_resumes_within_300ms_of_a_2s_outage() {
     assert_monotonic(&received);
     assert!(recovered_ms < 300.0, "recovery took {recovered_ms:.1} ms");
 }
+
+#[test]
+fn memory_stays_flat_when_the_network_is_slower_than_the_stream() {
+    init();
+    // About 25 Mbit/s through a 16 Mbit/s link: the sink must drop, by the budget.
+    let (sender, port) = start_sender(&format!(
+        "filesrc location={} ! h265parse ! quicnalusink name=sink latency-budget=200 \
+         eos-timeout=1000 {}",
+        noise_clip().display(),
+        sink_props()
+    ));
+    let relay = relay_to(
+        port,
+        Impairment {
+            delay: Duration::from_millis(5),
+            rate_bps: Some(16_000_000),
+            queue_bytes: 256 * 1024,
+            ..Impairment::default()
+        },
+    );
+    let receiver = receiver_via(&relay, "");
+    let (store, arrived) = collect(&receiver, "out");
+    receiver.pipeline.set_state(gst::State::Playing).unwrap();
+    wait_for(&store, &arrived, 1);
+    let rss_start = rss_bytes();
+    let mut rss_peak = rss_start;
+    let bus = receiver.pipeline.bus().unwrap();
+    let until_eos = std::time::Instant::now() + WATCHDOG;
+    while bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_mseconds(200),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .is_none()
+    {
+        rss_peak = rss_peak.max(rss_bytes());
+        assert!(std::time::Instant::now() < until_eos, "no EOS");
+    }
+    sender.finish(WATCHDOG).expect("sender reaches EOS");
+
+    let received = store.lock().unwrap().clone();
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    // What this test keeps of the received frames is not the elements' memory.
+    let kept: u64 = received.iter().map(|r| r.data.len() as u64).sum();
+    let growth_mib = mib(rss_peak - rss_start) - mib(kept);
+    let gaps = received
+        .iter()
+        .filter(|r| {
+            r.meta
+                .is_some_and(|m| m.flags.contains(gst_plugin_meta::Flags::GAP))
+        })
+        .count();
+    eprintln!(
+        "{} of 300 frames out, {gaps} after a skip; RSS grew {growth_mib:.1} MiB besides the \
+         {:.1} MiB of frames kept",
+        received.len(),
+        mib(kept)
+    );
+    assert!(gaps > 0, "the sink never had to drop");
+    assert!(received.len() >= 30, "only {} frames", received.len());
+    let (decoded, errors) = decode_check(&stream_bytes(&received));
+    assert_eq!(errors, "", "ffmpeg reported errors");
+    assert_eq!(decoded, received.len(), "every output frame decodes");
+    // Unbounded, the sink's queue would grow by 9 Mbit/s x 10 s, about 11 MiB.
+    assert!(growth_mib < 8.0, "memory grew {growth_mib:.1} MiB");
+}

@@ -8,7 +8,6 @@ use gst::prelude::*;
 use gstquicnalu::relay::Impairment;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -150,26 +149,6 @@ fn receiver_without_reconnect_fails_when_the_sender_stops() {
     assert_eq!(lost.get::<bool>("reconnecting"), Ok(false));
     let error = receiver.expect_error();
     assert!(error.contains("sender stopped"), "error: {error}");
-}
-
-/// 10 s of 320x240 noise at about 25 Mbit/s: a receiver that stops reading falls 8 MiB
-/// behind within a few seconds. Encoded once per target directory.
-fn noise_clip() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("noise-320x240-300.h265");
-    if !path.exists() {
-        let partial = path.with_extension("partial");
-        let encode = Running::launch(&format!(
-            "videotestsrc num-buffers=300 pattern=snow ! \
-             video/x-raw,width=320,height=240,framerate=30/1 ! \
-             x265enc speed-preset=ultrafast tune=zerolatency bitrate=40000 key-int-max=30 ! \
-             h265parse ! filesink location={}",
-            partial.display()
-        ));
-        encode.pipeline.set_state(gst::State::Playing).unwrap();
-        encode.finish(WATCHDOG).expect("noise clip encodes");
-        std::fs::rename(&partial, &path).unwrap();
-    }
-    path
 }
 
 /// Hashes of the buffers passing `pad`, with their arrival QuicNaluMeta time when they

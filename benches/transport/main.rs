@@ -2,7 +2,7 @@
 //! tcpclientsrc and RTP over raw udpsink/udpsrc (the floor), on the same content, in one run.
 //!
 //!     make bench            # = cargo bench --bench transport -- --out docs
-//!     cargo bench --bench transport -- [--quick] [--only quicnalu] [--rates 400,1000]
+//!     cargo bench --bench transport -- [--quick] [--only quicnalu] [--rates 400,1000] [--relay]
 //!     QUICNALU_BENCH_CC=cubic cargo bench ...   # another congestion-control for quicnalu
 //!
 //! Every pair runs as two child processes (sender, receiver) on loopback, both timing on
@@ -199,6 +199,8 @@ struct Workdir {
 
 fn orchestrate(args: &[String]) {
     let quick = args.iter().any(|a| a == "--quick");
+    // `--relay`: only the relay scenarios.
+    let relay_only = args.iter().any(|a| a == "--relay");
     let only = args
         .iter()
         .position(|a| a == "--only")
@@ -234,6 +236,7 @@ fn orchestrate(args: &[String]) {
     eprintln!("latency: 720p30 ~4 Mbit/s, {seconds} s per transport");
     let latency: Vec<PairResult> = transports
         .iter()
+        .filter(|_| !relay_only)
         .map(|&t| run_pair(&work, t, &clip, seconds * 30, 30.0, None))
         .collect();
 
@@ -251,7 +254,7 @@ fn orchestrate(args: &[String]) {
     let rates = only_rates.as_deref().unwrap_or(default_rates);
     let step_seconds = if quick { 2.0 } else { 3.0 };
     let mut sweep: Vec<(f64, PairResult)> = Vec::new();
-    for &t in &transports {
+    for &t in transports.iter().filter(|_| !relay_only) {
         for &mbps in rates {
             let fps = mbps * 1e6 / mean_bits;
             let frames = (fps * step_seconds) as u64;
@@ -349,6 +352,8 @@ pub struct Scenario {
     pub impairment: Impairment,
     /// (start after GO, length) of a link cut.
     pub outage: Option<(Duration, Duration)>,
+    /// Non-zero: the sender is a live x265 encoder with this key-int-max instead of the clip.
+    pub live_key_int: u32,
 }
 
 /// The relay scenarios, for a stream of `stream_bps`.
@@ -363,6 +368,7 @@ fn scenarios(stream_bps: f64) -> Vec<Scenario> {
                 ..Impairment::default()
             },
             outage: None,
+            live_key_int: 0,
         },
         Scenario {
             name: "(b) 5% loss, 10 ms jitter",
@@ -374,14 +380,16 @@ fn scenarios(stream_bps: f64) -> Vec<Scenario> {
                 ..Impairment::default()
             },
             outage: None,
+            live_key_int: 0,
         },
         Scenario {
-            name: "(c) 2 s outage at 4 s, 10 ms RTT (recorded clip: an IRAP every 2 s)",
+            name: "(c) 2 s outage at 4 s, 10 ms RTT (live x265, key-int-max=300)",
             impairment: Impairment {
                 delay: ms(5),
                 ..Impairment::default()
             },
             outage: Some((Duration::from_secs(4), Duration::from_secs(2))),
+            live_key_int: 300,
         },
         Scenario {
             name: "(d) cap at 75% of the stream rate",
@@ -392,6 +400,7 @@ fn scenarios(stream_bps: f64) -> Vec<Scenario> {
                 ..Impairment::default()
             },
             outage: None,
+            live_key_int: 0,
         },
     ]
 }
@@ -415,6 +424,7 @@ fn run_pair(
         cert: work.cert.clone(),
         key: work.key.clone(),
         records: records.to_string_lossy().into_owned(),
+        live_key_int: scenario.map_or(0, |s| s.live_key_int),
     };
     let listener_is_receiver = t == Transport::Udp;
     assert!(

@@ -8,6 +8,7 @@ use crate::Transport;
 use gst::prelude::*;
 use std::io::{BufRead, Write};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// What one child process is asked to do, passed as `key=value` arguments.
 pub struct Job {
@@ -20,6 +21,9 @@ pub struct Job {
     pub cert: String,
     pub key: String,
     pub records: String,
+    /// Non-zero: instead of `content`, a live 720p30 x265 encoder with this key-int-max,
+    /// which honours keyframe requests (GstForceKeyUnit) coming back upstream.
+    pub live_key_int: u32,
 }
 
 impl Job {
@@ -34,6 +38,7 @@ impl Job {
             format!("cert={}", self.cert),
             format!("key={}", self.key),
             format!("records={}", self.records),
+            format!("live-key-int={}", self.live_key_int),
         ]
     }
 
@@ -54,6 +59,7 @@ impl Job {
             cert: get("cert"),
             key: get("key"),
             records: get("records"),
+            live_key_int: get("live-key-int").parse().expect("live-key-int"),
         }
     }
 }
@@ -135,9 +141,9 @@ fn error_of(bus: &gst::Bus) -> Option<String> {
     }
 }
 
-pub fn sender(job: &Job) {
-    let aus = load_access_units(&job.content);
-    let sink = match job.transport {
+/// The transport's sink element(s), named `sink`.
+fn sink_description(job: &Job) -> String {
+    match job.transport {
         Transport::Quicnalu => format!(
             "quicnalusink name=sink address=127.0.0.1 port=0 sync=false cert-file={} key-file={} \
              latency-budget={}{}",
@@ -157,41 +163,79 @@ pub fn sender(job: &Job) {
              port={} sync=false buffer-size=8388608",
             job.port
         ),
-    };
-    let pipeline = launch(&format!(
+    }
+}
+
+/// Stamps every buffer leaving `pace` (see stamp.rs); past `limit` frames buffers are
+/// dropped and `done` is told once.
+fn stamp_frames(
+    pipeline: &gst::Pipeline,
+    limit: u64,
+    done: std::sync::mpsc::Sender<()>,
+) -> Arc<Mutex<u64>> {
+    let sent = Arc::new(Mutex::new(0u64));
+    let counter = sent.clone();
+    let done = Mutex::new(Some(done));
+    let pad = pipeline
+        .by_name("pace")
+        .and_then(|p| p.static_pad("src"))
+        .expect("pace pad");
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        let Some(buffer) = info.buffer() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let mut seq = counter.lock().unwrap();
+        if *seq >= limit {
+            if let Some(done) = done.lock().unwrap().take() {
+                let _ = done.send(());
+            }
+            return gst::PadProbeReturn::Drop;
+        }
+        let stamp = stamp::encode(Stamp {
+            seq: *seq,
+            sent_ns: now_ns(),
+            irap: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
+        });
+        *seq += 1;
+        let mut stamped = buffer.copy();
+        stamped
+            .make_mut()
+            .append_memory(gst::Memory::from_slice(stamp));
+        info.data = Some(gst::PadProbeData::Buffer(stamped));
+        gst::PadProbeReturn::Ok
+    });
+    sent
+}
+
+pub fn sender(job: &Job) {
+    let sink = sink_description(job);
+    let live = job.live_key_int > 0;
+    let source = if live {
+        format!(
+            "videotestsrc is-live=true pattern=zone-plate kx2=20 ky2=20 kt=1 kt2=2 ! \
+             video/x-raw,format=I420,width=1280,height=720,framerate=30/1 ! \
+             x265enc speed-preset=ultrafast tune=zerolatency bitrate=4000 key-int-max={} ! \
+             h265parse ! video/x-h265,stream-format=byte-stream,alignment=au ! identity name=pace",
+            job.live_key_int
+        )
+    } else {
         "appsrc name=src is-live=true format=time do-timestamp=false block=true \
          max-bytes=67108864 caps=video/x-h265,stream-format=byte-stream,alignment=au ! \
-         identity name=pace sync=true ! {sink}"
-    ));
-    let sent = Arc::new(Mutex::new(0u64));
-    {
-        let sent = sent.clone();
-        let pad = pipeline
-            .by_name("pace")
-            .and_then(|p| p.static_pad("src"))
-            .expect("pace pad");
-        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            let Some(buffer) = info.buffer() else {
-                return gst::PadProbeReturn::Ok;
-            };
-            let mut seq = sent.lock().unwrap();
-            let stamp = stamp::encode(Stamp {
-                seq: *seq,
-                sent_ns: now_ns(),
-                irap: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
-            });
-            *seq += 1;
-            let mut stamped = buffer.copy();
-            stamped
-                .make_mut()
-                .append_memory(gst::Memory::from_slice(stamp));
-            info.data = Some(gst::PadProbeData::Buffer(stamped));
-            gst::PadProbeReturn::Ok
-        });
-    }
+         identity name=pace sync=true"
+            .into()
+    };
+    let aus = if live {
+        Vec::new()
+    } else {
+        load_access_units(&job.content)
+    };
+    let pipeline = launch(&format!("{source} ! {sink}"));
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let sent = stamp_frames(&pipeline, job.frames, done_tx);
+    // PAUSED binds the sink; a live source only starts producing at PLAYING (after GO).
     pipeline
-        .set_state(gst::State::Playing)
-        .expect("sender plays");
+        .set_state(gst::State::Paused)
+        .expect("sender pauses");
     let sink = pipeline.by_name("sink").expect("sink");
     match job.transport {
         Transport::Quicnalu => say(&format!("PORT {}", sink.property::<u32>("bound-port"))),
@@ -200,39 +244,47 @@ pub fn sender(job: &Job) {
     }
     wait_line("GO");
     let cpu0 = cpu_seconds();
-    let src = pipeline
-        .by_name("src")
-        .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
-        .expect("appsrc");
+    pipeline
+        .set_state(gst::State::Playing)
+        .expect("sender plays");
     let clock = pipeline.clock().expect("clock");
-    let start =
-        clock.time() - pipeline.base_time().expect("base time") + gst::ClockTime::from_mseconds(50);
     let interval = 1e9 / job.fps;
-    for i in 0..job.frames {
-        let (data, irap) = &aus[(i as usize) % aus.len()];
-        let mut buffer = gst::Buffer::from_slice(data.clone());
-        {
-            let b = buffer.get_mut().unwrap();
-            let t = start + gst::ClockTime::from_nseconds((i as f64 * interval) as u64);
-            b.set_pts(t);
-            b.set_dts(t);
-            if !irap {
-                b.set_flags(gst::BufferFlags::DELTA_UNIT);
+    let last = if live {
+        let run = Duration::from_secs_f64(job.frames as f64 / job.fps);
+        let _ = done.recv_timeout(run + Duration::from_secs(60));
+        clock.time()
+    } else {
+        let src = pipeline
+            .by_name("src")
+            .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+            .expect("appsrc");
+        let start = clock.time() - pipeline.base_time().expect("base time")
+            + gst::ClockTime::from_mseconds(50);
+        for i in 0..job.frames {
+            let (data, irap) = &aus[(i as usize) % aus.len()];
+            let mut buffer = gst::Buffer::from_slice(data.clone());
+            {
+                let b = buffer.get_mut().unwrap();
+                let t = start + gst::ClockTime::from_nseconds((i as f64 * interval) as u64);
+                b.set_pts(t);
+                b.set_dts(t);
+                if !irap {
+                    b.set_flags(gst::BufferFlags::DELTA_UNIT);
+                }
+            }
+            if src.push_buffer(buffer).is_err() {
+                break;
             }
         }
-        if src.push_buffer(buffer).is_err() {
-            break;
-        }
-    }
+        start
+            + gst::ClockTime::from_nseconds((job.frames as f64 * interval) as u64)
+            + pipeline.base_time().expect("base time")
+    };
     // Linger until the last frame has left the pacer and had the budget to arrive: some
     // sinks (srtsink) drop what is still buffered when EOS closes them.
-    let last = start
-        + gst::ClockTime::from_nseconds((job.frames as f64 * interval) as u64)
-        + gst::ClockTime::from_mseconds(u64::from(crate::BUDGET_MS) + 300);
-    let _ = clock
-        .new_single_shot_id(last + pipeline.base_time().expect("base time"))
-        .wait();
-    let _ = src.end_of_stream();
+    let linger = last + gst::ClockTime::from_mseconds(u64::from(crate::BUDGET_MS) + 300);
+    let _ = clock.new_single_shot_id(linger).wait();
+    pipeline.send_event(gst::event::Eos::new());
     let bus = pipeline.bus().expect("bus");
     let end = bus.timed_pop_filtered(
         gst::ClockTime::from_seconds(60),

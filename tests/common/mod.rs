@@ -438,3 +438,23 @@ pub fn wait_for(store: &Mutex<Vec<Received>>, arrived: &mpsc::Receiver<usize>, n
             .expect("frames keep arriving");
     }
 }
+
+/// 10 s of 320x240 noise at about 25 Mbit/s: a receiver that stops reading falls 8 MiB
+/// behind within a few seconds. Encoded once per target directory.
+pub fn noise_clip() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("noise-320x240-300.h265");
+    if !path.exists() {
+        let partial = path.with_extension("partial");
+        let encode = Running::launch(&format!(
+            "videotestsrc num-buffers=300 pattern=snow ! \
+             video/x-raw,width=320,height=240,framerate=30/1 ! \
+             x265enc speed-preset=ultrafast tune=zerolatency bitrate=40000 key-int-max=30 ! \
+             h265parse ! filesink location={}",
+            partial.display()
+        ));
+        encode.pipeline.set_state(gst::State::Playing).unwrap();
+        encode.finish(WATCHDOG).expect("noise clip encodes");
+        std::fs::rename(&partial, &path).unwrap();
+    }
+    path
+}
