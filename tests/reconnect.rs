@@ -247,7 +247,7 @@ fn sink_keeps_serving_when_a_receiver_vanishes() {
         "{} frames after the vanish; longest gap {longest_gap_ms:.1} ms; RSS grew {growth_mib:.1} MiB",
         after.len()
     );
-    assert!(after.len() > 200, "the stream went on after the vanish");
+    assert!(after.len() >= 100, "the stream went on after the vanish");
     assert!(
         longest_gap_ms < 1000.0,
         "the steady receiver stalled {longest_gap_ms:.1} ms"
