@@ -80,11 +80,12 @@ enum State {
 /// What only the streaming thread touches.
 #[derive(Default)]
 struct Stream {
-    /// Added to the sender's running times to get ours; set by the first frame.
+    /// Added to the sender's running times to get ours; set by the first timestamped frame
+    /// of each connection once there is a clock.
     offset: Option<i128>,
-    /// The latest decode (or presentation) time output: a new connection's timeline
-    /// starts no earlier, so timestamps never go back.
-    last_time: i128,
+    /// The latest time output (PTS or DTS): a new connection's timeline starts after it,
+    /// so timestamps never go back.
+    last_time: Option<i128>,
     delivered: u64,
 }
 
@@ -153,8 +154,8 @@ impl ObjectImpl for QuicNaluSrc {
                     .nick("Timeout")
                     .blurb(
                         "Milliseconds to wait for the QUIC handshake, and, once connected, \
-                         for any packet from the sender, before the connection counts as \
-                         failed (first connection) or lost",
+                         for any packet from the sender (at least 1 s), before the \
+                         connection counts as failed (first connection) or lost",
                     )
                     .minimum(1)
                     .default_value(DEFAULT_TIMEOUT_MS)
@@ -184,8 +185,9 @@ impl ObjectImpl for QuicNaluSrc {
                 glib::ParamSpecUInt::builder("reconnect-timeout")
                     .nick("Reconnect timeout")
                     .blurb(
-                        "Milliseconds without a connection after which reconnecting gives up \
-                         with an error (0: never give up)",
+                        "Milliseconds without a connection, from when the loss is noticed, \
+                         after which reconnecting gives up with an error; checked after each \
+                         failed attempt (0: never give up)",
                     )
                     .default_value(DEFAULT_RECONNECT_TIMEOUT_MS)
                     .mutable_ready()
@@ -356,15 +358,17 @@ impl QuicNaluSrc {
         let h = frame.header;
         let mut stream = self.stream.lock().unwrap();
         let now = self.running_time().map(|t| t.nseconds() as i128);
-        let last_time = stream.last_time;
-        let offset = *stream
-            .offset
-            .get_or_insert_with(|| match (h.dts.or(h.pts), now) {
-                (Some(reference), Some(now)) => now.max(last_time) - reference as i128,
-                _ => 0,
-            });
-        if let Some(t) = h.dts.or(h.pts) {
-            stream.last_time = stream.last_time.max(t as i128 + offset);
+        if stream.offset.is_none() {
+            if let (Some(reference), Some(now)) = (h.dts.or(h.pts), now) {
+                // After a reconnection the new timeline starts past everything output.
+                let start = stream.last_time.map_or(now, |last| now.max(last + 1));
+                stream.offset = Some(start - reference as i128);
+            }
+        }
+        let offset = stream.offset.unwrap_or(0);
+        if let Some(latest) = h.pts.max(h.dts) {
+            let latest = latest as i128 + offset;
+            stream.last_time = Some(stream.last_time.map_or(latest, |l| l.max(latest)));
         }
         let map = |t: Option<u64>| {
             t.map(|t| gst::ClockTime::from_nseconds((t as i128 + offset).max(0) as u64))

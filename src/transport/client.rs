@@ -37,6 +37,9 @@ const HEADER_READ: usize = 64;
 /// After this long without a packet from the sender (an outage, or a paused stream) the
 /// receiver sends a PING each time, so the sender learns at once when the link is back.
 const PROBE: Duration = Duration::from_millis(100);
+/// The idle timeout is the element's `timeout`, but never so short that a brief pause in
+/// the network drops a healthy connection.
+const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often an idle receiver tells the sender it is still there.
 const KEEPALIVE: Duration = Duration::from_secs(5);
 
@@ -46,7 +49,7 @@ pub struct ClientSettings {
     pub ca_file: Option<String>,
     pub verify: bool,
     /// How long the handshake may take, and, once connected, how long the sender may stay
-    /// silent (the idle timeout) before the connection counts as lost.
+    /// silent (the idle timeout, at least 1 s) before the connection counts as lost.
     pub connect_timeout: Duration,
     pub congestion_control: CongestionControl,
     pub max_frame_size: u64,
@@ -133,7 +136,7 @@ impl Client {
             settings.verify,
             settings.ca_file.as_deref(),
             settings.congestion_control,
-            settings.connect_timeout,
+            settings.connect_timeout.max(MIN_IDLE_TIMEOUT),
         )?;
         let any: IpAddr = if settings.peer.is_ipv4() {
             Ipv4Addr::UNSPECIFIED.into()
@@ -217,9 +220,26 @@ fn drive(mut conn: Loop) {
             }
             Outcome::Lost(why) => {
                 conn.notify_disconnected(why.clone(), reconnect.enabled);
-                lost = Some((Instant::now(), why.clone()));
-                window = FIRST_RETRY;
-                (!reconnect.enabled).then_some(why)
+                if !reconnect.enabled {
+                    conn.fail(why);
+                    conn.link.wait_shutdown();
+                    return;
+                }
+                // A connection that ends as soon as it starts is no better than no answer:
+                // keep backing off, and keep counting towards reconnect-timeout.
+                let lasted = conn
+                    .established_at
+                    .is_some_and(|t| t.elapsed() >= reconnect.max_delay);
+                if lasted || lost.is_none() {
+                    lost = Some((Instant::now(), why.clone()));
+                    window = FIRST_RETRY;
+                } else {
+                    if !conn.pause_until(conn.started + window) {
+                        return;
+                    }
+                    window = (window * 2).min(reconnect.max_delay.max(FIRST_RETRY));
+                }
+                None
             }
             Outcome::Unanswered(why) => match &lost {
                 None => Some(why),
@@ -304,6 +324,8 @@ struct Loop {
     answer_within: Duration,
     /// This connection replaces a lost one: ask for a keyframe at once.
     resumed: bool,
+    /// When the handshake completed.
+    established_at: Option<Instant>,
     /// Set when retrying cannot help.
     fatal: Option<String>,
     control_in: CommandDecoder,
@@ -368,6 +390,7 @@ impl Loop {
             link,
             answer_within: retry.unwrap_or(settings.connect_timeout),
             resumed: retry.is_some(),
+            established_at: None,
             fatal: None,
             settings,
             started: Instant::now(),
@@ -433,6 +456,7 @@ impl Loop {
             }
             if !self.conn.is_established() && self.started.elapsed() > self.answer_within {
                 let _ = self.conn.close(false, 0x0, b"connect timeout");
+                self.flush();
                 return Outcome::Unanswered(format!(
                     "no QUIC answer from {} within {} ms: is quicnalusink running there?",
                     self.settings.peer,
@@ -447,7 +471,11 @@ impl Loop {
     }
 
     /// Why the closed connection ended, and whether connecting again could help.
-    fn closed(&self) -> Outcome {
+    fn closed(&mut self) -> Outcome {
+        if self.eos_groups.is_some() && !self.eos_delivered {
+            // The sender ended the stream and stopped waiting for us (its eos-timeout).
+            self.deliver_remaining();
+        }
         if self.eos_delivered {
             return Outcome::Ended;
         }
@@ -529,14 +557,16 @@ impl Loop {
                 return true;
             };
             budget = budget.saturating_sub(d.count());
-            self.last_rx = Instant::now();
             let info = quiche::RecvInfo {
                 from: d.from,
                 to: self.endpoint.local,
             };
             for range in d.ranges() {
-                if let Err(e) = self.conn.recv(&mut self.buf[range], info) {
-                    gst::debug!(CAT, "recv: {e}");
+                // Only our connection's packets count as hearing from the sender: not
+                // those of an abandoned attempt.
+                match self.conn.recv(&mut self.buf[range], info) {
+                    Ok(_) => self.last_rx = Instant::now(),
+                    Err(e) => gst::debug!(CAT, "recv: {e}"),
                 }
             }
         }
@@ -558,6 +588,7 @@ impl Loop {
                 Command::KeyframeRequest.encode(&mut self.control_out);
             }
             gst::info!(CAT, "connected to {}", self.settings.peer);
+            self.established_at = Some(Instant::now());
             self.push(Event::Connected);
             (self.settings.on_connection)(ConnectionEvent::Connected {
                 peer: self.settings.peer,
@@ -824,6 +855,29 @@ impl Loop {
                 gst::debug!(CAT, "group stream {} complete by sequence", self.next_group);
                 group.finished = true;
             }
+        }
+    }
+
+    /// After the connection closed following END_OF_STREAM: hands over the whole frames
+    /// still held, skipping what never arrived, then EOS. Nothing more can come, so the
+    /// queue's capacity no longer applies.
+    fn deliver_remaining(&mut self) {
+        let last = self.groups.keys().next_back().copied().unwrap_or(0);
+        let max_frame = self.settings.max_frame_size;
+        // Bounded by the streams this connection opened: quiche's stream limit.
+        for stream in (self.next_group..=last).step_by(4) {
+            let group = self
+                .groups
+                .entry(stream)
+                .or_insert_with(|| Group::new(max_frame));
+            group.abandoned |= !group.finished;
+            group.finished = true;
+        }
+        self.link.update(|s| s.inner.capacity = usize::MAX);
+        self.deliver();
+        if !self.eos_delivered {
+            self.eos_delivered = true;
+            self.push(Event::Eos);
         }
     }
 

@@ -681,7 +681,8 @@ impl Loop {
             .map(|r| r.out_bytes)
             .max()
             .unwrap_or(0);
-        let drained = self.eos && ready == 0;
+        // A receiver gone quiet does not hold up EOS either.
+        let drained = self.eos && self.receivers.values().all(|r| !r.described || r.quiet());
         self.link.update(|s| {
             let queued: usize = s
                 .inner

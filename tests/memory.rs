@@ -1,0 +1,188 @@
+//! Memory and service when a receiver or the network is slower than the stream. These
+//! tests read the process's RSS, so they are the only ones in this binary and take turns.
+
+mod common;
+
+use common::*;
+use gst::prelude::*;
+use gstquicnalu::relay::Impairment;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One RSS measurement at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Hashes of the buffers passing `pad`, with their arrival QuicNaluMeta time when they
+/// have one: enough to compare streams without holding megabytes that would hide the
+/// element's own memory use.
+fn fingerprints(pad: &gst::Pad) -> Arc<Mutex<Vec<(u64, u64)>>> {
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let store = out.clone();
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(buffer) = info.buffer() {
+            let map = buffer.map_readable().unwrap();
+            let mut hasher = DefaultHasher::new();
+            map.as_slice().hash(&mut hasher);
+            let arrival =
+                gst_plugin_meta::QuicNaluMeta::from_buffer(buffer).map_or(0, |m| m.arrival_time);
+            store.lock().unwrap().push((hasher.finish(), arrival));
+        }
+        gst::PadProbeReturn::Ok
+    });
+    out
+}
+
+#[test]
+fn sink_keeps_serving_when_a_receiver_vanishes() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    init();
+    let clip = noise_clip();
+    let mut sent = None;
+    let (sender, port) = start_sender_with(
+        &format!(
+            "filesrc location={} ! h265parse name=parse ! quicnalusink name=sink \
+             eos-timeout=1000 {}",
+            clip.display(),
+            sink_props()
+        ),
+        |s| sent = Some(fingerprints(&s.by_name("parse").static_pad("src").unwrap())),
+    );
+    let steady = Running::launch(&format!(
+        "quicnalusrc name=src {} ! fakesink",
+        src_props(port)
+    ));
+    let received = fingerprints(&steady.by_name("src").static_pad("src").unwrap());
+    steady.pipeline.set_state(gst::State::Playing).unwrap();
+    // The one that vanishes: its long timeout keeps the sink's side of it open throughout.
+    let relay = relay_to(port, Impairment::default());
+    let vanishing = receiver_via(&relay, "timeout=60000");
+    let (vanishing_store, vanishing_arrived) = collect(&vanishing, "out");
+    vanishing.pipeline.set_state(gst::State::Playing).unwrap();
+    wait_for(&vanishing_store, &vanishing_arrived, 5);
+
+    // No goodbye, no more packets either way.
+    relay.outage(Duration::from_secs(600));
+    let vanished = Instant::now();
+    let vanished_at = gst::get_timestamp().nseconds();
+    let rss_start = rss_bytes();
+    let mut rss_peak = rss_start;
+    while steady
+        .pipeline
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(
+            gst::ClockTime::from_mseconds(200),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .is_none()
+    {
+        rss_peak = rss_peak.max(rss_bytes());
+        assert!(
+            vanished.elapsed() < WATCHDOG,
+            "the steady receiver never ends"
+        );
+    }
+    sender.finish(WATCHDOG).expect("sender reaches EOS");
+
+    let received = received.lock().unwrap().clone();
+    let sent = sent.unwrap().lock().unwrap().clone();
+    assert_eq!(
+        received.len(),
+        sent.len(),
+        "the steady receiver got every frame"
+    );
+    assert!(
+        received.iter().zip(&sent).all(|(r, s)| r.0 == s.0),
+        "byte-exact"
+    );
+    let after: Vec<u64> = received
+        .iter()
+        .map(|r| r.1)
+        .filter(|&t| t > vanished_at)
+        .collect();
+    let longest_gap_ms = after
+        .windows(2)
+        .map(|w| (w[1] - w[0]) as f64 / 1e6)
+        .fold(0.0, f64::max);
+    let growth_mib = (rss_peak - rss_start) as f64 / (1 << 20) as f64;
+    eprintln!(
+        "{} frames after the vanish; longest gap {longest_gap_ms:.1} ms; RSS grew {growth_mib:.1} MiB",
+        after.len()
+    );
+    assert!(after.len() >= 100, "the stream went on after the vanish");
+    assert!(
+        longest_gap_ms < 1000.0,
+        "the steady receiver stalled {longest_gap_ms:.1} ms"
+    );
+    // The vanished receiver's backlog is capped at 8 MiB, then dropped.
+    assert!(growth_mib < 16.0, "memory grew {growth_mib:.1} MiB");
+}
+
+#[test]
+fn memory_stays_flat_when_the_network_is_slower_than_the_stream() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    init();
+    // About 25 Mbit/s through a 16 Mbit/s link: the sink must drop, by the budget.
+    let (sender, port) = start_sender(&format!(
+        "filesrc location={} ! h265parse ! quicnalusink name=sink latency-budget=200 \
+         eos-timeout=1000 {}",
+        noise_clip().display(),
+        sink_props()
+    ));
+    let relay = relay_to(
+        port,
+        Impairment {
+            delay: Duration::from_millis(5),
+            rate_bps: Some(16_000_000),
+            queue_bytes: 256 * 1024,
+            ..Impairment::default()
+        },
+    );
+    let receiver = receiver_via(&relay, "");
+    let (store, arrived) = collect(&receiver, "out");
+    receiver.pipeline.set_state(gst::State::Playing).unwrap();
+    wait_for(&store, &arrived, 1);
+    let rss_start = rss_bytes();
+    let mut rss_peak = rss_start;
+    let bus = receiver.pipeline.bus().unwrap();
+    let until_eos = std::time::Instant::now() + WATCHDOG;
+    while bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_mseconds(200),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .is_none()
+    {
+        rss_peak = rss_peak.max(rss_bytes());
+        assert!(std::time::Instant::now() < until_eos, "no EOS");
+    }
+    sender.finish(WATCHDOG).expect("sender reaches EOS");
+
+    let received = store.lock().unwrap().clone();
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    // What this test keeps of the received frames is not the elements' memory.
+    let kept: u64 = received.iter().map(|r| r.data.len() as u64).sum();
+    let growth_mib = mib(rss_peak - rss_start) - mib(kept);
+    let gaps = received
+        .iter()
+        .filter(|r| {
+            r.meta
+                .is_some_and(|m| m.flags.contains(gst_plugin_meta::Flags::GAP))
+        })
+        .count();
+    eprintln!(
+        "{} of 300 frames out, {gaps} after a skip; RSS grew {growth_mib:.1} MiB besides the \
+         {:.1} MiB of frames kept",
+        received.len(),
+        mib(kept)
+    );
+    assert!(gaps > 0, "the sink never had to drop");
+    assert!(received.len() >= 30, "only {} frames", received.len());
+    let (decoded, errors) = decode_check(&stream_bytes(&received));
+    assert_eq!(errors, "", "ffmpeg reported errors");
+    assert_eq!(decoded, received.len(), "every output frame decodes");
+    // Unbounded, the sink's queue would grow by 9 Mbit/s x 10 s, about 11 MiB.
+    assert!(growth_mib < 8.0, "memory grew {growth_mib:.1} MiB");
+}
