@@ -1,6 +1,9 @@
+use super::adapt::Adaptation;
 use crate::h265;
 use crate::protocol::DEFAULT_MAX_FRAME_SIZE;
-use crate::transport::{CongestionControl, Interrupted, MediaFrame, Server, ServerSettings};
+use crate::transport::{
+    CongestionControl, Estimate, Interrupted, MediaFrame, Server, ServerSettings,
+};
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
@@ -11,7 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-static CAT: Lazy<gst::DebugCategory> = Lazy::new(|| {
+pub(super) static CAT: Lazy<gst::DebugCategory> = Lazy::new(|| {
     gst::DebugCategory::new(
         "quicnalusink",
         gst::DebugColorFlags::empty(),
@@ -26,6 +29,10 @@ const DEFAULT_WAIT_FOR_CONNECTION: bool = true;
 const DEFAULT_EOS_TIMEOUT_MS: u32 = 5000;
 const DEFAULT_KEYFRAME_REQUEST_INTERVAL_MS: u32 = 250;
 const DEFAULT_LATENCY_BUDGET_MS: u32 = 0;
+const DEFAULT_ADAPT_BITRATE: bool = false;
+const DEFAULT_MIN_BITRATE_KBPS: u32 = 300;
+/// 0: the encoder's own bitrate when adaptation starts.
+const DEFAULT_MAX_BITRATE_KBPS: u32 = 0;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -39,6 +46,9 @@ struct Settings {
     keyframe_request_interval_ms: u32,
     latency_budget_ms: u32,
     congestion_control: CongestionControl,
+    adapt_bitrate: bool,
+    min_bitrate_kbps: u32,
+    max_bitrate_kbps: u32,
 }
 
 impl Default for Settings {
@@ -54,6 +64,9 @@ impl Default for Settings {
             keyframe_request_interval_ms: DEFAULT_KEYFRAME_REQUEST_INTERVAL_MS,
             latency_budget_ms: DEFAULT_LATENCY_BUDGET_MS,
             congestion_control: CongestionControl::default(),
+            adapt_bitrate: DEFAULT_ADAPT_BITRATE,
+            min_bitrate_kbps: DEFAULT_MIN_BITRATE_KBPS,
+            max_bitrate_kbps: DEFAULT_MAX_BITRATE_KBPS,
         }
     }
 }
@@ -89,6 +102,8 @@ pub struct QuicNaluSink {
     settings: Mutex<Settings>,
     state: Mutex<State>,
     stream: Mutex<Stream>,
+    /// Set while started with `adapt-bitrate`; used from GStreamer's async pool.
+    adaptation: Mutex<Option<Adaptation>>,
 }
 
 #[glib::object_subclass]
@@ -177,6 +192,32 @@ impl ObjectImpl for QuicNaluSink {
                     .mutable_ready()
                     .build(),
                 CongestionControl::param_spec(),
+                glib::ParamSpecBoolean::builder("adapt-bitrate")
+                    .nick("Adapt bitrate")
+                    .blurb(
+                        "Steer the bitrate (kbit/s) of the nearest upstream element with a \
+                         'bitrate' property (x265enc, ...) to what the slowest receiver's \
+                         path carries, within min-bitrate and max-bitrate",
+                    )
+                    .default_value(DEFAULT_ADAPT_BITRATE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("min-bitrate")
+                    .nick("Minimum bitrate")
+                    .blurb("kbit/s: adapt-bitrate never sets the encoder below this")
+                    .minimum(1)
+                    .default_value(DEFAULT_MIN_BITRATE_KBPS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-bitrate")
+                    .nick("Maximum bitrate")
+                    .blurb(
+                        "kbit/s: adapt-bitrate never sets the encoder above this (0: the \
+                         encoder's own bitrate when adaptation starts)",
+                    )
+                    .default_value(DEFAULT_MAX_BITRATE_KBPS)
+                    .mutable_ready()
+                    .build(),
             ]
         });
         PROPERTIES.as_ref()
@@ -206,6 +247,9 @@ impl ObjectImpl for QuicNaluSink {
             "congestion-control" => {
                 s.congestion_control = value.get().expect("type checked upstream")
             }
+            "adapt-bitrate" => s.adapt_bitrate = value.get().expect("type checked upstream"),
+            "min-bitrate" => s.min_bitrate_kbps = value.get().expect("type checked upstream"),
+            "max-bitrate" => s.max_bitrate_kbps = value.get().expect("type checked upstream"),
             name => unreachable!("property {name}"),
         }
     }
@@ -227,6 +271,9 @@ impl ObjectImpl for QuicNaluSink {
             "keyframe-request-interval" => s.keyframe_request_interval_ms.to_value(),
             "latency-budget" => s.latency_budget_ms.to_value(),
             "congestion-control" => s.congestion_control.to_value(),
+            "adapt-bitrate" => s.adapt_bitrate.to_value(),
+            "min-bitrate" => s.min_bitrate_kbps.to_value(),
+            "max-bitrate" => s.max_bitrate_kbps.to_value(),
             name => unreachable!("property {name}"),
         }
     }
@@ -462,6 +509,37 @@ impl QuicNaluSink {
     }
 }
 
+impl QuicNaluSink {
+    /// What the networking thread calls with each new estimate: from GStreamer's async
+    /// pool, posts it as a `quicnalusink-bandwidth` element message and, with
+    /// `adapt-bitrate`, steers the encoder (which may take its lock a while).
+    fn estimate_reporter(&self) -> Box<dyn Fn(Estimate) + Send> {
+        let weak = self.obj().downgrade();
+        Box::new(move |estimate| {
+            let Some(obj) = weak.upgrade() else {
+                return;
+            };
+            obj.call_async(move |obj| {
+                let imp = obj.imp();
+                let encoder_kbps = imp
+                    .adaptation
+                    .lock()
+                    .unwrap()
+                    .as_mut()
+                    .and_then(|a| a.steer(obj.upcast_ref(), estimate.bitrate));
+                let mut s = gst::Structure::builder("quicnalusink-bandwidth")
+                    .field("bitrate", estimate.bitrate)
+                    .field("receivers", estimate.receivers)
+                    .build();
+                if let Some(kbps) = encoder_kbps {
+                    s.set("encoder-bitrate", kbps);
+                }
+                let _ = obj.post_message(gst::message::Element::builder(s).src(obj).build());
+            });
+        })
+    }
+}
+
 impl BaseSinkImpl for QuicNaluSink {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = self.settings.lock().unwrap().clone();
@@ -478,6 +556,7 @@ impl BaseSinkImpl for QuicNaluSink {
             congestion_control: settings.congestion_control,
             keyframe_interval: Duration::from_millis(settings.keyframe_request_interval_ms.into()),
             request_keyframe: self.keyframe_requester(),
+            on_estimate: self.estimate_reporter(),
             deadline: (settings.latency_budget_ms > 0)
                 .then(|| Duration::from_millis(settings.latency_budget_ms.into())),
         })
@@ -485,6 +564,9 @@ impl BaseSinkImpl for QuicNaluSink {
         let bound_port = server.local_addr().port();
         gst::info!(CAT, imp = self, "listening on {}", server.local_addr());
         *self.stream.lock().unwrap() = Stream::default();
+        *self.adaptation.lock().unwrap() = settings
+            .adapt_bitrate
+            .then(|| Adaptation::new(settings.min_bitrate_kbps, settings.max_bitrate_kbps));
         *self.state.lock().unwrap() = State::Started {
             server: Arc::new(server),
             bound_port,
@@ -497,6 +579,7 @@ impl BaseSinkImpl for QuicNaluSink {
         // Dropping the last handle closes every connection and joins the thread.
         let state = std::mem::take(&mut *self.state.lock().unwrap());
         drop(state);
+        *self.adaptation.lock().unwrap() = None;
         gst::info!(CAT, imp = self, "stopped");
         Ok(())
     }

@@ -13,6 +13,7 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod adapt;
 mod imp;
 
 glib::wrapper! {

@@ -6,6 +6,7 @@ mod client;
 mod config;
 mod link;
 pub mod logger;
+mod rate;
 mod server;
 mod socket;
 mod udp;
@@ -13,7 +14,7 @@ mod udp;
 pub use client::{Client, ClientSettings, ConnectionEvent, Event, ReceivedFrame, Reconnect};
 pub use config::CongestionControl;
 pub use link::Interrupted;
-pub use server::{MediaFrame, Server, ServerSettings};
+pub use server::{Estimate, MediaFrame, Server, ServerSettings};
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock frame headers and QuicNaluMeta use.
 pub fn monotonic_ns() -> u64 {

@@ -4,6 +4,7 @@
 use super::config::{self, CongestionControl};
 use super::link::{Interrupted, Link, NetThread};
 use super::monotonic_ns;
+use super::rate::{self, Estimator, Sample};
 use super::socket::{random_cid, Endpoint, Outbox, MAX_RECV_BATCH, SOCKET};
 use crate::protocol::{
     error_code, put_preamble, Command, CommandDecoder, FrameFlags, FrameHeader, StreamKind,
@@ -58,6 +59,18 @@ pub struct ServerSettings {
     pub request_keyframe: Box<dyn Fn() + Send>,
     /// How long a frame may wait to be sent before its group is reset (None: forever).
     pub deadline: Option<Duration>,
+    /// Told what the receivers' paths carry, every update while any is connected. Called on
+    /// the networking thread: it must not block.
+    pub on_estimate: Box<dyn Fn(Estimate) + Send>,
+}
+
+/// What the paths to the receivers carry, for steering the encoder.
+#[derive(Debug, Clone, Copy)]
+pub struct Estimate {
+    /// The lowest receiver's estimate, bit/s: at this rate every receiver keeps up.
+    pub bitrate: u64,
+    /// Receivers with an estimate.
+    pub receivers: u32,
 }
 
 enum Work {
@@ -90,6 +103,7 @@ impl Server {
             settings.congestion_control,
         )?;
         let deadline = settings.deadline;
+        let on_estimate = settings.on_estimate;
         let keyframes = Keyframes {
             interval: settings.keyframe_interval,
             request: settings.request_keyframe,
@@ -109,7 +123,15 @@ impl Server {
         let waker = endpoint.waker.clone();
         let thread_link = link.clone();
         let net = NetThread::spawn("quicnalu-sink-net", link, waker, move || {
-            Loop::new(endpoint, config, thread_link, keyframes, deadline).run()
+            Loop::new(
+                endpoint,
+                config,
+                thread_link,
+                keyframes,
+                deadline,
+                on_estimate,
+            )
+            .run()
         })?;
         Ok(Server { net, local })
     }
@@ -283,6 +305,7 @@ struct Receiver {
     keyframe_requested: bool,
     last_rx: Instant,
     outbox: Outbox,
+    estimator: Estimator,
 }
 
 impl Receiver {
@@ -402,6 +425,8 @@ struct Loop {
     unread: bool,
     keyframes: Keyframes,
     deadline: Option<Duration>,
+    on_estimate: Box<dyn Fn(Estimate) + Send>,
+    next_estimate: Instant,
     buf: Vec<u8>,
     out: Vec<u8>,
 }
@@ -413,6 +438,7 @@ impl Loop {
         link: Arc<Link<Status>>,
         keyframes: Keyframes,
         deadline: Option<Duration>,
+        on_estimate: Box<dyn Fn(Estimate) + Send>,
     ) -> Self {
         Loop {
             endpoint,
@@ -427,6 +453,8 @@ impl Loop {
             unread: false,
             keyframes,
             deadline,
+            on_estimate,
+            next_estimate: Instant::now() + rate::UPDATE,
             buf: vec![0; 65536],
             out: vec![0; config::MAX_DATAGRAM_SIZE],
         }
@@ -444,7 +472,7 @@ impl Loop {
                         (r.out_bytes > 0 && !r.quiet()).then_some(r.last_rx + GONE_QUIET);
                     [r.conn.timeout_instant(), r.outbox.release_at(), quiet_at]
                 })
-                .chain([self.keyframes.due()])
+                .chain([self.keyframes.due(), Some(self.next_estimate)])
                 .collect();
             if let Err(e) = self.endpoint.wait(&mut events, deadlines, self.unread) {
                 self.link
@@ -467,6 +495,7 @@ impl Loop {
                 self.serve(id);
             }
             self.keyframes.poll();
+            self.estimate();
             self.reap();
             self.publish();
         }
@@ -643,6 +672,45 @@ impl Loop {
         r.outbox.send_all(&mut r.conn, &self.endpoint.socket);
     }
 
+    /// Every rate::UPDATE: each receiver's estimate, and the lowest to the element.
+    fn estimate(&mut self) {
+        let now = Instant::now();
+        if now < self.next_estimate {
+            return;
+        }
+        self.next_estimate = now + rate::UPDATE;
+        let mut lowest: Option<f64> = None;
+        let mut receivers = 0;
+        for r in self.receivers.values_mut() {
+            let Some(path) = r.conn.path_stats().next() else {
+                continue;
+            };
+            let sample = Sample {
+                sent_bytes: path.sent_bytes,
+                lost_bytes: path.lost_bytes,
+                rtt: path.rtt,
+                min_rtt: path.min_rtt.unwrap_or(path.rtt),
+                queued_bytes: r.out_bytes,
+                expired: r.groups_expired,
+            };
+            // A quiet receiver (an outage, or gone) says nothing about its path's rate.
+            if !r.described || r.quiet() {
+                continue;
+            }
+            if let Some(e) = r.estimator.update(now, sample) {
+                gst::trace!(CAT, "receiver {}: estimate {:.0} kbit/s", r.id, e / 1e3);
+                lowest = Some(lowest.map_or(e, |l: f64| l.min(e)));
+                receivers += 1;
+            }
+        }
+        if let Some(bitrate) = lowest {
+            (self.on_estimate)(Estimate {
+                bitrate: bitrate as u64,
+                receivers,
+            });
+        }
+    }
+
     fn reap(&mut self) {
         let closed: Vec<u64> = self
             .receivers
@@ -726,6 +794,7 @@ impl Receiver {
             keyframe_requested: false,
             last_rx: Instant::now(),
             outbox,
+            estimator: Estimator::default(),
         }
     }
 
