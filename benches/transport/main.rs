@@ -2,7 +2,8 @@
 //! tcpclientsrc and RTP over raw udpsink/udpsrc (the floor), on the same content, in one run.
 //!
 //!     make bench            # = cargo bench --bench transport -- --out docs
-//!     cargo bench --bench transport -- [--quick] [--only quicnalu] [--rates 400,1000] [--relay]
+//!     cargo bench --bench transport -- [--quick] [--only quicnalu] [--rates 400,1000]
+//!         [--relay] [--scenarios a,e]
 //!     QUICNALU_BENCH_CC=cubic cargo bench ...   # another congestion-control for quicnalu
 //!
 //! Every pair runs as two child processes (sender, receiver) on loopback, both timing on
@@ -13,7 +14,7 @@ mod report;
 mod roles;
 mod stamp;
 
-use gstquicnalu::relay::{Impairment, Relay, RelayConfig};
+use gstquicnalu::relay::{Direction, Impairment, Relay, RelayConfig};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -84,6 +85,8 @@ pub struct PairResult {
     pub error: Option<String>,
     /// When the relay's outage ended (CLOCK_MONOTONIC ns), in the outage scenario.
     pub link_back: Option<u64>,
+    /// When the link's cap changed (CLOCK_MONOTONIC ns), in the stepping scenario.
+    pub cap_changes: Vec<u64>,
 }
 
 impl PairResult {
@@ -154,6 +157,46 @@ impl PairResult {
             .filter(|((f, a), ok)| *ok && **a > back && f.1 <= budget)
             .map(|((_, a), _)| (*a - back) as f64 / 1e6)
             .reduce(f64::min)
+    }
+
+    /// Bytes out of the receiver over the time from its first frame to its last, Mbit/s.
+    pub fn delivered_mbps(&self) -> f64 {
+        let (first, last) = (self.arrivals.iter().min(), self.arrivals.iter().max());
+        match (first, last) {
+            (Some(f), Some(l)) if l > f => self.bytes as f64 * 8.0 / ((l - f) as f64 / 1e9) / 1e6,
+            _ => f64::NAN,
+        }
+    }
+
+    /// Of the frames sent after the first `skip`, the share (%) that arrived decodable and
+    /// within the budget.
+    pub fn on_time_after(&self, skip: u64) -> f64 {
+        let budget = u64::from(BUDGET_MS) * 1_000_000;
+        let mask = self.decodable_mask();
+        let on_time = self
+            .frames
+            .iter()
+            .zip(mask)
+            .filter(|(f, ok)| *ok && f.0 >= skip && f.1 <= budget)
+            .count();
+        100.0 * on_time as f64 / self.sent.saturating_sub(skip).max(1) as f64
+    }
+
+    /// From a change of the link at `t` (CLOCK_MONOTONIC ns) until the first of 30 frames
+    /// in a row that arrive decodable and within the budget, in ms.
+    pub fn reconverge_ms(&self, t: u64) -> Option<f64> {
+        let budget = u64::from(BUDGET_MS) * 1_000_000;
+        let mask = self.decodable_mask();
+        let good: Vec<(u64, bool)> = self
+            .arrivals
+            .iter()
+            .zip(self.frames.iter().zip(mask))
+            .map(|(a, (f, ok))| (*a, ok && f.1 <= budget))
+            .filter(|(a, _)| *a >= t)
+            .collect();
+        good.windows(30)
+            .find(|w| w.iter().all(|(_, ok)| *ok))
+            .map(|w| (w[0].0 - t) as f64 / 1e6)
     }
 
     /// The smallest budget (ms) at which 99.9% of the frames sent arrive decodable and
@@ -271,10 +314,19 @@ fn orchestrate(args: &[String]) {
     // 720p clip, quicnalu against SRT at the same budget.
     let clip_bps = std::fs::metadata(&clip).map_or(4e6, |m| m.len() as f64 * 8.0 / 10.0);
     let mut impaired: Vec<(&'static str, PairResult)> = Vec::new();
-    for sc in scenarios(clip_bps) {
+    // `--scenarios a,e`: only these relay scenarios.
+    let only_scenarios: Option<Vec<String>> =
+        value("--scenarios").map(|l| l.split(',').map(|x| format!("({x})")).collect());
+    for sc in scenarios(clip_bps).into_iter().filter(|sc| {
+        only_scenarios
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|x| sc.name.starts_with(x.as_str())))
+    }) {
+        // adapt-bitrate is quicnalu's own: SRT runs each link once, without it.
+        let adapt = sc.live.is_some_and(|l| l.adapt);
         for &t in transports
             .iter()
-            .filter(|t| matches!(t, Transport::Quicnalu | Transport::Srt))
+            .filter(|t| **t == Transport::Quicnalu || (**t == Transport::Srt && !adapt))
         {
             eprintln!("relay: {} over {}", t.name(), sc.name);
             impaired.push((sc.name, run_pair(&work, t, &clip, 300, 30.0, Some(&sc))));
@@ -352,8 +404,29 @@ pub struct Scenario {
     pub impairment: Impairment,
     /// (start after GO, length) of a link cut.
     pub outage: Option<(Duration, Duration)>,
-    /// Non-zero: the sender is a live x265 encoder with this key-int-max instead of the clip.
-    pub live_key_int: u32,
+    /// The sender is a live x265 encoder instead of the clip.
+    pub live: Option<roles::Live>,
+    /// (after GO, new cap in bit/s): the link's rate changes mid-run.
+    pub cap_steps: Vec<(Duration, u64)>,
+}
+
+/// A link capped at `bps` with a 64 KiB queue (170 ms at 3 Mbit/s), 10 ms RTT.
+fn capped(bps: u64) -> Impairment {
+    Impairment {
+        delay: Duration::from_millis(5),
+        rate_bps: Some(bps),
+        queue_bytes: 64 * 1024,
+        ..Impairment::default()
+    }
+}
+
+/// The live 720p30 x265 sender at 4 Mbit/s with an IRAP every 2 s.
+fn live(adapt: bool) -> roles::Live {
+    roles::Live {
+        key_int: 60,
+        kbps: 4000,
+        adapt,
+    }
 }
 
 /// The relay scenarios, for a stream of `stream_bps`.
@@ -368,7 +441,8 @@ fn scenarios(stream_bps: f64) -> Vec<Scenario> {
                 ..Impairment::default()
             },
             outage: None,
-            live_key_int: 0,
+            live: None,
+            cap_steps: Vec::new(),
         },
         Scenario {
             name: "(b) 5% loss, 10 ms jitter",
@@ -380,7 +454,8 @@ fn scenarios(stream_bps: f64) -> Vec<Scenario> {
                 ..Impairment::default()
             },
             outage: None,
-            live_key_int: 0,
+            live: None,
+            cap_steps: Vec::new(),
         },
         Scenario {
             name: "(c) 2 s outage at 4 s, 10 ms RTT (live x265, key-int-max=300)",
@@ -389,7 +464,36 @@ fn scenarios(stream_bps: f64) -> Vec<Scenario> {
                 ..Impairment::default()
             },
             outage: Some((Duration::from_secs(4), Duration::from_secs(2))),
-            live_key_int: 300,
+            live: Some(roles::Live {
+                key_int: 300,
+                kbps: 4000,
+                adapt: false,
+            }),
+            cap_steps: Vec::new(),
+        },
+        Scenario {
+            name: "(e) cap 3 Mbit/s, live x265 asked for 4 Mbit/s",
+            impairment: capped(3_000_000),
+            outage: None,
+            live: Some(live(false)),
+            cap_steps: Vec::new(),
+        },
+        Scenario {
+            name: "(f) cap 3 Mbit/s, live x265 asked for 4 Mbit/s, adapt-bitrate",
+            impairment: capped(3_000_000),
+            outage: None,
+            live: Some(live(true)),
+            cap_steps: Vec::new(),
+        },
+        Scenario {
+            name: "(g) cap 6 -> 2 -> 6 Mbit/s at 3 s and 6 s, live x265 at 4 Mbit/s, adapt-bitrate",
+            impairment: capped(6_000_000),
+            outage: None,
+            live: Some(live(true)),
+            cap_steps: vec![
+                (Duration::from_secs(3), 2_000_000),
+                (Duration::from_secs(6), 6_000_000),
+            ],
         },
         Scenario {
             name: "(d) cap at 75% of the stream rate",
@@ -400,7 +504,8 @@ fn scenarios(stream_bps: f64) -> Vec<Scenario> {
                 ..Impairment::default()
             },
             outage: None,
-            live_key_int: 0,
+            live: None,
+            cap_steps: Vec::new(),
         },
     ]
 }
@@ -424,7 +529,7 @@ fn run_pair(
         cert: work.cert.clone(),
         key: work.key.clone(),
         records: records.to_string_lossy().into_owned(),
-        live_key_int: scenario.map_or(0, |s| s.live_key_int),
+        live: scenario.and_then(|s| s.live),
     };
     let listener_is_receiver = t == Transport::Udp;
     assert!(
@@ -460,17 +565,36 @@ fn run_pair(
     // Let TCP/SRT callers finish connecting; quicnalusink itself waits for its receiver.
     std::thread::sleep(Duration::from_millis(300));
     let _ = writeln!(send.stdin, "GO");
-    let link_back = match (scenario.and_then(|s| s.outage), &relay) {
-        (Some((at, length)), Some(r)) => {
-            let t0 = gstquicnalu::transport::monotonic_ns();
-            let cut = std::time::Instant::now() + at;
-            // A timed event in the run itself, not a synchronisation: the cut starts at `at`.
-            std::thread::sleep(cut.saturating_duration_since(std::time::Instant::now()));
-            r.outage(length);
-            Some(t0 + (at + length).as_nanos() as u64)
+    // Timed events in the run itself, not synchronisation: a link cut, cap changes.
+    let t0 = gstquicnalu::transport::monotonic_ns();
+    let go = std::time::Instant::now();
+    let mut link_back = None;
+    let mut cap_changes = Vec::new();
+    if let (Some(sc), Some(r)) = (scenario, &relay) {
+        let mut events: Vec<(Duration, Option<u64>)> = sc
+            .cap_steps
+            .iter()
+            .map(|&(at, bps)| (at, Some(bps)))
+            .collect();
+        events.extend(sc.outage.map(|(at, _)| (at, None)));
+        events.sort_by_key(|e| e.0);
+        for (at, cap) in events {
+            std::thread::sleep((go + at).saturating_duration_since(std::time::Instant::now()));
+            match cap {
+                Some(bps) => {
+                    for d in [Direction::ToServer, Direction::ToClient] {
+                        r.set(d, capped(bps));
+                    }
+                    cap_changes.push(gstquicnalu::transport::monotonic_ns());
+                }
+                None => {
+                    let (_, length) = sc.outage.expect("an outage");
+                    r.outage(length);
+                    link_back = Some(t0 + (at + length).as_nanos() as u64);
+                }
+            }
         }
-        _ => None,
-    };
+    }
     let run = Duration::from_secs_f64(frames as f64 / fps) + Duration::from_secs(90);
     let sent = read_line(&send, "SENT", run);
     // Frames still in flight get the budget to arrive.
@@ -514,6 +638,7 @@ fn run_pair(
         cpu_recv: num(&got, 2).unwrap_or(f64::NAN),
         error,
         link_back,
+        cap_changes,
     }
 }
 

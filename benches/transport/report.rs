@@ -158,9 +158,10 @@ pub fn impaired(rows: &[(&str, PairResult)], stream_bps: f64) -> String {
          10 s on. The relay is seeded, but its draws follow packet arrival, so runs \
          differ: (a) has come out at 300 of 300 frames within 129 to 162 ms in some runs \
          and at 271 to 279 (a stall of 0.5 to 0.9 s) in others.\n\n\
-         | scenario | transport | sent | delivered | decodable | late | p50 ms | p99 ms | \
-         longest stall ms | recovery ms | budget for 99.9% ms | error |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         | scenario | transport | sent | delivered | Mbit/s delivered | decodable | late | p50 ms | p99 ms | \
+         longest stall ms | recovery ms | on time after 2 s | re-converge ms | \
+         budget for 99.9% ms | error |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         stream_bps / 1e6,
         BUDGET_MS - 20
     );
@@ -169,21 +170,39 @@ pub fn impaired(rows: &[(&str, PairResult)], stream_bps: f64) -> String {
     for (name, r) in rows {
         let _ = writeln!(
             md,
-            "| {name} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.0} | {} | {} | {} |",
+            "| {name} | {} | {} | {} | {:.2} | {} | {} | {:.1} | {:.1} | {:.0} | {} | {:.1}% | {} | {} | {} |",
             r.transport.name(),
             r.sent,
             r.frames.len(),
+            r.delivered_mbps(),
             r.decodable(),
             r.late(budget_ns),
             r.percentile_ms(0.5),
             r.percentile_ms(0.99),
             r.longest_stall_ms(),
             opt(r.recovery_ms()).replace('-', if r.link_back.is_some() { "never" } else { "-" }),
+            r.on_time_after(60),
+            reconverge(r),
             opt(r.budget_for_999_ms()).replace('-', "unreached"),
             r.error.as_deref().unwrap_or("")
         );
     }
     md
+}
+
+/// "after each cap change: ms until 30 frames in a row are on time", or "-".
+fn reconverge(r: &PairResult) -> String {
+    if r.cap_changes.is_empty() {
+        return "-".into();
+    }
+    r.cap_changes
+        .iter()
+        .map(|&t| {
+            r.reconverge_ms(t)
+                .map_or("never".into(), |ms| format!("{ms:.0}"))
+        })
+        .collect::<Vec<_>>()
+        .join(" / ")
 }
 
 pub fn write(out: &Path, md: &str, latency: &[PairResult], sweep: &[(f64, PairResult)]) {

@@ -21,9 +21,18 @@ pub struct Job {
     pub cert: String,
     pub key: String,
     pub records: String,
-    /// Non-zero: instead of `content`, a live 720p30 x265 encoder with this key-int-max,
-    /// which honours keyframe requests (GstForceKeyUnit) coming back upstream.
-    pub live_key_int: u32,
+    /// Instead of `content`, a live 720p30 x265 encoder.
+    pub live: Option<Live>,
+}
+
+/// A live encoder as the sender: it honours keyframe requests (GstForceKeyUnit) coming
+/// back upstream, and quicnalusink's `adapt-bitrate` can steer it.
+#[derive(Debug, Clone, Copy)]
+pub struct Live {
+    pub key_int: u32,
+    pub kbps: u32,
+    /// quicnalusink adapt-bitrate.
+    pub adapt: bool,
 }
 
 impl Job {
@@ -38,7 +47,10 @@ impl Job {
             format!("cert={}", self.cert),
             format!("key={}", self.key),
             format!("records={}", self.records),
-            format!("live-key-int={}", self.live_key_int),
+            match self.live {
+                Some(l) => format!("live={},{},{}", l.key_int, l.kbps, u8::from(l.adapt)),
+                None => "live=none".into(),
+            },
         ]
     }
 
@@ -59,7 +71,15 @@ impl Job {
             cert: get("cert"),
             key: get("key"),
             records: get("records"),
-            live_key_int: get("live-key-int").parse().expect("live-key-int"),
+            live: {
+                let live = get("live");
+                let v: Vec<u32> = live.split(',').filter_map(|v| v.parse().ok()).collect();
+                (v.len() == 3).then(|| Live {
+                    key_int: v[0],
+                    kbps: v[1],
+                    adapt: v[2] == 1,
+                })
+            },
         }
     }
 }
@@ -208,15 +228,18 @@ fn stamp_frames(
 }
 
 pub fn sender(job: &Job) {
-    let sink = sink_description(job);
-    let live = job.live_key_int > 0;
-    let source = if live {
+    let mut sink = sink_description(job);
+    if job.live.is_some_and(|l| l.adapt) && job.transport == Transport::Quicnalu {
+        sink.push_str(" adapt-bitrate=true");
+    }
+    let live = job.live.is_some();
+    let source = if let Some(l) = job.live {
         format!(
             "videotestsrc is-live=true pattern=zone-plate kx2=20 ky2=20 kt=1 kt2=2 ! \
              video/x-raw,format=I420,width=1280,height=720,framerate=30/1 ! \
-             x265enc speed-preset=ultrafast tune=zerolatency bitrate=4000 key-int-max={} ! \
+             x265enc speed-preset=ultrafast tune=zerolatency bitrate={} key-int-max={} ! \
              h265parse ! video/x-h265,stream-format=byte-stream,alignment=au ! identity name=pace",
-            job.live_key_int
+            l.kbps, l.key_int
         )
     } else {
         "appsrc name=src is-live=true format=time do-timestamp=false block=true \
