@@ -420,7 +420,7 @@ fn capped(bps: u64) -> Impairment {
     }
 }
 
-/// The live 720p30 x265 sender at 4 Mbit/s with an IRAP every 2 s.
+/// The live x265 sender at 4 Mbit/s with an IRAP every 2 s.
 fn live(adapt: bool) -> roles::Live {
     roles::Live {
         key_int: 60,

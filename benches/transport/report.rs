@@ -153,7 +153,9 @@ pub fn impaired(rows: &[(&str, PairResult)], stream_bps: f64) -> String {
          first decodable frame that arrives within the budget. Budget for 99.9%: the \
          smallest latency budget at which 99.9% of the frames sent arrive decodable and in \
          time. quicnalusink runs with latency-budget={BUDGET_MS}; SRT with latency {} ms. \
-         (c) sends from a live x265enc with key-int-max=300: quicnalusrc's keyframe request \
+         (c), (e), (f) and (g) send from a live x265enc (480x272 zone-plate at 4 Mbit/s, \
+         so that it encodes in real time here); in (c) with key-int-max=300: quicnalusrc's \
+         keyframe request \
          reaches it as GstForceKeyUnit; SRT has no such path and waits for the next IRAP, \
          10 s on. The relay is seeded, but its draws follow packet arrival, so runs \
          differ: (a) has come out at 300 of 300 frames within 129 to 162 ms in some runs \
