@@ -184,9 +184,10 @@ impl ObjectImpl for QuicNaluSink {
                 glib::ParamSpecUInt::builder("latency-budget")
                     .nick("Latency budget")
                     .blurb(
-                        "Milliseconds a frame may wait to be sent to a receiver; past it, its \
-                         group stream is reset (GROUP_EXPIRED), the newest group goes first and \
-                         that receiver resumes at the next keyframe. 0: never drop",
+                        "Milliseconds from queueing a frame to its arrival at a receiver: a \
+                         frame still unsent a round trip before that has its group stream \
+                         reset (GROUP_EXPIRED), and that receiver resumes at the next \
+                         keyframe; the newest group goes first. 0: never drop",
                     )
                     .default_value(DEFAULT_LATENCY_BUDGET_MS)
                     .mutable_ready()

@@ -30,9 +30,9 @@ const NEAR_CEILING: f64 = 0.95;
 /// Growth per update near the ceiling.
 const CREEP: f64 = 1.01;
 /// Updates without overuse near the ceiling before it is raised.
-const CALM_UPDATES: u32 = 10;
+const CALM_UPDATES: u32 = 4;
 /// How much the ceiling is raised after a calm spell.
-const CEILING_STEP: f64 = 1.05;
+const CEILING_STEP: f64 = 1.1;
 
 /// One receiver's counters at an update.
 #[derive(Debug, Clone, Copy)]

@@ -57,7 +57,8 @@ pub struct ServerSettings {
     pub keyframe_interval: Duration,
     /// Asks upstream for a keyframe. Called on the networking thread: it must not block.
     pub request_keyframe: Box<dyn Fn() + Send>,
-    /// How long a frame may wait to be sent before its group is reset (None: forever).
+    /// How long after it is queued a frame may still arrive: one not sent by the deadline
+    /// less a round trip has its group reset (None: never).
     pub deadline: Option<Duration>,
     /// Told what the receivers' paths carry, every update while any is connected. Called on
     /// the networking thread: it must not block.
@@ -354,7 +355,16 @@ impl Receiver {
             self.out_bytes -= self.control_out.bytes();
             self.control_out.chunks.clear();
         }
-        self.expire(Instant::now());
+        // A frame written now arrives about a round trip later: the congestion window
+        // ahead of it drains, then it crosses (more when the network queues). One that
+        // would arrive past its deadline is not worth sending. Measured in bench scenario
+        // (e): late frames 116 -> 14 against half a round trip's 78.
+        let ahead = self
+            .conn
+            .path_stats()
+            .next()
+            .map_or(Duration::ZERO, |p| p.rtt);
+        self.expire(Instant::now() + ahead);
         let n = self.groups_out.len();
         for k in 0..n {
             let i = if newest_first { n - 1 - k } else { k };
