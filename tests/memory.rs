@@ -14,6 +14,26 @@ use std::time::{Duration, Instant};
 /// One RSS measurement at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// Samples the process's RSS every 200 ms until `running` ends (EOS or error); returns
+/// how far it rose above its value at the start.
+fn rss_growth_until_end(running: &Running) -> u64 {
+    let bus = running.pipeline.bus().expect("bus");
+    let start = rss_bytes();
+    let mut peak = start;
+    let give_up = Instant::now() + WATCHDOG;
+    while bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_mseconds(200),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .is_none()
+    {
+        peak = peak.max(rss_bytes());
+        assert!(Instant::now() < give_up, "the receiver never ends");
+    }
+    peak - start
+}
+
 /// Hashes of the buffers passing `pad`, with their arrival QuicNaluMeta time when they
 /// have one: enough to compare streams without holding megabytes that would hide the
 /// element's own memory use.
@@ -64,26 +84,8 @@ fn sink_keeps_serving_when_a_receiver_vanishes() {
 
     // No goodbye, no more packets either way.
     relay.outage(Duration::from_secs(600));
-    let vanished = Instant::now();
     let vanished_at = gst::get_timestamp().nseconds();
-    let rss_start = rss_bytes();
-    let mut rss_peak = rss_start;
-    while steady
-        .pipeline
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(
-            gst::ClockTime::from_mseconds(200),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .is_none()
-    {
-        rss_peak = rss_peak.max(rss_bytes());
-        assert!(
-            vanished.elapsed() < WATCHDOG,
-            "the steady receiver never ends"
-        );
-    }
+    let growth = rss_growth_until_end(&steady);
     sender.finish(WATCHDOG).expect("sender reaches EOS");
 
     let received = received.lock().unwrap().clone();
@@ -106,7 +108,7 @@ fn sink_keeps_serving_when_a_receiver_vanishes() {
         .windows(2)
         .map(|w| (w[1] - w[0]) as f64 / 1e6)
         .fold(0.0, f64::max);
-    let growth_mib = (rss_peak - rss_start) as f64 / (1 << 20) as f64;
+    let growth_mib = growth as f64 / (1 << 20) as f64;
     eprintln!(
         "{} frames after the vanish; longest gap {longest_gap_ms:.1} ms; RSS grew {growth_mib:.1} MiB",
         after.len()
@@ -144,27 +146,14 @@ fn memory_stays_flat_when_the_network_is_slower_than_the_stream() {
     let (store, arrived) = collect(&receiver, "out");
     receiver.pipeline.set_state(gst::State::Playing).unwrap();
     wait_for(&store, &arrived, 1);
-    let rss_start = rss_bytes();
-    let mut rss_peak = rss_start;
-    let bus = receiver.pipeline.bus().unwrap();
-    let until_eos = std::time::Instant::now() + WATCHDOG;
-    while bus
-        .timed_pop_filtered(
-            gst::ClockTime::from_mseconds(200),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .is_none()
-    {
-        rss_peak = rss_peak.max(rss_bytes());
-        assert!(std::time::Instant::now() < until_eos, "no EOS");
-    }
+    let growth = rss_growth_until_end(&receiver);
     sender.finish(WATCHDOG).expect("sender reaches EOS");
 
     let received = store.lock().unwrap().clone();
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     // What this test keeps of the received frames is not the elements' memory.
     let kept: u64 = received.iter().map(|r| r.data.len() as u64).sum();
-    let growth_mib = mib(rss_peak - rss_start) - mib(kept);
+    let growth_mib = mib(growth) - mib(kept);
     let gaps = received
         .iter()
         .filter(|r| {

@@ -127,18 +127,27 @@ fn receiver_reconnects_after_an_idle_timeout_and_asks_for_a_keyframe() {
     assert!(resumed_ms < 3000.0, "resumed {resumed_ms:.1} ms after");
 }
 
-#[test]
-fn receiver_gives_up_after_reconnect_timeout() {
+/// A receiver with `src_extra` properties, connected to a live sender that then stops;
+/// returns it with its element messages.
+fn receiver_whose_sender_stops(
+    src_extra: &str,
+) -> (Running, std::sync::mpsc::Receiver<gst::Structure>) {
     init();
     let (sender, port) = live_sender("width=320,height=240", "", 30);
     let receiver = Running::launch(&format!(
-        "quicnalusrc {} reconnect-timeout=500 ! fakesink",
+        "quicnalusrc {} {src_extra} ! fakesink",
         src_props(port)
     ));
     let messages = element_messages(&receiver);
     receiver.pipeline.set_state(gst::State::Playing).unwrap();
     next_message(&messages, "quicnalusrc-connected");
     drop(sender);
+    (receiver, messages)
+}
+
+#[test]
+fn receiver_gives_up_after_reconnect_timeout() {
+    let (receiver, _) = receiver_whose_sender_stops("reconnect-timeout=500");
     let error = receiver.expect_error();
     assert!(
         error.contains("did not answer again within 500 ms"),
@@ -148,16 +157,7 @@ fn receiver_gives_up_after_reconnect_timeout() {
 
 #[test]
 fn receiver_without_reconnect_fails_when_the_sender_stops() {
-    init();
-    let (sender, port) = live_sender("width=320,height=240", "", 30);
-    let receiver = Running::launch(&format!(
-        "quicnalusrc {} reconnect=false ! fakesink",
-        src_props(port)
-    ));
-    let messages = element_messages(&receiver);
-    receiver.pipeline.set_state(gst::State::Playing).unwrap();
-    next_message(&messages, "quicnalusrc-connected");
-    drop(sender);
+    let (receiver, messages) = receiver_whose_sender_stops("reconnect=false");
     let lost = next_message(&messages, "quicnalusrc-disconnected");
     assert_eq!(lost.get::<bool>("reconnecting"), Ok(false));
     let error = receiver.expect_error();

@@ -197,6 +197,16 @@ enum Outcome {
 /// First reconnect attempt's time to answer; each later one gets twice as long.
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 
+/// Waits out the attempt's `window` (a peer that refuses at once is not hammered), then
+/// doubles it, up to `max`; false if the element is stopping.
+fn back_off(conn: &mut Loop, window: &mut Duration, max: Duration) -> bool {
+    if !conn.pause_until(conn.started + *window) {
+        return false;
+    }
+    *window = (*window * 2).min(max.max(FIRST_RETRY));
+    true
+}
+
 /// Runs connections until the element stops: the first, then, after a lost one, new
 /// attempts with growing patience, each resuming at the next keyframe.
 fn drive(mut conn: Loop) {
@@ -220,26 +230,22 @@ fn drive(mut conn: Loop) {
             }
             Outcome::Lost(why) => {
                 conn.notify_disconnected(why.clone(), reconnect.enabled);
-                if !reconnect.enabled {
-                    conn.fail(why);
-                    conn.link.wait_shutdown();
-                    return;
-                }
                 // A connection that ends as soon as it starts is no better than no answer:
                 // keep backing off, and keep counting towards reconnect-timeout.
                 let lasted = conn
                     .established_at
                     .is_some_and(|t| t.elapsed() >= reconnect.max_delay);
-                if lasted || lost.is_none() {
-                    lost = Some((Instant::now(), why.clone()));
+                if !reconnect.enabled {
+                    Some(why)
+                } else if lasted || lost.is_none() {
+                    lost = Some((Instant::now(), why));
                     window = FIRST_RETRY;
+                    None
+                } else if back_off(&mut conn, &mut window, reconnect.max_delay) {
+                    None
                 } else {
-                    if !conn.pause_until(conn.started + window) {
-                        return;
-                    }
-                    window = (window * 2).min(reconnect.max_delay.max(FIRST_RETRY));
+                    return;
                 }
-                None
             }
             Outcome::Unanswered(why) => match &lost {
                 None => Some(why),
@@ -252,14 +258,8 @@ fn drive(mut conn: Loop) {
                              within {} ms",
                             limit.as_millis()
                         )),
-                        _ => {
-                            // A peer that refuses at once still waits out the window.
-                            if !conn.pause_until(conn.started + window) {
-                                return;
-                            }
-                            window = (window * 2).min(reconnect.max_delay.max(FIRST_RETRY));
-                            None
-                        }
+                        _ if back_off(&mut conn, &mut window, reconnect.max_delay) => None,
+                        _ => return,
                     }
                 }
             },
