@@ -117,6 +117,46 @@ pub struct AuInfo {
     /// Carries VPS, SPS or PPS.
     pub parameter_sets: bool,
     pub nal_units: usize,
+    /// TemporalId of the picture: pictures reference only pictures of their own sub-layer
+    /// and below.
+    pub temporal_id: u8,
+    /// A sub-layer non-reference picture (types TRAIL_N, TSA_N, STSA_N, RADL_N, RASL_N): no
+    /// later picture of its own sub-layer references it, only higher sub-layers may.
+    pub sub_layer_non_reference: bool,
+    /// From an SPS in this access unit: the stream's number of temporal sub-layers.
+    pub sub_layers: Option<u8>,
+}
+
+/// What dropping an access unit costs the pictures after it in its group, cheapest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropCost {
+    /// No picture references it: a non-reference picture of the highest sub-layer.
+    Alone,
+    /// Only pictures of sub-layer `from` and above may reference it: they must go with it,
+    /// for the rest of the group.
+    Layers { from: u8 },
+    /// Base-layer pictures reference it (and IRAPs start the group): only the group's
+    /// whole tail can go.
+    Group,
+}
+
+impl AuInfo {
+    /// The cost of dropping this access unit in a stream of `sub_layers` temporal
+    /// sub-layers (ITU-T H.265, 8.1.2: a sub-bitstream without the top layers decodes).
+    pub fn drop_cost(&self, sub_layers: u8) -> DropCost {
+        let top = sub_layers.saturating_sub(1);
+        let from = match (self.irap, self.sub_layer_non_reference) {
+            (true, _) => return DropCost::Group,
+            (false, true) if self.temporal_id >= top => return DropCost::Alone,
+            (false, true) => self.temporal_id + 1,
+            (false, false) => self.temporal_id,
+        };
+        if from == 0 {
+            DropCost::Group
+        } else {
+            DropCost::Layers { from }
+        }
+    }
 }
 
 /// Checks that `au` is Annex B H.265 (starts with a start code, every NAL header valid) and
@@ -135,6 +175,17 @@ pub fn inspect(au: &[u8]) -> Result<AuInfo, String> {
         info.irap |= header.is_irap();
         info.parameter_sets |= header.is_parameter_set();
         info.nal_units += 1;
+        if header.is_vcl() {
+            info.temporal_id = header.temporal_id;
+            info.sub_layer_non_reference = header.nal_type <= 14 && header.nal_type % 2 == 0;
+        }
+        if header.nal_type == nal_type::SPS {
+            // sps_video_parameter_set_id (4 bits), sps_max_sub_layers_minus1 (3 bits): the
+            // first payload byte, which emulation prevention never touches.
+            if let Some(b) = nal.get(2) {
+                info.sub_layers = Some(((b >> 1) & 7) + 1);
+            }
+        }
     }
     if info.nal_units == 0 {
         return Err("buffer holds no NAL unit".into());
@@ -182,6 +233,27 @@ mod tests {
         assert_eq!(info.nal_units, 2);
         assert!(begins_access_unit(&[0x26, 0x01, 0xaf]));
         assert!(!begins_access_unit(&[0x26, 0x01, 0x2f]));
+    }
+
+    #[test]
+    fn drop_cost_follows_sub_layers() {
+        // SPS with sps_max_sub_layers_minus1 = 1 (first payload byte 0x02).
+        let sps = [0, 0, 1, 0x42, 0x01, 0x02];
+        assert_eq!(inspect(&sps).unwrap().sub_layers, Some(2));
+        let pic = |nal_type: u8, tid: u8| {
+            inspect(&[0, 0, 1, nal_type << 1, tid + 1, 0x80])
+                .unwrap()
+                .drop_cost(2)
+        };
+        let layers = |from| DropCost::Layers { from };
+        assert_eq!(pic(2, 1), DropCost::Alone); // TSA_N on the top layer
+        assert_eq!(pic(0, 0), layers(1)); // TRAIL_N below the top: layer 1 may use it
+        assert_eq!(pic(1, 1), layers(1)); // TRAIL_R on layer 1
+        assert_eq!(pic(1, 0), DropCost::Group); // TRAIL_R on the base layer
+        assert_eq!(pic(19, 0), DropCost::Group); // IDR
+                                                 // A single-layer stream: every non-reference picture stands alone.
+        let trail_n = inspect(&[0, 0, 1, 0x00, 0x01, 0x80]).unwrap();
+        assert_eq!(trail_n.drop_cost(1), DropCost::Alone);
     }
 
     #[test]

@@ -18,7 +18,10 @@ impl FrameFlags {
     pub const DISCONT: FrameFlags = FrameFlags(0x10);
     /// The access unit carries parameter sets (VPS/SPS/PPS).
     pub const HEADER: FrameFlags = FrameFlags(0x20);
-    const ALL: u64 = 0x3f;
+    /// The sender shed this frame to keep within its latency budget: no access unit
+    /// follows (length 0), and no frame still to come in the group references it.
+    pub const SHED: FrameFlags = FrameFlags(0x40);
+    const ALL: u64 = 0x7f;
 
     pub fn contains(self, other: FrameFlags) -> bool {
         self.0 & other.0 == other.0
@@ -84,8 +87,11 @@ impl FrameHeader {
         let duration = optional(FrameFlags::HAS_DURATION)?;
         let send_time = r.varint()?;
         let len = r.varint()?;
-        if len == 0 {
-            return Err(Error::Malformed("empty frame"));
+        if (len == 0) != flags.contains(FrameFlags::SHED) {
+            return Err(Error::Malformed("frame length (0 exactly when shed)"));
+        }
+        if flags.contains(FrameFlags::SHED) && flags.contains(FrameFlags::KEYFRAME) {
+            return Err(Error::Malformed("a shed keyframe"));
         }
         if len > max_len {
             return Err(Error::TooLarge("frame", len, max_len));
@@ -214,6 +220,10 @@ impl GroupDecoder {
                 Ok(()) => {
                     data = &data[used - old..];
                     self.pending.clear();
+                    // A shed frame has no body: it is complete with its header.
+                    if matches!(&self.state, State::Body(h, ..) if h.len == 0) {
+                        self.complete(out);
+                    }
                 }
                 Err(Error::Incomplete) if self.pending.len() < limit => data = &data[take..],
                 Err(Error::Incomplete) => return Err(Error::Malformed("header")),
@@ -367,6 +377,57 @@ mod tests {
         let mut dec = GroupDecoder::new(1 << 20);
         let err = dec.push(&wire, &mut Vec::new()).unwrap_err();
         assert!(matches!(err, Error::TooLarge("frame", _, _)), "{err}");
+    }
+
+    /// A shed frame is a header alone; the frames around it keep their bytes and order.
+    #[test]
+    fn shed_frames_have_no_body() {
+        let mut wire = Vec::new();
+        put_group_opening(&mut wire, 0);
+        let (h0, d0) = frame(0, true, 7);
+        h0.encode(&mut wire);
+        wire.extend_from_slice(&d0);
+        let shed = FrameHeader {
+            seq: 1,
+            flags: FrameFlags::SHED,
+            ..FrameHeader::default()
+        };
+        shed.encode(&mut wire);
+        let (h2, d2) = frame(2, false, 5);
+        h2.encode(&mut wire);
+        wire.extend_from_slice(&d2);
+        let mut dec = GroupDecoder::new(1 << 20);
+        let mut out = Vec::new();
+        for b in &wire {
+            dec.push(std::slice::from_ref(b), &mut out).unwrap();
+        }
+        dec.finish().unwrap();
+        let got: Vec<(u64, bool, usize)> = out
+            .iter()
+            .map(|f| {
+                let shed = f.header.flags.contains(FrameFlags::SHED);
+                (f.header.seq, shed, f.data.len())
+            })
+            .collect();
+        assert_eq!(got, vec![(0, false, 7), (1, true, 0), (2, false, 5)]);
+
+        // Only a shed frame may be empty, and a shed frame must be.
+        let shed_key = FrameFlags(FrameFlags::SHED.0 | FrameFlags::KEYFRAME.0);
+        for (flags, len) in [
+            (FrameFlags::default(), 0),
+            (FrameFlags::SHED, 3),
+            (shed_key, 0),
+        ] {
+            let mut wire = Vec::new();
+            FrameHeader {
+                flags,
+                len,
+                ..FrameHeader::default()
+            }
+            .encode(&mut wire);
+            let err = FrameHeader::decode(&mut Reader::new(&wire), 1 << 20).unwrap_err();
+            assert!(matches!(err, Error::Malformed(_)), "{err}");
+        }
     }
 
     #[test]

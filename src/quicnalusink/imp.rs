@@ -92,6 +92,8 @@ struct Stream {
     seen_keyframe: bool,
     /// Access units sent so far: an untimestamped one is paced as frame number `sent`.
     sent: u64,
+    /// Temporal sub-layers, from the last SPS; None before one (any of H.265's 7 then).
+    sub_layers: Option<u8>,
     /// The caps' framerate, the pacing fallback when the property is 0/1.
     caps_framerate: Option<gst::Fraction>,
     connected_once: bool,
@@ -371,7 +373,7 @@ impl QuicNaluSink {
             gst::element_imp_error!(self, gst::StreamError::Format, ["Invalid H.265: {}", e]);
             gst::FlowError::Error
         })?;
-        let untimed_index = {
+        let (untimed_index, drop_cost) = {
             let mut stream = self.stream.lock().unwrap();
             if !stream.seen_keyframe && !info.irap {
                 gst::debug!(
@@ -383,8 +385,10 @@ impl QuicNaluSink {
             }
             stream.seen_keyframe = true;
             stream.sent += 1;
+            stream.sub_layers = info.sub_layers.or(stream.sub_layers);
             let untimed = buffer.pts().is_none() && buffer.dts().is_none();
-            untimed.then(|| stream.sent - 1)
+            let cost = info.drop_cost(stream.sub_layers.unwrap_or(7));
+            (untimed.then(|| stream.sent - 1), cost)
         };
         let segment = self.obj().segment();
         let segment = segment.downcast_ref::<gst::ClockTime>();
@@ -403,6 +407,8 @@ impl QuicNaluSink {
             duration: buffer.duration().map(|d| d.nseconds()),
             keyframe: info.irap,
             parameter_sets: info.parameter_sets,
+            temporal_id: info.temporal_id,
+            drop_cost,
             discont: buffer.flags().contains(gst::BufferFlags::DISCONT),
             data,
         });

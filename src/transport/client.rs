@@ -754,6 +754,11 @@ impl Loop {
             }
             let arrival = monotonic_ns();
             for f in frames.drain(..) {
+                if f.header.flags.contains(FrameFlags::SHED) {
+                    // Nothing later references it: decoding goes on without a gap.
+                    gst::debug!(CAT, "frame {} was shed by the sender", f.header.seq);
+                    continue;
+                }
                 group.bytes += f.data.len();
                 self.buffered += f.data.len();
                 group.frames.push_back(ReceivedFrame {

@@ -6,6 +6,7 @@ use super::link::{Interrupted, Link, NetThread};
 use super::monotonic_ns;
 use super::rate::{self, Estimator, Sample};
 use super::socket::{random_cid, Endpoint, Outbox, MAX_RECV_BATCH, SOCKET};
+use crate::h265::DropCost;
 use crate::protocol::{
     error_code, put_preamble, Command, CommandDecoder, FrameFlags, FrameHeader, StreamKind,
     DEFAULT_MAX_COMMAND_SIZE, VERSION,
@@ -44,6 +45,9 @@ pub struct MediaFrame {
     pub keyframe: bool,
     pub parameter_sets: bool,
     pub discont: bool,
+    pub temporal_id: u8,
+    /// What losing it costs: with a deadline, cheaper frames are shed sooner.
+    pub drop_cost: DropCost,
     pub data: Box<dyn AsRef<[u8]> + Send + Sync>,
 }
 
@@ -220,6 +224,35 @@ struct Chunk {
     fin: bool,
     /// For frame bytes with a deadline: when the frame is too late to be worth sending.
     expires: Option<Instant>,
+    /// On a frame's header chunk (its body is the next chunk), when it has a deadline.
+    shed: Option<Sheddable>,
+}
+
+/// Shares of the latency budget after which a frame still unsent is shed, by its cost: the
+/// cheap ones go while there is still time for the frames that others depend on.
+const SHED_ALONE: f64 = 0.5;
+const SHED_LAYERS: f64 = 0.75;
+
+/// What shedding a queued frame needs to know.
+struct Sheddable {
+    seq: u64,
+    temporal_id: u8,
+    cost: DropCost,
+    /// When it is shed if still unsent (never for DropCost::Group: its group expires).
+    by: Instant,
+}
+
+/// What replaces a shed frame: its header with SHED and no access unit, so the sequence
+/// numbers the receiver checks stay whole.
+fn shed_marker(seq: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8);
+    FrameHeader {
+        seq,
+        flags: FrameFlags::SHED,
+        ..FrameHeader::default()
+    }
+    .encode(&mut out);
+    out
 }
 
 enum ChunkData {
@@ -283,6 +316,45 @@ impl StreamOut {
         }
         Ok(true)
     }
+
+    /// Replaces by shed markers the unsent frames that are due to be shed, and every later
+    /// frame of a sub-layer cut off with one (`cut`: the lowest TemporalId cut off from
+    /// here to the end of the group). Returns how many frames it shed.
+    fn shed(&mut self, now: Instant, cut: &mut Option<u8>, out_bytes: &mut usize) -> u64 {
+        let mut shed = 0;
+        let mut i = 0;
+        while i < self.chunks.len() {
+            let chunk = &self.chunks[i];
+            let Some(s) = chunk.shed.as_ref().filter(|_| chunk.offset == 0) else {
+                i += 1;
+                continue;
+            };
+            let cut_off = cut.is_some_and(|layer| s.temporal_id >= layer);
+            if !cut_off && (s.cost == DropCost::Group || s.by > now) {
+                i += 1;
+                continue;
+            }
+            if let DropCost::Layers { from } = s.cost {
+                *cut = Some(cut.map_or(from, |layer| layer.min(from)));
+            }
+            let marker = shed_marker(s.seq);
+            *out_bytes += marker.len();
+            *out_bytes -= chunk.data.bytes().len();
+            if let Some(body) = self.chunks.remove(i + 1) {
+                *out_bytes -= body.data.bytes().len();
+            }
+            self.chunks[i] = Chunk {
+                data: ChunkData::Owned(marker),
+                offset: 0,
+                fin: false,
+                expires: None,
+                shed: None,
+            };
+            shed += 1;
+            i += 1;
+        }
+        shed
+    }
 }
 
 /// One connected receiver.
@@ -303,6 +375,9 @@ struct Receiver {
     group: Option<u64>,
     groups_opened: u64,
     groups_expired: u64,
+    /// The lowest TemporalId shed for the rest of the open group (see StreamOut::shed).
+    group_cut: Option<u8>,
+    frames_shed: u64,
     keyframe_requested: bool,
     last_rx: Instant,
     outbox: Outbox,
@@ -311,13 +386,20 @@ struct Receiver {
 
 impl Receiver {
     fn queue(&mut self, stream: u64, data: ChunkData, fin: bool, expires: Option<Instant>) {
-        self.out_bytes += data.bytes().len();
-        let chunk = Chunk {
-            data,
-            offset: 0,
-            fin,
-            expires,
-        };
+        self.queue_chunk(
+            stream,
+            Chunk {
+                data,
+                offset: 0,
+                fin,
+                expires,
+                shed: None,
+            },
+        );
+    }
+
+    fn queue_chunk(&mut self, stream: u64, chunk: Chunk) {
+        self.out_bytes += chunk.data.bytes().len();
         if stream == CONTROL_STREAM {
             self.control_out.chunks.push_back(chunk);
             return;
@@ -388,12 +470,30 @@ impl Receiver {
         self.last_rx.elapsed() > GONE_QUIET
     }
 
-    /// Resets every group whose oldest queued frame is past its deadline, or every group
-    /// of a quiet receiver whose backlog is full; the receiver skips them, and gets no more
-    /// frames until the next IRAP.
+    /// Sheds the cheap frames due to be shed (StreamOut::shed). Then resets every group
+    /// whose oldest queued frame is past its deadline, or every group of a quiet receiver
+    /// whose backlog is full; the receiver skips them, and gets no more frames until the
+    /// next IRAP.
     fn expire(&mut self, now: Instant) {
         let give_up = self.out_bytes >= MAX_BACKLOG && self.quiet();
         for g in self.groups_out.iter_mut() {
+            let mut older_group_cut = None;
+            let cut = if self.group == Some(g.stream) {
+                &mut self.group_cut
+            } else {
+                &mut older_group_cut
+            };
+            let shed = g.shed(now, cut, &mut self.out_bytes);
+            if shed > 0 {
+                self.frames_shed += shed;
+                gst::debug!(
+                    CAT,
+                    "receiver {}: shed {shed} frames of group stream {} ({} so far)",
+                    self.id,
+                    g.stream,
+                    self.frames_shed
+                );
+            }
             let oldest = g.chunks.iter().find_map(|c| c.expires);
             if !give_up && oldest.is_none_or(|t| t > now) {
                 continue;
@@ -622,16 +722,45 @@ impl Loop {
             // This IRAP reaches everyone who asked before it.
             self.keyframes.wanted = false;
         }
+        let now = Instant::now();
+        let expires = self.deadline.map(|d| now + d);
+        let shed_by = |share: f64| self.deadline.map_or(now, |d| now + d.mul_f64(share));
+        let by = match frame.drop_cost {
+            DropCost::Alone => shed_by(SHED_ALONE),
+            DropCost::Layers { .. } => shed_by(SHED_LAYERS),
+            DropCost::Group => now,
+        };
+        let (tid, cost) = (frame.temporal_id, frame.drop_cost);
         let frame = Arc::new(frame);
-        let expires = self.deadline.map(|d| Instant::now() + d);
         for r in self.receivers.values_mut().filter(|r| r.described) {
             if frame.keyframe {
                 r.open_group(seq, expires.is_some());
             }
-            if let Some(group) = r.group {
-                r.queue(group, ChunkData::Shared(header.clone()), false, expires);
-                r.queue(group, ChunkData::Frame(frame.clone()), false, expires);
+            let Some(group) = r.group else {
+                continue;
+            };
+            if r.group_cut.is_some_and(|layer| tid >= layer) {
+                r.frames_shed += 1;
+                r.queue(group, ChunkData::Owned(shed_marker(seq)), false, None);
+                continue;
             }
+            let shed = expires.map(|_| Sheddable {
+                seq,
+                temporal_id: tid,
+                cost,
+                by,
+            });
+            r.queue_chunk(
+                group,
+                Chunk {
+                    data: ChunkData::Shared(header.clone()),
+                    offset: 0,
+                    fin: false,
+                    expires,
+                    shed,
+                },
+            );
+            r.queue(group, ChunkData::Frame(frame.clone()), false, expires);
         }
     }
 
@@ -801,6 +930,8 @@ impl Receiver {
             group: None,
             groups_opened: 0,
             groups_expired: 0,
+            group_cut: None,
+            frames_shed: 0,
             keyframe_requested: false,
             last_rx: Instant::now(),
             outbox,
@@ -866,6 +997,7 @@ impl Receiver {
             }
         }
         self.close_group();
+        self.group_cut = None;
         // Server-initiated unidirectional streams: 3, 7, 11, ...
         let stream = 3 + 4 * self.groups_opened;
         self.groups_opened += 1;

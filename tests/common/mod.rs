@@ -440,20 +440,28 @@ pub fn wait_for(store: &Mutex<Vec<Received>>, arrived: &mpsc::Receiver<usize>, n
 }
 
 /// 10 s of 320x240 noise at about 25 Mbit/s: a receiver that stops reading falls 8 MiB
-/// behind within a few seconds. Encoded once per target directory.
+/// behind within a few seconds.
 pub fn noise_clip() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("noise-320x240-300.h265");
+    cached_clip(
+        "noise-320x240-300.h265",
+        "videotestsrc num-buffers=300 pattern=snow ! \
+         video/x-raw,width=320,height=240,framerate=30/1 ! \
+         x265enc speed-preset=ultrafast tune=zerolatency bitrate=40000 key-int-max=30",
+    )
+}
+
+/// The output of `encoder` (a pipeline ending in an H.265 encoder), parsed into a raw
+/// .h265 file named `name`. Encoded once per target directory.
+pub fn cached_clip(name: &str, encoder: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
     if !path.exists() {
         let partial = path.with_extension("partial");
         let encode = Running::launch(&format!(
-            "videotestsrc num-buffers=300 pattern=snow ! \
-             video/x-raw,width=320,height=240,framerate=30/1 ! \
-             x265enc speed-preset=ultrafast tune=zerolatency bitrate=40000 key-int-max=30 ! \
-             h265parse ! filesink location={}",
+            "{encoder} ! h265parse ! filesink location={}",
             partial.display()
         ));
         encode.pipeline.set_state(gst::State::Playing).unwrap();
-        encode.finish(WATCHDOG).expect("noise clip encodes");
+        encode.finish(WATCHDOG).expect("clip encodes");
         std::fs::rename(&partial, &path).unwrap();
     }
     path

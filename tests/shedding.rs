@@ -1,0 +1,93 @@
+//! quicnalusink sheds by NAL cost: behind a link narrower than the stream, with a latency
+//! budget, it drops non-reference pictures before it gives up a group, and decoding goes on
+//! across them.
+
+mod common;
+
+use common::*;
+use gst::prelude::*;
+use gstquicnalu::h265;
+use gstquicnalu::relay::Impairment;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// 10 s of 480x272 at about 2.9 Mbit/s with three non-reference B pictures (TRAIL_N) after
+/// each P: they carry about half the bytes.
+fn b_frame_clip() -> std::path::PathBuf {
+    cached_clip(
+        "zone-plate-480x272-bframes.h265",
+        "videotestsrc num-buffers=300 pattern=zone-plate kx2=20 ky2=20 kt=1 kt2=2 ! \
+         video/x-raw,width=480,height=272,framerate=30/1 ! \
+         x265enc speed-preset=ultrafast bitrate=3000 key-int-max=60 \
+         option-string=bframes=3:b-pyramid=0",
+    )
+}
+
+#[test]
+fn non_reference_pictures_go_first() {
+    init();
+    let (sender, port, sent) = start_tapped_sender(&format!(
+        "filesrc location={} ! h265parse name=parse ! \
+         quicnalusink name=sink framerate=30/1 latency-budget=200 {}",
+        b_frame_clip().display(),
+        sink_props()
+    ));
+    // 1.8 Mbit/s: about 60% of the stream, more than its reference pictures need.
+    let relay = relay_to(
+        port,
+        Impairment {
+            delay: Duration::from_millis(5),
+            rate_bps: Some(1_800_000),
+            queue_bytes: 64 * 1024,
+            ..Impairment::default()
+        },
+    );
+    let receiver = receiver_via(&relay, "");
+    let (store, _) = collect(&receiver, "out");
+    receiver.pipeline.set_state(gst::State::Playing).unwrap();
+    receiver.finish(WATCHDOG).expect("receiver reaches EOS");
+    sender.finish(WATCHDOG).expect("sender reaches EOS");
+
+    let sent = sent.lock().unwrap().clone();
+    let received = store.lock().unwrap().clone();
+    let index: HashMap<&[u8], usize> = sent
+        .iter()
+        .enumerate()
+        .map(|(i, au)| (&au[..], i))
+        .collect();
+    let got: Vec<usize> = received
+        .iter()
+        .map(|r| *index.get(&r.data[..]).expect("every output frame was sent"))
+        .collect();
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "frames in order");
+
+    // A gap followed by a picture that is not an IRAP means decoding went on across it:
+    // every picture missing there must be one nothing references.
+    let info = |i: usize| h265::inspect(&sent[i]).unwrap();
+    let (mut shed, mut skipped) = (0, 0);
+    for w in got.windows(2) {
+        let missing = w[0] + 1..w[1];
+        if info(w[1]).irap {
+            skipped += missing.len();
+            continue;
+        }
+        for i in missing {
+            assert!(
+                info(i).sub_layer_non_reference,
+                "reference picture {i} missing, yet picture {} was output",
+                w[1]
+            );
+            shed += 1;
+        }
+    }
+    eprintln!(
+        "{} of {} frames output; {shed} non-reference shed inside groups, {skipped} lost \
+         to skipped groups",
+        got.len(),
+        sent.len()
+    );
+    assert!(shed > 0, "no non-reference picture was shed");
+    let (decoded, errors) = decode_check(&stream_bytes(&received));
+    assert_eq!(errors, "", "ffmpeg reported errors");
+    assert_eq!(decoded, received.len(), "every output frame decodes");
+}
