@@ -45,6 +45,9 @@ pub enum Command {
     Application {
         structure: String,
     },
+    /// Sender to receiver, before DESCRIBE: how long after sending a frame may still be
+    /// output, in ns (0: any time). The receiver drops frames that arrive later.
+    LatencyBudget(u64),
     /// A type this version does not know: skipped, so later versions can add messages.
     Unknown(u64),
 }
@@ -59,6 +62,7 @@ mod ty {
     pub const END_OF_STREAM: u64 = 0x07;
     pub const GOODBYE: u64 = 0x08;
     pub const APPLICATION: u64 = 0x09;
+    pub const LATENCY_BUDGET: u64 = 0x0a;
 }
 
 impl Command {
@@ -111,6 +115,10 @@ impl Command {
             Command::Application { structure } => {
                 payload.extend_from_slice(structure.as_bytes());
                 ty::APPLICATION
+            }
+            Command::LatencyBudget(ns) => {
+                put_varint(&mut payload, *ns);
+                ty::LATENCY_BUDGET
             }
             Command::Unknown(kind) => *kind,
         };
@@ -174,6 +182,7 @@ impl Command {
             ty::APPLICATION => Command::Application {
                 structure: text(p.bytes(p.remaining())?)?,
             },
+            ty::LATENCY_BUDGET => Command::LatencyBudget(p.varint()?),
             other => {
                 p.bytes(p.remaining())?;
                 Command::Unknown(other)
@@ -276,6 +285,7 @@ mod tests {
             Command::Application {
                 structure: "cmd, x=(int)1".into(),
             },
+            Command::LatencyBudget(200_000_000),
             Command::Unknown(0x3f00),
         ]
     }

@@ -3,9 +3,11 @@
 //! in group order.
 
 use super::config::{self, CongestionControl};
+use super::lateness::Lateness;
 use super::link::{Interrupted, Link, NetThread};
 use super::monotonic_ns;
 use super::socket::{random_cid, Endpoint, Outbox, MAX_RECV_BATCH, SOCKET};
+use crate::h265::DropCost;
 use crate::protocol::{
     error_code, put_preamble, Command, CommandDecoder, FrameFlags, FrameHeader, GroupDecoder,
     GroupFrame, StreamKind, DEFAULT_MAX_COMMAND_SIZE, VERSION,
@@ -345,6 +347,9 @@ struct Loop {
     /// Decoding (re)starts at the next IRAP: RASL pictures after it reference pictures the
     /// decoder never got, so they are dropped until the first other picture.
     skip_rasl: bool,
+    lateness: Lateness,
+    /// Temporal sub-layers, from the last IRAP's SPS (H.265 allows 7).
+    sub_layers: u8,
     last_keepalive: Instant,
     last_rx: Instant,
     last_probe: Instant,
@@ -407,6 +412,8 @@ impl Loop {
             // A resumed stream follows the frames the lost connection never delivered.
             gap: retry.is_some(),
             skip_rasl: true,
+            lateness: Lateness::default(),
+            sub_layers: 7,
             last_keepalive: Instant::now(),
             last_rx: Instant::now(),
             last_probe: Instant::now(),
@@ -682,6 +689,7 @@ impl Loop {
                     self.eos_end_seq = Some(end_seq);
                 }
                 Command::Ping(n) => Command::Pong(n).encode(&mut self.control_out),
+                Command::LatencyBudget(ns) => self.lateness.set_budget(ns),
                 Command::Goodbye { code, reason } => {
                     let _ = self.conn.close(true, error_code::NO_ERROR, b"goodbye");
                     if code != error_code::NO_ERROR {
@@ -707,6 +715,11 @@ impl Loop {
             .entry(stream)
             .or_insert_with(|| Group::new(max_frame));
         let mut frames: Vec<GroupFrame> = Vec::new();
+        let one_way = self
+            .conn
+            .path_stats()
+            .next()
+            .map_or(0, |p| p.min_rtt.unwrap_or(p.rtt).as_nanos() as u64 / 2);
         // Leave media in quiche while we hold enough, so flow control slows the sender
         // instead of our memory growing. The group being delivered has its own allowance:
         // later groups filling the buffer must not starve it.
@@ -758,6 +771,29 @@ impl Loop {
                     // Nothing later references it: decoding goes on without a gap.
                     gst::debug!(CAT, "frame {} was shed by the sender", f.header.seq);
                     continue;
+                }
+                let info = crate::h265::inspect(&f.data);
+                if f.header.flags.contains(FrameFlags::KEYFRAME) {
+                    if let Some(n) = info.as_ref().ok().and_then(|i| i.sub_layers) {
+                        self.sub_layers = n;
+                    }
+                }
+                let late = self.lateness.late_by(f.header.send_time, arrival, one_way);
+                if let Some(by) = late {
+                    let seq = f.header.seq;
+                    let alone = info.is_ok_and(|i| i.drop_cost(self.sub_layers) == DropCost::Alone);
+                    if alone {
+                        gst::debug!(CAT, "frame {seq} is {by} ns late: dropped");
+                        continue;
+                    }
+                    // Later frames of the group may reference it: they go too.
+                    gst::debug!(
+                        CAT,
+                        "frame {seq} is {by} ns late: skipping the rest of group stream {stream}"
+                    );
+                    group.finished = true;
+                    group.abandoned = true;
+                    break;
                 }
                 group.bytes += f.data.len();
                 self.buffered += f.data.len();

@@ -4,6 +4,7 @@
 
 mod client;
 mod config;
+mod lateness;
 mod link;
 pub mod logger;
 mod rate;

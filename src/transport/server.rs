@@ -378,6 +378,8 @@ struct Receiver {
     /// The lowest TemporalId shed for the rest of the open group (see StreamOut::shed).
     group_cut: Option<u8>,
     frames_shed: u64,
+    /// The latency budget, announced to the receiver, which drops frames arriving later.
+    budget: Option<Duration>,
     keyframe_requested: bool,
     last_rx: Instant,
     outbox: Outbox,
@@ -648,7 +650,7 @@ impl Loop {
                 self.ids.insert(hdr.dcid.to_vec(), id);
                 let outbox = Outbox::new(self.endpoint.offload);
                 self.receivers
-                    .insert(id, Receiver::new(id, conn, from, outbox));
+                    .insert(id, Receiver::new(id, conn, from, outbox, self.deadline));
                 id
             }
         };
@@ -915,7 +917,13 @@ impl Loop {
 }
 
 impl Receiver {
-    fn new(id: u64, conn: quiche::Connection, peer: SocketAddr, outbox: Outbox) -> Self {
+    fn new(
+        id: u64,
+        conn: quiche::Connection,
+        peer: SocketAddr,
+        outbox: Outbox,
+        budget: Option<Duration>,
+    ) -> Self {
         Receiver {
             id,
             conn,
@@ -932,6 +940,7 @@ impl Receiver {
             groups_expired: 0,
             group_cut: None,
             frames_shed: 0,
+            budget,
             keyframe_requested: false,
             last_rx: Instant::now(),
             outbox,
@@ -957,6 +966,9 @@ impl Receiver {
                 let mut preamble = Vec::new();
                 put_preamble(&mut preamble, StreamKind::Control);
                 self.queue(CONTROL_STREAM, ChunkData::Owned(preamble), false, None);
+                if let Some(budget) = self.budget {
+                    self.queue_command(&Command::LatencyBudget(budget.as_nanos() as u64));
+                }
                 if let Some(caps) = caps {
                     self.describe(caps, eos);
                 }
