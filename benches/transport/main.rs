@@ -71,12 +71,15 @@ impl Transport {
 /// Latency budget: a frame later than this is late; SRT gets it as its latency.
 pub const BUDGET_MS: u32 = 200;
 
+/// One frame received: (seq, latency ns, the frame it depends on: None for an IRAP).
+pub type Arrived = (u64, u64, Option<u64>);
+
 /// What one sender/receiver pair measured.
 pub struct PairResult {
     pub transport: Transport,
     pub sent: u64,
-    /// (seq, latency ns, irap) in arrival order.
-    pub frames: Vec<(u64, u64, bool)>,
+    /// In arrival order.
+    pub frames: Vec<Arrived>,
     /// Arrival on CLOCK_MONOTONIC (ns) of each entry in `frames`.
     pub arrivals: Vec<u64>,
     pub bytes: u64,
@@ -90,20 +93,11 @@ pub struct PairResult {
 }
 
 impl PairResult {
-    /// Frames whose group is complete up to them: an IRAP, or the frame right after a
-    /// decodable one.
+    /// Frames that arrived with every picture they need: an IRAP, or a frame whose latest
+    /// reference picture before it is itself decodable (non-reference B pictures may be
+    /// missing without harm).
     pub fn decodable(&self) -> u64 {
-        let mut by_seq: Vec<(u64, bool)> = self.frames.iter().map(|f| (f.0, f.2)).collect();
-        by_seq.sort_unstable();
-        by_seq.dedup();
-        let mut count = 0;
-        let mut prev: Option<(u64, bool)> = None;
-        for (seq, irap) in by_seq {
-            let ok = irap || prev.is_some_and(|(p, ok)| ok && p + 1 == seq);
-            count += u64::from(ok);
-            prev = Some((seq, ok));
-        }
-        count
+        self.decodable_mask().iter().filter(|&&ok| ok).count() as u64
     }
 
     pub fn late(&self, budget_ns: u64) -> u64 {
@@ -122,17 +116,15 @@ impl PairResult {
 
     /// Whether each frame in `frames` is decodable (see [`PairResult::decodable`]).
     fn decodable_mask(&self) -> Vec<bool> {
-        let mut ok_seqs = std::collections::HashSet::new();
-        let mut by_seq: Vec<(u64, bool)> = self.frames.iter().map(|f| (f.0, f.2)).collect();
+        let mut by_seq: Vec<(u64, Option<u64>)> = self.frames.iter().map(|f| (f.0, f.2)).collect();
         by_seq.sort_unstable();
         by_seq.dedup();
-        let mut prev: Option<(u64, bool)> = None;
-        for (seq, irap) in by_seq {
-            let ok = irap || prev.is_some_and(|(p, ok)| ok && p + 1 == seq);
-            if ok {
+        // In sequence order a frame's dependency comes before it.
+        let mut ok_seqs = std::collections::HashSet::new();
+        for (seq, depends_on) in by_seq {
+            if depends_on.is_none_or(|d| ok_seqs.contains(&d)) {
                 ok_seqs.insert(seq);
             }
-            prev = Some((seq, ok));
         }
         self.frames.iter().map(|f| ok_seqs.contains(&f.0)).collect()
     }
@@ -426,6 +418,7 @@ fn live(adapt: bool) -> roles::Live {
         key_int: 60,
         kbps: 4000,
         adapt,
+        bframes: 0,
     }
 }
 
@@ -468,6 +461,7 @@ fn scenarios(stream_bps: f64) -> Vec<Scenario> {
                 key_int: 300,
                 kbps: 4000,
                 adapt: false,
+                bframes: 0,
             }),
             cap_steps: Vec::new(),
         },
@@ -494,6 +488,16 @@ fn scenarios(stream_bps: f64) -> Vec<Scenario> {
                 (Duration::from_secs(3), 2_000_000),
                 (Duration::from_secs(6), 6_000_000),
             ],
+        },
+        Scenario {
+            name: "(h) cap 3 Mbit/s, live x265 with B pictures asked for 4 Mbit/s",
+            impairment: capped(3_000_000),
+            outage: None,
+            live: Some(roles::Live {
+                bframes: 3,
+                ..live(false)
+            }),
+            cap_steps: Vec::new(),
         },
         Scenario {
             name: "(d) cap at 75% of the stream rate",
@@ -615,7 +619,7 @@ fn run_pair(
             None => error = Some(format!("{who} did not report")),
         }
     }
-    let (frames, arrivals): (Vec<(u64, u64, bool)>, Vec<u64>) = std::fs::read_to_string(&records)
+    let (frames, arrivals): (Vec<Arrived>, Vec<u64>) = std::fs::read_to_string(&records)
         .unwrap_or_default()
         .lines()
         .filter_map(|l| {
@@ -623,7 +627,7 @@ fn run_pair(
             let frame = (
                 f.next()?.parse().ok()?,
                 f.next()?.parse().ok()?,
-                f.next()? == "1",
+                f.next()?.parse().ok(),
             );
             Some((frame, f.next()?.parse::<u64>().ok()?))
         })

@@ -153,13 +153,16 @@ pub fn impaired(rows: &[(&str, PairResult)], stream_bps: f64) -> String {
          first decodable frame that arrives within the budget. Budget for 99.9%: the \
          smallest latency budget at which 99.9% of the frames sent arrive decodable and in \
          time. quicnalusink runs with latency-budget={BUDGET_MS}; SRT with latency {} ms. \
-         (c), (e), (f) and (g) send from a live x265enc (480x272 zone-plate at 4 Mbit/s, \
-         so that it encodes in real time here); in (c) with key-int-max=300: quicnalusrc's \
-         keyframe request \
-         reaches it as GstForceKeyUnit; SRT has no such path and waits for the next IRAP, \
-         10 s on. The relay is seeded, but its draws follow packet arrival, so runs \
-         differ: (a) has come out at 300 of 300 frames within 129 to 162 ms in some runs \
-         and at 271 to 279 (a stall of 0.5 to 0.9 s) in others.\n\n\
+         (c), (e), (f), (g) and (h) send from a live x265enc (480x272 zone-plate at 4 \
+         Mbit/s, so that it encodes in real time here); in (c) with key-int-max=300: \
+         quicnalusrc's keyframe request reaches it as GstForceKeyUnit; SRT has no such path \
+         and waits for the next IRAP, 10 s on. (h)'s encoder puts three non-reference B \
+         pictures after each P, which quicnalusink sheds first. (a), (b) and (d) play the \
+         recorded clip, which cannot make a keyframe on request. The relay is seeded, but \
+         its draws follow packet arrival, so runs differ: (a) has come out at 300 of 300 \
+         frames within 129 to 162 ms in some runs and at 258 to 279 (a stall of 0.5 to \
+         1.3 s) in others, when a loss cluster cuts cubic's window twice, a group expires \
+         and the receiver waits for the clip's next IRAP.\n\n\
          | scenario | transport | sent | delivered | Mbit/s delivered | decodable | late | p50 ms | p99 ms | \
          longest stall ms | recovery ms | on time after 2 s | re-converge ms | \
          budget for 99.9% ms | error |\n\

@@ -35,6 +35,8 @@ pub struct Live {
     pub kbps: u32,
     /// quicnalusink adapt-bitrate.
     pub adapt: bool,
+    /// Non-reference B pictures after each P (0: none, x265's zerolatency tune).
+    pub bframes: u32,
 }
 
 impl Job {
@@ -50,7 +52,13 @@ impl Job {
             format!("key={}", self.key),
             format!("records={}", self.records),
             match self.live {
-                Some(l) => format!("live={},{},{}", l.key_int, l.kbps, u8::from(l.adapt)),
+                Some(l) => format!(
+                    "live={},{},{},{}",
+                    l.key_int,
+                    l.kbps,
+                    u8::from(l.adapt),
+                    l.bframes
+                ),
                 None => "live=none".into(),
             },
         ]
@@ -76,10 +84,11 @@ impl Job {
             live: {
                 let live = get("live");
                 let v: Vec<u32> = live.split(',').filter_map(|v| v.parse().ok()).collect();
-                (v.len() == 3).then(|| Live {
+                (v.len() == 4).then(|| Live {
                     key_int: v[0],
                     kbps: v[1],
                     adapt: v[2] == 1,
+                    bframes: v[3],
                 })
             },
         }
@@ -198,6 +207,8 @@ fn stamp_frames(
     let sent = Arc::new(Mutex::new(0u64));
     let counter = sent.clone();
     let done = Mutex::new(Some(done));
+    // The latest reference picture stamped (see Stamp::depends_on).
+    let last_reference: Mutex<Option<u64>> = Mutex::new(None);
     let pad = pipeline
         .by_name("pace")
         .and_then(|p| p.static_pad("src"))
@@ -213,10 +224,21 @@ fn stamp_frames(
             }
             return gst::PadProbeReturn::Drop;
         }
+        // The bench's encoders have one temporal sub-layer.
+        let au = buffer
+            .map_readable()
+            .ok()
+            .and_then(|m| gstquicnalu::h265::inspect(&m).ok())
+            .unwrap_or_default();
+        let mut last_reference = last_reference.lock().unwrap();
+        let depends_on = if au.irap { None } else { *last_reference };
+        if au.drop_cost(1) != gstquicnalu::h265::DropCost::Alone {
+            *last_reference = Some(*seq);
+        }
         let stamp = stamp::encode(Stamp {
             seq: *seq,
             sent_ns: now_ns(),
-            irap: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
+            depends_on,
         });
         *seq += 1;
         let mut stamped = buffer.copy();
@@ -236,10 +258,16 @@ pub fn sender(job: &Job) {
     }
     let live = job.live.is_some();
     let source = if let Some(l) = job.live {
+        // x265's zerolatency tune rules out B pictures; without it, three non-reference
+        // ones (TRAIL_N) after each P.
+        let pictures = match l.bframes {
+            0 => "tune=zerolatency".to_string(),
+            n => format!("option-string=bframes={n}:b-pyramid=0"),
+        };
         format!(
             "videotestsrc is-live=true pattern=zone-plate kx2=20 ky2=20 kt=1 kt2=2 ! \
              video/x-raw,format=I420,width=480,height=272,framerate=30/1 ! \
-             x265enc speed-preset=ultrafast tune=zerolatency bitrate={} key-int-max={} ! \
+             x265enc speed-preset=ultrafast {pictures} bitrate={} key-int-max={} ! \
              h265parse ! video/x-h265,stream-format=byte-stream,alignment=au ! identity name=pace",
             l.kbps, l.key_int
         )
@@ -329,11 +357,11 @@ pub fn sender(job: &Job) {
     ));
 }
 
-/// What the receiver's probe collects: (seq, latency ns, irap, arrival on CLOCK_MONOTONIC
-/// ns) per stamp, bytes delivered.
+/// What the receiver's probe collects: (seq, latency ns, depends on, arrival on
+/// CLOCK_MONOTONIC ns) per stamp, bytes delivered.
 #[derive(Default)]
 struct Tally {
-    frames: Vec<(u64, u64, bool, u64)>,
+    frames: Vec<(u64, u64, Option<u64>, u64)>,
     bytes: u64,
     scanner: Scanner,
 }
@@ -378,7 +406,7 @@ pub fn receiver(job: &Job) {
                 for mem in buffer.iter_memories() {
                     if let Ok(map) = mem.map_readable() {
                         scanner.scan(&map, &mut |s: Stamp| {
-                            frames.push((s.seq, now.saturating_sub(s.sent_ns), s.irap, now))
+                            frames.push((s.seq, now.saturating_sub(s.sent_ns), s.depends_on, now))
                         });
                     }
                 }
@@ -397,8 +425,9 @@ pub fn receiver(job: &Job) {
     let _ = pipeline.set_state(gst::State::Null);
     let r = records.lock().unwrap();
     let mut out = String::new();
-    for (seq, latency, irap, arrival) in &r.frames {
-        out.push_str(&format!("{seq} {latency} {} {arrival}\n", u8::from(*irap)));
+    for (seq, latency, depends_on, arrival) in &r.frames {
+        let depends_on = depends_on.map_or("-".to_string(), |d| d.to_string());
+        out.push_str(&format!("{seq} {latency} {depends_on} {arrival}\n"));
     }
     std::fs::write(&job.records, out).expect("write records");
     say(&format!(

@@ -1,6 +1,6 @@
 //! Frame stamps that survive every transport: a suffix SEI NAL (user_data_unregistered)
 //! appended to each access unit, carrying the frame's sequence number, its send time on
-//! CLOCK_MONOTONIC and whether it is an IRAP. Being the AU's last NAL, a stamp seen at the
+//! CLOCK_MONOTONIC and the frame it needs to decode. Being the AU's last NAL, a stamp seen at the
 //! receiver means the whole access unit has arrived. The payload is ASCII hex, so it needs
 //! no emulation prevention.
 
@@ -8,14 +8,18 @@
 const UUID: [u8; 16] = *b"quicnalu-stamp!!";
 /// Start code + NAL header (type 40 = suffix SEI, layer 0, tid 1) + payload type 5.
 const PREFIX: [u8; 6] = [0, 0, 0, 1, 0x50, 0x01];
-const HEX_LEN: usize = 16 + 16 + 1;
+const HEX_LEN: usize = 16 + 16 + 16;
+/// `depends_on` of an IRAP.
+const NONE: u64 = u64::MAX;
 const PAYLOAD_LEN: usize = UUID.len() + HEX_LEN;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stamp {
     pub seq: u64,
     pub sent_ns: u64,
-    pub irap: bool,
+    /// The latest reference picture before this frame, which it (or the references it
+    /// has) needs; None for an IRAP, which decodes alone.
+    pub depends_on: Option<u64>,
 }
 
 /// Bytes of the SEI NAL unit to append to an access unit.
@@ -27,10 +31,10 @@ pub fn encode(stamp: Stamp) -> Vec<u8> {
     out.extend_from_slice(&UUID);
     out.extend_from_slice(
         format!(
-            "{:016x}{:016x}{}",
+            "{:016x}{:016x}{:016x}",
             stamp.seq,
             stamp.sent_ns,
-            u8::from(stamp.irap)
+            stamp.depends_on.unwrap_or(NONE)
         )
         .as_bytes(),
     );
@@ -73,7 +77,7 @@ fn parse(hex: &[u8]) -> Option<Stamp> {
     Some(Stamp {
         seq: u64::from_str_radix(&text[..16], 16).ok()?,
         sent_ns: u64::from_str_radix(&text[16..32], 16).ok()?,
-        irap: &text[32..] == "1",
+        depends_on: Some(u64::from_str_radix(&text[32..48], 16).ok()?).filter(|&d| d != NONE),
     })
 }
 

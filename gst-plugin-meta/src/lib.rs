@@ -6,7 +6,7 @@
 //! | field          | type    | meaning                                                        |
 //! |----------------|---------|----------------------------------------------------------------|
 //! | `seq`          | guint64 | the sender's frame sequence number (one per access unit)       |
-//! | `sender-time`  | guint64 | sender's CLOCK_MONOTONIC (ns) when the frame was queued to QUIC |
+//! | `sender-time`  | guint64 | sender's CLOCK_MONOTONIC (ns) when the sink queued the frame for sending |
 //! | `arrival-time` | guint64 | receiver's CLOCK_MONOTONIC (ns) when the whole frame arrived   |
 //! | `flags`        | guint   | [`Flags`] bits: keyframe, discont, gap, late                   |
 //!

@@ -301,6 +301,8 @@ struct Group {
     finished: bool,
     /// Reset by the sender, or abandoned by us: no more frames will come.
     abandoned: bool,
+    /// When the first bytes of the frame in progress arrived (CLOCK_MONOTONIC ns).
+    started_at: Option<u64>,
 }
 
 impl Group {
@@ -311,6 +313,7 @@ impl Group {
             bytes: 0,
             finished: false,
             abandoned: false,
+            started_at: None,
         }
     }
 }
@@ -766,7 +769,17 @@ impl Loop {
                 group.finished = true;
             }
             let arrival = monotonic_ns();
+            // The frame in progress before this read started then; any others, now.
+            let mut started = group.started_at.take();
+            if !group.decoder.between_frames() {
+                group.started_at = Some(if frames.is_empty() {
+                    started.unwrap_or(arrival)
+                } else {
+                    arrival
+                });
+            }
             for f in frames.drain(..) {
+                let first_byte = started.take().unwrap_or(arrival);
                 if f.header.flags.contains(FrameFlags::SHED) {
                     // Nothing later references it: decoding goes on without a gap.
                     gst::debug!(CAT, "frame {} was shed by the sender", f.header.seq);
@@ -778,7 +791,9 @@ impl Loop {
                         self.sub_layers = n;
                     }
                 }
-                let late = self.lateness.late_by(f.header.send_time, arrival, one_way);
+                let late = self
+                    .lateness
+                    .late_by(f.header.send_time, first_byte, arrival, one_way);
                 if let Some(by) = late {
                     let seq = f.header.seq;
                     let alone = info.is_ok_and(|i| i.drop_cost(self.sub_layers) == DropCost::Alone);

@@ -80,7 +80,9 @@ pub struct Estimate {
 
 enum Work {
     Caps(String),
-    Frame(MediaFrame),
+    /// With when it was queued, as an Instant and as CLOCK_MONOTONIC ns: its deadline and
+    /// its send time count from then.
+    Frame(MediaFrame, Instant, u64),
     Eos,
 }
 
@@ -171,7 +173,7 @@ impl Server {
     /// Queues a frame for every receiver; call [`Server::wait_for_room`] first.
     pub fn send(&self, frame: MediaFrame) {
         let len = frame.data.as_ref().as_ref().len();
-        self.push(Work::Frame(frame), len);
+        self.push(Work::Frame(frame, Instant::now(), monotonic_ns()), len);
     }
 
     /// Tells receivers the stream ended and waits until each has everything, or `timeout`.
@@ -689,7 +691,7 @@ impl Loop {
                     }
                     self.caps = Some(caps);
                 }
-                Work::Frame(frame) => self.distribute(frame),
+                Work::Frame(frame, queued, queued_ns) => self.distribute(frame, queued, queued_ns),
                 Work::Eos => {
                     self.eos = true;
                     for r in self.receivers.values_mut().filter(|r| r.described) {
@@ -701,7 +703,7 @@ impl Loop {
     }
 
     /// Queues one frame to every receiver that can decode it.
-    fn distribute(&mut self, frame: MediaFrame) {
+    fn distribute(&mut self, frame: MediaFrame, queued: Instant, queued_ns: u64) {
         let seq = self.next_seq;
         self.next_seq += 1;
         let mut flags = FrameFlags::default();
@@ -714,7 +716,7 @@ impl Loop {
             pts: frame.pts,
             dts: frame.dts,
             duration: frame.duration,
-            send_time: monotonic_ns(),
+            send_time: queued_ns,
             len: frame.data.as_ref().as_ref().len() as u64,
         };
         let mut encoded = Vec::with_capacity(32);
@@ -724,13 +726,12 @@ impl Loop {
             // This IRAP reaches everyone who asked before it.
             self.keyframes.wanted = false;
         }
-        let now = Instant::now();
-        let expires = self.deadline.map(|d| now + d);
-        let shed_by = |share: f64| self.deadline.map_or(now, |d| now + d.mul_f64(share));
+        let expires = self.deadline.map(|d| queued + d);
+        let shed_by = |share: f64| self.deadline.map_or(queued, |d| queued + d.mul_f64(share));
         let by = match frame.drop_cost {
             DropCost::Alone => shed_by(SHED_ALONE),
             DropCost::Layers { .. } => shed_by(SHED_LAYERS),
-            DropCost::Group => now,
+            DropCost::Group => queued,
         };
         let (tid, cost) = (frame.temporal_id, frame.drop_cost);
         let frame = Arc::new(frame);
@@ -898,7 +899,7 @@ impl Loop {
                 .work
                 .iter()
                 .map(|w| match w {
-                    Work::Frame(f) => f.data.as_ref().as_ref().len(),
+                    Work::Frame(f, ..) => f.data.as_ref().as_ref().len(),
                     _ => 0,
                 })
                 .sum();
