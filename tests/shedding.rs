@@ -32,12 +32,12 @@ fn non_reference_pictures_go_first() {
         b_frame_clip().display(),
         sink_props()
     ));
-    // 1.8 Mbit/s: about 60% of the stream, more than its reference pictures need.
+    // 2.2 Mbit/s: about 75% of the stream, more than its reference pictures need.
     let relay = relay_to(
         port,
         Impairment {
             delay: Duration::from_millis(5),
-            rate_bps: Some(1_800_000),
+            rate_bps: Some(2_200_000),
             queue_bytes: 64 * 1024,
             ..Impairment::default()
         },

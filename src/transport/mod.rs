@@ -7,6 +7,7 @@ mod config;
 mod lateness;
 mod link;
 pub mod logger;
+mod pacer;
 mod rate;
 mod server;
 mod socket;

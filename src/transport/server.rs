@@ -4,6 +4,7 @@
 use super::config::{self, CongestionControl};
 use super::link::{Interrupted, Link, NetThread};
 use super::monotonic_ns;
+use super::pacer::{self, Pacer};
 use super::rate::{self, Estimator, Sample};
 use super::socket::{random_cid, Endpoint, Outbox, MAX_RECV_BATCH, SOCKET};
 use crate::h265::DropCost;
@@ -295,18 +296,26 @@ impl StreamOut {
             .sum()
     }
 
-    /// Writes chunks until quiche takes no more; Ok(true) once all are written.
+    /// Writes chunks until quiche takes no more, or `allowance` bytes (less what it takes);
+    /// Ok(true) once all are written.
     fn write(
         &mut self,
         conn: &mut quiche::Connection,
         out_bytes: &mut usize,
+        allowance: &mut usize,
     ) -> Result<bool, quiche::Error> {
         while let Some(chunk) = self.chunks.front_mut() {
-            let bytes = &chunk.data.bytes()[chunk.offset..];
-            match conn.stream_send(self.stream, bytes, chunk.fin) {
+            let rest = &chunk.data.bytes()[chunk.offset..];
+            if *allowance == 0 && !rest.is_empty() {
+                return Ok(false);
+            }
+            let bytes = &rest[..rest.len().min(*allowance)];
+            let whole = bytes.len() == rest.len();
+            match conn.stream_send(self.stream, bytes, chunk.fin && whole) {
                 Ok(n) => {
                     *out_bytes -= n;
-                    if n < bytes.len() {
+                    *allowance -= n;
+                    if n < bytes.len() || !whole {
                         chunk.offset += n;
                         return Ok(false);
                     }
@@ -386,6 +395,12 @@ struct Receiver {
     last_rx: Instant,
     outbox: Outbox,
     estimator: Estimator,
+    /// With a latency budget, once the network has shown a standing queue (pacer.rs).
+    pacer: Option<Pacer>,
+    /// The pacer held media back at the last flush.
+    held_back: bool,
+    /// While it holds media back: when the next packet's worth may go.
+    pace_at: Option<Instant>,
 }
 
 impl Receiver {
@@ -436,7 +451,11 @@ impl Receiver {
     /// newest first when frames have deadlines. Groups whose oldest frame is past its
     /// deadline are reset instead.
     fn flush(&mut self, newest_first: bool) {
-        if let Err(e) = self.control_out.write(&mut self.conn, &mut self.out_bytes) {
+        let mut unlimited = usize::MAX;
+        if let Err(e) = self
+            .control_out
+            .write(&mut self.conn, &mut self.out_bytes, &mut unlimited)
+        {
             gst::warning!(CAT, "receiver {}: control stream: {e}", self.id);
             self.out_bytes -= self.control_out.bytes();
             self.control_out.chunks.clear();
@@ -445,16 +464,27 @@ impl Receiver {
         // ahead of it drains, then it crosses (more when the network queues). One that
         // would arrive past its deadline is not worth sending. Measured in bench scenario
         // (e): late frames 116 -> 14 against half a round trip's 78.
-        let ahead = self
-            .conn
-            .path_stats()
-            .next()
-            .map_or(Duration::ZERO, |p| p.rtt);
-        self.expire(Instant::now() + ahead);
+        let now = Instant::now();
+        let path = self.conn.path_stats().next();
+        let ahead = path.as_ref().map_or(Duration::ZERO, |p| p.rtt);
+        self.expire(now + ahead);
+        if let Some(p) = path.filter(|_| self.budget.is_some()) {
+            let min_rtt = p.min_rtt.unwrap_or(p.rtt);
+            match self.pacer.as_mut() {
+                Some(pacer) => pacer.on_path(now, p.delivery_rate, self.held_back, p.rtt, min_rtt),
+                None if p.rtt.saturating_sub(min_rtt) > pacer::STANDING_QUEUE => {
+                    gst::debug!(CAT, "receiver {}: the path queues: pacing", self.id);
+                    self.pacer = Some(Pacer::new(now, p.delivery_rate));
+                }
+                None => {}
+            }
+        }
+        let granted = self.pacer.as_mut().map_or(usize::MAX, |p| p.allowance(now));
+        let mut allowance = granted;
         let n = self.groups_out.len();
         for k in 0..n {
             let i = if newest_first { n - 1 - k } else { k };
-            match self.groups_out[i].write(&mut self.conn, &mut self.out_bytes) {
+            match self.groups_out[i].write(&mut self.conn, &mut self.out_bytes, &mut allowance) {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(e) => {
@@ -467,6 +497,15 @@ impl Receiver {
             }
         }
         self.groups_out.retain(|g| !g.chunks.is_empty());
+        self.held_back = false;
+        self.pace_at = None;
+        if let Some(p) = self.pacer.as_mut() {
+            p.spend(now, granted - allowance);
+            if allowance == 0 && !self.groups_out.is_empty() {
+                self.held_back = true;
+                self.pace_at = Some(p.ready_at(config::MAX_DATAGRAM_SIZE));
+            }
+        }
     }
 
     /// Whether this receiver has gone quiet (see GONE_QUIET).
@@ -584,7 +623,12 @@ impl Loop {
                     // When a backlogged receiver would count as quiet.
                     let quiet_at =
                         (r.out_bytes > 0 && !r.quiet()).then_some(r.last_rx + GONE_QUIET);
-                    [r.conn.timeout_instant(), r.outbox.release_at(), quiet_at]
+                    [
+                        r.conn.timeout_instant(),
+                        r.outbox.release_at(),
+                        quiet_at,
+                        r.pace_at,
+                    ]
                 })
                 .chain([self.keyframes.due(), Some(self.next_estimate)])
                 .collect();
@@ -840,7 +884,17 @@ impl Loop {
                 continue;
             }
             if let Some(e) = r.estimator.update(now, sample) {
-                gst::trace!(CAT, "receiver {}: estimate {:.0} kbit/s", r.id, e / 1e3);
+                gst::trace!(
+                    CAT,
+                    "receiver {}: estimate {:.0} kbit/s, rtt {:?} (min {:?}), queued {} B, \
+                     pacing at {:?} bit/s",
+                    r.id,
+                    e / 1e3,
+                    sample.rtt,
+                    sample.min_rtt,
+                    sample.queued_bytes,
+                    r.pacer.as_ref().map(Pacer::rate_bps)
+                );
                 lowest = Some(lowest.map_or(e, |l: f64| l.min(e)));
                 receivers += 1;
             }
@@ -946,6 +1000,9 @@ impl Receiver {
             last_rx: Instant::now(),
             outbox,
             estimator: Estimator::default(),
+            pacer: None,
+            held_back: false,
+            pace_at: None,
         }
     }
 
