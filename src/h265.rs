@@ -135,8 +135,8 @@ pub enum DropCost {
     /// Only pictures of sub-layer `from` and above may reference it: they must go with it,
     /// for the rest of the group.
     Layers { from: u8 },
-    /// Base-layer pictures reference it (and IRAPs start the group): only the group's
-    /// whole tail can go.
+    /// Base-layer pictures reference it (and IRAPs start the group, parameter sets serve
+    /// all that follows): only the group's whole tail can go.
     Group,
 }
 
@@ -145,7 +145,11 @@ impl AuInfo {
     /// sub-layers (ITU-T H.265, 8.1.2: a sub-bitstream without the top layers decodes).
     pub fn drop_cost(&self, sub_layers: u8) -> DropCost {
         let top = sub_layers.saturating_sub(1);
-        let from = match (self.irap, self.sub_layer_non_reference) {
+        // Parameter sets are needed by everything after them.
+        let from = match (
+            self.irap || self.parameter_sets,
+            self.sub_layer_non_reference,
+        ) {
             (true, _) => return DropCost::Group,
             (false, true) if self.temporal_id >= top => return DropCost::Alone,
             (false, true) => self.temporal_id + 1,
@@ -251,7 +255,10 @@ mod tests {
         assert_eq!(pic(1, 1), layers(1)); // TRAIL_R on layer 1
         assert_eq!(pic(1, 0), DropCost::Group); // TRAIL_R on the base layer
         assert_eq!(pic(19, 0), DropCost::Group); // IDR
-                                                 // A single-layer stream: every non-reference picture stands alone.
+                                                 // A non-reference picture carrying parameter sets.
+        let with_pps = inspect(&[0, 0, 1, 0x44, 0x01, 0xc1, 0, 0, 1, 0x00, 0x01, 0x80]).unwrap();
+        assert_eq!(with_pps.drop_cost(1), DropCost::Group);
+        // A single-layer stream: every non-reference picture stands alone.
         let trail_n = inspect(&[0, 0, 1, 0x00, 0x01, 0x80]).unwrap();
         assert_eq!(trail_n.drop_cost(1), DropCost::Alone);
     }

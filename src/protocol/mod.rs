@@ -16,6 +16,9 @@ pub use varint::{put_varint, Reader};
 pub const ALPN: &[u8] = b"quicnalu/1";
 /// The protocol version carried in every stream preamble and in HELLO.
 pub const VERSION: u64 = 1;
+/// HELLO option bit: the receiver takes frames with the SHED flag. Senders shed frames only
+/// for receivers that set it; others get whole groups or none.
+pub const HELLO_TAKES_SHED: u64 = 0x1;
 /// First bytes of every stream.
 pub const MAGIC: [u8; 4] = *b"QNLU";
 

@@ -10,7 +10,7 @@ use super::socket::{random_cid, Endpoint, Outbox, MAX_RECV_BATCH, SOCKET};
 use crate::h265::DropCost;
 use crate::protocol::{
     error_code, put_preamble, Command, CommandDecoder, FrameFlags, FrameHeader, GroupDecoder,
-    GroupFrame, StreamKind, DEFAULT_MAX_COMMAND_SIZE, VERSION,
+    GroupFrame, StreamKind, DEFAULT_MAX_COMMAND_SIZE, HELLO_TAKES_SHED, VERSION,
 };
 use mio::Events;
 use once_cell::sync::Lazy;
@@ -589,7 +589,7 @@ impl Loop {
             put_preamble(&mut self.control_out, StreamKind::Control);
             Command::Hello {
                 version: VERSION,
-                options: 0,
+                options: HELLO_TAKES_SHED,
                 token: Vec::new(),
             }
             .encode(&mut self.control_out);

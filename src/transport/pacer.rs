@@ -10,6 +10,7 @@
 //! draft-cardwell-iccrg-bbr-congestion-control). The rate cycles around it to find more
 //! room and give back what that queued; while the RTT shows a standing queue it drains.
 
+use super::config::MAX_DATAGRAM_SIZE;
 use std::time::{Duration, Instant};
 
 /// Slots of the windowed maximum; together they span one second.
@@ -22,8 +23,12 @@ const PHASE: Duration = Duration::from_millis(100);
 /// queue: it starts pacing, and while it lasts the rate drains it.
 pub const STANDING_QUEUE: Duration = Duration::from_millis(30);
 const DRAIN: f64 = 0.75;
-/// Bytes may go out in bursts this long at the pacing rate.
+/// A queue that stands this long while we drain it is not ours: the path's base RTT rose
+/// (a new route, or a competing flow), and it becomes the new base.
+const DRAIN_LIMIT: Duration = Duration::from_secs(1);
+/// Bytes may go out in bursts this long at the pacing rate, and at least two datagrams.
 const BURST: Duration = Duration::from_millis(20);
+const MIN_BURST: f64 = 2.0 * MAX_DATAGRAM_SIZE as f64;
 /// The shortest wait worth waking up for.
 const MIN_WAIT: Duration = Duration::from_millis(1);
 /// No path is paced below this (bytes/s, 100 kbit/s).
@@ -45,6 +50,10 @@ pub struct Pacer {
     /// The smoothed RTT when the path fell idle: a value only acks of new packets change,
     /// so while it stays the same it says nothing about a queue now.
     idle_rtt: Option<Duration>,
+    /// Since when we drain a standing queue.
+    draining_since: Option<Instant>,
+    /// The RTT taken as the path's base, when it rose above quiche's minimum (DRAIN_LIMIT).
+    base_rtt: Option<Duration>,
 }
 
 impl Pacer {
@@ -60,6 +69,8 @@ impl Pacer {
             last: now,
             last_sent: now,
             idle_rtt: None,
+            draining_since: None,
+            base_rtt: None,
         }
     }
 
@@ -76,7 +87,9 @@ impl Pacer {
     ) {
         let elapsed = now.saturating_duration_since(self.start);
         let slot = (elapsed.as_millis() / SLOT.as_millis()) as u64;
-        if held_back || delivery_rate > self.bottleneck {
+        // Draining, held-back bytes measure our own reduced rate, not the path.
+        let measured = held_back && self.draining_since.is_none();
+        if measured || delivery_rate > self.bottleneck {
             let s = &mut self.slots[slot as usize % SLOTS];
             if s.0 != slot {
                 *s = (slot, 0);
@@ -98,9 +111,28 @@ impl Pacer {
         } else if self.idle_rtt != Some(rtt) {
             self.idle_rtt = None;
         }
+        let base = match self.base_rtt {
+            Some(b) if b <= rtt => b,
+            _ => {
+                self.base_rtt = None;
+                min_rtt
+            }
+        };
+        let queue = self.idle_rtt.is_none() && rtt.saturating_sub(base) > STANDING_QUEUE;
+        self.draining_since = match (queue, self.draining_since) {
+            (false, _) => None,
+            (true, Some(t)) if now.saturating_duration_since(t) > DRAIN_LIMIT => {
+                self.base_rtt = Some(rtt);
+                None
+            }
+            (true, since) => Some(since.unwrap_or(now)),
+        };
         let phase = (elapsed.as_millis() / PHASE.as_millis()) as usize % GAINS.len();
-        let queue = self.idle_rtt.is_none() && rtt.saturating_sub(min_rtt) > STANDING_QUEUE;
-        let gain = if queue { DRAIN } else { GAINS[phase] };
+        let gain = if self.draining_since.is_some() {
+            DRAIN
+        } else {
+            GAINS[phase]
+        };
         self.rate = (self.bottleneck as f64 * gain).max(FLOOR);
     }
 
@@ -113,7 +145,7 @@ impl Pacer {
     pub fn allowance(&mut self, now: Instant) -> usize {
         let earned = now.saturating_duration_since(self.last).as_secs_f64() * self.rate;
         self.last = now;
-        self.tokens = (self.tokens + earned).min(self.rate * BURST.as_secs_f64());
+        self.tokens = (self.tokens + earned).min((self.rate * BURST.as_secs_f64()).max(MIN_BURST));
         self.tokens.max(0.0) as usize
     }
 
@@ -149,6 +181,9 @@ mod tests {
         assert_eq!(p.allowance(t0 + 5 * MS), 5_000);
         // An idle second earns no more than a burst.
         assert_eq!(p.allowance(t0 + 1000 * MS), 20_000);
+        // A slow path still earns whole datagrams.
+        let mut slow = Pacer::new(t0, 20_000);
+        assert_eq!(slow.allowance(t0 + 1000 * MS), 2 * MAX_DATAGRAM_SIZE);
     }
 
     #[test]
@@ -181,5 +216,13 @@ mod tests {
         at(&mut p, 2000, 400_000, true, rtt);
         at(&mut p, 3050, 400_000, true, rtt);
         assert_eq!(p.bottleneck, 400_000);
+        // The base RTT rises for good: after a second of draining that does not help, the
+        // new RTT is the base, and the drain did not lower the bottleneck.
+        at(&mut p, 3100, 300_000, true, 60 * MS);
+        assert_eq!(p.rate, 300_000.0, "draining at 0.75");
+        at(&mut p, 3600, 300_000, true, 60 * MS);
+        at(&mut p, 4250, 300_000, true, 60 * MS);
+        assert_eq!(p.bottleneck, 400_000);
+        assert_eq!(p.rate, 400_000.0, "cruising on the new base");
     }
 }
