@@ -5,8 +5,6 @@ mod common;
 
 use common::*;
 use gst::prelude::*;
-use gstquicnalu::relay::Impairment;
-use std::time::Duration;
 
 #[test]
 fn encoder_bitrate_follows_a_capped_link() {
@@ -21,15 +19,7 @@ fn encoder_bitrate_follows_a_capped_link() {
         sink_props()
     ));
     let estimates = element_messages(&sender);
-    let relay = relay_to(
-        port,
-        Impairment {
-            delay: Duration::from_millis(5),
-            rate_bps: Some(cap_kbps * 1000),
-            queue_bytes: 64 * 1024,
-            ..Impairment::default()
-        },
-    );
+    let relay = relay_to(port, capped_link(cap_kbps * 1000, 64 * 1024));
     let receiver = receiver_via(&relay, "");
     let (store, _) = collect(&receiver, "out");
     receiver.pipeline.set_state(gst::State::Playing).unwrap();

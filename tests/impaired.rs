@@ -20,13 +20,7 @@ fn lossy_40ms_rtt_link_outputs_only_decodable_frames() {
             ..Impairment::default()
         },
     );
-    let receiver = receiver_via(&relay, "");
-    let (store, _) = collect(&receiver, "out");
-    receiver.pipeline.set_state(gst::State::Playing).unwrap();
-    receiver.finish(WATCHDOG).expect("receiver reaches EOS");
-    sender.finish(WATCHDOG).expect("sender reaches EOS");
-
-    let received = store.lock().unwrap().clone();
+    let received = receive_all_via(&sender, &relay);
     let stats = relay.stats();
     eprintln!(
         "{} of 150 frames out; relay lost {} + {} packets",

@@ -133,15 +133,7 @@ fn memory_stays_flat_when_the_network_is_slower_than_the_stream() {
         noise_clip().display(),
         sink_props()
     ));
-    let relay = relay_to(
-        port,
-        Impairment {
-            delay: Duration::from_millis(5),
-            rate_bps: Some(16_000_000),
-            queue_bytes: 256 * 1024,
-            ..Impairment::default()
-        },
-    );
+    let relay = relay_to(port, capped_link(16_000_000, 256 * 1024));
     let receiver = receiver_via(&relay, "");
     let (store, arrived) = collect(&receiver, "out");
     receiver.pipeline.set_state(gst::State::Playing).unwrap();

@@ -5,11 +5,8 @@
 mod common;
 
 use common::*;
-use gst::prelude::*;
 use gstquicnalu::h265;
-use gstquicnalu::relay::Impairment;
 use std::collections::HashMap;
-use std::time::Duration;
 
 /// 10 s of 480x272 at about 2.9 Mbit/s with three non-reference B pictures (TRAIL_N) after
 /// each P: they carry about half the bytes.
@@ -33,23 +30,10 @@ fn non_reference_pictures_go_first() {
         sink_props()
     ));
     // 2.2 Mbit/s: about 75% of the stream, more than its reference pictures need.
-    let relay = relay_to(
-        port,
-        Impairment {
-            delay: Duration::from_millis(5),
-            rate_bps: Some(2_200_000),
-            queue_bytes: 64 * 1024,
-            ..Impairment::default()
-        },
-    );
-    let receiver = receiver_via(&relay, "");
-    let (store, _) = collect(&receiver, "out");
-    receiver.pipeline.set_state(gst::State::Playing).unwrap();
-    receiver.finish(WATCHDOG).expect("receiver reaches EOS");
-    sender.finish(WATCHDOG).expect("sender reaches EOS");
+    let relay = relay_to(port, capped_link(2_200_000, 64 * 1024));
+    let received = receive_all_via(&sender, &relay);
 
     let sent = sent.lock().unwrap().clone();
-    let received = store.lock().unwrap().clone();
     let index: HashMap<&[u8], usize> = sent
         .iter()
         .enumerate()

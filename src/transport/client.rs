@@ -785,9 +785,11 @@ impl Loop {
                     gst::debug!(CAT, "frame {} was shed by the sender", f.header.seq);
                     continue;
                 }
-                let info = crate::h265::inspect(&f.data);
+                // The NAL scan costs a pass over the frame: only keyframes (for the SPS)
+                // and late frames (for their cost) need it.
+                let inspect = || crate::h265::inspect(&f.data);
                 if f.header.flags.contains(FrameFlags::KEYFRAME) {
-                    if let Some(n) = info.as_ref().ok().and_then(|i| i.sub_layers) {
+                    if let Some(n) = inspect().ok().and_then(|i| i.sub_layers) {
                         self.sub_layers = n;
                     }
                 }
@@ -796,7 +798,8 @@ impl Loop {
                     .late_by(f.header.send_time, first_byte, arrival, one_way);
                 if let Some(by) = late {
                     let seq = f.header.seq;
-                    let alone = info.is_ok_and(|i| i.drop_cost(self.sub_layers) == DropCost::Alone);
+                    let alone =
+                        inspect().is_ok_and(|i| i.drop_cost(self.sub_layers) == DropCost::Alone);
                     if alone {
                         gst::debug!(CAT, "frame {seq} is {by} ns late: dropped");
                         continue;

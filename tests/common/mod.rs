@@ -416,6 +416,27 @@ pub fn receiver_via(relay: &gstquicnalu::relay::Relay, src_extra: &str) -> Runni
     ))
 }
 
+/// A link capped at `bps` with a queue of `queue_bytes`, 5 ms each way.
+pub fn capped_link(bps: u64, queue_bytes: usize) -> gstquicnalu::relay::Impairment {
+    gstquicnalu::relay::Impairment {
+        delay: Duration::from_millis(5),
+        rate_bps: Some(bps),
+        queue_bytes,
+        ..Default::default()
+    }
+}
+
+/// Like [`receive_all`], through `relay`.
+pub fn receive_all_via(sender: &Running, relay: &gstquicnalu::relay::Relay) -> Vec<Received> {
+    let receiver = receiver_via(relay, "");
+    let (received, _) = collect(&receiver, "out");
+    receiver.pipeline.set_state(gst::State::Playing).unwrap();
+    receiver.finish(WATCHDOG).expect("receiver reaches EOS");
+    sender.finish(WATCHDOG).expect("sender reaches EOS");
+    let received = received.lock().unwrap().clone();
+    received
+}
+
 /// The received access units as one byte-stream.
 pub fn stream_bytes(received: &[Received]) -> Vec<u8> {
     received
