@@ -211,6 +211,17 @@ pub fn begins_access_unit(nal: &[u8]) -> bool {
     }
 }
 
+/// The access unit's VPS, SPS and PPS NAL units, each behind a 4-byte start code: what a
+/// decoder starting at a later IRAP that lacks them needs in front of it.
+pub fn parameter_sets(au: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for nal in nal_units(au).filter(|n| NalHeader::parse(n).is_ok_and(|h| h.is_parameter_set())) {
+        out.extend_from_slice(&[0, 0, 0, 1]);
+        out.extend_from_slice(nal);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +272,18 @@ mod tests {
         // A single-layer stream: every non-reference picture stands alone.
         let trail_n = inspect(&[0, 0, 1, 0x00, 0x01, 0x80]).unwrap();
         assert_eq!(trail_n.drop_cost(1), DropCost::Alone);
+    }
+
+    #[test]
+    fn extracts_parameter_sets() {
+        let au = [
+            0, 0, 1, 0x40, 0x01, 1, 0, 0, 1, 0x42, 0x01, 2, 0, 0, 1, 0x26, 0x01, 0xaf,
+        ];
+        assert_eq!(
+            parameter_sets(&au),
+            [0, 0, 0, 1, 0x40, 0x01, 1, 0, 0, 0, 1, 0x42, 0x01, 2]
+        );
+        assert!(parameter_sets(&[0, 0, 1, 0x26, 0x01, 0xaf]).is_empty());
     }
 
     #[test]

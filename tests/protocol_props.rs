@@ -41,7 +41,16 @@ fn command() -> impl Strategy<Value = Command> {
             code: code.into(),
             reason
         }),
-        "\\PC{0,80}".prop_map(|structure| Command::Application { structure }),
+        (any::<Option<u32>>(), "\\PC{0,80}").prop_map(|(seq, structure)| {
+            Command::Application {
+                before_seq: seq.map(u64::from),
+                structure,
+            }
+        }),
+        (any::<u32>(), 0..(1u64 << 62)).prop_map(|(seq, t)| Command::Join {
+            live_seq: seq.into(),
+            sender_time: t,
+        }),
     ]
 }
 

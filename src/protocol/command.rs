@@ -41,13 +41,24 @@ pub enum Command {
         code: u64,
         reason: String,
     },
-    /// Either side: an application command, a serialized `GstStructure`.
+    /// Either side: an application command, a serialized `GstStructure`. From the sender,
+    /// `before_seq` pins it in the stream: the receiver hands it on just before frame
+    /// `before_seq` (or where that frame would have been); None: as soon as it arrives.
     Application {
+        before_seq: Option<u64>,
         structure: String,
     },
     /// Sender to receiver, before DESCRIBE: how long after sending a frame may still be
     /// output, in ns (0: any time). The receiver drops frames that arrive later.
     LatencyBudget(u64),
+    /// Sender to receiver, before DESCRIBE, to a receiver joining mid-group: frames numbered
+    /// below `live_seq` are the cached group from its IRAP, sent at once to catch up;
+    /// `sender_time` is the sender's CLOCK_MONOTONIC (ns) when they were queued, so their
+    /// age is `sender_time` less their send time.
+    Join {
+        live_seq: u64,
+        sender_time: u64,
+    },
     /// A type this version does not know: skipped, so later versions can add messages.
     Unknown(u64),
 }
@@ -63,6 +74,7 @@ mod ty {
     pub const GOODBYE: u64 = 0x08;
     pub const APPLICATION: u64 = 0x09;
     pub const LATENCY_BUDGET: u64 = 0x0a;
+    pub const JOIN: u64 = 0x0b;
 }
 
 impl Command {
@@ -112,13 +124,26 @@ impl Command {
                 payload.extend_from_slice(reason.as_bytes());
                 ty::GOODBYE
             }
-            Command::Application { structure } => {
+            Command::Application {
+                before_seq,
+                structure,
+            } => {
+                // 0: not pinned; n + 1: before frame n.
+                put_varint(&mut payload, before_seq.map_or(0, |n| n.saturating_add(1)));
                 payload.extend_from_slice(structure.as_bytes());
                 ty::APPLICATION
             }
             Command::LatencyBudget(ns) => {
                 put_varint(&mut payload, *ns);
                 ty::LATENCY_BUDGET
+            }
+            Command::Join {
+                live_seq,
+                sender_time,
+            } => {
+                put_varint(&mut payload, *live_seq);
+                put_varint(&mut payload, *sender_time);
+                ty::JOIN
             }
             Command::Unknown(kind) => *kind,
         };
@@ -180,9 +205,14 @@ impl Command {
                 reason: text(p.bytes(p.remaining())?)?,
             },
             ty::APPLICATION => Command::Application {
+                before_seq: p.varint()?.checked_sub(1),
                 structure: text(p.bytes(p.remaining())?)?,
             },
             ty::LATENCY_BUDGET => Command::LatencyBudget(p.varint()?),
+            ty::JOIN => Command::Join {
+                live_seq: p.varint()?,
+                sender_time: p.varint()?,
+            },
             other => {
                 p.bytes(p.remaining())?;
                 Command::Unknown(other)
@@ -283,9 +313,18 @@ mod tests {
                 reason: "bye".into(),
             },
             Command::Application {
+                before_seq: None,
                 structure: "cmd, x=(int)1".into(),
             },
+            Command::Application {
+                before_seq: Some(0),
+                structure: "pinned".into(),
+            },
             Command::LatencyBudget(200_000_000),
+            Command::Join {
+                live_seq: 150,
+                sender_time: 1 << 50,
+            },
             Command::Unknown(0x3f00),
         ]
     }

@@ -45,6 +45,11 @@ pub mod error_code {
     /// Stream reset (RESET_STREAM by the sender): the group's
     /// frames are past the latency budget; the receiver skips to the next group.
     pub const GROUP_EXPIRED: u64 = 0x3;
+    /// The sender's application refused this receiver (its address or token): retrying
+    /// will not help.
+    pub const REJECTED: u64 = 0x4;
+    /// The sender serves its maximum number of receivers: try again later.
+    pub const SERVER_FULL: u64 = 0x5;
 }
 
 /// Why bytes from the network were refused.
