@@ -2,7 +2,8 @@ use super::adapt::Adaptation;
 use crate::h265;
 use crate::protocol::DEFAULT_MAX_FRAME_SIZE;
 use crate::transport::{
-    CongestionControl, Estimate, Interrupted, MediaFrame, Server, ServerSettings,
+    Admission, CongestionControl, Estimate, Interrupted, JoinMode, MediaFrame, ReceiverEvent,
+    Server, ServerSettings,
 };
 use gst::glib;
 use gst::prelude::*;
@@ -33,6 +34,9 @@ const DEFAULT_ADAPT_BITRATE: bool = false;
 const DEFAULT_MIN_BITRATE_KBPS: u32 = 300;
 /// 0: the encoder's own bitrate when adaptation starts.
 const DEFAULT_MAX_BITRATE_KBPS: u32 = 0;
+/// 0: no limit.
+const DEFAULT_MAX_RECEIVERS: u32 = 0;
+const DEFAULT_FORWARD_EVENTS: bool = true;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -49,6 +53,9 @@ struct Settings {
     adapt_bitrate: bool,
     min_bitrate_kbps: u32,
     max_bitrate_kbps: u32,
+    max_receivers: u32,
+    join_mode: JoinMode,
+    forward_events: bool,
 }
 
 impl Default for Settings {
@@ -67,6 +74,9 @@ impl Default for Settings {
             adapt_bitrate: DEFAULT_ADAPT_BITRATE,
             min_bitrate_kbps: DEFAULT_MIN_BITRATE_KBPS,
             max_bitrate_kbps: DEFAULT_MAX_BITRATE_KBPS,
+            max_receivers: DEFAULT_MAX_RECEIVERS,
+            join_mode: JoinMode::default(),
+            forward_events: DEFAULT_FORWARD_EVENTS,
         }
     }
 }
@@ -221,6 +231,26 @@ impl ObjectImpl for QuicNaluSink {
                     .default_value(DEFAULT_MAX_BITRATE_KBPS)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt::builder("max-receivers")
+                    .nick("Maximum receivers")
+                    .blurb(
+                        "Receivers served at once; one more is refused with SERVER_FULL \
+                         (0: no limit)",
+                    )
+                    .default_value(DEFAULT_MAX_RECEIVERS)
+                    .mutable_ready()
+                    .build(),
+                JoinMode::param_spec(),
+                glib::ParamSpecBoolean::builder("forward-events")
+                    .nick("Forward events")
+                    .blurb(
+                        "Send serialized custom downstream events (except GstForceKeyUnit) to \
+                         every receiver in stream order; quicnalusrc pushes them downstream \
+                         at the same point",
+                    )
+                    .default_value(DEFAULT_FORWARD_EVENTS)
+                    .mutable_ready()
+                    .build(),
             ]
         });
         PROPERTIES.as_ref()
@@ -253,6 +283,9 @@ impl ObjectImpl for QuicNaluSink {
             "adapt-bitrate" => s.adapt_bitrate = value.get().expect("type checked upstream"),
             "min-bitrate" => s.min_bitrate_kbps = value.get().expect("type checked upstream"),
             "max-bitrate" => s.max_bitrate_kbps = value.get().expect("type checked upstream"),
+            "max-receivers" => s.max_receivers = value.get().expect("type checked upstream"),
+            "join-mode" => s.join_mode = value.get().expect("type checked upstream"),
+            "forward-events" => s.forward_events = value.get().expect("type checked upstream"),
             name => unreachable!("property {name}"),
         }
     }
@@ -277,8 +310,77 @@ impl ObjectImpl for QuicNaluSink {
             "adapt-bitrate" => s.adapt_bitrate.to_value(),
             "min-bitrate" => s.min_bitrate_kbps.to_value(),
             "max-bitrate" => s.max_bitrate_kbps.to_value(),
+            "max-receivers" => s.max_receivers.to_value(),
+            "join-mode" => s.join_mode.to_value(),
+            "forward-events" => s.forward_events.to_value(),
             name => unreachable!("property {name}"),
         }
+    }
+
+    fn signals() -> &'static [glib::subclass::Signal] {
+        static SIGNALS: Lazy<Vec<glib::subclass::Signal>> = Lazy::new(|| {
+            use glib::subclass::Signal;
+            vec![
+                // A receiver said HELLO: return false to refuse it (closed with REJECTED).
+                // Args: receiver id, its address, the token it presented ("" if none).
+                // Emitted from the networking thread: handlers must return quickly.
+                Signal::builder("receiver-connecting")
+                    .param_types([
+                        u64::static_type(),
+                        String::static_type(),
+                        String::static_type(),
+                    ])
+                    .return_type::<bool>()
+                    .run_last()
+                    .class_handler(|_| Some(true.to_value()))
+                    .accumulator(|_, _, value| {
+                        // The first handler that refuses decides.
+                        if value.get::<bool>().unwrap_or(true) {
+                            std::ops::ControlFlow::Continue(value.clone())
+                        } else {
+                            std::ops::ControlFlow::Break(value.clone())
+                        }
+                    })
+                    .build(),
+                // Args: receiver id, address. Media flows to it from now on.
+                Signal::builder("receiver-connected")
+                    .param_types([u64::static_type(), String::static_type()])
+                    .build(),
+                // Args: receiver id, address, why.
+                Signal::builder("receiver-disconnected")
+                    .param_types([
+                        u64::static_type(),
+                        String::static_type(),
+                        String::static_type(),
+                    ])
+                    .build(),
+                // A receiver sent a command (quicnalusrc's send-command). Args: receiver
+                // id, the command.
+                Signal::builder("command-received")
+                    .param_types([u64::static_type(), gst::Structure::static_type()])
+                    .build(),
+                // Sends a command to receiver `id` (0: every receiver) at once; false if
+                // no such receiver is served. For stream order, send a custom downstream
+                // event through the pipeline instead (forward-events).
+                Signal::builder("send-command")
+                    .param_types([u64::static_type(), gst::Structure::static_type()])
+                    .return_type::<bool>()
+                    .action()
+                    .class_handler(|args| {
+                        let sent = (|| {
+                            let obj = args[0].get::<super::QuicNaluSink>().ok()?;
+                            let id = args[1].get::<u64>().ok()?;
+                            let command = args[2].get::<gst::Structure>().ok()?;
+                            let server = obj.imp().server().ok()?;
+                            let to = (id != 0).then_some(id);
+                            Some(server.send_command(to, command.to_string()))
+                        })();
+                        Some(sent.unwrap_or(false).to_value())
+                    })
+                    .build(),
+            ]
+        });
+        SIGNALS.as_ref()
     }
 
     fn constructed(&self) {
@@ -547,6 +649,120 @@ impl QuicNaluSink {
     }
 }
 
+impl QuicNaluSink {
+    /// What the networking thread asks before serving a receiver: `receiver-connecting`.
+    fn admitter(&self) -> Box<dyn Fn(&Admission) -> bool + Send> {
+        let weak = self.obj().downgrade();
+        Box::new(move |asking| {
+            let Some(obj) = weak.upgrade() else {
+                return false;
+            };
+            let token = String::from_utf8_lossy(asking.token).into_owned();
+            let admitted = obj.emit_by_name::<bool>(
+                "receiver-connecting",
+                &[&asking.id, &asking.peer.to_string(), &token],
+            );
+            if !admitted {
+                gst::info!(
+                    CAT,
+                    obj = obj,
+                    "refused receiver {} ({})",
+                    asking.id,
+                    asking.peer
+                );
+            }
+            admitted
+        })
+    }
+
+    /// What the networking thread tells of receivers: signals, emitted there, and the
+    /// matching element messages.
+    fn receiver_reporter(&self) -> Box<dyn Fn(ReceiverEvent) + Send> {
+        let weak = self.obj().downgrade();
+        Box::new(move |event| {
+            let Some(obj) = weak.upgrade() else {
+                return;
+            };
+            let message = match event {
+                ReceiverEvent::Connected { id, peer } => {
+                    let address = peer.to_string();
+                    gst::info!(CAT, obj = obj, "receiver {id} connected from {address}");
+                    obj.emit_by_name::<()>("receiver-connected", &[&id, &address]);
+                    gst::Structure::builder("quicnalusink-receiver-connected")
+                        .field("receiver-id", id)
+                        .field("address", address)
+                        .build()
+                }
+                ReceiverEvent::Disconnected { id, peer, reason } => {
+                    let address = peer.to_string();
+                    gst::info!(CAT, obj = obj, "receiver {id} ({address}) left: {reason}");
+                    obj.emit_by_name::<()>("receiver-disconnected", &[&id, &address, &reason]);
+                    gst::Structure::builder("quicnalusink-receiver-disconnected")
+                        .field("receiver-id", id)
+                        .field("address", address)
+                        .field("reason", reason)
+                        .build()
+                }
+                ReceiverEvent::Command {
+                    id,
+                    peer,
+                    structure,
+                } => {
+                    let Ok(command) = structure.parse::<gst::Structure>() else {
+                        gst::warning!(
+                            CAT,
+                            obj = obj,
+                            "receiver {id} sent a command that is not a GstStructure: {structure:?}"
+                        );
+                        return;
+                    };
+                    gst::debug!(CAT, obj = obj, "receiver {id}: command {command}");
+                    obj.emit_by_name::<()>("command-received", &[&id, &command]);
+                    gst::Structure::builder("quicnalusink-command")
+                        .field("receiver-id", id)
+                        .field("address", peer.to_string())
+                        .field("command", command)
+                        .build()
+                }
+            };
+            let _ = obj.post_message(gst::message::Element::builder(message).src(&obj).build());
+        })
+    }
+
+    /// With wait-for-connection, holds the stream (buffers and forwarded events) until the
+    /// first receiver is ready.
+    fn wait_first_receiver(&self, server: &Server) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let wait = self.settings.lock().unwrap().wait_for_connection
+            && !self.stream.lock().unwrap().connected_once;
+        if wait {
+            gst::debug!(CAT, imp = self, "waiting for the first receiver");
+            self.wait_network(|| server.wait_for_receiver())?;
+            self.stream.lock().unwrap().connected_once = true;
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    /// A serialized custom downstream event for the receivers: sent in stream order, after
+    /// the access unit being gathered. Returns whether it went.
+    fn forward_event(&self, event: &gst::Event) -> bool {
+        let Some(structure) = event.structure() else {
+            return false;
+        };
+        if structure.name() == "GstForceKeyUnit" || !self.settings.lock().unwrap().forward_events {
+            return false;
+        }
+        let Ok(server) = self.server() else {
+            return false;
+        };
+        if self.wait_first_receiver(&server).is_err() || self.flush_pending(&server).is_err() {
+            return false;
+        }
+        gst::debug!(CAT, imp = self, "forwarding {structure}");
+        server.send_command_in_stream(structure.to_string());
+        true
+    }
+}
+
 impl BaseSinkImpl for QuicNaluSink {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = self.settings.lock().unwrap().clone();
@@ -564,6 +780,10 @@ impl BaseSinkImpl for QuicNaluSink {
             keyframe_interval: Duration::from_millis(settings.keyframe_request_interval_ms.into()),
             request_keyframe: self.keyframe_requester(),
             on_estimate: self.estimate_reporter(),
+            max_receivers: settings.max_receivers as usize,
+            join_mode: settings.join_mode,
+            admit: self.admitter(),
+            on_receiver: self.receiver_reporter(),
             deadline: (settings.latency_budget_ms > 0)
                 .then(|| Duration::from_millis(settings.latency_budget_ms.into())),
         })
@@ -626,15 +846,8 @@ impl BaseSinkImpl for QuicNaluSink {
             return Err(gst::FlowError::Error);
         }
         drop(map);
-        let wait = self.settings.lock().unwrap().wait_for_connection
-            && !self.stream.lock().unwrap().connected_once;
-        if wait {
-            gst::debug!(CAT, imp = self, "waiting for the first receiver");
-            let server = self.server()?;
-            self.wait_network(|| server.wait_for_receiver())?;
-            self.stream.lock().unwrap().connected_once = true;
-        }
-        Ok(gst::FlowSuccess::Ok)
+        let server = self.server()?;
+        self.wait_first_receiver(&server)
     }
 
     fn render(&self, buffer: &gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
@@ -654,6 +867,9 @@ impl BaseSinkImpl for QuicNaluSink {
             let mut stream = self.stream.lock().unwrap();
             stream.pending = None;
             stream.pending_has_vcl = false;
+        }
+        if let gst::EventView::CustomDownstream(_) = event.view() {
+            self.forward_event(&event);
         }
         if let gst::EventView::Eos(_) = event.view() {
             if let Ok(server) = self.server() {

@@ -5,6 +5,13 @@
 //! (the default) buffers leave at the pace of their running time (DTS when PTS is missing);
 //! with `sync=false` as fast as the network takes them.
 //!
+//! Every receiver has its own connection and queue; a slow one loses its own frames and
+//! never slows the others. One that connects mid-group gets the current group at once
+//! (`join-mode`). Signals `receiver-connecting` (admit or refuse), `receiver-connected`,
+//! `receiver-disconnected` and `command-received`, and the action signal `send-command`,
+//! carry the application's side; serialized custom downstream events go to every receiver
+//! in stream order.
+//!
 //! ```text
 //! gst-launch-1.0 filesrc location=in.h265 ! h265parse ! \
 //!     quicnalusink port=4443 cert-file=cert.pem key-file=key.pem

@@ -48,6 +48,7 @@ struct Settings {
     reconnect: bool,
     reconnect_delay_max_ms: u32,
     reconnect_timeout_ms: u32,
+    token: Option<String>,
 }
 
 impl Default for Settings {
@@ -64,6 +65,7 @@ impl Default for Settings {
             reconnect: DEFAULT_RECONNECT,
             reconnect_delay_max_ms: DEFAULT_RECONNECT_DELAY_MAX_MS,
             reconnect_timeout_ms: DEFAULT_RECONNECT_TIMEOUT_MS,
+            token: None,
         }
     }
 }
@@ -86,6 +88,9 @@ struct Stream {
     /// The latest time output (PTS or DTS): a new connection's timeline starts after it,
     /// so timestamps never go back.
     last_time: Option<i128>,
+    /// `last_time` when this connection began: catch-up frames older than it (the cached
+    /// group a reconnection starts from) are clamped to it and marked DECODE_ONLY.
+    resumed_after: Option<i128>,
     delivered: u64,
 }
 
@@ -192,6 +197,14 @@ impl ObjectImpl for QuicNaluSrc {
                     .default_value(DEFAULT_RECONNECT_TIMEOUT_MS)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecString::builder("token")
+                    .nick("Token")
+                    .blurb(
+                        "Access token presented to the sender in HELLO; the sender's \
+                         application may admit or refuse receivers by it",
+                    )
+                    .mutable_ready()
+                    .build(),
             ]
         });
         PROPERTIES.as_ref()
@@ -222,6 +235,7 @@ impl ObjectImpl for QuicNaluSrc {
             "reconnect-timeout" => {
                 s.reconnect_timeout_ms = value.get().expect("type checked upstream")
             }
+            "token" => s.token = value.get().expect("type checked upstream"),
             name => unreachable!("property {name}"),
         }
     }
@@ -240,8 +254,32 @@ impl ObjectImpl for QuicNaluSrc {
             "reconnect" => s.reconnect.to_value(),
             "reconnect-delay-max" => s.reconnect_delay_max_ms.to_value(),
             "reconnect-timeout" => s.reconnect_timeout_ms.to_value(),
+            "token" => s.token.to_value(),
             name => unreachable!("property {name}"),
         }
+    }
+
+    fn signals() -> &'static [glib::subclass::Signal] {
+        static SIGNALS: Lazy<Vec<glib::subclass::Signal>> = Lazy::new(|| {
+            // Sends a command to the sender, which emits command-received and posts a
+            // quicnalusink-command message naming this receiver. False when not started.
+            vec![glib::subclass::Signal::builder("send-command")
+                .param_types([gst::Structure::static_type()])
+                .return_type::<bool>()
+                .action()
+                .class_handler(|args| {
+                    let sent = (|| {
+                        let obj = args[0].get::<super::QuicNaluSrc>().ok()?;
+                        let command = args[1].get::<gst::Structure>().ok()?;
+                        let client = obj.imp().client().ok()?;
+                        client.send_command(command.to_string());
+                        Some(true)
+                    })();
+                    Some(sent.unwrap_or(false).to_value())
+                })
+                .build()]
+        });
+        SIGNALS.as_ref()
     }
 
     fn constructed(&self) {
@@ -359,19 +397,33 @@ impl QuicNaluSrc {
         let mut stream = self.stream.lock().unwrap();
         let now = self.running_time().map(|t| t.nseconds() as i128);
         if stream.offset.is_none() {
-            if let (Some(reference), Some(now)) = (h.dts.or(h.pts), now) {
+            // A catch-up frame is as old as the sender says: the live edge maps to now.
+            let age = frame.catch_up_age.unwrap_or(0);
+            if let (Some(reference), Some(now)) = (h.dts.or(h.pts).map(|t| t + age), now) {
                 // After a reconnection the new timeline starts past everything output.
                 let start = stream.last_time.map_or(now, |last| now.max(last + 1));
                 stream.offset = Some(start - reference as i128);
             }
         }
         let offset = stream.offset.unwrap_or(0);
+        // A catch-up frame after a reconnection may be older than what was output before
+        // it: it is still needed to decode, but must not take time back.
+        let floor = stream
+            .resumed_after
+            .filter(|_| frame.catch_up_age.is_some())
+            .map(|t| t.max(0) as u64);
         if let Some(latest) = h.pts.max(h.dts) {
             let latest = latest as i128 + offset;
             stream.last_time = Some(stream.last_time.map_or(latest, |l| l.max(latest)));
         }
-        let map = |t: Option<u64>| {
-            t.map(|t| gst::ClockTime::from_nseconds((t as i128 + offset).max(0) as u64))
+        let mut decode_only = false;
+        let mut map = |t: Option<u64>| {
+            t.map(|t| {
+                let t = (t as i128 + offset).max(0) as u64;
+                let clamped = floor.map_or(t, |f| t.max(f));
+                decode_only |= clamped != t;
+                gst::ClockTime::from_nseconds(clamped)
+            })
         };
         let (mut pts, dts) = (map(h.pts), map(h.dts));
         if pts.is_none() && dts.is_none() {
@@ -397,6 +449,7 @@ impl QuicNaluSrc {
             );
             let discont = first || frame.gap || h.flags.contains(FrameFlags::DISCONT);
             flags.set(gst::BufferFlags::DISCONT, discont);
+            flags.set(gst::BufferFlags::DECODE_ONLY, decode_only);
             b.set_flags(flags);
             let mut meta_flags = Flags::default();
             if keyframe {
@@ -419,6 +472,37 @@ impl QuicNaluSrc {
             }
         }
         buffer
+    }
+}
+
+impl QuicNaluSrc {
+    /// A command from the sender: pushed downstream as a custom event here, in stream
+    /// order, and posted as a `quicnalusrc-command` message.
+    fn command(&self, structure: &str) {
+        let Ok(command) = structure.parse::<gst::Structure>() else {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "sender sent a command that is not a GstStructure: {structure:?}"
+            );
+            return;
+        };
+        gst::debug!(CAT, imp = self, "command {command}");
+        let obj = self.obj();
+        let message = gst::Structure::builder("quicnalusrc-command")
+            .field("command", command.clone())
+            .build();
+        let _ = obj.post_message(gst::message::Element::builder(message).src(&*obj).build());
+        if !obj
+            .src_pad()
+            .push_event(gst::event::CustomDownstream::new(command))
+        {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "nothing downstream handled the command event"
+            );
+        }
     }
 }
 
@@ -449,6 +533,7 @@ impl BaseSrcImpl for QuicNaluSrc {
             connect_timeout: Duration::from_millis(s.timeout_ms.into()),
             congestion_control: s.congestion_control,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            token: s.token.clone().unwrap_or_default().into_bytes(),
             queue_len: QUEUE_LEN,
             latency: Duration::from_millis(s.latency_ms.into()),
             reconnect: Reconnect {
@@ -545,8 +630,11 @@ impl PushSrcImpl for QuicNaluSrc {
                 }
                 Ok(Event::Connected) => {
                     // A restarted sender starts its timestamps again: map them afresh.
-                    self.stream.lock().unwrap().offset = None;
+                    let mut stream = self.stream.lock().unwrap();
+                    stream.offset = None;
+                    stream.resumed_after = stream.last_time;
                 }
+                Ok(Event::Command(structure)) => self.command(&structure),
                 Ok(Event::Frame(frame)) => {
                     return Ok(CreateSuccess::NewBuffer(self.make_buffer(frame)));
                 }

@@ -5,6 +5,10 @@
 //! clock, so any H.265 decoder can follow it. Every buffer carries a `QuicNaluMeta`
 //! (see the `gst-plugin-meta` crate).
 //!
+//! The action signal `send-command` sends a `GstStructure` to the sender; commands from the
+//! sender come out as custom downstream events, in stream order, and `quicnalusrc-command`
+//! messages.
+//!
 //! ```text
 //! gst-launch-1.0 quicnalusrc address=127.0.0.1 port=4443 ca-file=cert.pem ! \
 //!     h265parse ! avdec_h265 ! autovideosink

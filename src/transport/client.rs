@@ -55,6 +55,8 @@ pub struct ClientSettings {
     pub connect_timeout: Duration,
     pub congestion_control: CongestionControl,
     pub max_frame_size: u64,
+    /// Presented in HELLO; the sender's application may admit or refuse by it.
+    pub token: Vec<u8>,
     /// Events the streaming thread may leave unread before the network thread stops
     /// reading (and QUIC flow control slows the sender).
     pub queue_len: usize,
@@ -103,6 +105,9 @@ pub struct ReceivedFrame {
     pub arrival: u64,
     /// Frames before this one were skipped (an expired or abandoned group).
     pub gap: bool,
+    /// Sent from the sender's cache to a receiver joining mid-group: how old (ns, by the
+    /// sender's clock) it already was then. None for live frames.
+    pub catch_up_age: Option<u64>,
 }
 
 /// What the streaming thread receives, in order.
@@ -114,6 +119,9 @@ pub enum Event {
     /// The sender's stream description.
     Caps(String),
     Frame(ReceivedFrame),
+    /// An application command from the sender (a serialized GstStructure), in stream order
+    /// when the sender pinned it there.
+    Command(String),
     /// The sender ended the stream and every frame was delivered.
     Eos,
 }
@@ -123,6 +131,8 @@ struct Queue {
     capacity: usize,
     /// Set by the streaming side; the networking thread sends KEYFRAME_REQUEST.
     keyframe_wanted: bool,
+    /// Application commands for the sender, sent once connected.
+    commands_out: VecDeque<String>,
 }
 
 /// Handle to a running client; dropping it stops the thread and joins it.
@@ -151,6 +161,7 @@ impl Client {
             events: VecDeque::new(),
             capacity: settings.queue_len.max(1),
             keyframe_wanted: false,
+            commands_out: VecDeque::new(),
         }));
         let waker = endpoint.waker.clone();
         let first = Loop::new(endpoint, config, link.clone(), settings, None)?;
@@ -165,6 +176,14 @@ impl Client {
     /// Asks the sender for a keyframe as soon as the connection allows.
     pub fn request_keyframe(&self) {
         self.net.update(|s| s.inner.keyframe_wanted = true);
+        self.net.wake();
+    }
+
+    /// Sends an application command (a serialized GstStructure) to the sender, once
+    /// connected.
+    pub fn send_command(&self, structure: String) {
+        self.net
+            .update(|s| s.inner.commands_out.push_back(structure));
         self.net.wake();
     }
 
@@ -286,6 +305,22 @@ fn drive(mut conn: Loop) {
     }
 }
 
+/// Moves the commands pinned before frame `seq` (None: all) to `events`.
+fn hand_pinned(
+    pinned: &mut VecDeque<(u64, String)>,
+    seq: Option<u64>,
+    events: &mut VecDeque<Event>,
+) {
+    while let Some((before, _)) = pinned.front() {
+        if seq.is_some_and(|seq| *before > seq) {
+            break;
+        }
+        if let Some((_, structure)) = pinned.pop_front() {
+            events.push_back(Event::Command(structure));
+        }
+    }
+}
+
 /// The stream ID of group number `n` (counted from 0), saturating: `n` comes from the
 /// network (END_OF_STREAM) and must not overflow.
 fn group_stream(n: u64) -> u64 {
@@ -353,6 +388,11 @@ struct Loop {
     lateness: Lateness,
     /// Temporal sub-layers, from the last IRAP's SPS (H.265 allows 7).
     sub_layers: u8,
+    /// JOIN from the sender: frames below `.0` are its cached group, queued at sender
+    /// time `.1`.
+    join: Option<(u64, u64)>,
+    /// Commands pinned before a frame number, oldest first, until that point is handed on.
+    pinned: VecDeque<(u64, String)>,
     last_keepalive: Instant,
     last_rx: Instant,
     last_probe: Instant,
@@ -417,6 +457,8 @@ impl Loop {
             skip_rasl: true,
             lateness: Lateness::default(),
             sub_layers: 7,
+            join: None,
+            pinned: VecDeque::new(),
             last_keepalive: Instant::now(),
             last_rx: Instant::now(),
             last_probe: Instant::now(),
@@ -499,6 +541,7 @@ impl Loop {
                 && [
                     error_code::PROTOCOL_VIOLATION,
                     error_code::UNSUPPORTED_VERSION,
+                    error_code::REJECTED,
                 ]
                 .contains(&e.error_code)
         });
@@ -590,7 +633,7 @@ impl Loop {
             Command::Hello {
                 version: VERSION,
                 options: HELLO_TAKES_SHED,
-                token: Vec::new(),
+                token: self.settings.token.clone(),
             }
             .encode(&mut self.control_out);
             if self.resumed {
@@ -627,6 +670,17 @@ impl Loop {
         {
             gst::debug!(CAT, "asking the sender for a keyframe");
             Command::KeyframeRequest.encode(&mut self.control_out);
+        }
+        let commands: Vec<String> = self
+            .link
+            .update(|s| s.inner.commands_out.drain(..).collect());
+        for structure in commands {
+            let before_seq = None;
+            Command::Application {
+                before_seq,
+                structure,
+            }
+            .encode(&mut self.control_out);
         }
         if self.last_rx.max(self.last_probe).elapsed() >= PROBE {
             self.last_probe = Instant::now();
@@ -693,6 +747,18 @@ impl Loop {
                 }
                 Command::Ping(n) => Command::Pong(n).encode(&mut self.control_out),
                 Command::LatencyBudget(ns) => self.lateness.set_budget(ns),
+                Command::Join {
+                    live_seq,
+                    sender_time,
+                } => self.join = Some((live_seq, sender_time)),
+                Command::Application {
+                    before_seq: Some(seq),
+                    structure,
+                } => self.pinned.push_back((seq, structure)),
+                Command::Application {
+                    before_seq: None,
+                    structure,
+                } => self.push(Event::Command(structure)),
                 Command::Goodbye { code, reason } => {
                     let _ = self.conn.close(true, error_code::NO_ERROR, b"goodbye");
                     if code != error_code::NO_ERROR {
@@ -793,9 +859,15 @@ impl Loop {
                         self.sub_layers = n;
                     }
                 }
+                // Catch-up frames are old by design: only live frames can be late.
+                let catch_up_age = self
+                    .join
+                    .filter(|&(live_seq, _)| f.header.seq < live_seq)
+                    .map(|(_, sent)| sent.saturating_sub(f.header.send_time));
                 let late = self
                     .lateness
-                    .late_by(f.header.send_time, first_byte, arrival, one_way);
+                    .late_by(f.header.send_time, first_byte, arrival, one_way)
+                    .filter(|_| catch_up_age.is_none());
                 if let Some(by) = late {
                     let seq = f.header.seq;
                     let alone =
@@ -820,6 +892,7 @@ impl Loop {
                     data: f.data,
                     arrival,
                     gap: false,
+                    catch_up_age,
                 });
             }
         }
@@ -840,7 +913,7 @@ impl Loop {
                 break;
             };
             let mut handed = 0;
-            let (gap, skip_rasl) = (&mut self.gap, &mut self.skip_rasl);
+            let (gap, skip_rasl, pinned) = (&mut self.gap, &mut self.skip_rasl, &mut self.pinned);
             let stalled = self.link.update(|s| {
                 while s.inner.events.len() < s.inner.capacity {
                     let Some(mut frame) = group.frames.pop_front() else {
@@ -855,6 +928,7 @@ impl Loop {
                         *skip_rasl = frame.header.flags.contains(FrameFlags::KEYFRAME);
                     }
                     frame.gap = std::mem::take(gap);
+                    hand_pinned(pinned, Some(frame.header.seq), &mut s.inner.events);
                     s.inner.events.push_back(Event::Frame(frame));
                 }
                 !group.frames.is_empty()
@@ -883,7 +957,7 @@ impl Loop {
         if let Some(groups) = self.eos_groups {
             if !self.eos_delivered && self.next_group >= group_stream(groups) {
                 self.eos_delivered = true;
-                self.push(Event::Eos);
+                self.end_events();
                 let _ = self
                     .conn
                     .close(true, error_code::NO_ERROR, b"end of stream");
@@ -936,7 +1010,7 @@ impl Loop {
         self.deliver();
         if !self.eos_delivered {
             self.eos_delivered = true;
-            self.push(Event::Eos);
+            self.end_events();
         }
     }
 
@@ -988,6 +1062,15 @@ impl Loop {
 
     fn push(&self, event: Event) {
         self.link.update(|s| s.inner.events.push_back(event));
+    }
+
+    /// The commands pinned anywhere before the end, then EOS.
+    fn end_events(&mut self) {
+        let pinned = &mut self.pinned;
+        self.link.update(|s| {
+            hand_pinned(pinned, None, &mut s.inner.events);
+            s.inner.events.push_back(Event::Eos);
+        });
     }
 
     fn fail(&self, message: String) {

@@ -4,6 +4,7 @@
 
 mod client;
 mod config;
+mod join;
 mod lateness;
 mod link;
 pub mod logger;
@@ -15,8 +16,9 @@ mod udp;
 
 pub use client::{Client, ClientSettings, ConnectionEvent, Event, ReceivedFrame, Reconnect};
 pub use config::CongestionControl;
+pub use join::JoinMode;
 pub use link::Interrupted;
-pub use server::{Estimate, MediaFrame, Server, ServerSettings};
+pub use server::{Admission, Estimate, MediaFrame, ReceiverEvent, Server, ServerSettings};
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock frame headers and QuicNaluMeta use.
 pub fn monotonic_ns() -> u64 {

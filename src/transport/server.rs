@@ -2,6 +2,7 @@
 //! them the stream, one unidirectional stream per group of pictures.
 
 use super::config::{self, CongestionControl};
+use super::join::{CachedFrame, JoinCache, JoinMode};
 use super::link::{Interrupted, Link, NetThread};
 use super::monotonic_ns;
 use super::pacer::{self, Pacer};
@@ -31,7 +32,9 @@ static CAT: Lazy<gst::DebugCategory> = Lazy::new(|| {
 const CONTROL_STREAM: u64 = 0;
 /// A receiver silent for this long (its keepalive probes run faster) was cut off.
 const PEER_SILENCE: Duration = Duration::from_millis(150);
-/// Bytes the streaming thread may queue ahead of the slowest receiver before it waits.
+/// Bytes the streaming thread may queue ahead of the fastest receiver before it waits. A
+/// receiver twice this far behind has its backlog dropped and resumes at the next IRAP: one
+/// slow receiver never holds back the others, and the memory it holds stays bounded.
 const MAX_BACKLOG: usize = 8 << 20;
 /// A receiver silent this long (it probes every 100 ms when it hears nothing) is behind an
 /// outage or gone: it no longer holds the stream back, and once its backlog reaches
@@ -68,6 +71,42 @@ pub struct ServerSettings {
     /// Told what the receivers' paths carry, every update while any is connected. Called on
     /// the networking thread: it must not block.
     pub on_estimate: Box<dyn Fn(Estimate) + Send>,
+    /// Receivers served at once (0: no limit); one more is closed with SERVER_FULL.
+    pub max_receivers: usize,
+    pub join_mode: JoinMode,
+    /// Decides whether a receiver that said HELLO is served; a refused one is closed with
+    /// REJECTED before any media flows. Called on the networking thread: it must not block.
+    pub admit: Box<dyn Fn(&Admission) -> bool + Send>,
+    /// Told of receivers coming and going, and of their application commands. Called on
+    /// the networking thread: it must not block.
+    pub on_receiver: Box<dyn Fn(ReceiverEvent) + Send>,
+}
+
+/// A receiver asking to be served.
+pub struct Admission<'a> {
+    pub id: u64,
+    pub peer: SocketAddr,
+    /// The token from its HELLO (empty when it sent none).
+    pub token: &'a [u8],
+}
+
+/// What happens to a receiver, for the element to report.
+#[derive(Debug, Clone)]
+pub enum ReceiverEvent {
+    /// Admitted: media follows.
+    Connected { id: u64, peer: SocketAddr },
+    /// An admitted receiver is gone.
+    Disconnected {
+        id: u64,
+        peer: SocketAddr,
+        reason: String,
+    },
+    /// It sent an application command (a serialized GstStructure).
+    Command {
+        id: u64,
+        peer: SocketAddr,
+        structure: String,
+    },
 }
 
 /// What the paths to the receivers carry, for steering the encoder.
@@ -84,6 +123,13 @@ enum Work {
     /// With when it was queued, as an Instant and as CLOCK_MONOTONIC ns: its deadline and
     /// its send time count from then.
     Frame(MediaFrame, Instant, u64),
+    /// An application command for receiver `to` (None: all); `in_stream`: pinned before the
+    /// next frame.
+    Command {
+        to: Option<u64>,
+        structure: String,
+        in_stream: bool,
+    },
     Eos,
 }
 
@@ -93,6 +139,8 @@ struct Status {
     /// Bytes in `work` plus the largest backlog of any receiver.
     queued_bytes: usize,
     ready_receivers: usize,
+    /// Ids of the receivers being served.
+    served: Vec<u64>,
     drained: bool,
 }
 
@@ -112,6 +160,12 @@ impl Server {
         )?;
         let deadline = settings.deadline;
         let on_estimate = settings.on_estimate;
+        let admission = Admitter {
+            max: settings.max_receivers,
+            join_mode: settings.join_mode,
+            admit: settings.admit,
+            on_receiver: settings.on_receiver,
+        };
         let keyframes = Keyframes {
             interval: settings.keyframe_interval,
             request: settings.request_keyframe,
@@ -138,6 +192,7 @@ impl Server {
                 keyframes,
                 deadline,
                 on_estimate,
+                admission,
             )
             .run()
         })?;
@@ -175,6 +230,34 @@ impl Server {
     pub fn send(&self, frame: MediaFrame) {
         let len = frame.data.as_ref().as_ref().len();
         self.push(Work::Frame(frame, Instant::now(), monotonic_ns()), len);
+    }
+
+    /// Sends an application command (a serialized GstStructure) at once to receiver `to`,
+    /// or to every receiver (None). Returns false when no such receiver is served.
+    pub fn send_command(&self, to: Option<u64>, structure: String) -> bool {
+        let known = to.is_none_or(|id| self.net.lock().inner.served.contains(&id));
+        if known {
+            self.push(
+                Work::Command {
+                    to,
+                    structure,
+                    in_stream: false,
+                },
+                0,
+            );
+        }
+        known
+    }
+
+    /// Sends an application command to every receiver at this point of the stream: each
+    /// hands it on after the frames sent before it and before those sent after.
+    pub fn send_command_in_stream(&self, structure: String) {
+        let work = Work::Command {
+            to: None,
+            structure,
+            in_stream: true,
+        };
+        self.push(work, 0);
     }
 
     /// Tells receivers the stream ended and waits until each has everything, or `timeout`.
@@ -218,6 +301,15 @@ impl Keyframes {
             (self.request)();
         }
     }
+}
+
+/// Who is served and how they start: the receiver limit, the application's say, what it
+/// is told, and the join mode.
+struct Admitter {
+    max: usize,
+    join_mode: JoinMode,
+    admit: Box<dyn Fn(&Admission) -> bool + Send>,
+    on_receiver: Box<dyn Fn(ReceiverEvent) + Send>,
 }
 
 /// Bytes waiting to be written to one stream.
@@ -389,6 +481,10 @@ struct Receiver {
     peer: SocketAddr,
     control_in: CommandDecoder,
     hello: bool,
+    /// The token from its HELLO.
+    token: Vec<u8>,
+    /// Admitted by the Admitter: it is told the stream and gets media.
+    admitted: bool,
     described: bool,
     eos_sent: bool,
     control_out: StreamOut,
@@ -408,6 +504,8 @@ struct Receiver {
     /// Its HELLO said it takes shed frames (HELLO_TAKES_SHED).
     takes_shed: bool,
     keyframe_requested: bool,
+    /// Application commands it sent, not yet reported.
+    commands_in: Vec<String>,
     last_rx: Instant,
     outbox: Outbox,
     estimator: Estimator,
@@ -531,11 +629,12 @@ impl Receiver {
 
     /// Sheds the cheap frames due to be shed (StreamOut::shed), if the receiver takes shed
     /// frames. Then resets every group whose oldest queued frame could no longer arrive
-    /// by its deadline (written now, it arrives `ahead` later), or every group of a quiet
-    /// receiver whose backlog is full; the receiver skips them, and gets no more frames
-    /// until the next IRAP.
+    /// by its deadline (written now, it arrives `ahead` later), or every group of a
+    /// receiver too far behind (see MAX_BACKLOG and GONE_QUIET); the receiver skips them,
+    /// and gets no more frames until the next IRAP.
     fn expire(&mut self, now: Instant, ahead: Duration) {
-        let give_up = self.out_bytes >= MAX_BACKLOG && self.quiet();
+        let give_up =
+            self.out_bytes >= 2 * MAX_BACKLOG || (self.out_bytes >= MAX_BACKLOG && self.quiet());
         for g in self.groups_out.iter_mut() {
             let mut older_group_cut = None;
             let cut = if self.group == Some(g.stream) {
@@ -600,6 +699,11 @@ struct Loop {
     keyframes: Keyframes,
     deadline: Option<Duration>,
     on_estimate: Box<dyn Fn(Estimate) + Send>,
+    admission: Admitter,
+    /// The group in progress, for receivers joining mid-group (join-mode=cached).
+    join_cache: JoinCache,
+    /// The latest VPS, SPS and PPS, for a receiver whose first IRAP comes without them.
+    parameter_sets: Option<Arc<[u8]>>,
     next_estimate: Instant,
     buf: Vec<u8>,
     out: Vec<u8>,
@@ -613,6 +717,7 @@ impl Loop {
         keyframes: Keyframes,
         deadline: Option<Duration>,
         on_estimate: Box<dyn Fn(Estimate) + Send>,
+        admission: Admitter,
     ) -> Self {
         Loop {
             endpoint,
@@ -628,6 +733,9 @@ impl Loop {
             keyframes,
             deadline,
             on_estimate,
+            admission,
+            join_cache: JoinCache::default(),
+            parameter_sets: None,
             next_estimate: Instant::now() + rate::UPDATE,
             buf: vec![0; 65536],
             out: vec![0; config::MAX_DATAGRAM_SIZE],
@@ -757,6 +865,27 @@ impl Loop {
                     self.caps = Some(caps);
                 }
                 Work::Frame(frame, queued, queued_ns) => self.distribute(frame, queued, queued_ns),
+                Work::Command {
+                    to,
+                    structure,
+                    in_stream,
+                } => {
+                    let before_seq = in_stream.then_some(self.next_seq);
+                    if let Some(seq) =
+                        before_seq.filter(|_| self.admission.join_mode == JoinMode::Cached)
+                    {
+                        self.join_cache.push_command(seq, structure.clone());
+                    }
+                    let cmd = Command::Application {
+                        before_seq,
+                        structure,
+                    };
+                    let addressed =
+                        |r: &&mut Receiver| r.described && to.is_none_or(|id| id == r.id);
+                    for r in self.receivers.values_mut().filter(addressed) {
+                        r.queue_command(&cmd);
+                    }
+                }
                 Work::Eos => {
                     self.eos = true;
                     for r in self.receivers.values_mut().filter(|r| r.described) {
@@ -786,7 +915,12 @@ impl Loop {
         };
         let mut encoded = Vec::with_capacity(32);
         header.encode(&mut encoded);
-        let header: Arc<[u8]> = encoded.into();
+        if frame.parameter_sets {
+            let sets = crate::h265::parameter_sets(frame.data.as_ref().as_ref());
+            if !sets.is_empty() {
+                self.parameter_sets = Some(sets.into());
+            }
+        }
         if frame.keyframe {
             // This IRAP reaches everyone who asked before it.
             self.keyframes.wanted = false;
@@ -799,9 +933,13 @@ impl Loop {
             DropCost::Group => queued,
         };
         let (tid, cost) = (frame.temporal_id, frame.drop_cost);
-        let frame = Arc::new(frame);
+        let f = CachedFrame {
+            header,
+            encoded_header: encoded.into(),
+            frame: Arc::new(frame),
+        };
         for r in self.receivers.values_mut().filter(|r| r.described) {
-            if frame.keyframe {
+            if f.frame.keyframe {
                 r.open_group(seq, expires.is_some());
             }
             let Some(group) = r.group else {
@@ -818,23 +956,17 @@ impl Loop {
                 cost,
                 by,
             });
-            r.queue_chunk(
-                group,
-                Chunk {
-                    data: ChunkData::Shared(header.clone()),
-                    offset: 0,
-                    fin: false,
-                    expires,
-                    shed,
-                },
-            );
-            r.queue(group, ChunkData::Frame(frame.clone()), false, expires);
+            r.queue_frame(&f, self.parameter_sets.as_ref(), expires, shed);
+        }
+        if self.admission.join_mode == JoinMode::Cached {
+            self.join_cache.push(f);
         }
     }
 
     /// Reads the receiver's control stream, writes what is queued and sends packets.
     fn serve(&mut self, id: u64) {
         let eos = self.eos.then_some(self.next_seq);
+        let served = self.receivers.values().filter(|r| r.admitted).count();
         let Some(r) = self.receivers.get_mut(&id) else {
             return;
         };
@@ -857,7 +989,7 @@ impl Loop {
                     }
                 }
                 for cmd in commands {
-                    r.handle(cmd, self.caps.as_deref(), eos);
+                    r.handle(cmd);
                 }
                 if std::mem::take(&mut r.keyframe_requested) {
                     self.keyframes.wanted = true;
@@ -869,9 +1001,40 @@ impl Loop {
                     );
                 }
             }
-            if r.hello && !r.described {
+            let admission = &self.admission;
+            for structure in r.commands_in.drain(..) {
+                (admission.on_receiver)(ReceiverEvent::Command {
+                    id,
+                    peer: r.peer,
+                    structure,
+                });
+            }
+            if r.hello && !r.admitted && r.conn.local_error().is_none() {
+                let asking = Admission {
+                    id,
+                    peer: r.peer,
+                    token: &r.token,
+                };
+                if admission.max > 0 && served >= admission.max {
+                    let why = format!("serving the maximum of {} receivers", admission.max);
+                    r.close(error_code::SERVER_FULL, &why);
+                } else if !(admission.admit)(&asking) {
+                    r.close(error_code::REJECTED, "refused by the sender");
+                } else {
+                    r.admitted = true;
+                    (admission.on_receiver)(ReceiverEvent::Connected { id, peer: r.peer });
+                }
+            }
+            if r.admitted && !r.described {
                 if let Some(caps) = &self.caps {
-                    r.describe(caps, eos);
+                    let cache =
+                        (self.admission.join_mode == JoinMode::Cached).then_some(&self.join_cache);
+                    let joined = r.describe(caps, eos, cache, self.parameter_sets.as_ref());
+                    // Before the first frame, the first IRAP is on its way anyway.
+                    let started = self.next_seq > 0;
+                    if !joined && started && self.admission.join_mode != JoinMode::Keyframe {
+                        self.keyframes.wanted = true;
+                    }
                 }
             }
             r.flush(self.deadline.is_some());
@@ -953,19 +1116,33 @@ impl Loop {
                 };
                 gst::info!(CAT, "receiver {id} ({}): {why}", r.peer);
                 self.ids.retain(|_, v| *v != id);
+                if r.admitted {
+                    (self.admission.on_receiver)(ReceiverEvent::Disconnected {
+                        id,
+                        peer: r.peer,
+                        reason: why,
+                    });
+                }
             }
         }
     }
 
     fn publish(&mut self) {
         let ready = self.receivers.values().filter(|r| r.described).count();
+        // The fastest receiver sets the pace (see MAX_BACKLOG).
         let backlog = self
             .receivers
             .values()
-            .filter(|r| !r.quiet())
+            .filter(|r| r.described && !r.quiet())
             .map(|r| r.out_bytes)
-            .max()
+            .min()
             .unwrap_or(0);
+        let served: Vec<u64> = self
+            .receivers
+            .values()
+            .filter(|r| r.admitted)
+            .map(|r| r.id)
+            .collect();
         // A receiver gone quiet does not hold up EOS either.
         let drained = self.eos && self.receivers.values().all(|r| !r.described || r.quiet());
         self.link.update(|s| {
@@ -980,6 +1157,7 @@ impl Loop {
                 .sum();
             s.inner.queued_bytes = queued + backlog;
             s.inner.ready_receivers = ready;
+            s.inner.served = served;
             s.inner.drained = drained;
         });
     }
@@ -1006,6 +1184,8 @@ impl Receiver {
             peer,
             control_in: CommandDecoder::new(DEFAULT_MAX_COMMAND_SIZE),
             hello: false,
+            token: Vec::new(),
+            admitted: false,
             described: false,
             eos_sent: false,
             control_out: StreamOut::new(CONTROL_STREAM),
@@ -1019,6 +1199,7 @@ impl Receiver {
             budget,
             takes_shed: false,
             keyframe_requested: false,
+            commands_in: Vec::new(),
             last_rx: Instant::now(),
             outbox,
             estimator: Estimator::default(),
@@ -1028,12 +1209,13 @@ impl Receiver {
         }
     }
 
-    /// `eos`: the stream already ended, before frame number `eos`.
-    fn handle(&mut self, cmd: Command, caps: Option<&str>, eos: Option<u64>) {
+    fn handle(&mut self, cmd: Command) {
         gst::trace!(CAT, "receiver {}: {cmd:?}", self.id);
         match cmd {
             Command::Hello {
-                version, options, ..
+                version,
+                options,
+                token,
             } if !self.hello => {
                 if version != VERSION {
                     self.close(
@@ -1043,6 +1225,7 @@ impl Receiver {
                     return;
                 }
                 self.hello = true;
+                self.token = token;
                 self.takes_shed = options & HELLO_TAKES_SHED != 0;
                 // Control first: caps and commands must never wait behind media.
                 let _ = self.conn.stream_priority(CONTROL_STREAM, 0, true);
@@ -1051,9 +1234,6 @@ impl Receiver {
                 self.queue(CONTROL_STREAM, ChunkData::Owned(preamble), false, None);
                 if let Some(budget) = self.budget {
                     self.queue_command(&Command::LatencyBudget(budget.as_nanos() as u64));
-                }
-                if let Some(caps) = caps {
-                    self.describe(caps, eos);
                 }
             }
             _ if !self.hello => {
@@ -1068,11 +1248,34 @@ impl Receiver {
                 gst::info!(CAT, "receiver {}: goodbye {code:#x}: {reason}", self.id);
                 let _ = self.conn.close(true, error_code::NO_ERROR, b"goodbye");
             }
+            Command::Application { structure, .. } if self.admitted => {
+                self.commands_in.push(structure);
+            }
             other => gst::debug!(CAT, "receiver {}: ignoring {other:?}", self.id),
         }
     }
 
-    fn describe(&mut self, caps: &str, eos: Option<u64>) {
+    /// Tells the receiver the stream and starts its media: with a `cache` that holds a
+    /// group, that group at once (JOIN, then its frames, which carry no deadline: they
+    /// are old by design); else at the next IRAP. `eos`: the stream already ended, before
+    /// frame number `eos`. Returns whether it joined from the cache.
+    fn describe(
+        &mut self,
+        caps: &str,
+        eos: Option<u64>,
+        cache: Option<&JoinCache>,
+        parameter_sets: Option<&Arc<[u8]>>,
+    ) -> bool {
+        let group = cache
+            .map(JoinCache::frames)
+            .filter(|f| !f.is_empty() && eos.is_none());
+        if let Some(frames) = group {
+            let live_seq = frames[frames.len() - 1].header.seq + 1;
+            self.queue_command(&Command::Join {
+                live_seq,
+                sender_time: super::monotonic_ns(),
+            });
+        }
         self.queue_command(&Command::Describe {
             caps: caps.to_string(),
         });
@@ -1081,6 +1284,70 @@ impl Receiver {
         if let Some(end_seq) = eos {
             self.end_of_stream(end_seq);
         }
+        let Some(frames) = group else {
+            return false;
+        };
+        for (before, structure) in cache.map(JoinCache::commands).unwrap_or_default() {
+            self.queue_command(&Command::Application {
+                before_seq: Some(*before),
+                structure: structure.clone(),
+            });
+        }
+        self.open_group(frames[0].header.seq, self.budget.is_some());
+        for f in frames {
+            self.queue_frame(f, parameter_sets, None, None);
+        }
+        gst::debug!(
+            CAT,
+            "receiver {}: joined with {} cached frames",
+            self.id,
+            frames.len()
+        );
+        true
+    }
+
+    /// Queues a frame on the open group. The receiver's first IRAP gets `parameter_sets` in
+    /// front when it comes without them (x265enc sends them once), so that it can start
+    /// there; every other frame goes out exactly as the sink took it.
+    fn queue_frame(
+        &mut self,
+        f: &CachedFrame,
+        parameter_sets: Option<&Arc<[u8]>>,
+        expires: Option<Instant>,
+        shed: Option<Sheddable>,
+    ) {
+        let Some(stream) = self.group else {
+            return;
+        };
+        let first_irap = f.frame.keyframe && !f.frame.parameter_sets && self.groups_opened == 1;
+        let (header, prefix) = match parameter_sets.filter(|_| first_irap) {
+            Some(sets) => {
+                let mut header = f.header;
+                header.len += sets.len() as u64;
+                header.flags.set(FrameFlags::HEADER, true);
+                let mut encoded = Vec::with_capacity(32);
+                header.encode(&mut encoded);
+                (ChunkData::Owned(encoded), Some(sets))
+            }
+            None => (ChunkData::Shared(f.encoded_header.clone()), None),
+        };
+        // The shed marker replaces the header and one body chunk: a prefixed IRAP is never
+        // shed (IRAPs cost a whole group anyway).
+        let shed = shed.filter(|_| prefix.is_none());
+        self.queue_chunk(
+            stream,
+            Chunk {
+                data: header,
+                offset: 0,
+                fin: false,
+                expires,
+                shed,
+            },
+        );
+        if let Some(sets) = prefix {
+            self.queue(stream, ChunkData::Shared(sets.clone()), false, expires);
+        }
+        self.queue(stream, ChunkData::Frame(f.frame.clone()), false, expires);
     }
 
     /// Ends the current group (FIN) and opens the next one on a new stream. With deadlines
