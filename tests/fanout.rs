@@ -261,3 +261,54 @@ fn join_mode_request_asks_for_a_keyframe() {
     assert!(errors.is_empty(), "joiner's stream: {errors}");
     assert_eq!(decoded, joined.len());
 }
+
+#[test]
+fn a_stalled_receiver_does_not_stop_the_others() {
+    init();
+    // No latency budget and sync=false: the sink runs as fast as its receivers take the
+    // 25 Mbit/s clip, four times over (125 MB: more than QUIC's flow-control windows let a
+    // receiver that stops reading absorb), and one receiver stops after its first frame.
+    let mut sent = None;
+    let (sender, port) = start_sender_with(
+        &format!(
+            "multifilesrc location={} loop=true num-buffers=4 ! h265parse name=parse ! \
+             quicnalusink name=sink sync=false eos-timeout=1000 {}",
+            noise_clip().display(),
+            sink_props()
+        ),
+        |s| sent = Some(fingerprints(&s.by_name("parse").static_pad("src").unwrap())),
+    );
+    let steady = Running::launch(&format!(
+        "quicnalusrc name=src {} ! fakesink",
+        src_props(port)
+    ));
+    let received = fingerprints(&steady.by_name("src").static_pad("src").unwrap());
+    let messages = element_messages(&sender);
+    steady.pipeline.set_state(gst::State::Playing).unwrap();
+    next_message(&messages, "quicnalusink-receiver-connected");
+    let stalled = Running::launch(&format!(
+        "quicnalusrc {} ! appsink sync=false max-buffers=1",
+        src_props(port)
+    ));
+    stalled.pipeline.set_state(gst::State::Playing).unwrap();
+    steady
+        .finish(WATCHDOG)
+        .expect("steady receiver reaches EOS");
+    sender.finish(WATCHDOG).expect("sender reaches EOS");
+    let received = received.lock().unwrap().clone();
+    let sent = sent.unwrap().lock().unwrap().clone();
+    println!(
+        "steady receiver: {} of {} frames",
+        received.len(),
+        sent.len()
+    );
+    assert_eq!(
+        received.len(),
+        sent.len(),
+        "the steady receiver got every frame"
+    );
+    assert!(
+        received.iter().zip(&sent).all(|(r, s)| r.0 == s.0),
+        "byte-exact"
+    );
+}

@@ -6,9 +6,7 @@ mod common;
 use common::*;
 use gst::prelude::*;
 use gstquicnalu::relay::Impairment;
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// One RSS measurement at a time.
@@ -32,26 +30,6 @@ fn rss_growth_until_end(running: &Running) -> u64 {
         assert!(Instant::now() < give_up, "the receiver never ends");
     }
     peak - start
-}
-
-/// Hashes of the buffers passing `pad`, with their arrival QuicNaluMeta time when they
-/// have one: enough to compare streams without holding megabytes that would hide the
-/// element's own memory use.
-fn fingerprints(pad: &gst::Pad) -> Arc<Mutex<Vec<(u64, u64)>>> {
-    let out = Arc::new(Mutex::new(Vec::new()));
-    let store = out.clone();
-    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-        if let Some(buffer) = info.buffer() {
-            let map = buffer.map_readable().unwrap();
-            let mut hasher = DefaultHasher::new();
-            map.as_slice().hash(&mut hasher);
-            let arrival =
-                gst_plugin_meta::QuicNaluMeta::from_buffer(buffer).map_or(0, |m| m.arrival_time);
-            store.lock().unwrap().push((hasher.finish(), arrival));
-        }
-        gst::PadProbeReturn::Ok
-    });
-    out
 }
 
 #[test]

@@ -33,9 +33,16 @@ const CONTROL_STREAM: u64 = 0;
 /// A receiver silent for this long (its keepalive probes run faster) was cut off.
 const PEER_SILENCE: Duration = Duration::from_millis(150);
 /// Bytes the streaming thread may queue ahead of the fastest receiver before it waits. A
-/// receiver twice this far behind has its backlog dropped and resumes at the next IRAP: one
-/// slow receiver never holds back the others, and the memory it holds stays bounded.
+/// receiver twice this far behind for BEHIND_FOR has its backlog dropped and resumes at the
+/// next IRAP: one slow receiver never holds back the others, and the memory it holds stays
+/// bounded.
 const MAX_BACKLOG: usize = 8 << 20;
+/// How long a receiver may stay 2 x MAX_BACKLOG behind. Not at once: a receiver whose
+/// application stopped reading looks fastest while QUIC's flow-control windows (tens of
+/// MB) absorb the stream, and for that while a healthy one can look far behind it.
+/// Measured in fanout's stalled-receiver test: 2 runs in 8 reset the healthy receiver
+/// without it.
+const BEHIND_FOR: Duration = Duration::from_secs(1);
 /// A receiver silent this long (it probes every 100 ms when it hears nothing) is behind an
 /// outage or gone: it no longer holds the stream back, and once its backlog reaches
 /// MAX_BACKLOG that is dropped; if it comes back it resumes at the next IRAP.
@@ -504,6 +511,8 @@ struct Receiver {
     /// Its HELLO said it takes shed frames (HELLO_TAKES_SHED).
     takes_shed: bool,
     keyframe_requested: bool,
+    /// Since when its backlog has been 2 x MAX_BACKLOG or more.
+    behind_since: Option<Instant>,
     /// Application commands it sent, not yet reported.
     commands_in: Vec<String>,
     last_rx: Instant,
@@ -633,8 +642,13 @@ impl Receiver {
     /// receiver too far behind (see MAX_BACKLOG and GONE_QUIET); the receiver skips them,
     /// and gets no more frames until the next IRAP.
     fn expire(&mut self, now: Instant, ahead: Duration) {
-        let give_up =
-            self.out_bytes >= 2 * MAX_BACKLOG || (self.out_bytes >= MAX_BACKLOG && self.quiet());
+        if self.out_bytes < 2 * MAX_BACKLOG {
+            self.behind_since = None;
+        } else if self.behind_since.is_none() {
+            self.behind_since = Some(now);
+        }
+        let give_up = self.behind_since.is_some_and(|t| now >= t + BEHIND_FOR)
+            || (self.out_bytes >= MAX_BACKLOG && self.quiet());
         for g in self.groups_out.iter_mut() {
             let mut older_group_cut = None;
             let cut = if self.group == Some(g.stream) {
@@ -757,6 +771,7 @@ impl Loop {
                         r.outbox.release_at(),
                         quiet_at,
                         r.pace_at,
+                        r.behind_since.map(|t| t + BEHIND_FOR),
                     ]
                 })
                 .chain([self.keyframes.due(), Some(self.next_estimate)])
@@ -1199,6 +1214,7 @@ impl Receiver {
             budget,
             takes_shed: false,
             keyframe_requested: false,
+            behind_since: None,
             commands_in: Vec::new(),
             last_rx: Instant::now(),
             outbox,

@@ -3,6 +3,8 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use gst::prelude::*;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
@@ -486,4 +488,24 @@ pub fn cached_clip(name: &str, encoder: &str) -> PathBuf {
         std::fs::rename(&partial, &path).unwrap();
     }
     path
+}
+
+/// Hashes of the buffers passing `pad`, with their arrival QuicNaluMeta time when they
+/// have one: enough to compare streams without holding megabytes that would hide the
+/// element's own memory use.
+pub fn fingerprints(pad: &gst::Pad) -> Arc<Mutex<Vec<(u64, u64)>>> {
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let store = out.clone();
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(buffer) = info.buffer() {
+            let map = buffer.map_readable().expect("readable buffer");
+            let mut hasher = DefaultHasher::new();
+            map.as_slice().hash(&mut hasher);
+            let arrival =
+                gst_plugin_meta::QuicNaluMeta::from_buffer(buffer).map_or(0, |m| m.arrival_time);
+            store.lock().unwrap().push((hasher.finish(), arrival));
+        }
+        gst::PadProbeReturn::Ok
+    });
+    out
 }
