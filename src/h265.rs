@@ -211,13 +211,26 @@ pub fn begins_access_unit(nal: &[u8]) -> bool {
     }
 }
 
-/// The access unit's VPS, SPS and PPS NAL units, each behind a 4-byte start code: what a
-/// decoder starting at a later IRAP that lacks them needs in front of it.
-pub fn parameter_sets(au: &[u8]) -> Vec<u8> {
+/// The parameter sets a decoder starting at a later IRAP needs: those of `au` (VPS, SPS,
+/// PPS), and of `old` for each type `au` lacks, each behind a 4-byte start code.
+pub fn merge_parameter_sets(old: &[u8], au: &[u8]) -> Vec<u8> {
+    let sets_of =
+        |data| nal_units(data).filter_map(|n| NalHeader::parse(n).ok().map(|h| (h.nal_type, n)));
     let mut out = Vec::new();
-    for nal in nal_units(au).filter(|n| NalHeader::parse(n).is_ok_and(|h| h.is_parameter_set())) {
-        out.extend_from_slice(&[0, 0, 0, 1]);
-        out.extend_from_slice(nal);
+    for kind in [nal_type::VPS, nal_type::SPS, nal_type::PPS] {
+        let mut fresh = sets_of(au).filter(|(t, _)| *t == kind).peekable();
+        let chosen: Vec<&[u8]> = if fresh.peek().is_some() {
+            fresh.map(|(_, n)| n).collect()
+        } else {
+            sets_of(old)
+                .filter(|(t, _)| *t == kind)
+                .map(|(_, n)| n)
+                .collect()
+        };
+        for nal in chosen {
+            out.extend_from_slice(&[0, 0, 0, 1]);
+            out.extend_from_slice(nal);
+        }
     }
     out
 }
@@ -275,15 +288,23 @@ mod tests {
     }
 
     #[test]
-    fn extracts_parameter_sets() {
+    fn merges_parameter_sets_by_type() {
+        // VPS, SPS, then an IDR slice.
         let au = [
             0, 0, 1, 0x40, 0x01, 1, 0, 0, 1, 0x42, 0x01, 2, 0, 0, 1, 0x26, 0x01, 0xaf,
         ];
+        let sets = merge_parameter_sets(&[], &au);
+        assert_eq!(sets, [0, 0, 0, 1, 0x40, 0x01, 1, 0, 0, 0, 1, 0x42, 0x01, 2]);
         assert_eq!(
-            parameter_sets(&au),
-            [0, 0, 0, 1, 0x40, 0x01, 1, 0, 0, 0, 1, 0x42, 0x01, 2]
+            merge_parameter_sets(&sets, &[0, 0, 1, 0x26, 0x01, 0xaf]),
+            sets
         );
-        assert!(parameter_sets(&[0, 0, 1, 0x26, 0x01, 0xaf]).is_empty());
+        // A new SPS replaces the old one and keeps the VPS; a PPS is added.
+        let update = [0, 0, 1, 0x42, 0x01, 3, 0, 0, 1, 0x44, 0x01, 4];
+        let merged = [
+            0, 0, 0, 1, 0x40, 0x01, 1, 0, 0, 0, 1, 0x42, 0x01, 3, 0, 0, 0, 1, 0x44, 0x01, 4,
+        ];
+        assert_eq!(merge_parameter_sets(&sets, &update), merged);
     }
 
     #[test]

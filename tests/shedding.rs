@@ -39,9 +39,19 @@ fn non_reference_pictures_go_first() {
         .enumerate()
         .map(|(i, au)| (&au[..], i))
         .collect();
+    // After a reset group the sender may put the parameter sets in front of an IRAP.
+    let sent_as = |data: &[u8]| {
+        index.get(data).copied().or_else(|| {
+            let i = sent
+                .iter()
+                .position(|s| data.len() > s.len() && data.ends_with(s))?;
+            let prefix = &data[..data.len() - sent[i].len()];
+            (h265::merge_parameter_sets(&[], prefix) == prefix).then_some(i)
+        })
+    };
     let got: Vec<usize> = received
         .iter()
-        .map(|r| *index.get(&r.data[..]).expect("every output frame was sent"))
+        .map(|r| sent_as(&r.data).expect("every output frame was sent"))
         .collect();
     assert!(got.windows(2).all(|w| w[0] < w[1]), "frames in order");
 

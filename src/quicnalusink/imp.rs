@@ -742,8 +742,10 @@ impl QuicNaluSink {
         Ok(gst::FlowSuccess::Ok)
     }
 
-    /// A serialized custom downstream event for the receivers: sent in stream order, after
-    /// the access unit being gathered. Returns whether it went.
+    /// A serialized custom downstream event for the receivers: sent in stream order. With
+    /// NAL-aligned input it goes after the access unit being gathered, if that has a
+    /// picture (the event came between access units or inside one; either way after that
+    /// picture), else before it. Returns whether it went.
     fn forward_event(&self, event: &gst::Event) -> bool {
         let Some(structure) = event.structure() else {
             return false;
@@ -754,11 +756,22 @@ impl QuicNaluSink {
         let Ok(server) = self.server() else {
             return false;
         };
-        if self.wait_first_receiver(&server).is_err() || self.flush_pending(&server).is_err() {
+        if self.wait_first_receiver(&server).is_err() {
+            return false;
+        }
+        let after_pending = self.stream.lock().unwrap().pending_has_vcl;
+        if !server.send_command_in_stream(structure.to_string(), after_pending) {
+            gst::element_imp_warning!(
+                self,
+                gst::StreamError::Encode,
+                [
+                    "Event {} is too long to forward (limit 64 KiB)",
+                    structure.name()
+                ]
+            );
             return false;
         }
         gst::debug!(CAT, imp = self, "forwarding {structure}");
-        server.send_command_in_stream(structure.to_string());
         true
     }
 }

@@ -272,8 +272,7 @@ impl ObjectImpl for QuicNaluSrc {
                         let obj = args[0].get::<super::QuicNaluSrc>().ok()?;
                         let command = args[1].get::<gst::Structure>().ok()?;
                         let client = obj.imp().client().ok()?;
-                        client.send_command(command.to_string());
-                        Some(true)
+                        Some(client.send_command(command.to_string()))
                     })();
                     Some(sent.unwrap_or(false).to_value())
                 })
@@ -416,16 +415,16 @@ impl QuicNaluSrc {
             let latest = latest as i128 + offset;
             stream.last_time = Some(stream.last_time.map_or(latest, |l| l.max(latest)));
         }
-        let mut decode_only = false;
-        let mut map = |t: Option<u64>| {
+        let map = |t: Option<u64>| {
             t.map(|t| {
                 let t = (t as i128 + offset).max(0) as u64;
-                let clamped = floor.map_or(t, |f| t.max(f));
-                decode_only |= clamped != t;
-                gst::ClockTime::from_nseconds(clamped)
+                gst::ClockTime::from_nseconds(floor.map_or(t, |f| t.max(f)))
             })
         };
         let (mut pts, dts) = (map(h.pts), map(h.dts));
+        // Shown already, or older than what was: decode it, do not show it.
+        let decode_only =
+            floor.is_some_and(|f| h.pts.is_some_and(|t| t as i128 + offset < f as i128));
         if pts.is_none() && dts.is_none() {
             // An untimestamped sender: stamp with arrival, as do-timestamp would.
             pts = now.map(|n| gst::ClockTime::from_nseconds(n.max(0) as u64));

@@ -36,6 +36,9 @@ const MAX_BUFFERED: usize = 16 << 20;
 /// Read size between frames: a frame header and a little of the body, which then passes
 /// through one more copy; the rest of the body is read in place.
 const HEADER_READ: usize = 64;
+/// Application commands held either way: to send while not connected, and pinned to a frame
+/// that has not come yet.
+const MAX_COMMANDS: usize = 256;
 /// After this long without a packet from the sender (an outage, or a paused stream) the
 /// receiver sends a PING each time, so the sender learns at once when the link is back.
 const PROBE: Duration = Duration::from_millis(100);
@@ -180,11 +183,21 @@ impl Client {
     }
 
     /// Sends an application command (a serialized GstStructure) to the sender, once
-    /// connected.
-    pub fn send_command(&self, structure: String) {
-        self.net
-            .update(|s| s.inner.commands_out.push_back(structure));
+    /// connected. False if it is longer than the sender takes, or MAX_COMMANDS are waiting.
+    pub fn send_command(&self, structure: String) -> bool {
+        // Its position varint and the text must fit in one message.
+        if structure.len() + 8 > DEFAULT_MAX_COMMAND_SIZE as usize {
+            return false;
+        }
+        let queued = self.net.update(|s| {
+            let room = s.inner.commands_out.len() < MAX_COMMANDS;
+            if room {
+                s.inner.commands_out.push_back(structure);
+            }
+            room
+        });
         self.net.wake();
+        queued
     }
 
     /// Waits for the next event. Events queued before a failure are delivered first.
@@ -536,6 +549,14 @@ impl Loop {
             .conn
             .local_error()
             .is_some_and(|e| !e.is_app && (0x100..=0x1ff).contains(&e.error_code));
+        let full = self
+            .conn
+            .peer_error()
+            .is_some_and(|e| e.is_app && e.error_code == error_code::SERVER_FULL);
+        if full {
+            // Like no answer: fails a first connection, counts towards reconnect-timeout.
+            return Outcome::Unanswered(why);
+        }
         let refused = self.conn.peer_error().is_some_and(|e| {
             e.is_app
                 && [
@@ -636,10 +657,6 @@ impl Loop {
                 token: self.settings.token.clone(),
             }
             .encode(&mut self.control_out);
-            if self.resumed {
-                // The sender starts us at its next IRAP, which may be seconds away.
-                Command::KeyframeRequest.encode(&mut self.control_out);
-            }
             gst::info!(CAT, "connected to {}", self.settings.peer);
             self.established_at = Some(Instant::now());
             self.push(Event::Connected);
@@ -705,14 +722,17 @@ impl Loop {
     }
 
     fn read_streams(&mut self) -> Result<(), String> {
-        let readable: Vec<u64> = self.conn.readable().collect();
+        let mut readable: Vec<u64> = self.conn.readable().collect();
+        // Control first: JOIN, which says which frames are catch-up, comes before DESCRIBE,
+        // and group streams wait in quiche until DESCRIBE.
+        readable.sort_unstable();
         for stream in readable {
             if stream == CONTROL_STREAM {
                 self.read_control()?;
-            } else if stream % 4 == 3 {
-                self.read_group(stream)?;
-            } else {
+            } else if stream % 4 != 3 {
                 return Err(format!("unexpected stream {stream}"));
+            } else if self.described {
+                self.read_group(stream)?;
             }
         }
         Ok(())
@@ -738,6 +758,10 @@ impl Loop {
             gst::debug!(CAT, "command {cmd:?}");
             match cmd {
                 Command::Describe { caps } => {
+                    if self.resumed && !self.described && self.join.is_none() {
+                        // The sender starts us at its next IRAP, which may be seconds away.
+                        Command::KeyframeRequest.encode(&mut self.control_out);
+                    }
                     self.described = true;
                     self.push(Event::Caps(caps));
                 }
@@ -754,7 +778,13 @@ impl Loop {
                 Command::Application {
                     before_seq: Some(seq),
                     structure,
-                } => self.pinned.push_back((seq, structure)),
+                } => {
+                    if self.pinned.len() >= MAX_COMMANDS {
+                        gst::warning!(CAT, "too many commands wait for their frame: dropped one");
+                        self.pinned.pop_front();
+                    }
+                    self.pinned.push_back((seq, structure));
+                }
                 Command::Application {
                     before_seq: None,
                     structure,

@@ -40,8 +40,9 @@ impl JoinMode {
 }
 
 /// Largest group kept for joiners; a longer group is dropped from the cache until the next
-/// IRAP (its joiners then wait for a keyframe asked of upstream).
-pub const MAX_CACHED_BYTES: usize = 16 << 20;
+/// IRAP (its joiners then wait for a keyframe asked of upstream). Half what a receiver may
+/// have queued before it is cut off (server.rs, MAX_BACKLOG), so a joiner has room for it.
+pub const MAX_CACHED_BYTES: usize = 8 << 20;
 
 /// One frame of the cached group, as it went to the receivers.
 pub struct CachedFrame {

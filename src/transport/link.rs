@@ -145,7 +145,11 @@ impl<S> Drop for NetThread<S> {
         self.link.update(|s| s.shutdown = true);
         self.wake();
         if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            // The last handle can go on the thread itself (an element stopped while a signal
+            // handler on it held one): it ends on its own once it sees shutdown.
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
         }
     }
 }

@@ -28,6 +28,8 @@ static CAT: Lazy<gst::DebugCategory> = Lazy::new(|| {
     )
 });
 
+/// Application commands held from one receiver between two turns of the loop.
+const MAX_COMMANDS_IN: usize = 256;
 /// The control stream: the first client-initiated bidirectional stream.
 const CONTROL_STREAM: u64 = 0;
 /// A receiver silent for this long (its keepalive probes run faster) was cut off.
@@ -37,7 +39,7 @@ const PEER_SILENCE: Duration = Duration::from_millis(150);
 /// next IRAP: one slow receiver never holds back the others, and the memory it holds stays
 /// bounded.
 const MAX_BACKLOG: usize = 8 << 20;
-/// How long a receiver may stay 2 x MAX_BACKLOG behind. Not at once: a receiver whose
+/// How long a receiver may stay 2 x MAX_BACKLOG behind (never beyond 4 x). Not at once: a receiver whose
 /// application stopped reading looks fastest while QUIC's flow-control windows (tens of
 /// MB) absorb the stream, and for that while a healthy one can look far behind it.
 /// Measured in fanout's stalled-receiver test: 2 runs in 8 reset the healthy receiver
@@ -98,7 +100,7 @@ pub struct Admission<'a> {
 }
 
 /// What happens to a receiver, for the element to report.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum ReceiverEvent {
     /// Admitted: media follows.
     Connected { id: u64, peer: SocketAddr },
@@ -131,11 +133,11 @@ enum Work {
     /// its send time count from then.
     Frame(MediaFrame, Instant, u64),
     /// An application command for receiver `to` (None: all); `in_stream`: pinned before the
-    /// next frame.
+    /// frame this many after the next one; None: at once.
     Command {
         to: Option<u64>,
         structure: String,
-        in_stream: bool,
+        in_stream: Option<u64>,
     },
     Eos,
 }
@@ -143,7 +145,7 @@ enum Work {
 #[derive(Default)]
 struct Status {
     work: VecDeque<Work>,
-    /// Bytes in `work` plus the largest backlog of any receiver.
+    /// Bytes in `work` plus the backlog of the fastest receiver.
     queued_bytes: usize,
     ready_receivers: usize,
     /// Ids of the receivers being served.
@@ -226,7 +228,7 @@ impl Server {
             .map(|_| ())
     }
 
-    /// Waits while the slowest receiver is too far behind to queue another frame.
+    /// Waits while even the fastest receiver is too far behind to queue another frame.
     pub fn wait_for_room(&self) -> Result<(), Interrupted> {
         self.net
             .wait(None, |s| (s.queued_bytes < MAX_BACKLOG).then_some(()))
@@ -240,31 +242,39 @@ impl Server {
     }
 
     /// Sends an application command (a serialized GstStructure) at once to receiver `to`,
-    /// or to every receiver (None). Returns false when no such receiver is served.
+    /// or to every receiver (None). Returns false when no such receiver is served, or the
+    /// command is longer than a receiver takes.
     pub fn send_command(&self, to: Option<u64>, structure: String) -> bool {
         let known = to.is_none_or(|id| self.net.lock().inner.served.contains(&id));
-        if known {
+        let sent = known && fits(&structure);
+        if sent {
             self.push(
                 Work::Command {
                     to,
                     structure,
-                    in_stream: false,
+                    in_stream: None,
                 },
                 0,
             );
         }
-        known
+        sent
     }
 
     /// Sends an application command to every receiver at this point of the stream: each
-    /// hands it on after the frames sent before it and before those sent after.
-    pub fn send_command_in_stream(&self, structure: String) {
+    /// hands it on after the frames sent before it and before those sent after, or, with
+    /// `after_next`, after the next frame too (the access unit still being gathered).
+    /// Returns false if it is longer than a receiver takes.
+    pub fn send_command_in_stream(&self, structure: String, after_next: bool) -> bool {
+        if !fits(&structure) {
+            return false;
+        }
         let work = Work::Command {
             to: None,
             structure,
-            in_stream: true,
+            in_stream: Some(u64::from(after_next)),
         };
         self.push(work, 0);
+        true
     }
 
     /// Tells receivers the stream ended and waits until each has everything, or `timeout`.
@@ -310,6 +320,12 @@ impl Keyframes {
     }
 }
 
+/// Whether a command fits in one APPLICATION message (its position varint, up to 8 bytes,
+/// and the text) that a receiver accepts.
+fn fits(structure: &str) -> bool {
+    structure.len() + 8 <= DEFAULT_MAX_COMMAND_SIZE as usize
+}
+
 /// Who is served and how they start: the receiver limit, the application's say, what it
 /// is told, and the join mode.
 struct Admitter {
@@ -328,6 +344,9 @@ struct Chunk {
     expires: Option<Instant>,
     /// On a frame's header chunk (its body is the next chunk), when it has a deadline.
     shed: Option<Sheddable>,
+    /// On a cached frame's header chunk, sent to a joiner to catch up: while one is unsent
+    /// its group does not expire (the live frames behind it wait by design).
+    catch_up: bool,
 }
 
 /// Shares of the latency budget within which a frame must still be able to arrive, by its cost:
@@ -473,6 +492,7 @@ impl StreamOut {
                 fin: false,
                 expires: None,
                 shed: None,
+                catch_up: false,
             };
             shed += 1;
             i += 1;
@@ -511,6 +531,8 @@ struct Receiver {
     /// Its HELLO said it takes shed frames (HELLO_TAKES_SHED).
     takes_shed: bool,
     keyframe_requested: bool,
+    /// The parameter sets went out in a group that was not reset: IRAPs need none added.
+    has_parameter_sets: bool,
     /// Since when its backlog has been 2 x MAX_BACKLOG or more.
     behind_since: Option<Instant>,
     /// Application commands it sent, not yet reported.
@@ -536,6 +558,7 @@ impl Receiver {
                 fin,
                 expires,
                 shed: None,
+                catch_up: false,
             },
         );
     }
@@ -648,6 +671,7 @@ impl Receiver {
             self.behind_since = Some(now);
         }
         let give_up = self.behind_since.is_some_and(|t| now >= t + BEHIND_FOR)
+            || self.out_bytes >= 4 * MAX_BACKLOG
             || (self.out_bytes >= MAX_BACKLOG && self.quiet());
         for g in self.groups_out.iter_mut() {
             let mut older_group_cut = None;
@@ -672,7 +696,8 @@ impl Receiver {
                 );
             }
             let oldest = g.chunks.iter().find_map(|c| c.expires);
-            if !give_up && oldest.is_none_or(|t| t > now + ahead) {
+            let catching_up = g.chunks.iter().any(|c| c.catch_up);
+            if !give_up && (catching_up || oldest.is_none_or(|t| t > now + ahead)) {
                 continue;
             }
             let _ = self.conn.stream_shutdown(
@@ -683,6 +708,8 @@ impl Receiver {
             self.out_bytes -= g.bytes();
             g.chunks.clear();
             self.groups_expired += 1;
+            // The sets may have been in what was dropped.
+            self.has_parameter_sets = false;
             if self.group == Some(g.stream) {
                 self.group = None;
             }
@@ -885,7 +912,7 @@ impl Loop {
                     structure,
                     in_stream,
                 } => {
-                    let before_seq = in_stream.then_some(self.next_seq);
+                    let before_seq = in_stream.map(|later| self.next_seq + later);
                     if let Some(seq) =
                         before_seq.filter(|_| self.admission.join_mode == JoinMode::Cached)
                     {
@@ -931,7 +958,8 @@ impl Loop {
         let mut encoded = Vec::with_capacity(32);
         header.encode(&mut encoded);
         if frame.parameter_sets {
-            let sets = crate::h265::parameter_sets(frame.data.as_ref().as_ref());
+            let old = self.parameter_sets.as_deref().unwrap_or_default();
+            let sets = crate::h265::merge_parameter_sets(old, frame.data.as_ref().as_ref());
             if !sets.is_empty() {
                 self.parameter_sets = Some(sets.into());
             }
@@ -971,7 +999,7 @@ impl Loop {
                 cost,
                 by,
             });
-            r.queue_frame(&f, self.parameter_sets.as_ref(), expires, shed);
+            r.queue_frame(&f, self.parameter_sets.as_ref(), expires, shed, false);
         }
         if self.admission.join_mode == JoinMode::Cached {
             self.join_cache.push(f);
@@ -981,7 +1009,12 @@ impl Loop {
     /// Reads the receiver's control stream, writes what is queued and sends packets.
     fn serve(&mut self, id: u64) {
         let eos = self.eos.then_some(self.next_seq);
-        let served = self.receivers.values().filter(|r| r.admitted).count();
+        // Receivers gone quiet or closing do not take a place.
+        let served = self
+            .receivers
+            .values()
+            .filter(|r| r.admitted && !r.quiet() && r.conn.local_error().is_none())
+            .count();
         let Some(r) = self.receivers.get_mut(&id) else {
             return;
         };
@@ -1006,9 +1039,6 @@ impl Loop {
                 for cmd in commands {
                     r.handle(cmd);
                 }
-                if std::mem::take(&mut r.keyframe_requested) {
-                    self.keyframes.wanted = true;
-                }
                 if let Err(e) = result {
                     r.close(
                         error_code::PROTOCOL_VIOLATION,
@@ -1017,13 +1047,6 @@ impl Loop {
                 }
             }
             let admission = &self.admission;
-            for structure in r.commands_in.drain(..) {
-                (admission.on_receiver)(ReceiverEvent::Command {
-                    id,
-                    peer: r.peer,
-                    structure,
-                });
-            }
             if r.hello && !r.admitted && r.conn.local_error().is_none() {
                 let asking = Admission {
                     id,
@@ -1037,16 +1060,35 @@ impl Loop {
                     r.close(error_code::REJECTED, "refused by the sender");
                 } else {
                     r.admitted = true;
+                    r.token = Vec::new();
+                    // So that send-command from a receiver-connected handler finds it.
+                    self.link.update(|s| s.inner.served.push(id));
                     (admission.on_receiver)(ReceiverEvent::Connected { id, peer: r.peer });
                 }
+            }
+            // What came with HELLO counts once the receiver is admitted, never before.
+            if !r.admitted {
+                r.commands_in.clear();
+                r.keyframe_requested = false;
+            }
+            for structure in r.commands_in.drain(..) {
+                (admission.on_receiver)(ReceiverEvent::Command {
+                    id,
+                    peer: r.peer,
+                    structure,
+                });
+            }
+            if std::mem::take(&mut r.keyframe_requested) {
+                self.keyframes.wanted = true;
             }
             if r.admitted && !r.described {
                 if let Some(caps) = &self.caps {
                     let cache =
                         (self.admission.join_mode == JoinMode::Cached).then_some(&self.join_cache);
                     let joined = r.describe(caps, eos, cache, self.parameter_sets.as_ref());
-                    // Before the first frame, the first IRAP is on its way anyway.
-                    let started = self.next_seq > 0;
+                    // Before the first frame, the first IRAP is on its way anyway; after the
+                    // last, none is.
+                    let started = self.next_seq > 0 && eos.is_none();
                     if !joined && started && self.admission.join_mode != JoinMode::Keyframe {
                         self.keyframes.wanted = true;
                     }
@@ -1144,11 +1186,12 @@ impl Loop {
 
     fn publish(&mut self) {
         let ready = self.receivers.values().filter(|r| r.described).count();
-        // The fastest receiver sets the pace (see MAX_BACKLOG).
+        // The fastest receiver sets the pace (see MAX_BACKLOG); one waiting for an IRAP
+        // has nothing queued and says nothing about its pace.
         let backlog = self
             .receivers
             .values()
-            .filter(|r| r.described && !r.quiet())
+            .filter(|r| r.described && r.group.is_some() && !r.quiet())
             .map(|r| r.out_bytes)
             .min()
             .unwrap_or(0);
@@ -1181,6 +1224,13 @@ impl Loop {
         for r in self.receivers.values_mut() {
             r.close(error_code::NO_ERROR, "sender stopped");
             r.outbox.send_all_now(&mut r.conn, &self.endpoint.socket);
+            if r.admitted {
+                (self.admission.on_receiver)(ReceiverEvent::Disconnected {
+                    id: r.id,
+                    peer: r.peer,
+                    reason: "sender stopped".into(),
+                });
+            }
         }
     }
 }
@@ -1214,6 +1264,7 @@ impl Receiver {
             budget,
             takes_shed: false,
             keyframe_requested: false,
+            has_parameter_sets: false,
             behind_since: None,
             commands_in: Vec::new(),
             last_rx: Instant::now(),
@@ -1264,8 +1315,12 @@ impl Receiver {
                 gst::info!(CAT, "receiver {}: goodbye {code:#x}: {reason}", self.id);
                 let _ = self.conn.close(true, error_code::NO_ERROR, b"goodbye");
             }
-            Command::Application { structure, .. } if self.admitted => {
-                self.commands_in.push(structure);
+            Command::Application { structure, .. } => {
+                if self.commands_in.len() < MAX_COMMANDS_IN {
+                    self.commands_in.push(structure);
+                } else {
+                    gst::warning!(CAT, "receiver {}: too many commands: dropped", self.id);
+                }
             }
             other => gst::debug!(CAT, "receiver {}: ignoring {other:?}", self.id),
         }
@@ -1311,7 +1366,7 @@ impl Receiver {
         }
         self.open_group(frames[0].header.seq, self.budget.is_some());
         for f in frames {
-            self.queue_frame(f, parameter_sets, None, None);
+            self.queue_frame(f, parameter_sets, None, None, true);
         }
         gst::debug!(
             CAT,
@@ -1322,21 +1377,23 @@ impl Receiver {
         true
     }
 
-    /// Queues a frame on the open group. The receiver's first IRAP gets `parameter_sets` in
-    /// front when it comes without them (x265enc sends them once), so that it can start
-    /// there; every other frame goes out exactly as the sink took it.
+    /// Queues a frame on the open group. An IRAP without parameter sets gets
+    /// `parameter_sets` in front while the receiver may lack them (its first IRAP, or after
+    /// a reset group: x265enc sends them once), so that it can start there; every other
+    /// frame goes out exactly as the sink took it. `catch_up`: a cached frame for a joiner.
     fn queue_frame(
         &mut self,
         f: &CachedFrame,
         parameter_sets: Option<&Arc<[u8]>>,
         expires: Option<Instant>,
         shed: Option<Sheddable>,
+        catch_up: bool,
     ) {
         let Some(stream) = self.group else {
             return;
         };
-        let first_irap = f.frame.keyframe && !f.frame.parameter_sets && self.groups_opened == 1;
-        let (header, prefix) = match parameter_sets.filter(|_| first_irap) {
+        let needs_sets = f.frame.keyframe && !f.frame.parameter_sets && !self.has_parameter_sets;
+        let (header, prefix) = match parameter_sets.filter(|_| needs_sets) {
             Some(sets) => {
                 let mut header = f.header;
                 header.len += sets.len() as u64;
@@ -1350,6 +1407,7 @@ impl Receiver {
         // The shed marker replaces the header and one body chunk: a prefixed IRAP is never
         // shed (IRAPs cost a whole group anyway).
         let shed = shed.filter(|_| prefix.is_none());
+        self.has_parameter_sets |= f.frame.parameter_sets || prefix.is_some();
         self.queue_chunk(
             stream,
             Chunk {
@@ -1358,6 +1416,7 @@ impl Receiver {
                 fin: false,
                 expires,
                 shed,
+                catch_up,
             },
         );
         if let Some(sets) = prefix {
