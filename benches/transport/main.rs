@@ -534,6 +534,7 @@ fn run_pair(
         key: work.key.clone(),
         records: records.to_string_lossy().into_owned(),
         live: scenario.and_then(|s| s.live),
+        receivers: 1,
     };
     let listener_is_receiver = t == Transport::Udp;
     assert!(
@@ -610,28 +611,10 @@ fn run_pair(
         let _ = p.child.wait();
     }
 
-    let num = |v: &[String], i: usize| v.get(i).and_then(|s| s.parse::<f64>().ok());
-    let mut error = None;
-    for (who, v, i) in [("sender", &sent, 2), ("receiver", &got, 3)] {
-        match v.get(i).map(String::as_str) {
-            Some("ok") => {}
-            Some(e) => error = Some(format!("{who}: {}", e.replace('_', " "))),
-            None => error = Some(format!("{who} did not report")),
-        }
-    }
-    let (frames, arrivals): (Vec<Arrived>, Vec<u64>) = std::fs::read_to_string(&records)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let frame = (
-                f.next()?.parse().ok()?,
-                f.next()?.parse().ok()?,
-                f.next()?.parse().ok(),
-            );
-            Some((frame, f.next()?.parse::<u64>().ok()?))
-        })
-        .unzip();
+    let (frames, arrivals) = read_records(&records)
+        .into_iter()
+        .next()
+        .unwrap_or_default();
     PairResult {
         transport: t,
         sent: num(&sent, 0).unwrap_or(0.0) as u64,
@@ -640,10 +623,51 @@ fn run_pair(
         bytes: num(&got, 1).unwrap_or(0.0) as u64,
         cpu_send: num(&sent, 1).unwrap_or(f64::NAN),
         cpu_recv: num(&got, 2).unwrap_or(f64::NAN),
-        error,
+        error: child_error(&[("sender", &sent, 2), ("receiver", &got, 3)]),
         link_back,
         cap_changes,
     }
+}
+
+/// Word `i` of a report line as a number.
+fn num(v: &[String], i: usize) -> Option<f64> {
+    v.get(i).and_then(|s| s.parse().ok())
+}
+
+/// The last error among (who, report line, index of its status word).
+fn child_error(reports: &[(&str, &[String], usize)]) -> Option<String> {
+    let mut error = None;
+    for (who, v, i) in reports {
+        match v.get(*i).map(String::as_str) {
+            Some("ok") => {}
+            Some(e) => error = Some(format!("{who}: {}", e.replace('_', " "))),
+            None => error = Some(format!("{who} did not report")),
+        }
+    }
+    error
+}
+
+/// A receiver process's records: its frames and their arrivals, per source pipeline.
+fn read_records(path: &Path) -> Vec<(Vec<Arrived>, Vec<u64>)> {
+    let mut per: Vec<(Vec<Arrived>, Vec<u64>)> = Vec::new();
+    for l in std::fs::read_to_string(path).unwrap_or_default().lines() {
+        let mut f = l.split_whitespace();
+        let mut field = || f.next().and_then(|x| x.parse::<u64>().ok());
+        let (Some(seq), Some(latency)) = (field(), field()) else {
+            continue;
+        };
+        let depends_on = field();
+        let Some(arrival) = field() else {
+            continue;
+        };
+        let i = field().unwrap_or(0) as usize;
+        if per.len() <= i {
+            per.resize_with(i + 1, Default::default);
+        }
+        per[i].0.push((seq, latency, depends_on));
+        per[i].1.push(arrival);
+    }
+    per
 }
 
 fn certificate(dir: &Path) -> (String, String) {
