@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// What one child process is asked to do, passed as `key=value` arguments.
+#[derive(Clone)]
 pub struct Job {
     pub transport: Transport,
     pub port: u16,
