@@ -3,13 +3,14 @@
 //!
 //!     make bench            # = cargo bench --bench transport -- --out docs
 //!     cargo bench --bench transport -- [--quick] [--only quicnalu] [--rates 400,1000]
-//!         [--relay] [--scenarios a,e]
+//!         [--relay] [--scenarios a,e,fanout]
 //!     QUICNALU_BENCH_CC=cubic cargo bench ...   # another congestion-control for quicnalu
 //!
 //! Every pair runs as two child processes (sender, receiver) on loopback, both timing on
 //! CLOCK_MONOTONIC, each measuring its own CPU. Frames are stamped with a suffix SEI as they
 //! leave the sender's pacer (see stamp.rs) and read where they leave the transport's source.
 
+mod fanout;
 mod report;
 mod roles;
 mod stamp;
@@ -251,6 +252,15 @@ fn orchestrate(args: &[String]) {
             .and_then(|i| args.get(i + 1))
     };
     let out = value("--out").map(PathBuf::from);
+    // `--scenarios a,e,fanout`: only these scenarios, neither latency nor sweep.
+    let only_scenarios: Option<Vec<String>> =
+        value("--scenarios").map(|l| l.split(',').map(|x| format!("({x})")).collect());
+    let wanted = |name: &str| {
+        only_scenarios
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|x| name.starts_with(x.as_str())))
+    };
+    let standard = !relay_only && only_scenarios.is_none();
     // `--rates 400,1000`: only these sweep steps (for profiling one rate).
     let only_rates: Option<Vec<f64>> = value("--rates").map(|list| {
         list.split(',')
@@ -268,16 +278,22 @@ fn orchestrate(args: &[String]) {
         encode_clip(&clip);
     }
     let seconds = if quick { 4 } else { 10 };
-    eprintln!("latency: 720p30 ~4 Mbit/s, {seconds} s per transport");
+    if standard {
+        eprintln!("latency: 720p30 ~4 Mbit/s, {seconds} s per transport");
+    }
     let latency: Vec<PairResult> = transports
         .iter()
-        .filter(|_| !relay_only)
+        .filter(|_| standard)
         .map(|&t| run_pair(&work, t, &clip, seconds * 30, 30.0, None))
         .collect();
 
     let jelly = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../shared/media/vkcts-jellyfish-250-mbps-4k-uhd-GOB-IPB13.h265");
-    let aus = roles::load_access_units(&jelly.to_string_lossy());
+    let aus = if standard {
+        roles::load_access_units(&jelly.to_string_lossy())
+    } else {
+        Vec::new()
+    };
     let mean_bits = aus.iter().map(|a| a.0.len()).sum::<usize>() as f64 * 8.0 / aus.len() as f64;
     let default_rates: &[f64] = if quick {
         &[25.0, 100.0, 400.0, 1000.0]
@@ -289,7 +305,7 @@ fn orchestrate(args: &[String]) {
     let rates = only_rates.as_deref().unwrap_or(default_rates);
     let step_seconds = if quick { 2.0 } else { 3.0 };
     let mut sweep: Vec<(f64, PairResult)> = Vec::new();
-    for &t in transports.iter().filter(|_| !relay_only) {
+    for &t in transports.iter().filter(|_| standard) {
         for &mbps in rates {
             let fps = mbps * 1e6 / mean_bits;
             let frames = (fps * step_seconds) as u64;
@@ -306,14 +322,7 @@ fn orchestrate(args: &[String]) {
     // 720p clip, quicnalu against SRT at the same budget.
     let clip_bps = std::fs::metadata(&clip).map_or(4e6, |m| m.len() as f64 * 8.0 / 10.0);
     let mut impaired: Vec<(&'static str, PairResult)> = Vec::new();
-    // `--scenarios a,e`: only these relay scenarios.
-    let only_scenarios: Option<Vec<String>> =
-        value("--scenarios").map(|l| l.split(',').map(|x| format!("({x})")).collect());
-    for sc in scenarios(clip_bps).into_iter().filter(|sc| {
-        only_scenarios
-            .as_ref()
-            .is_none_or(|o| o.iter().any(|x| sc.name.starts_with(x.as_str())))
-    }) {
+    for sc in scenarios(clip_bps).into_iter().filter(|sc| wanted(sc.name)) {
         // adapt-bitrate is quicnalu's own: SRT runs each link once, without it.
         let adapt = sc.live.is_some_and(|l| l.adapt);
         for &t in transports
@@ -324,8 +333,59 @@ fn orchestrate(args: &[String]) {
             impaired.push((sc.name, run_pair(&work, t, &clip, 300, 30.0, Some(&sc))));
         }
     }
-    let mut md = report::markdown(&latency, &sweep, seconds);
-    md.push_str(&report::impaired(&impaired, clip_bps));
+    let mut fanouts = Vec::new();
+    let mut joins = Vec::new();
+    if !relay_only && wanted("(fanout)") {
+        // The recorded clip, not a live encoder: the encoder's half a core, a few % more or
+        // less from run to run, would drown the sender's cost per receiver.
+        let (counts, seconds): (&[u32], u64) = if quick {
+            (&[1, 4, 16], 4)
+        } else {
+            (&[1, 2, 4, 8, 16, 32, 64, 128, 256, 384], 8)
+        };
+        // The joiner: a live encoder with IRAPs 5 s apart (3 s quick), joined half way into
+        // the second group, so that waiting for the next IRAP takes seconds.
+        let key_s = if quick { 3 } else { 5 };
+        for &t in transports
+            .iter()
+            .filter(|t| matches!(t, Transport::Quicnalu | Transport::Srt))
+        {
+            for &n in counts {
+                eprintln!("fan-out: {} to {n} receivers", t.name());
+                let f = fanout::run(&work, t, n, seconds * 30, &clip, None, None);
+                let on_time = f.all_on_time();
+                fanouts.push(f);
+                if !on_time {
+                    break;
+                }
+            }
+            eprintln!("late joiner: {}", t.name());
+            let sparse = roles::Live {
+                key_int: key_s * 30,
+                ..live(false)
+            };
+            let at = Duration::from_secs_f64(f64::from(key_s) * 1.5);
+            joins.push(fanout::run(
+                &work,
+                t,
+                1,
+                u64::from(key_s) * 72,
+                &clip,
+                Some(sparse),
+                Some(at),
+            ));
+        }
+    }
+    let mut md = String::new();
+    if standard {
+        md.push_str(&report::markdown(&latency, &sweep, seconds));
+    }
+    if !impaired.is_empty() {
+        md.push_str(&report::impaired(&impaired, clip_bps));
+    }
+    if !fanouts.is_empty() || !joins.is_empty() {
+        md.push_str(&report::fanout(&fanouts, &joins));
+    }
     println!("{md}");
     if let Some(out) = out {
         std::fs::create_dir_all(&out).expect("output folder");
@@ -534,6 +594,7 @@ fn run_pair(
         key: work.key.clone(),
         records: records.to_string_lossy().into_owned(),
         live: scenario.and_then(|s| s.live),
+        receivers: 1,
     };
     let listener_is_receiver = t == Transport::Udp;
     assert!(
@@ -610,28 +671,10 @@ fn run_pair(
         let _ = p.child.wait();
     }
 
-    let num = |v: &[String], i: usize| v.get(i).and_then(|s| s.parse::<f64>().ok());
-    let mut error = None;
-    for (who, v, i) in [("sender", &sent, 2), ("receiver", &got, 3)] {
-        match v.get(i).map(String::as_str) {
-            Some("ok") => {}
-            Some(e) => error = Some(format!("{who}: {}", e.replace('_', " "))),
-            None => error = Some(format!("{who} did not report")),
-        }
-    }
-    let (frames, arrivals): (Vec<Arrived>, Vec<u64>) = std::fs::read_to_string(&records)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let frame = (
-                f.next()?.parse().ok()?,
-                f.next()?.parse().ok()?,
-                f.next()?.parse().ok(),
-            );
-            Some((frame, f.next()?.parse::<u64>().ok()?))
-        })
-        .unzip();
+    let (frames, arrivals) = read_records(&records)
+        .into_iter()
+        .next()
+        .unwrap_or_default();
     PairResult {
         transport: t,
         sent: num(&sent, 0).unwrap_or(0.0) as u64,
@@ -640,10 +683,51 @@ fn run_pair(
         bytes: num(&got, 1).unwrap_or(0.0) as u64,
         cpu_send: num(&sent, 1).unwrap_or(f64::NAN),
         cpu_recv: num(&got, 2).unwrap_or(f64::NAN),
-        error,
+        error: child_error(&[("sender", &sent, 2), ("receiver", &got, 3)]),
         link_back,
         cap_changes,
     }
+}
+
+/// Word `i` of a report line as a number.
+fn num(v: &[String], i: usize) -> Option<f64> {
+    v.get(i).and_then(|s| s.parse().ok())
+}
+
+/// The last error among (who, report line, index of its status word).
+fn child_error(reports: &[(&str, &[String], usize)]) -> Option<String> {
+    let mut error = None;
+    for (who, v, i) in reports {
+        match v.get(*i).map(String::as_str) {
+            Some("ok") => {}
+            Some(e) => error = Some(format!("{who}: {}", e.replace('_', " "))),
+            None => error = Some(format!("{who} did not report")),
+        }
+    }
+    error
+}
+
+/// A receiver process's records: its frames and their arrivals, per source pipeline.
+fn read_records(path: &Path) -> Vec<(Vec<Arrived>, Vec<u64>)> {
+    let mut per: Vec<(Vec<Arrived>, Vec<u64>)> = Vec::new();
+    for l in std::fs::read_to_string(path).unwrap_or_default().lines() {
+        let mut f = l.split_whitespace();
+        let mut field = || f.next().and_then(|x| x.parse::<u64>().ok());
+        let (Some(seq), Some(latency)) = (field(), field()) else {
+            continue;
+        };
+        let depends_on = field();
+        let Some(arrival) = field() else {
+            continue;
+        };
+        let i = field().unwrap_or(0) as usize;
+        if per.len() <= i {
+            per.resize_with(i + 1, Default::default);
+        }
+        per[i].0.push((seq, latency, depends_on));
+        per[i].1.push(arrival);
+    }
+    per
 }
 
 fn certificate(dir: &Path) -> (String, String) {

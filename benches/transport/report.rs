@@ -1,5 +1,6 @@
 //! The benchmark's Markdown tables and SVG plots.
 
+use crate::fanout::{self, Fanout};
 use crate::{PairResult, Transport, ALL, BUDGET_MS};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -193,6 +194,166 @@ pub fn impaired(rows: &[(&str, PairResult)], stream_bps: f64) -> String {
         );
     }
     md
+}
+
+/// The fan-out: one row per transport and receiver count, the largest count with every
+/// frame on time, and the late joiners.
+pub fn fanout(steps: &[Fanout], joins: &[Fanout]) -> String {
+    let mut md = format!(
+        "\n### Fan-out: one sender, N receivers at 4 Mbit/s each, loopback, budget \
+         {BUDGET_MS} ms\n\n\
+         One sender plays the 720p30 4 Mbit/s clip in real time (IRAP every 2 s) to N \
+         receivers, all source pipelines in one receiver process, on the same 2 cores; \
+         quicnalusink with latency-budget={BUDGET_MS}, srtsink in listener mode with N \
+         srtsrc callers at latency {} ms. A count passes when every receiver gets every frame \
+         within the budget; each transport stops at its first failing count. CPU is in % of \
+         one core over the run (the stream plus about 0.5 s of linger) per second of \
+         stream; the sender's cost per receiver is the slope of a least-squares line through \
+         its runs. Ratios are quicnalu over srt.\n\n\
+         | transport | receivers | every frame on time | worst receiver on time | lost / late \
+         (all receivers) | p99 ms (all) | max ms | sender CPU % | receiver CPU % per \
+         receiver | CPU ratio to srt (send / receive) | error |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
+        BUDGET_MS - 20
+    );
+    let pct = |cpu: f64, f: &Fanout| 100.0 * cpu / f.seconds;
+    let srt_at = |n: usize| {
+        steps
+            .iter()
+            .find(|f| f.transport == Transport::Srt && f.receivers.len() == n)
+    };
+    for f in steps {
+        let n = f.receivers.len();
+        let (lost, late) = f.lost_late();
+        let ratio = match srt_at(n) {
+            Some(srt) if f.transport != Transport::Srt => format!(
+                "{:.2} / {:.2}",
+                f.cpu_send / srt.cpu_send,
+                f.cpu_recv / srt.cpu_recv
+            ),
+            _ => "-".into(),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {n} | {} | {:.1}% | {lost} / {late} | {:.1} | {:.1} | {:.1} | {:.2} | {ratio} \
+             | {} |",
+            f.transport.name(),
+            if f.all_on_time() { "yes" } else { "no" },
+            f.worst_on_time(),
+            f.percentile_ms(0.99),
+            f.percentile_ms(1.0),
+            pct(f.cpu_send, f),
+            pct(f.cpu_recv, f) / n as f64,
+            f.error().unwrap_or("")
+        );
+    }
+    md.push_str(
+        "\n| transport | largest N with every frame on time | first failing N | sender CPU % \
+         per receiver (slope) | receiver CPU % per receiver | ratio to srt (N / send / \
+         receive) |\n|---|---|---|---|---|---|\n",
+    );
+    let runs = |t: Transport| steps.iter().filter(move |f| f.transport == t);
+    let summary = |t: Transport| {
+        let largest = runs(t)
+            .filter(|f| f.all_on_time())
+            .map(|f| f.receivers.len())
+            .max();
+        let points: Vec<(f64, f64)> = runs(t)
+            .map(|f| (f.receivers.len() as f64, pct(f.cpu_send, f)))
+            .filter(|p| p.1.is_finite())
+            .collect();
+        let (recv, receiver_seconds) = runs(t)
+            .filter(|f| f.cpu_recv.is_finite())
+            .fold((0.0, 0.0), |(c, s), f| {
+                (c + f.cpu_recv, s + f.receivers.len() as f64 * f.seconds)
+            });
+        (largest, slope(&points), 100.0 * recv / receiver_seconds)
+    };
+    let srt = summary(Transport::Srt);
+    for t in [Transport::Quicnalu, Transport::Srt] {
+        if runs(t).next().is_none() {
+            continue;
+        }
+        let (largest, send, recv) = summary(t);
+        let failing = runs(t)
+            .find(|f| !f.all_on_time())
+            .map_or("none (top of the list)".into(), |f| {
+                f.receivers.len().to_string()
+            });
+        let ratio = if t == Transport::Srt || runs(Transport::Srt).next().is_none() {
+            "-".into()
+        } else {
+            let n = match (largest, srt.0) {
+                (Some(a), Some(b)) => format!("{:.2}", a as f64 / b as f64),
+                _ => "n/a".into(),
+            };
+            format!("{n} / {:.2} / {:.2}", send / srt.1, recv / srt.2)
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {failing} | {send:.2} | {recv:.2} | {ratio} |",
+            t.name(),
+            largest.map_or("none".into(), |n| n.to_string())
+        );
+    }
+    if joins.is_empty() {
+        return md;
+    }
+    let _ = write!(
+        md,
+        "\nLate joiner: the live x265 sender of the relay scenarios (480x272 zone-plate at 4 \
+         Mbit/s) with IRAPs further apart and one receiver from the start; a second \
+         receiver process starts about half way into a group. Times are \
+         from its pipeline going to PLAYING. The first decodable frame is the first whose \
+         references all arrived (an IRAP, then what follows it); `sent` is when it left the \
+         sender's pacer, from the joiner's start (negative: it was sent before the joiner \
+         existed, so it came from the sender's cache). Live: the first decodable frame also \
+         within the budget.\n\n\
+         | transport | IRAP every | joined at frame | first decodable ms | that frame | \
+         first live decodable ms | frames before the first decodable | error |\n\
+         |---|---|---|---|---|---|---|---|\n"
+    );
+    let ms = |v: Option<f64>| v.map_or("never".into(), |v| format!("{v:.0}"));
+    for f in joins {
+        let Some(j) = fanout::join(f) else {
+            continue;
+        };
+        let at = match (j.at_seq, j.into_group) {
+            (Some(s), Some(g)) => format!("{s} ({g} into its group)"),
+            (Some(s), None) => s.to_string(),
+            _ => "unknown".into(),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {at} | {} | {} | {} | {} | {} |",
+            f.transport.name(),
+            f.key_int.map_or("-".into(), |k| format!("{k} frames")),
+            ms(j.first.map(|x| x.0)),
+            j.first.map_or("-".into(), |(_, seq, sent)| format!(
+                "#{seq}, sent {sent:+.0} ms"
+            )),
+            ms(j.first_live_ms),
+            j.wasted,
+            f.error().unwrap_or("")
+        );
+    }
+    md
+}
+
+/// The least-squares slope of y over x; NaN with fewer than two distinct x.
+fn slope(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    let (mx, my) = points
+        .iter()
+        .fold((0.0, 0.0), |(x, y), p| (x + p.0 / n, y + p.1 / n));
+    let (sxy, sxx) = points.iter().fold((0.0, 0.0), |(xy, xx), p| {
+        (xy + (p.0 - mx) * (p.1 - my), xx + (p.0 - mx).powi(2))
+    });
+    if sxx > 0.0 {
+        sxy / sxx
+    } else {
+        f64::NAN
+    }
 }
 
 /// "after each cap change: ms until 30 frames in a row are on time", or "-".

@@ -1,16 +1,18 @@
 //! The two child processes of a run: a sender (appsrc paced by `identity sync=true`, frames
-//! stamped as they leave the pacer, then the transport's sink) and a receiver (the
-//! transport's source, stamps read where access units leave it). Each reports its own CPU
-//! time, so sender and receiver costs stay apart.
+//! stamped as they leave the pacer, then the transport's sink) and a receiver (one or, in
+//! the fan-out, several of the transport's sources, stamps read where access units leave
+//! them). Each reports its own CPU time, so sender and receiver costs stay apart.
 
 use crate::stamp::{self, Scanner, Stamp};
 use crate::Transport;
 use gst::prelude::*;
 use std::io::{BufRead, Write};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// What one child process is asked to do, passed as `key=value` arguments.
+#[derive(Clone)]
 pub struct Job {
     pub transport: Transport,
     pub port: u16,
@@ -25,6 +27,9 @@ pub struct Job {
     /// real time next to the receiver on this 2-core machine (720p does not: it fell to
     /// about 20 fps), yet with the bitrate asked of it (zone-plate fills 4 Mbit/s).
     pub live: Option<Live>,
+    /// Source pipelines in the receiver process; an SRT sender waits for this many callers
+    /// before it plays (quicnalu receivers wait for their handshakes before READY).
+    pub receivers: u32,
 }
 
 /// A live encoder as the sender: it honours keyframe requests (GstForceKeyUnit) coming
@@ -61,6 +66,7 @@ impl Job {
                 ),
                 None => "live=none".into(),
             },
+            format!("receivers={}", self.receivers),
         ]
     }
 
@@ -91,6 +97,7 @@ impl Job {
                     bframes: v[3],
                 })
             },
+            receivers: get("receivers").parse().expect("receivers"),
         }
     }
 }
@@ -151,6 +158,14 @@ pub fn load_access_units(path: &str) -> Vec<(Vec<u8>, bool)> {
     }
     let _ = pipeline.set_state(gst::State::Null);
     aus
+}
+
+/// Polls `done` for up to 10 s; a run that is not ready by then shows it in its results.
+fn wait_for(done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn wait_line(expect: &str) {
@@ -285,6 +300,19 @@ pub fn sender(job: &Job) {
     let pipeline = launch(&format!("{source} ! {sink}"));
     let (done_tx, done) = std::sync::mpsc::channel();
     let sent = stamp_frames(&pipeline, job.frames, done_tx);
+    // srtsink's wait-for-connection holds the stream for its first caller only: in a
+    // fan-out the others would join mid-group.
+    let callers = Arc::new(AtomicU32::new(0));
+    if matches!(job.transport, Transport::Srt | Transport::SrtLow) {
+        let callers = callers.clone();
+        pipeline
+            .by_name("sink")
+            .expect("sink")
+            .connect("caller-added", false, move |_| {
+                callers.fetch_add(1, Ordering::Relaxed);
+                None
+            });
+    }
     // PAUSED binds the sink; a live source only starts producing at PLAYING (after GO).
     pipeline
         .set_state(gst::State::Paused)
@@ -296,6 +324,9 @@ pub fn sender(job: &Job) {
         _ => say(&format!("PORT {}", job.port)),
     }
     wait_line("GO");
+    if matches!(job.transport, Transport::Srt | Transport::SrtLow) {
+        wait_for(|| callers.load(Ordering::Relaxed) >= job.receivers);
+    }
     let cpu0 = cpu_seconds();
     pipeline
         .set_state(gst::State::Playing)
@@ -385,9 +416,15 @@ pub fn receiver(job: &Job) {
             job.port
         ),
     };
-    let pipeline = launch(&format!("{source} ! fakesink sync=false async=false"));
-    let records: Arc<Mutex<Tally>> = Default::default();
-    {
+    // A fan-out's receivers share this process, one pipeline each: a process apiece
+    // would add its own start-up and threads to the two cores the sender runs on, for
+    // every transport alike, and measure that rather than the transport.
+    let pipelines: Vec<gst::Pipeline> = (0..job.receivers.max(1))
+        .map(|_| launch(&format!("{source} ! fakesink sync=false async=false")))
+        .collect();
+    let tallies: Vec<Arc<Mutex<Tally>>> = pipelines.iter().map(|_| Default::default()).collect();
+    let connected = Arc::new(AtomicU32::new(0));
+    for (pipeline, records) in pipelines.iter().zip(&tallies) {
         let records = records.clone();
         let pad = pipeline
             .by_name("tap")
@@ -413,27 +450,55 @@ pub fn receiver(job: &Job) {
             }
             gst::PadProbeReturn::Ok
         });
+        // Counted as posted; the messages stay on the bus for error_of.
+        let connected = connected.clone();
+        pipeline
+            .bus()
+            .expect("bus")
+            .set_sync_handler(move |_, msg| {
+                if msg
+                    .structure()
+                    .is_some_and(|s| s.name() == "quicnalusrc-connected")
+                {
+                    connected.fetch_add(1, Ordering::Relaxed);
+                }
+                gst::BusSyncReply::Pass
+            });
     }
-    pipeline
-        .set_state(gst::State::Playing)
-        .expect("receiver plays");
-    say("READY");
+    // A late joiner's time to its first decodable frame counts from here.
+    let start = now_ns();
+    for pipeline in &pipelines {
+        pipeline
+            .set_state(gst::State::Playing)
+            .expect("receiver plays");
+    }
+    // READY once every handshake is done, so that all receivers have the stream from its
+    // first frame.
+    if job.transport == Transport::Quicnalu {
+        wait_for(|| connected.load(Ordering::Relaxed) >= pipelines.len() as u32);
+    }
+    say(&format!("READY {start}"));
     let cpu0 = cpu_seconds();
     wait_line("STOP");
     let cpu = cpu_seconds() - cpu0;
-    let error = pipeline.bus().and_then(|b| error_of(&b));
-    let _ = pipeline.set_state(gst::State::Null);
-    let r = records.lock().unwrap();
+    let error = pipelines
+        .iter()
+        .find_map(|p| p.bus().and_then(|b| error_of(&b)));
     let mut out = String::new();
-    for (seq, latency, depends_on, arrival) in &r.frames {
-        let depends_on = depends_on.map_or("-".to_string(), |d| d.to_string());
-        out.push_str(&format!("{seq} {latency} {depends_on} {arrival}\n"));
+    let (mut frames, mut bytes) = (0, 0);
+    for (i, (pipeline, records)) in pipelines.iter().zip(&tallies).enumerate() {
+        let _ = pipeline.set_state(gst::State::Null);
+        let r = records.lock().unwrap();
+        for (seq, latency, depends_on, arrival) in &r.frames {
+            let depends_on = depends_on.map_or("-".to_string(), |d| d.to_string());
+            out.push_str(&format!("{seq} {latency} {depends_on} {arrival} {i}\n"));
+        }
+        frames += r.frames.len();
+        bytes += r.bytes;
     }
     std::fs::write(&job.records, out).expect("write records");
     say(&format!(
-        "RECV {} {} {cpu:.3} {}",
-        r.frames.len(),
-        r.bytes,
+        "RECV {frames} {bytes} {cpu:.3} {}",
         error.unwrap_or_else(|| "ok".into()).replace(' ', "_")
     ));
 }
