@@ -696,7 +696,12 @@ impl Receiver {
                 );
             }
             let oldest = g.chunks.iter().find_map(|c| c.expires);
-            let catching_up = g.chunks.iter().any(|c| c.catch_up);
+            // Catch-up frames come first, before any frame with a deadline.
+            let catching_up = g
+                .chunks
+                .iter()
+                .take_while(|c| c.expires.is_none())
+                .any(|c| c.catch_up);
             if !give_up && (catching_up || oldest.is_none_or(|t| t > now + ahead)) {
                 continue;
             }
@@ -1009,12 +1014,20 @@ impl Loop {
     /// Reads the receiver's control stream, writes what is queued and sends packets.
     fn serve(&mut self, id: u64) {
         let eos = self.eos.then_some(self.next_seq);
-        // Receivers gone quiet or closing do not take a place.
-        let served = self
+        // Counted only for a receiver waiting to be admitted: this runs for every receiver on
+        // every turn of the loop. Receivers gone quiet or closing do not take a place.
+        let waiting = self
             .receivers
-            .values()
-            .filter(|r| r.admitted && !r.quiet() && r.conn.local_error().is_none())
-            .count();
+            .get(&id)
+            .is_some_and(|r| r.hello && !r.admitted);
+        let served = if waiting {
+            self.receivers
+                .values()
+                .filter(|r| r.admitted && !r.quiet() && r.conn.local_error().is_none())
+                .count()
+        } else {
+            0
+        };
         let Some(r) = self.receivers.get_mut(&id) else {
             return;
         };
@@ -1174,6 +1187,7 @@ impl Loop {
                 gst::info!(CAT, "receiver {id} ({}): {why}", r.peer);
                 self.ids.retain(|_, v| *v != id);
                 if r.admitted {
+                    self.link.update(|s| s.inner.served.retain(|&x| x != id));
                     (self.admission.on_receiver)(ReceiverEvent::Disconnected {
                         id,
                         peer: r.peer,
@@ -1195,12 +1209,7 @@ impl Loop {
             .map(|r| r.out_bytes)
             .min()
             .unwrap_or(0);
-        let served: Vec<u64> = self
-            .receivers
-            .values()
-            .filter(|r| r.admitted)
-            .map(|r| r.id)
-            .collect();
+
         // A receiver gone quiet does not hold up EOS either.
         let drained = self.eos && self.receivers.values().all(|r| !r.described || r.quiet());
         self.link.update(|s| {
@@ -1215,7 +1224,6 @@ impl Loop {
                 .sum();
             s.inner.queued_bytes = queued + backlog;
             s.inner.ready_receivers = ready;
-            s.inner.served = served;
             s.inner.drained = drained;
         });
     }
