@@ -1016,10 +1016,7 @@ impl Loop {
         let eos = self.eos.then_some(self.next_seq);
         // Counted only for a receiver waiting to be admitted: this runs for every receiver on
         // every turn of the loop. Receivers gone quiet or closing do not take a place.
-        let waiting = self
-            .receivers
-            .get(&id)
-            .is_some_and(|r| r.hello && !r.admitted);
+        let waiting = self.receivers.get(&id).is_some_and(|r| !r.admitted);
         let served = if waiting {
             self.receivers
                 .values()
