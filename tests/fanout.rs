@@ -53,14 +53,7 @@ fn fan_out(fast: usize, slow_bps: Option<u64>) -> FanOut {
     let port = sender.by_name("sink").property::<u32>("bound-port") as u16;
 
     let relay = slow_bps.map(|bps| relay_to(port, capped_link(bps, 64 << 10)));
-    let mut receivers: Vec<Running> = (0..fast)
-        .map(|_| {
-            Running::launch(&format!(
-                "quicnalusrc {} ! appsink name=out sync=false",
-                src_props(port)
-            ))
-        })
-        .collect();
+    let mut receivers: Vec<Running> = (0..fast).map(|_| receiver(port, "")).collect();
     receivers.extend(relay.as_ref().map(|r| receiver_via(r, "")));
     let stores: Vec<_> = receivers.iter().map(|r| collect(r, "out").0).collect();
     for r in &receivers {
@@ -145,20 +138,14 @@ fn a_late_joiner_starts_at_once_from_the_cached_group() {
         path.display(),
         sink_props()
     ));
-    let first = Running::launch(&format!(
-        "quicnalusrc {} ! appsink name=out sync=false",
-        src_props(port)
-    ));
+    let first = receiver(port, "");
     let (first_store, first_arrived) = collect(&first, "out");
     first.pipeline.set_state(gst::State::Playing).unwrap();
     // The clip is one IDR and 299 P frames: a third of the way in, a keyframe is 200 frames
     // (and one IDR: never) away.
     wait_for(&first_store, &first_arrived, 100);
 
-    let joiner = Running::launch(&format!(
-        "quicnalusrc {} ! appsink name=out sync=false",
-        src_props(port)
-    ));
+    let joiner = receiver(port, "");
     let first_out = Arc::new(Mutex::new(None));
     let stamp = first_out.clone();
     joiner.by_name("out").static_pad("sink").unwrap().add_probe(
@@ -194,9 +181,7 @@ fn a_late_joiner_starts_at_once_from_the_cached_group() {
         "bytes differ"
     );
     assert_monotonic(&joined);
-    let (decoded, errors) = decode_check(&stream_bytes(&joined));
-    assert!(errors.is_empty(), "joiner's stream: {errors}");
-    assert_eq!(decoded, joined.len());
+    assert_decodes(&joined, "joiner's stream");
     assert!(
         to_first.as_millis() < 200,
         "first decodable frame after {to_first:?}"
@@ -209,18 +194,15 @@ fn join_live(key_int: u32, sink_extra: &str, before: usize, frames: usize) -> Ve
     let description = live_sender_description("width=320,height=240", "", key_int, 0)
         .replace("name=sink", &format!("name=sink {sink_extra}"));
     let (sender, port) = start_sender(&description);
-    let receiver = |name: &str| {
-        let r = Running::launch(&format!(
-            "quicnalusrc {} ! appsink name={name} sync=false",
-            src_props(port)
-        ));
-        let (store, arrived) = collect(&r, name);
+    let start = || {
+        let r = receiver(port, "");
+        let (store, arrived) = collect(&r, "out");
         r.pipeline.set_state(gst::State::Playing).unwrap();
         (r, store, arrived)
     };
-    let (_first, first_store, first_arrived) = receiver("first");
+    let (_first, first_store, first_arrived) = start();
     wait_for(&first_store, &first_arrived, before);
-    let (_joiner, store, arrived) = receiver("joiner");
+    let (_joiner, store, arrived) = start();
     wait_for(&store, &arrived, frames);
     drop(sender);
     let joined = store.lock().unwrap()[..frames].to_vec();
@@ -243,9 +225,7 @@ fn a_joiner_gets_parameter_sets_with_a_later_cached_group() {
         "with parameter sets"
     );
     assert!(first.meta.unwrap().seq >= 30, "from the second group");
-    let (decoded, errors) = decode_check(&stream_bytes(&joined));
-    assert!(errors.is_empty(), "joiner's stream: {errors}");
-    assert_eq!(decoded, joined.len());
+    assert_decodes(&joined, "joiner's stream");
 }
 
 #[test]
@@ -257,9 +237,7 @@ fn join_mode_request_asks_for_a_keyframe() {
     println!("join-mode=request: the joiner started at frame {first}");
     assert!(!joined[0].flags.contains(gst::BufferFlags::DELTA_UNIT));
     assert!((30..300).contains(&first), "started at frame {first}");
-    let (decoded, errors) = decode_check(&stream_bytes(&joined));
-    assert!(errors.is_empty(), "joiner's stream: {errors}");
-    assert_eq!(decoded, joined.len());
+    assert_decodes(&joined, "joiner's stream");
 }
 
 #[test]
@@ -268,21 +246,13 @@ fn a_stalled_receiver_does_not_stop_the_others() {
     // No latency budget and sync=false: the sink runs as fast as its receivers take the
     // 25 Mbit/s clip, four times over (125 MB: more than QUIC's flow-control windows let a
     // receiver that stops reading absorb), and one receiver stops after its first frame.
-    let mut sent = None;
-    let (sender, port) = start_sender_with(
-        &format!(
-            "multifilesrc location={} loop=true num-buffers=4 ! h265parse name=parse ! \
-             quicnalusink name=sink sync=false eos-timeout=1000 {}",
-            noise_clip().display(),
-            sink_props()
-        ),
-        |s| sent = Some(fingerprints(&s.by_name("parse").static_pad("src").unwrap())),
-    );
-    let steady = Running::launch(&format!(
-        "quicnalusrc name=src {} ! fakesink",
-        src_props(port)
+    let (sender, port, sent) = start_fingerprinted_sender(&format!(
+        "multifilesrc location={} loop=true num-buffers=4 ! h265parse name=parse ! \
+         quicnalusink name=sink sync=false eos-timeout=1000 {}",
+        noise_clip().display(),
+        sink_props()
     ));
-    let received = fingerprints(&steady.by_name("src").static_pad("src").unwrap());
+    let (steady, received) = fingerprinted_receiver(port);
     let messages = element_messages(&sender);
     steady.pipeline.set_state(gst::State::Playing).unwrap();
     next_message(&messages, "quicnalusink-receiver-connected");
@@ -296,7 +266,7 @@ fn a_stalled_receiver_does_not_stop_the_others() {
         .expect("steady receiver reaches EOS");
     sender.finish(WATCHDOG).expect("sender reaches EOS");
     let received = received.lock().unwrap().clone();
-    let sent = sent.unwrap().lock().unwrap().clone();
+    let sent = sent.lock().unwrap().clone();
     println!(
         "steady receiver: {} of {} frames",
         received.len(),

@@ -37,21 +37,13 @@ fn sink_keeps_serving_when_a_receiver_vanishes() {
     let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     init();
     let clip = noise_clip();
-    let mut sent = None;
-    let (sender, port) = start_sender_with(
-        &format!(
-            "filesrc location={} ! h265parse name=parse ! quicnalusink name=sink \
-             eos-timeout=1000 {}",
-            clip.display(),
-            sink_props()
-        ),
-        |s| sent = Some(fingerprints(&s.by_name("parse").static_pad("src").unwrap())),
-    );
-    let steady = Running::launch(&format!(
-        "quicnalusrc name=src {} ! fakesink",
-        src_props(port)
+    let (sender, port, sent) = start_fingerprinted_sender(&format!(
+        "filesrc location={} ! h265parse name=parse ! quicnalusink name=sink \
+         eos-timeout=1000 {}",
+        clip.display(),
+        sink_props()
     ));
-    let received = fingerprints(&steady.by_name("src").static_pad("src").unwrap());
+    let (steady, received) = fingerprinted_receiver(port);
     steady.pipeline.set_state(gst::State::Playing).unwrap();
     // The one that vanishes: its long timeout keeps the sink's side of it open throughout.
     let relay = relay_to(port, Impairment::default());
@@ -67,7 +59,7 @@ fn sink_keeps_serving_when_a_receiver_vanishes() {
     sender.finish(WATCHDOG).expect("sender reaches EOS");
 
     let received = received.lock().unwrap().clone();
-    let sent = sent.unwrap().lock().unwrap().clone();
+    let sent = sent.lock().unwrap().clone();
     assert_eq!(
         received.len(),
         sent.len(),

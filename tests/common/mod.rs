@@ -158,6 +158,16 @@ pub fn start_sender_with(description: &str, prepare: impl FnOnce(&Running)) -> (
 /// Like [`start_sender`], also recording every access unit leaving the element named
 /// `parse` (the sender's h265parse).
 pub fn start_tapped_sender(description: &str) -> (Running, u16, Arc<Mutex<Vec<Vec<u8>>>>) {
+    start_tapped_sender_by(description, tap)
+}
+
+/// Like [`start_tapped_sender`], recording only [`fingerprints`].
+pub fn start_fingerprinted_sender(description: &str) -> (Running, u16, Fingerprints) {
+    start_tapped_sender_by(description, fingerprints)
+}
+
+/// Starts `description` with `tap` on the src pad of its element named `parse`.
+fn start_tapped_sender_by<T>(description: &str, tap: fn(&gst::Pad) -> T) -> (Running, u16, T) {
     let mut sent = None;
     let (sender, port) = start_sender_with(description, |s| {
         sent = Some(tap(&s.by_name("parse").static_pad("src").unwrap()))
@@ -229,10 +239,21 @@ pub fn receive_all(sender: &Running, port: u16) -> Vec<Received> {
 
 /// [`receive_all`] with extra quicnalusrc properties.
 pub fn receive_all_with(sender: &Running, port: u16, src_extra: &str) -> Vec<Received> {
-    let receiver = Running::launch(&format!(
-        "quicnalusrc {src_extra} {} ! appsink name=out sync=false",
+    receive_to_end(sender, receiver(port, src_extra))
+}
+
+/// `quicnalusrc ! appsink name=out` (not started) receiving from `port`, with extra src
+/// properties (after the defaults, so they override them).
+pub fn receiver(port: u16, src_extra: &str) -> Running {
+    Running::launch(&format!(
+        "quicnalusrc {} {src_extra} ! appsink name=out sync=false",
         src_props(port)
-    ));
+    ))
+}
+
+/// Plays `receiver` (from [`receiver`]) until EOS, waits for the sender's EOS too, and
+/// returns every buffer the receiver output.
+fn receive_to_end(sender: &Running, receiver: Running) -> Vec<Received> {
     let (received, _) = collect(&receiver, "out");
     receiver.pipeline.set_state(gst::State::Playing).unwrap();
     receiver.finish(WATCHDOG).expect("receiver reaches EOS");
@@ -293,6 +314,13 @@ pub fn decode_check(data: &[u8]) -> (usize, String) {
         errors.push_str(&format!("ffmpeg exited with {}", out.status));
     }
     (frames, errors)
+}
+
+/// Every received frame decodes with ffmpeg, without an error.
+pub fn assert_decodes(received: &[Received], what: &str) {
+    let (decoded, errors) = decode_check(&stream_bytes(received));
+    assert!(errors.is_empty(), "{what}: {errors}");
+    assert_eq!(decoded, received.len(), "{what}: frames decoded");
 }
 
 /// [`framemd5`] of a file that never changes (the shared media), cached across runs in
@@ -412,10 +440,7 @@ pub fn relay_to(
 
 /// `quicnalusrc ! appsink name=out` receiving through `relay`, with extra src properties.
 pub fn receiver_via(relay: &gstquicnalu::relay::Relay, src_extra: &str) -> Running {
-    Running::launch(&format!(
-        "quicnalusrc {} {src_extra} ! appsink name=out sync=false",
-        src_props(relay.local_addr().port())
-    ))
+    receiver(relay.local_addr().port(), src_extra)
 }
 
 /// A link capped at `bps` with a queue of `queue_bytes`, 5 ms each way.
@@ -430,13 +455,7 @@ pub fn capped_link(bps: u64, queue_bytes: usize) -> gstquicnalu::relay::Impairme
 
 /// Like [`receive_all`], through `relay`.
 pub fn receive_all_via(sender: &Running, relay: &gstquicnalu::relay::Relay) -> Vec<Received> {
-    let receiver = receiver_via(relay, "");
-    let (received, _) = collect(&receiver, "out");
-    receiver.pipeline.set_state(gst::State::Playing).unwrap();
-    receiver.finish(WATCHDOG).expect("receiver reaches EOS");
-    sender.finish(WATCHDOG).expect("sender reaches EOS");
-    let received = received.lock().unwrap().clone();
-    received
+    receive_to_end(sender, receiver_via(relay, ""))
 }
 
 /// The received access units as one byte-stream.
@@ -490,10 +509,24 @@ pub fn cached_clip(name: &str, encoder: &str) -> PathBuf {
     path
 }
 
+/// A buffer's hash and its QuicNaluMeta arrival time (0 without one), per buffer.
+pub type Fingerprints = Arc<Mutex<Vec<(u64, u64)>>>;
+
+/// `quicnalusrc name=src ! fakesink` (not started) receiving from `port`, recording the
+/// [`fingerprints`] of what it outputs.
+pub fn fingerprinted_receiver(port: u16) -> (Running, Fingerprints) {
+    let receiver = Running::launch(&format!(
+        "quicnalusrc name=src {} ! fakesink",
+        src_props(port)
+    ));
+    let received = fingerprints(&receiver.by_name("src").static_pad("src").unwrap());
+    (receiver, received)
+}
+
 /// Hashes of the buffers passing `pad`, with their arrival QuicNaluMeta time when they
 /// have one: enough to compare streams without holding megabytes that would hide the
 /// element's own memory use.
-pub fn fingerprints(pad: &gst::Pad) -> Arc<Mutex<Vec<(u64, u64)>>> {
+pub fn fingerprints(pad: &gst::Pad) -> Fingerprints {
     let out = Arc::new(Mutex::new(Vec::new()));
     let store = out.clone();
     pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
