@@ -1,9 +1,9 @@
 use super::adapt::Adaptation;
 use crate::h265;
-use crate::protocol::DEFAULT_MAX_FRAME_SIZE;
+use crate::protocol::{DEFAULT_MAX_COMMAND_SIZE, DEFAULT_MAX_FRAME_SIZE};
 use crate::transport::{
-    Admission, CongestionControl, Estimate, Interrupted, JoinMode, MediaFrame, ReceiverEvent,
-    Server, ServerSettings,
+    Admission, Capture, CongestionControl, Estimate, Identity, Interrupted, JoinMode, MediaFrame,
+    ReceiverEvent, Reporter, SelfSigned, SenderStats, Server, ServerSettings,
 };
 use gst::glib;
 use gst::prelude::*;
@@ -37,6 +37,14 @@ const DEFAULT_MAX_BITRATE_KBPS: u32 = 0;
 /// 0: no limit.
 const DEFAULT_MAX_RECEIVERS: u32 = 0;
 const DEFAULT_FORWARD_EVENTS: bool = true;
+const DEFAULT_SELF_SIGNED: bool = false;
+const DEFAULT_ADDRESS_VALIDATION: bool = true;
+/// Connections in any state; far above what one sender thread serves (see BENCHMARKS.md).
+const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
+/// Handshakes cost the sender a signature each: a flood of them waits its turn.
+const DEFAULT_MAX_HANDSHAKES: u32 = 128;
+/// 0: no messages.
+const DEFAULT_STATS_INTERVAL_MS: u32 = 0;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -56,6 +64,16 @@ struct Settings {
     max_receivers: u32,
     join_mode: JoinMode,
     forward_events: bool,
+    self_signed: bool,
+    token: Option<String>,
+    address_validation: bool,
+    max_connections: u32,
+    max_handshakes: u32,
+    max_frame_size: u32,
+    max_command_size: u32,
+    qlog_dir: Option<String>,
+    keylog_file: Option<String>,
+    stats_interval_ms: u32,
 }
 
 impl Default for Settings {
@@ -77,6 +95,16 @@ impl Default for Settings {
             max_receivers: DEFAULT_MAX_RECEIVERS,
             join_mode: JoinMode::default(),
             forward_events: DEFAULT_FORWARD_EVENTS,
+            self_signed: DEFAULT_SELF_SIGNED,
+            token: None,
+            address_validation: DEFAULT_ADDRESS_VALIDATION,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_handshakes: DEFAULT_MAX_HANDSHAKES,
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE as u32,
+            max_command_size: DEFAULT_MAX_COMMAND_SIZE as u32,
+            qlog_dir: None,
+            keylog_file: None,
+            stats_interval_ms: DEFAULT_STATS_INTERVAL_MS,
         }
     }
 }
@@ -150,12 +178,125 @@ impl ObjectImpl for QuicNaluSink {
                     .build(),
                 glib::ParamSpecString::builder("cert-file")
                     .nick("Certificate file")
-                    .blurb("PEM file with the server's certificate chain (required)")
+                    .blurb(
+                        "PEM file with the server's certificate chain (required unless \
+                         self-signed)",
+                    )
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("key-file")
                     .nick("Key file")
-                    .blurb("PEM file with the certificate's private key (required)")
+                    .blurb(
+                        "PEM file with the certificate's private key (required unless self-signed)",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("self-signed")
+                    .nick("Self-signed")
+                    .blurb(
+                        "Make a throw-away self-signed certificate at start instead of \
+                         cert-file/key-file; receivers pin its certificate-fingerprint \
+                         (logged at start)",
+                    )
+                    .default_value(DEFAULT_SELF_SIGNED)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("certificate-fingerprint")
+                    .nick("Certificate fingerprint")
+                    .blurb(
+                        "SHA-256 of the certificate receivers are shown, once started \
+                         (for quicnalusrc's certificate-fingerprint)",
+                    )
+                    .read_only()
+                    .build(),
+                glib::ParamSpecString::builder("token")
+                    .nick("Token")
+                    .blurb(
+                        "A receiver must present this token (quicnalusrc's token) or it is \
+                         refused with REJECTED (0x4) before any media (NULL: any receiver)",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("address-validation")
+                    .nick("Address validation")
+                    .blurb(
+                        "Answer a new receiver with a QUIC Retry first, so that a spoofed \
+                         source address gets no connection and no amplified traffic \
+                         (costs one round trip on connect)",
+                    )
+                    .default_value(DEFAULT_ADDRESS_VALIDATION)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-connections")
+                    .nick("Maximum connections")
+                    .blurb(
+                        "QUIC connections held at once, in any state; a new one beyond it is \
+                         ignored until there is room (0: no limit)",
+                    )
+                    .default_value(DEFAULT_MAX_CONNECTIONS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-handshakes")
+                    .nick("Maximum handshakes")
+                    .blurb(
+                        "Connections still in their handshake; a new one beyond it is \
+                         ignored until there is room (0: no limit)",
+                    )
+                    .default_value(DEFAULT_MAX_HANDSHAKES)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-frame-size")
+                    .nick("Maximum frame size")
+                    .blurb(
+                        "Bytes: a larger access unit is an error (receivers refuse frames \
+                         above their own max-frame-size)",
+                    )
+                    .minimum(1024)
+                    .default_value(DEFAULT_MAX_FRAME_SIZE as u32)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-command-size")
+                    .nick("Maximum command size")
+                    .blurb(
+                        "Bytes: a receiver sending a longer command (or claiming to) is \
+                         closed with PROTOCOL_VIOLATION",
+                    )
+                    .minimum(1024)
+                    .default_value(DEFAULT_MAX_COMMAND_SIZE as u32)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("qlog-dir")
+                    .nick("qlog folder")
+                    .blurb(
+                        "Write a qlog file (JSON-SEQ) per connection into this folder, made \
+                         if missing (NULL: none)",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("keylog-file")
+                    .nick("Key log file")
+                    .blurb(
+                        "Append the TLS secrets of every connection to this file, in the \
+                         NSS key log format Wireshark reads; for debugging only (NULL: none)",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+                    .nick("Statistics")
+                    .blurb(
+                        "quicnalusink-stats: counters and one 'receiver' structure per \
+                         connection (RTT, cwnd, delivery rate, packets, frames, groups); \
+                         at most 100 ms old",
+                    )
+                    .read_only()
+                    .build(),
+                glib::ParamSpecUInt::builder("stats-interval")
+                    .nick("Statistics interval")
+                    .blurb(
+                        "Milliseconds between quicnalusink-stats element messages carrying \
+                         the stats (0: none)",
+                    )
+                    .default_value(DEFAULT_STATS_INTERVAL_MS)
                     .mutable_ready()
                     .build(),
                 gst::ParamSpecFraction::builder("framerate")
@@ -286,6 +427,18 @@ impl ObjectImpl for QuicNaluSink {
             "max-receivers" => s.max_receivers = value.get().expect("type checked upstream"),
             "join-mode" => s.join_mode = value.get().expect("type checked upstream"),
             "forward-events" => s.forward_events = value.get().expect("type checked upstream"),
+            "self-signed" => s.self_signed = value.get().expect("type checked upstream"),
+            "token" => s.token = value.get().expect("type checked upstream"),
+            "address-validation" => {
+                s.address_validation = value.get().expect("type checked upstream")
+            }
+            "max-connections" => s.max_connections = value.get().expect("type checked upstream"),
+            "max-handshakes" => s.max_handshakes = value.get().expect("type checked upstream"),
+            "max-frame-size" => s.max_frame_size = value.get().expect("type checked upstream"),
+            "max-command-size" => s.max_command_size = value.get().expect("type checked upstream"),
+            "qlog-dir" => s.qlog_dir = value.get().expect("type checked upstream"),
+            "keylog-file" => s.keylog_file = value.get().expect("type checked upstream"),
+            "stats-interval" => s.stats_interval_ms = value.get().expect("type checked upstream"),
             name => unreachable!("property {name}"),
         }
     }
@@ -313,6 +466,27 @@ impl ObjectImpl for QuicNaluSink {
             "max-receivers" => s.max_receivers.to_value(),
             "join-mode" => s.join_mode.to_value(),
             "forward-events" => s.forward_events.to_value(),
+            "self-signed" => s.self_signed.to_value(),
+            "certificate-fingerprint" => match &*self.state.lock().unwrap() {
+                State::Started { server, .. } => Some(server.fingerprint().to_string()),
+                State::Stopped => None,
+            }
+            .to_value(),
+            "token" => s.token.to_value(),
+            "address-validation" => s.address_validation.to_value(),
+            "max-connections" => s.max_connections.to_value(),
+            "max-handshakes" => s.max_handshakes.to_value(),
+            "max-frame-size" => s.max_frame_size.to_value(),
+            "max-command-size" => s.max_command_size.to_value(),
+            "qlog-dir" => s.qlog_dir.to_value(),
+            "keylog-file" => s.keylog_file.to_value(),
+            "stats" => match &*self.state.lock().unwrap() {
+                State::Started { server, .. } => server.stats(),
+                State::Stopped => SenderStats::default(),
+            }
+            .to_structure()
+            .to_value(),
+            "stats-interval" => s.stats_interval_ms.to_value(),
             name => unreachable!("property {name}"),
         }
     }
@@ -459,14 +633,15 @@ impl QuicNaluSink {
         data: Box<dyn AsRef<[u8]> + Send + Sync>,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let len = data.as_ref().as_ref().len() as u64;
-        if len > DEFAULT_MAX_FRAME_SIZE {
+        let max = self.settings.lock().unwrap().max_frame_size;
+        if len > u64::from(max) {
             gst::element_imp_error!(
                 self,
                 gst::StreamError::Format,
                 [
-                    "Access unit of {} bytes exceeds the {} byte frame limit",
+                    "Access unit of {} bytes exceeds the {} byte frame limit (max-frame-size)",
                     len,
-                    DEFAULT_MAX_FRAME_SIZE
+                    max
                 ]
             );
             return Err(gst::FlowError::Error);
@@ -650,6 +825,49 @@ impl QuicNaluSink {
 }
 
 impl QuicNaluSink {
+    /// The certificate: the PEM files, or with `self-signed` one made now.
+    fn identity(&self, settings: &Settings, ip: IpAddr) -> Result<Identity, gst::ErrorMessage> {
+        let files = settings.cert_file.is_some() || settings.key_file.is_some();
+        if !settings.self_signed {
+            return Ok(Identity::Files {
+                cert: settings.cert_file.clone().unwrap_or_default(),
+                key: settings.key_file.clone().unwrap_or_default(),
+            });
+        }
+        if files {
+            return Err(gst::error_msg!(
+                gst::ResourceError::Settings,
+                ["self-signed and cert-file/key-file exclude each other"]
+            ));
+        }
+        let address = ip.to_string();
+        let mut names = vec!["localhost"];
+        if !ip.is_unspecified() {
+            names.push(&address);
+        }
+        let made = SelfSigned::generate(&names)
+            .map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ["{}", e]))?;
+        gst::info!(
+            CAT,
+            imp = self,
+            "made a self-signed certificate, SHA-256 {}",
+            made.fingerprint()
+        );
+        Ok(Identity::SelfSigned(made))
+    }
+
+    /// Posts each snapshot the networking thread hands over as a `quicnalusink-stats`
+    /// element message (posting never blocks).
+    fn stats_poster(&self) -> Box<dyn Fn(SenderStats) + Send> {
+        let weak = self.obj().downgrade();
+        Box::new(move |stats| {
+            if let Some(obj) = weak.upgrade() {
+                let message = gst::message::Element::builder(stats.to_structure()).src(&obj);
+                let _ = obj.post_message(message.build());
+            }
+        })
+    }
+
     /// What the networking thread asks before serving a receiver: `receiver-connecting`.
     fn admitter(&self) -> Box<dyn Fn(&Admission) -> bool + Send> {
         let weak = self.obj().downgrade();
@@ -691,6 +909,25 @@ impl QuicNaluSink {
                     gst::Structure::builder("quicnalusink-receiver-connected")
                         .field("receiver-id", id)
                         .field("address", address)
+                        .build()
+                }
+                ReceiverEvent::Rejected {
+                    id,
+                    peer,
+                    code,
+                    reason,
+                } => {
+                    let address = peer.to_string();
+                    gst::info!(
+                        CAT,
+                        obj = obj,
+                        "receiver {id} ({address}) refused: {reason}"
+                    );
+                    gst::Structure::builder("quicnalusink-receiver-rejected")
+                        .field("receiver-id", id)
+                        .field("address", address)
+                        .field("code", code)
+                        .field("reason", reason)
                         .build()
                 }
                 ReceiverEvent::Disconnected { id, peer, reason } => {
@@ -785,10 +1022,24 @@ impl BaseSinkImpl for QuicNaluSink {
                 ["address '{}' is not an IP address", settings.address]
             )
         })?;
+        let identity = self.identity(&settings, ip)?;
+        let capture = Capture::open(
+            settings.qlog_dir.as_deref(),
+            settings.keylog_file.as_deref(),
+        )
+        .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ["{}", e]))?;
+        let stats_interval = (settings.stats_interval_ms > 0)
+            .then(|| Duration::from_millis(settings.stats_interval_ms.into()));
         let server = Server::start(ServerSettings {
             addr: SocketAddr::new(ip, settings.port as u16),
-            cert_file: settings.cert_file.unwrap_or_default(),
-            key_file: settings.key_file.unwrap_or_default(),
+            identity,
+            address_validation: settings.address_validation,
+            max_connections: settings.max_connections as usize,
+            max_handshakes: settings.max_handshakes as usize,
+            max_command_size: settings.max_command_size.into(),
+            capture,
+            token: settings.token.clone().map(String::into_bytes),
+            stats: Reporter::new(stats_interval, self.stats_poster()),
             congestion_control: settings.congestion_control,
             keyframe_interval: Duration::from_millis(settings.keyframe_request_interval_ms.into()),
             request_keyframe: self.keyframe_requester(),
@@ -802,7 +1053,13 @@ impl BaseSinkImpl for QuicNaluSink {
         })
         .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ["{}", e]))?;
         let bound_port = server.local_addr().port();
-        gst::info!(CAT, imp = self, "listening on {}", server.local_addr());
+        gst::info!(
+            CAT,
+            imp = self,
+            "listening on {}, certificate SHA-256 {}",
+            server.local_addr(),
+            server.fingerprint()
+        );
         *self.stream.lock().unwrap() = Stream::default();
         *self.adaptation.lock().unwrap() = settings
             .adapt_bitrate
@@ -812,6 +1069,7 @@ impl BaseSinkImpl for QuicNaluSink {
             bound_port,
         };
         self.obj().notify("bound-port");
+        self.obj().notify("certificate-fingerprint");
         Ok(())
     }
 

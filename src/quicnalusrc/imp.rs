@@ -1,7 +1,7 @@
-use crate::protocol::{FrameFlags, DEFAULT_MAX_FRAME_SIZE};
+use crate::protocol::{FrameFlags, DEFAULT_MAX_COMMAND_SIZE, DEFAULT_MAX_FRAME_SIZE};
 use crate::transport::{
-    Client, ClientSettings, CongestionControl, ConnectionEvent, Event, Interrupted, ReceivedFrame,
-    Reconnect,
+    Capture, Client, ClientSettings, ClientStats, CongestionControl, ConnectionEvent, Event,
+    Fingerprint, Interrupted, ReceivedFrame, Reconnect, Reporter,
 };
 use gst::glib;
 use gst::prelude::*;
@@ -32,6 +32,8 @@ const DEFAULT_RECONNECT: bool = true;
 const DEFAULT_RECONNECT_DELAY_MAX_MS: u32 = 2_000;
 /// 0: keep trying.
 const DEFAULT_RECONNECT_TIMEOUT_MS: u32 = 0;
+/// 0: no messages.
+const DEFAULT_STATS_INTERVAL_MS: u32 = 0;
 /// Access units the element may hold before the network thread stops reading.
 const QUEUE_LEN: usize = 64;
 
@@ -49,6 +51,12 @@ struct Settings {
     reconnect_delay_max_ms: u32,
     reconnect_timeout_ms: u32,
     token: Option<String>,
+    certificate_fingerprint: Option<String>,
+    max_frame_size: u32,
+    max_command_size: u32,
+    qlog_dir: Option<String>,
+    keylog_file: Option<String>,
+    stats_interval_ms: u32,
 }
 
 impl Default for Settings {
@@ -66,6 +74,12 @@ impl Default for Settings {
             reconnect_delay_max_ms: DEFAULT_RECONNECT_DELAY_MAX_MS,
             reconnect_timeout_ms: DEFAULT_RECONNECT_TIMEOUT_MS,
             token: None,
+            certificate_fingerprint: None,
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE as u32,
+            max_command_size: DEFAULT_MAX_COMMAND_SIZE as u32,
+            qlog_dir: None,
+            keylog_file: None,
+            stats_interval_ms: DEFAULT_STATS_INTERVAL_MS,
         }
     }
 }
@@ -205,6 +219,69 @@ impl ObjectImpl for QuicNaluSrc {
                     )
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecString::builder("certificate-fingerprint")
+                    .nick("Certificate fingerprint")
+                    .blurb(
+                        "SHA-256 of the sender's leaf certificate (64 hex digits, ':' \
+                         optional; quicnalusink's certificate-fingerprint): trust exactly \
+                         that certificate instead of a CA (ca-file and tls-verify then do \
+                         not apply). NULL: verify against the CA",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-frame-size")
+                    .nick("Maximum frame size")
+                    .blurb(
+                        "Bytes: a sender announcing a larger access unit is closed with \
+                         PROTOCOL_VIOLATION and the element fails",
+                    )
+                    .minimum(1024)
+                    .default_value(DEFAULT_MAX_FRAME_SIZE as u32)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-command-size")
+                    .nick("Maximum command size")
+                    .blurb(
+                        "Bytes: a sender sending a longer command (or claiming to) is closed \
+                         with PROTOCOL_VIOLATION and the element fails",
+                    )
+                    .minimum(1024)
+                    .default_value(DEFAULT_MAX_COMMAND_SIZE as u32)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("qlog-dir")
+                    .nick("qlog folder")
+                    .blurb(
+                        "Write a qlog file (JSON-SEQ) per connection into this folder, made \
+                         if missing (NULL: none)",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("keylog-file")
+                    .nick("Key log file")
+                    .blurb(
+                        "Append the TLS secrets of every connection to this file, in the \
+                         NSS key log format Wireshark reads; for debugging only (NULL: none)",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+                    .nick("Statistics")
+                    .blurb(
+                        "quicnalusrc-stats: the connection (RTT, cwnd, delivery rate, \
+                         packets) and frame and group counters; at most 100 ms old",
+                    )
+                    .read_only()
+                    .build(),
+                glib::ParamSpecUInt::builder("stats-interval")
+                    .nick("Statistics interval")
+                    .blurb(
+                        "Milliseconds between quicnalusrc-stats element messages carrying \
+                         the stats (0: none)",
+                    )
+                    .default_value(DEFAULT_STATS_INTERVAL_MS)
+                    .mutable_ready()
+                    .build(),
             ]
         });
         PROPERTIES.as_ref()
@@ -236,6 +313,14 @@ impl ObjectImpl for QuicNaluSrc {
                 s.reconnect_timeout_ms = value.get().expect("type checked upstream")
             }
             "token" => s.token = value.get().expect("type checked upstream"),
+            "certificate-fingerprint" => {
+                s.certificate_fingerprint = value.get().expect("type checked upstream")
+            }
+            "max-frame-size" => s.max_frame_size = value.get().expect("type checked upstream"),
+            "max-command-size" => s.max_command_size = value.get().expect("type checked upstream"),
+            "qlog-dir" => s.qlog_dir = value.get().expect("type checked upstream"),
+            "keylog-file" => s.keylog_file = value.get().expect("type checked upstream"),
+            "stats-interval" => s.stats_interval_ms = value.get().expect("type checked upstream"),
             name => unreachable!("property {name}"),
         }
     }
@@ -255,6 +340,18 @@ impl ObjectImpl for QuicNaluSrc {
             "reconnect-delay-max" => s.reconnect_delay_max_ms.to_value(),
             "reconnect-timeout" => s.reconnect_timeout_ms.to_value(),
             "token" => s.token.to_value(),
+            "certificate-fingerprint" => s.certificate_fingerprint.to_value(),
+            "max-frame-size" => s.max_frame_size.to_value(),
+            "max-command-size" => s.max_command_size.to_value(),
+            "qlog-dir" => s.qlog_dir.to_value(),
+            "keylog-file" => s.keylog_file.to_value(),
+            "stats" => match &*self.state.lock().unwrap() {
+                State::Started { client } => client.stats(),
+                State::Stopped => ClientStats::default(),
+            }
+            .to_structure()
+            .to_value(),
+            "stats-interval" => s.stats_interval_ms.to_value(),
             name => unreachable!("property {name}"),
         }
     }
@@ -505,6 +602,20 @@ impl QuicNaluSrc {
     }
 }
 
+impl QuicNaluSrc {
+    /// Posts each snapshot the networking thread hands over as a `quicnalusrc-stats`
+    /// element message (posting never blocks).
+    fn stats_poster(&self) -> Box<dyn Fn(ClientStats) + Send> {
+        let weak = self.obj().downgrade();
+        Box::new(move |stats| {
+            if let Some(obj) = weak.upgrade() {
+                let message = gst::message::Element::builder(stats.to_structure()).src(&obj);
+                let _ = obj.post_message(message.build());
+            }
+        })
+    }
+}
+
 impl BaseSrcImpl for QuicNaluSrc {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let s = self.settings.lock().unwrap().clone();
@@ -524,14 +635,34 @@ impl BaseSrcImpl for QuicNaluSrc {
                 .is_err()
                 .then(|| s.address.clone())
         });
+        let pin = s
+            .certificate_fingerprint
+            .as_deref()
+            .filter(|f| !f.is_empty())
+            .map(Fingerprint::parse)
+            .transpose()
+            .map_err(|e| {
+                gst::error_msg!(
+                    gst::ResourceError::Settings,
+                    ["certificate-fingerprint: {}", e]
+                )
+            })?;
+        let capture = Capture::open(s.qlog_dir.as_deref(), s.keylog_file.as_deref())
+            .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ["{}", e]))?;
+        let stats_interval =
+            (s.stats_interval_ms > 0).then(|| Duration::from_millis(s.stats_interval_ms.into()));
         let client = Client::start(ClientSettings {
             peer: SocketAddr::new(peer.ip(), peer.port()),
             server_name,
             ca_file: s.ca_file.clone(),
             verify: s.tls_verify,
+            pin,
+            max_command_size: s.max_command_size.into(),
+            capture,
+            stats: Reporter::new(stats_interval, self.stats_poster()),
             connect_timeout: Duration::from_millis(s.timeout_ms.into()),
             congestion_control: s.congestion_control,
-            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            max_frame_size: s.max_frame_size.into(),
             token: s.token.clone().unwrap_or_default().into_bytes(),
             queue_len: QUEUE_LEN,
             latency: Duration::from_millis(s.latency_ms.into()),

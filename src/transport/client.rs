@@ -2,11 +2,14 @@
 //! description and the group streams, and hands whole access units to the streaming thread
 //! in group order.
 
+use super::capture::Capture;
 use super::config::{self, CongestionControl};
 use super::lateness::Lateness;
 use super::link::{Interrupted, Link, NetThread};
 use super::monotonic_ns;
 use super::socket::{random_cid, Endpoint, Outbox, MAX_RECV_BATCH, SOCKET};
+use super::stats::{ClientStats, ConnectionStats, ReceiverCounters, Reporter};
+use super::tls::Fingerprint;
 use crate::h265::DropCost;
 use crate::protocol::{
     error_code, put_preamble, Command, CommandDecoder, FrameFlags, FrameHeader, GroupDecoder,
@@ -53,6 +56,9 @@ pub struct ClientSettings {
     pub server_name: Option<String>,
     pub ca_file: Option<String>,
     pub verify: bool,
+    /// The sender's leaf certificate must have this SHA-256 fingerprint; replaces `verify`
+    /// and `ca_file`.
+    pub pin: Option<Fingerprint>,
     /// How long the handshake may take, and, once connected, how long the sender may stay
     /// silent (the idle timeout, at least 1 s) before the connection counts as lost.
     pub connect_timeout: Duration,
@@ -70,6 +76,12 @@ pub struct ClientSettings {
     /// Told of every connect and disconnect. Called on the networking thread: it must not
     /// block.
     pub on_connection: Box<dyn Fn(ConnectionEvent) + Send>,
+    /// Longest command the sender may send; a longer one is a protocol violation.
+    pub max_command_size: u64,
+    /// qlog files and the TLS key log.
+    pub capture: Capture,
+    /// Takes the snapshots [`Client::stats`] returns, and hands them out at an interval.
+    pub stats: Reporter<ClientStats>,
 }
 
 /// What to do when an established connection is lost (idle timeout, sender stopped).
@@ -136,6 +148,8 @@ struct Queue {
     keyframe_wanted: bool,
     /// Application commands for the sender, sent once connected.
     commands_out: VecDeque<String>,
+    /// The latest `stats` snapshot.
+    stats: ClientStats,
 }
 
 /// Handle to a running client; dropping it stops the thread and joins it.
@@ -147,12 +161,15 @@ impl Client {
     /// Binds a socket and starts connecting; failures to connect arrive through
     /// [`Client::next`].
     pub fn start(settings: ClientSettings) -> Result<Client, String> {
-        let config = config::client(
-            settings.verify,
+        let mut config = config::client(
+            settings.verify && settings.pin.is_none(),
             settings.ca_file.as_deref(),
             settings.congestion_control,
             settings.connect_timeout.max(MIN_IDLE_TIMEOUT),
         )?;
+        if settings.capture.logs_keys() {
+            config.log_keys();
+        }
         let any: IpAddr = if settings.peer.is_ipv4() {
             Ipv4Addr::UNSPECIFIED.into()
         } else {
@@ -165,11 +182,18 @@ impl Client {
             capacity: settings.queue_len.max(1),
             keyframe_wanted: false,
             commands_out: VecDeque::new(),
+            stats: ClientStats::default(),
         }));
         let waker = endpoint.waker.clone();
-        let first = Loop::new(endpoint, config, link.clone(), settings, None)?;
+        let counters = ReceiverCounters::default();
+        let first = Loop::new(endpoint, config, link.clone(), settings, None, counters)?;
         let net = NetThread::spawn("quicnalu-src-net", link, waker, move || drive(first))?;
         Ok(Client { net })
+    }
+
+    /// The latest snapshot of the counters (at most stats::REFRESH old).
+    pub fn stats(&self) -> ClientStats {
+        self.net.lock().inner.stats.clone()
     }
 
     pub fn set_flushing(&self, flushing: bool) {
@@ -381,6 +405,8 @@ struct Loop {
     established_at: Option<Instant>,
     /// Set when retrying cannot help.
     fatal: Option<String>,
+    /// For `stats`; carried over to the next connection.
+    counters: ReceiverCounters,
     control_in: CommandDecoder,
     control_out: Vec<u8>,
     hello_sent: bool,
@@ -423,11 +449,12 @@ impl Loop {
         link: Arc<Link<Queue>>,
         settings: ClientSettings,
         retry: Option<Duration>,
+        counters: ReceiverCounters,
     ) -> Result<Loop, String> {
         let scid = random_cid();
         let scid = quiche::ConnectionId::from_ref(&scid);
         let server_name = settings.server_name.as_deref().filter(|s| !s.is_empty());
-        let conn = quiche::connect(
+        let mut conn = quiche::connect(
             server_name,
             &scid,
             endpoint.local,
@@ -435,6 +462,7 @@ impl Loop {
             &mut config,
         )
         .map_err(|e| format!("cannot create connection: {e}"))?;
+        settings.capture.attach(&mut conn, "quicnalusrc");
         let o = endpoint.offload;
         gst::info!(
             CAT,
@@ -444,6 +472,7 @@ impl Loop {
             o.gro
         );
         let outbox = Outbox::new(endpoint.offload);
+        let control_in = CommandDecoder::new(settings.max_command_size);
         Ok(Loop {
             endpoint,
             config,
@@ -455,7 +484,8 @@ impl Loop {
             fatal: None,
             settings,
             started: Instant::now(),
-            control_in: CommandDecoder::new(DEFAULT_MAX_COMMAND_SIZE),
+            counters,
+            control_in,
             control_out: Vec::new(),
             hello_sent: false,
             groups: BTreeMap::new(),
@@ -494,6 +524,7 @@ impl Loop {
                     .is_established()
                     .then(|| self.last_rx.max(self.last_probe) + PROBE),
                 self.skip_deadline(),
+                Some(self.settings.stats.due()),
             ];
             if let Err(e) = self.endpoint.wait(&mut events, deadlines, self.unread) {
                 return Outcome::Fatal(format!("poll failed: {e}"));
@@ -532,6 +563,20 @@ impl Loop {
                 self.established();
             }
             self.flush();
+            self.publish_stats(true);
+        }
+    }
+
+    /// A new `stats` snapshot when one is due; `connected`: this connection is current.
+    fn publish_stats(&mut self, connected: bool) {
+        let (conn, counters) = (&self.conn, self.counters);
+        let snapshot = self.settings.stats.poll(|| ClientStats {
+            peer: Some(self.settings.peer),
+            connection: (connected && conn.is_established()).then(|| ConnectionStats::of(conn)),
+            counters,
+        });
+        if let Some(stats) = snapshot {
+            self.link.update(|s| s.inner.stats = stats);
         }
     }
 
@@ -585,6 +630,7 @@ impl Loop {
             self.link,
             self.settings,
             Some(window),
+            self.counters,
         )
         .map_err(|e| (link, e))
     }
@@ -603,7 +649,9 @@ impl Loop {
         !self.link.lock().shutdown
     }
 
-    fn notify_disconnected(&self, reason: String, reconnecting: bool) {
+    fn notify_disconnected(&mut self, reason: String, reconnecting: bool) {
+        self.settings.stats.force();
+        self.publish_stats(false);
         (self.settings.on_connection)(ConnectionEvent::Disconnected {
             peer: self.settings.peer,
             reason,
@@ -621,6 +669,25 @@ impl Loop {
         } else {
             self.started + self.answer_within
         }
+    }
+
+    /// With `certificate-fingerprint` set: why the sender's certificate does not match.
+    fn pin_mismatch(&self) -> Option<String> {
+        let pin = self.settings.pin?;
+        let Some(der) = self.conn.peer_cert() else {
+            return Some(format!(
+                "{} presented no certificate to check certificate-fingerprint against",
+                self.settings.peer
+            ));
+        };
+        let got = Fingerprint::of_der(der);
+        (got != pin).then(|| {
+            format!(
+                "certificate fingerprint mismatch: {} presented SHA-256 {got}, \
+                 but certificate-fingerprint is {pin}",
+                self.settings.peer
+            )
+        })
     }
 
     /// Reads up to a batch of datagrams; returns whether the socket was drained.
@@ -649,6 +716,14 @@ impl Loop {
 
     fn established(&mut self) {
         if !self.hello_sent {
+            if let Some(why) = self.pin_mismatch() {
+                // TLS alert 42, bad_certificate (RFC 9001, 4.8): nothing was sent yet.
+                let _ = self
+                    .conn
+                    .close(false, 0x100 + 42, b"certificate fingerprint");
+                self.fatal = Some(why);
+                return;
+            }
             self.hello_sent = true;
             put_preamble(&mut self.control_out, StreamKind::Control);
             Command::Hello {
@@ -658,6 +733,7 @@ impl Loop {
             }
             .encode(&mut self.control_out);
             gst::info!(CAT, "connected to {}", self.settings.peer);
+            self.counters.reconnects += u64::from(self.resumed);
             self.established_at = Some(Instant::now());
             self.push(Event::Connected);
             (self.settings.on_connection)(ConnectionEvent::Connected {
@@ -687,6 +763,7 @@ impl Loop {
         {
             gst::debug!(CAT, "asking the sender for a keyframe");
             Command::KeyframeRequest.encode(&mut self.control_out);
+            self.counters.keyframe_requests += 1;
         }
         let commands: Vec<String> = self
             .link
@@ -761,6 +838,7 @@ impl Loop {
                     if self.resumed && !self.described && self.join.is_none() {
                         // The sender starts us at its next IRAP, which may be seconds away.
                         Command::KeyframeRequest.encode(&mut self.control_out);
+                        self.counters.keyframe_requests += 1;
                     }
                     self.described = true;
                     self.push(Event::Caps(caps));
@@ -854,6 +932,7 @@ impl Loop {
                 Err(quiche::Error::Done) => break,
                 Err(quiche::Error::StreamReset(code)) => {
                     gst::debug!(CAT, "group stream {stream} reset by the sender ({code:#x})");
+                    self.counters.groups_reset += 1;
                     group.finished = true;
                     group.abandoned = true;
                     break;
@@ -879,8 +958,10 @@ impl Loop {
                 if f.header.flags.contains(FrameFlags::SHED) {
                     // Nothing later references it: decoding goes on without a gap.
                     gst::debug!(CAT, "frame {} was shed by the sender", f.header.seq);
+                    self.counters.frames_shed += 1;
                     continue;
                 }
+                self.counters.frames_received += 1;
                 // The NAL scan costs a pass over the frame: only keyframes (for the SPS)
                 // and late frames (for their cost) need it.
                 let inspect = || crate::h265::inspect(&f.data);
@@ -900,6 +981,8 @@ impl Loop {
                     .filter(|_| catch_up_age.is_none());
                 if let Some(by) = late {
                     let seq = f.header.seq;
+                    self.counters.frames_late += 1;
+                    self.counters.frames_dropped += 1;
                     let alone =
                         inspect().is_ok_and(|i| i.drop_cost(self.sub_layers) == DropCost::Alone);
                     if alone {
@@ -913,6 +996,7 @@ impl Loop {
                     );
                     group.finished = true;
                     group.abandoned = true;
+                    self.counters.groups_abandoned += 1;
                     break;
                 }
                 group.bytes += f.data.len();
@@ -944,6 +1028,7 @@ impl Loop {
             };
             let mut handed = 0;
             let (gap, skip_rasl, pinned) = (&mut self.gap, &mut self.skip_rasl, &mut self.pinned);
+            let counters = &mut self.counters;
             let stalled = self.link.update(|s| {
                 while s.inner.events.len() < s.inner.capacity {
                     let Some(mut frame) = group.frames.pop_front() else {
@@ -953,6 +1038,7 @@ impl Loop {
                     if *skip_rasl {
                         if crate::h265::is_rasl(&frame.data) {
                             gst::debug!(CAT, "dropping RASL frame {}", frame.header.seq);
+                            counters.frames_dropped += 1;
                             continue;
                         }
                         *skip_rasl = frame.header.flags.contains(FrameFlags::KEYFRAME);
@@ -960,6 +1046,7 @@ impl Loop {
                     frame.gap = std::mem::take(gap);
                     hand_pinned(pinned, Some(frame.header.seq), &mut s.inner.events);
                     s.inner.events.push_back(Event::Frame(frame));
+                    counters.frames_output += 1;
                 }
                 !group.frames.is_empty()
             });
@@ -981,6 +1068,7 @@ impl Loop {
                 if !self.groups.contains_key(&self.next_group) {
                     gst::debug!(CAT, "skipped a group: asking for a keyframe");
                     Command::KeyframeRequest.encode(&mut self.control_out);
+                    self.counters.keyframe_requests += 1;
                 }
             }
         }
@@ -1088,6 +1176,7 @@ impl Loop {
             .or_insert_with(|| Group::new(max_frame));
         group.finished = true;
         group.abandoned = true;
+        self.counters.groups_abandoned += 1;
     }
 
     fn push(&self, event: Event) {

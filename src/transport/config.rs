@@ -1,6 +1,8 @@
 //! quiche configuration for both sides: ALPN, TLS material, flow-control windows.
 
+use super::tls::{Fingerprint, SelfSigned};
 use crate::protocol::ALPN;
+use boring::ssl::{SslContextBuilder, SslMethod};
 use gst::glib;
 use gst::prelude::*;
 use std::path::Path;
@@ -72,29 +74,54 @@ fn check_readable(what: &str, path: &str) -> Result<(), String> {
         .map_err(|e| format!("cannot read {what} '{path}': {e}"))
 }
 
-/// Server side: our certificate chain and private key, PEM files.
+/// Where the sender's certificate comes from.
+pub enum Identity {
+    /// A PEM certificate chain and its private key.
+    Files { cert: String, key: String },
+    /// Made at start for this run (receivers pin its fingerprint).
+    SelfSigned(SelfSigned),
+}
+
+/// Server side: our certificate and key. Returns the config and the SHA-256 fingerprint of
+/// our leaf certificate, which receivers can pin.
 pub fn server(
-    cert_file: &str,
-    key_file: &str,
+    identity: &Identity,
     cc: CongestionControl,
-) -> Result<quiche::Config, String> {
-    if cert_file.is_empty() || key_file.is_empty() {
-        return Err("cert-file and key-file must both be set (PEM files)".into());
-    }
-    check_readable("certificate file", cert_file)?;
-    check_readable("key file", key_file)?;
-    let mut config = new_config()?;
-    config
-        .load_cert_chain_from_pem_file(cert_file)
-        .map_err(|_| format!("'{cert_file}' is not a PEM certificate chain"))?;
-    config
-        .load_priv_key_from_pem_file(key_file)
-        .map_err(|_| format!("'{key_file}' is not a PEM private key for that certificate"))?;
+) -> Result<(quiche::Config, Fingerprint), String> {
+    let (mut config, fingerprint) = match identity {
+        Identity::Files { cert, key } => {
+            if cert.is_empty() || key.is_empty() {
+                return Err("cert-file and key-file must both be set (PEM files), \
+                            or self-signed enabled"
+                    .into());
+            }
+            check_readable("certificate file", cert)?;
+            check_readable("key file", key)?;
+            let fingerprint = Fingerprint::of_pem_file(cert)?;
+            let mut config = new_config()?;
+            config
+                .load_cert_chain_from_pem_file(cert)
+                .map_err(|_| format!("'{cert}' is not a PEM certificate chain"))?;
+            config
+                .load_priv_key_from_pem_file(key)
+                .map_err(|_| format!("'{key}' is not a PEM private key for that certificate"))?;
+            (config, fingerprint)
+        }
+        Identity::SelfSigned(made) => {
+            let tls = |e: boring::error::ErrorStack| format!("TLS context: {e}");
+            let mut ctx = SslContextBuilder::new(SslMethod::tls()).map_err(tls)?;
+            ctx.set_certificate(&made.cert).map_err(tls)?;
+            ctx.set_private_key(&made.key).map_err(tls)?;
+            let config = quiche::Config::with_boring_ssl_ctx_builder(quiche::PROTOCOL_VERSION, ctx)
+                .map_err(|e| format!("quiche config: {e}"))?;
+            (config, made.fingerprint())
+        }
+    };
     common(&mut config, cc)?;
     // One control stream per receiver; media streams are ours.
     config.set_initial_max_streams_bidi(1);
     config.set_initial_max_streams_uni(0);
-    Ok(config)
+    Ok((config, fingerprint))
 }
 
 /// Client side: how to check the server's certificate, and how long a silent sender may

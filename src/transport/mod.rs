@@ -2,6 +2,7 @@
 //! UDP socket and every connection (sans-IO loop as in quiche's examples); the streaming
 //! thread talks to it only through a [`link::Link`].
 
+mod capture;
 mod client;
 mod config;
 mod join;
@@ -10,15 +11,21 @@ mod link;
 pub mod logger;
 mod pacer;
 mod rate;
+mod retry;
 mod server;
 mod socket;
+mod stats;
+mod tls;
 mod udp;
 
+pub use capture::Capture;
 pub use client::{Client, ClientSettings, ConnectionEvent, Event, ReceivedFrame, Reconnect};
-pub use config::CongestionControl;
+pub use config::{CongestionControl, Identity};
 pub use join::JoinMode;
 pub use link::Interrupted;
 pub use server::{Admission, Estimate, MediaFrame, ReceiverEvent, Server, ServerSettings};
+pub use stats::{ClientStats, Reporter, SenderStats};
+pub use tls::{Fingerprint, SelfSigned};
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock frame headers and QuicNaluMeta use.
 pub fn monotonic_ns() -> u64 {

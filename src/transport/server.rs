@@ -1,13 +1,17 @@
 //! The sender's networking thread: a QUIC server that accepts receivers and writes each of
 //! them the stream, one unidirectional stream per group of pictures.
 
-use super::config::{self, CongestionControl};
+use super::capture::Capture;
+use super::config::{self, CongestionControl, Identity};
 use super::join::{CachedFrame, JoinCache, JoinMode};
 use super::link::{Interrupted, Link, NetThread};
 use super::monotonic_ns;
 use super::pacer::{self, Pacer};
 use super::rate::{self, Estimator, Sample};
+use super::retry::AddressValidator;
 use super::socket::{random_cid, Endpoint, Outbox, MAX_RECV_BATCH, SOCKET};
+use super::stats::{ConnectionStats, ReceiverStats, Reporter, SenderStats};
+use super::tls::Fingerprint;
 use crate::h265::DropCost;
 use crate::protocol::{
     error_code, put_preamble, Command, CommandDecoder, FrameFlags, FrameHeader, StreamKind,
@@ -66,8 +70,19 @@ pub struct MediaFrame {
 
 pub struct ServerSettings {
     pub addr: SocketAddr,
-    pub cert_file: String,
-    pub key_file: String,
+    pub identity: Identity,
+    /// Answer a new client with a QUIC Retry first, so that only a client that receives at
+    /// its source address gets a connection (see retry.rs).
+    pub address_validation: bool,
+    /// Connections held at once, in any state (0: no limit), and of those, connections
+    /// still in their handshake (0: no limit). A client's Initial beyond either is dropped;
+    /// it retransmits, so it gets in once there is room.
+    pub max_connections: usize,
+    pub max_handshakes: usize,
+    /// Longest command a receiver may send; a longer one is a protocol violation.
+    pub max_command_size: u64,
+    /// qlog files and the TLS key log.
+    pub capture: Capture,
     pub congestion_control: CongestionControl,
     /// Shortest time between two keyframes asked of upstream; requests in between are
     /// merged, and an IRAP that goes out satisfies every request made before it.
@@ -82,10 +97,15 @@ pub struct ServerSettings {
     pub on_estimate: Box<dyn Fn(Estimate) + Send>,
     /// Receivers served at once (0: no limit); one more is closed with SERVER_FULL.
     pub max_receivers: usize,
+    /// The token every receiver's HELLO must carry (None: any); a wrong or missing one is
+    /// closed with REJECTED, before the application is asked.
+    pub token: Option<Vec<u8>>,
     pub join_mode: JoinMode,
     /// Decides whether a receiver that said HELLO is served; a refused one is closed with
     /// REJECTED before any media flows. Called on the networking thread: it must not block.
     pub admit: Box<dyn Fn(&Admission) -> bool + Send>,
+    /// Takes the snapshots [`Server::stats`] returns, and hands them out at an interval.
+    pub stats: Reporter<SenderStats>,
     /// Told of receivers coming and going, and of their application commands. Called on
     /// the networking thread: it must not block.
     pub on_receiver: Box<dyn Fn(ReceiverEvent) + Send>,
@@ -104,6 +124,14 @@ pub struct Admission<'a> {
 pub enum ReceiverEvent {
     /// Admitted: media follows.
     Connected { id: u64, peer: SocketAddr },
+    /// Refused at HELLO (wrong token, server full, or the application said no) and closed
+    /// with `code`.
+    Rejected {
+        id: u64,
+        peer: SocketAddr,
+        code: u64,
+        reason: String,
+    },
     /// An admitted receiver is gone.
     Disconnected {
         id: u64,
@@ -150,6 +178,7 @@ struct Status {
     ready_receivers: usize,
     /// Ids of the receivers being served.
     served: Vec<u64>,
+    stats: SenderStats,
     drained: bool,
 }
 
@@ -157,25 +186,38 @@ struct Status {
 pub struct Server {
     net: NetThread<Status>,
     local: SocketAddr,
+    fingerprint: Fingerprint,
 }
 
 impl Server {
     /// Binds the socket, loads the certificate and starts the networking thread.
     pub fn start(settings: ServerSettings) -> Result<Server, String> {
-        let config = config::server(
-            &settings.cert_file,
-            &settings.key_file,
-            settings.congestion_control,
-        )?;
+        let (mut config, fingerprint) =
+            config::server(&settings.identity, settings.congestion_control)?;
+        if settings.capture.logs_keys() {
+            config.log_keys();
+        }
+        let validator = if settings.address_validation {
+            Some(AddressValidator::new()?)
+        } else {
+            None
+        };
+        let limits = Limits {
+            connections: settings.max_connections,
+            handshakes: settings.max_handshakes,
+            command_size: settings.max_command_size,
+        };
         let deadline = settings.deadline;
         let on_estimate = settings.on_estimate;
         let admission = Admitter {
             max: settings.max_receivers,
+            token: settings.token,
             join_mode: settings.join_mode,
             admit: settings.admit,
             on_receiver: settings.on_receiver,
         };
         let keyframes = Keyframes {
+            requested: 0,
             interval: settings.keyframe_interval,
             request: settings.request_keyframe,
             wanted: false,
@@ -198,18 +240,40 @@ impl Server {
                 endpoint,
                 config,
                 thread_link,
-                keyframes,
                 deadline,
-                on_estimate,
                 admission,
+                Entry {
+                    validator,
+                    limits,
+                    capture: settings.capture,
+                },
+                Upstream {
+                    keyframes,
+                    on_estimate,
+                    reporter: settings.stats,
+                },
             )
             .run()
         })?;
-        Ok(Server { net, local })
+        Ok(Server {
+            net,
+            local,
+            fingerprint,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// The latest snapshot of the counters (at most stats::REFRESH old).
+    pub fn stats(&self) -> SenderStats {
+        self.net.lock().inner.stats.clone()
+    }
+
+    /// SHA-256 of the certificate receivers are shown.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
     }
 
     pub fn set_flushing(&self, flushing: bool) {
@@ -302,6 +366,8 @@ struct Keyframes {
     request: Box<dyn Fn() + Send>,
     wanted: bool,
     last: Option<Instant>,
+    /// Requests that went upstream.
+    requested: u64,
 }
 
 impl Keyframes {
@@ -315,6 +381,7 @@ impl Keyframes {
         if self.due().is_some_and(|t| t <= Instant::now()) {
             self.wanted = false;
             self.last = Some(Instant::now());
+            self.requested += 1;
             (self.request)();
         }
     }
@@ -330,6 +397,7 @@ fn fits(structure: &str) -> bool {
 /// is told, and the join mode.
 struct Admitter {
     max: usize,
+    token: Option<Vec<u8>>,
     join_mode: JoinMode,
     admit: Box<dyn Fn(&Admission) -> bool + Send>,
     on_receiver: Box<dyn Fn(ReceiverEvent) + Send>,
@@ -414,6 +482,17 @@ impl StreamOut {
             .sum()
     }
 
+    /// Drops everything queued; returns how many frames that was.
+    fn clear(&mut self) -> u64 {
+        let frames = self
+            .chunks
+            .iter()
+            .filter(|c| matches!(c.data, ChunkData::Frame(_)))
+            .count();
+        self.chunks.clear();
+        frames as u64
+    }
+
     /// Writes chunks until quiche takes no more, or `allowance` bytes (less what it takes);
     /// Ok(true) once all are written.
     fn write(
@@ -421,6 +500,7 @@ impl StreamOut {
         conn: &mut quiche::Connection,
         out_bytes: &mut usize,
         allowance: &mut usize,
+        frames_sent: &mut u64,
     ) -> Result<bool, quiche::Error> {
         while let Some(chunk) = self.chunks.front_mut() {
             let rest = &chunk.data.bytes()[chunk.offset..];
@@ -437,7 +517,13 @@ impl StreamOut {
                         chunk.offset += n;
                         return Ok(false);
                     }
-                    self.chunks.pop_front();
+                    if let Some(Chunk {
+                        data: ChunkData::Frame(_),
+                        ..
+                    }) = self.chunks.pop_front()
+                    {
+                        *frames_sent += 1;
+                    }
                 }
                 Err(quiche::Error::Done) | Err(quiche::Error::StreamLimit) => return Ok(false),
                 Err(e) => return Err(e),
@@ -526,6 +612,10 @@ struct Receiver {
     /// The lowest TemporalId shed for the rest of the open group (see StreamOut::shed).
     group_cut: Option<u8>,
     frames_shed: u64,
+    /// Frames quiche took whole, and frames it will never get (see ReceiverStats).
+    frames_sent: u64,
+    frames_dropped: u64,
+    keyframe_requests: u64,
     /// The latency budget, announced to the receiver, which drops frames arriving later.
     budget: Option<Duration>,
     /// Its HELLO said it takes shed frames (HELLO_TAKES_SHED).
@@ -597,11 +687,13 @@ impl Receiver {
     /// newest first when frames have deadlines. Groups whose oldest frame is past its
     /// deadline are reset instead.
     fn flush(&mut self, newest_first: bool) {
-        let mut unlimited = usize::MAX;
-        if let Err(e) = self
-            .control_out
-            .write(&mut self.conn, &mut self.out_bytes, &mut unlimited)
-        {
+        let (mut unlimited, mut no_frames) = (usize::MAX, 0);
+        if let Err(e) = self.control_out.write(
+            &mut self.conn,
+            &mut self.out_bytes,
+            &mut unlimited,
+            &mut no_frames,
+        ) {
             gst::warning!(CAT, "receiver {}: control stream: {e}", self.id);
             self.out_bytes -= self.control_out.bytes();
             self.control_out.chunks.clear();
@@ -630,15 +722,20 @@ impl Receiver {
         let n = self.groups_out.len();
         for k in 0..n {
             let i = if newest_first { n - 1 - k } else { k };
-            match self.groups_out[i].write(&mut self.conn, &mut self.out_bytes, &mut allowance) {
+            let g = &mut self.groups_out[i];
+            match g.write(
+                &mut self.conn,
+                &mut self.out_bytes,
+                &mut allowance,
+                &mut self.frames_sent,
+            ) {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(e) => {
                     // The receiver stopped this stream: drop what is left of it.
-                    let g = &mut self.groups_out[i];
                     gst::info!(CAT, "receiver {}: stream {}: {e}", self.id, g.stream);
                     self.out_bytes -= g.bytes();
-                    g.chunks.clear();
+                    self.frames_dropped += g.clear();
                 }
             }
         }
@@ -711,7 +808,7 @@ impl Receiver {
                 error_code::GROUP_EXPIRED,
             );
             self.out_bytes -= g.bytes();
-            g.chunks.clear();
+            self.frames_dropped += g.clear();
             self.groups_expired += 1;
             // The sets may have been in what was dropped.
             self.has_parameter_sets = false;
@@ -746,6 +843,10 @@ struct Loop {
     deadline: Option<Duration>,
     on_estimate: Box<dyn Fn(Estimate) + Send>,
     admission: Admitter,
+    entry: Entry,
+    reporter: Reporter<SenderStats>,
+    /// Receivers closed at HELLO.
+    rejected: u64,
     /// The group in progress, for receivers joining mid-group (join-mode=cached).
     join_cache: JoinCache,
     /// The latest VPS, SPS and PPS, for a receiver whose first IRAP comes without them.
@@ -760,12 +861,20 @@ impl Loop {
         endpoint: Endpoint,
         config: quiche::Config,
         link: Arc<Link<Status>>,
-        keyframes: Keyframes,
         deadline: Option<Duration>,
-        on_estimate: Box<dyn Fn(Estimate) + Send>,
         admission: Admitter,
+        entry: Entry,
+        upstream: Upstream,
     ) -> Self {
+        let Upstream {
+            keyframes,
+            on_estimate,
+            reporter,
+        } = upstream;
         Loop {
+            entry,
+            reporter,
+            rejected: 0,
             endpoint,
             config,
             link,
@@ -806,7 +915,11 @@ impl Loop {
                         r.behind_since.map(|t| t + BEHIND_FOR),
                     ]
                 })
-                .chain([self.keyframes.due(), Some(self.next_estimate)])
+                .chain([
+                    self.keyframes.due(),
+                    Some(self.next_estimate),
+                    Some(self.reporter.due()),
+                ])
                 .collect();
             if let Err(e) = self.endpoint.wait(&mut events, deadlines, self.unread) {
                 self.link
@@ -860,9 +973,14 @@ impl Loop {
         let id = match self.ids.get(hdr.dcid.as_ref()) {
             Some(id) => *id,
             None => {
-                let Some(conn) =
-                    accept(&hdr, from, &self.endpoint, &mut self.config, &mut self.out)
-                else {
+                let Some(conn) = self.entry.accept(
+                    &hdr,
+                    from,
+                    &self.endpoint,
+                    &mut self.config,
+                    &mut self.out,
+                    &self.receivers,
+                ) else {
                     return;
                 };
                 let id = self.next_id;
@@ -871,8 +989,9 @@ impl Loop {
                 self.ids.insert(conn.source_id().to_vec(), id);
                 self.ids.insert(hdr.dcid.to_vec(), id);
                 let outbox = Outbox::new(self.endpoint.offload);
-                self.receivers
-                    .insert(id, Receiver::new(id, conn, from, outbox, self.deadline));
+                let command_size = self.entry.limits.command_size;
+                let r = Receiver::new(id, conn, from, outbox, self.deadline, command_size);
+                self.receivers.insert(id, r);
                 id
             }
         };
@@ -991,6 +1110,10 @@ impl Loop {
                 r.open_group(seq, expires.is_some());
             }
             let Some(group) = r.group else {
+                // Waiting for the next IRAP after a reset group.
+                if r.groups_opened > 0 {
+                    r.frames_dropped += 1;
+                }
                 continue;
             };
             if r.takes_shed && r.group_cut.is_some_and(|layer| tid >= layer) {
@@ -1063,16 +1186,38 @@ impl Loop {
                     peer: r.peer,
                     token: &r.token,
                 };
-                if admission.max > 0 && served >= admission.max {
+                let wrong_token = admission
+                    .token
+                    .as_ref()
+                    .is_some_and(|t| t.len() != r.token.len() || !boring::memcmp::eq(t, &r.token));
+                let refusal = if wrong_token {
+                    let shown = if r.token.is_empty() { "no" } else { "a wrong" };
+                    Some((error_code::REJECTED, format!("{shown} token")))
+                } else if admission.max > 0 && served >= admission.max {
                     let why = format!("serving the maximum of {} receivers", admission.max);
-                    r.close(error_code::SERVER_FULL, &why);
+                    Some((error_code::SERVER_FULL, why))
                 } else if !(admission.admit)(&asking) {
-                    r.close(error_code::REJECTED, "refused by the sender");
+                    Some((error_code::REJECTED, "refused by the sender".to_string()))
+                } else {
+                    None
+                };
+                if let Some((code, reason)) = refusal {
+                    gst::info!(CAT, "receiver {id} ({}): rejected: {reason}", r.peer);
+                    r.close(code, &reason);
+                    self.rejected += 1;
+                    self.reporter.force();
+                    (admission.on_receiver)(ReceiverEvent::Rejected {
+                        id,
+                        peer: r.peer,
+                        code,
+                        reason,
+                    });
                 } else {
                     r.admitted = true;
                     r.token = Vec::new();
                     // So that send-command from a receiver-connected handler finds it.
                     self.link.update(|s| s.inner.served.push(id));
+                    self.reporter.force();
                     (admission.on_receiver)(ReceiverEvent::Connected { id, peer: r.peer });
                 }
             }
@@ -1183,6 +1328,7 @@ impl Loop {
                 };
                 gst::info!(CAT, "receiver {id} ({}): {why}", r.peer);
                 self.ids.retain(|_, v| *v != id);
+                self.reporter.force();
                 if r.admitted {
                     self.link.update(|s| s.inner.served.retain(|&x| x != id));
                     (self.admission.on_receiver)(ReceiverEvent::Disconnected {
@@ -1196,6 +1342,15 @@ impl Loop {
     }
 
     fn publish(&mut self) {
+        let snapshot = self.reporter.poll(|| SenderStats {
+            frames_in: self.next_seq,
+            keyframe_requests: self.keyframes.requested,
+            receivers_rejected: self.rejected,
+            receivers: self.receivers.values().map(Receiver::stats).collect(),
+        });
+        if let Some(stats) = snapshot {
+            self.link.update(|s| s.inner.stats = stats);
+        }
         let ready = self.receivers.values().filter(|r| r.described).count();
         // The fastest receiver sets the pace (see MAX_BACKLOG); one waiting for an IRAP
         // has nothing queued and says nothing about its pace.
@@ -1247,12 +1402,13 @@ impl Receiver {
         peer: SocketAddr,
         outbox: Outbox,
         budget: Option<Duration>,
+        max_command_size: u64,
     ) -> Self {
         Receiver {
             id,
             conn,
             peer,
-            control_in: CommandDecoder::new(DEFAULT_MAX_COMMAND_SIZE),
+            control_in: CommandDecoder::new(max_command_size),
             hello: false,
             token: Vec::new(),
             admitted: false,
@@ -1266,6 +1422,9 @@ impl Receiver {
             groups_expired: 0,
             group_cut: None,
             frames_shed: 0,
+            frames_sent: 0,
+            frames_dropped: 0,
+            keyframe_requests: 0,
             budget,
             takes_shed: false,
             keyframe_requested: false,
@@ -1278,6 +1437,21 @@ impl Receiver {
             pacer: None,
             held_back: false,
             pace_at: None,
+        }
+    }
+
+    fn stats(&self) -> ReceiverStats {
+        ReceiverStats {
+            id: self.id,
+            peer: self.peer,
+            admitted: self.admitted,
+            connection: ConnectionStats::of(&self.conn),
+            frames_sent: self.frames_sent,
+            frames_dropped: self.frames_dropped,
+            frames_shed: self.frames_shed,
+            groups_reset: self.groups_expired,
+            keyframe_requests: self.keyframe_requests,
+            queued_bytes: self.out_bytes as u64,
         }
     }
 
@@ -1315,6 +1489,7 @@ impl Receiver {
             Command::KeyframeRequest => {
                 gst::debug!(CAT, "receiver {}: keyframe request", self.id);
                 self.keyframe_requested = true;
+                self.keyframe_requests += 1;
             }
             Command::Goodbye { code, reason } => {
                 gst::info!(CAT, "receiver {}: goodbye {code:#x}: {reason}", self.id);
@@ -1472,29 +1647,96 @@ impl Receiver {
     }
 }
 
-/// Creates a connection for a client's first Initial packet, or answers version negotiation.
-fn accept(
-    hdr: &quiche::Header,
-    from: SocketAddr,
-    endpoint: &Endpoint,
-    config: &mut quiche::Config,
-    out: &mut [u8],
-) -> Option<quiche::Connection> {
-    if hdr.ty != quiche::Type::Initial {
-        return None;
-    }
-    if !quiche::version_is_supported(hdr.version) {
-        let len = quiche::negotiate_version(&hdr.scid, &hdr.dcid, out).ok()?;
-        let _ = endpoint.socket.send_to(&out[..len], from);
-        return None;
-    }
-    let scid = random_cid();
-    let scid = quiche::ConnectionId::from_ref(&scid);
-    match quiche::accept(&scid, None, endpoint.local, from, config) {
-        Ok(conn) => Some(conn),
-        Err(e) => {
-            gst::debug!(CAT, "cannot accept {from}: {e}");
-            None
+/// What the loop reports to the element: keyframe requests, estimates and stats.
+struct Upstream {
+    keyframes: Keyframes,
+    on_estimate: Box<dyn Fn(Estimate) + Send>,
+    reporter: Reporter<SenderStats>,
+}
+
+/// Who may open a connection: address validation and the limits on connections.
+struct Entry {
+    validator: Option<AddressValidator>,
+    limits: Limits,
+    capture: Capture,
+}
+
+struct Limits {
+    connections: usize,
+    handshakes: usize,
+    command_size: u64,
+}
+
+impl Entry {
+    /// Creates a connection for a client's Initial packet, or answers it with a Retry or
+    /// version negotiation, or drops it when the limits are reached.
+    fn accept(
+        &self,
+        hdr: &quiche::Header,
+        from: SocketAddr,
+        endpoint: &Endpoint,
+        config: &mut quiche::Config,
+        out: &mut [u8],
+        receivers: &HashMap<u64, Receiver>,
+    ) -> Option<quiche::Connection> {
+        if hdr.ty != quiche::Type::Initial {
+            return None;
+        }
+        let socket = &endpoint.socket;
+        if !quiche::version_is_supported(hdr.version) {
+            let len = quiche::negotiate_version(&hdr.scid, &hdr.dcid, out).ok()?;
+            let _ = socket.send_to(&out[..len], from);
+            return None;
+        }
+        let limits = &self.limits;
+        let handshaking = || {
+            receivers
+                .values()
+                .filter(|r| !r.conn.is_established())
+                .count()
+        };
+        let full = limits.connections > 0 && receivers.len() >= limits.connections;
+        if full || (limits.handshakes > 0 && handshaking() >= limits.handshakes) {
+            gst::debug!(
+                CAT,
+                "dropping an Initial from {from}: connection limits reached"
+            );
+            return None;
+        }
+        let (scid, odcid) = match &self.validator {
+            None => (random_cid().to_vec(), None),
+            Some(validator) => match hdr.token.as_deref().filter(|t| !t.is_empty()) {
+                None => {
+                    let scid = random_cid();
+                    let token = validator.mint(from, &hdr.dcid);
+                    let new_scid = quiche::ConnectionId::from_ref(&scid);
+                    let len =
+                        quiche::retry(&hdr.scid, &hdr.dcid, &new_scid, &token, hdr.version, out)
+                            .ok()?;
+                    let _ = socket.send_to(&out[..len], from);
+                    return None;
+                }
+                Some(token) => match validator.validate(from, token) {
+                    // The connection keeps the ID our Retry gave it.
+                    Some(odcid) => (hdr.dcid.to_vec(), Some(odcid)),
+                    None => {
+                        gst::debug!(CAT, "dropping an Initial from {from}: invalid token");
+                        return None;
+                    }
+                },
+            },
+        };
+        let scid = quiche::ConnectionId::from_ref(&scid);
+        let odcid = odcid.as_deref().map(quiche::ConnectionId::from_ref);
+        match quiche::accept(&scid, odcid.as_ref(), endpoint.local, from, config) {
+            Ok(mut conn) => {
+                self.capture.attach(&mut conn, "quicnalusink");
+                Some(conn)
+            }
+            Err(e) => {
+                gst::debug!(CAT, "cannot accept {from}: {e}");
+                None
+            }
         }
     }
 }

@@ -1,0 +1,91 @@
+//! What connections write for offline analysis: a qlog file each (`qlog-dir`, JSON-SEQ,
+//! for qvis and similar), and the TLS secrets (`keylog-file`, the NSS key log format that
+//! Wireshark reads to decrypt a capture). Both are for debugging: the key log lets anyone
+//! with the capture read the stream.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone, Default)]
+pub struct Capture {
+    qlog_dir: Option<PathBuf>,
+    keylog: Option<SharedFile>,
+}
+
+impl Capture {
+    /// Checks that `qlog_dir` is a writable folder (made if missing) and opens `keylog_file`
+    /// for appending (made if missing). Empty strings mean off.
+    pub fn open(qlog_dir: Option<&str>, keylog_file: Option<&str>) -> Result<Self, String> {
+        let qlog_dir = match qlog_dir.filter(|d| !d.is_empty()) {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("cannot make qlog-dir '{dir}': {e}"))?;
+                Some(PathBuf::from(dir))
+            }
+            None => None,
+        };
+        let keylog = match keylog_file.filter(|f| !f.is_empty()) {
+            Some(path) => {
+                let file = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| format!("cannot open keylog-file '{path}': {e}"))?;
+                Some(SharedFile(Arc::new(Mutex::new(file))))
+            }
+            None => None,
+        };
+        Ok(Capture { qlog_dir, keylog })
+    }
+
+    /// Whether quiche must be told to export secrets (`Config::log_keys`).
+    pub fn logs_keys(&self) -> bool {
+        self.keylog.is_some()
+    }
+
+    /// Starts both for a new connection. `role` names the file: `<role>-<trace id>.sqlog`.
+    pub fn attach(&self, conn: &mut quiche::Connection, role: &str) {
+        if let Some(keylog) = &self.keylog {
+            conn.set_keylog(Box::new(keylog.clone()));
+        }
+        let Some(dir) = &self.qlog_dir else {
+            return;
+        };
+        let path = dir.join(format!("{role}-{}.sqlog", conn.trace_id()));
+        match File::create(&path) {
+            Ok(file) => conn.set_qlog(
+                Box::new(BufWriter::new(file)),
+                format!("quicnalu {role}"),
+                format!("{role} connection {}", conn.trace_id()),
+            ),
+            Err(e) => gst::warning!(
+                gst::CAT_DEFAULT,
+                "cannot write qlog file {}: {e}",
+                path.display()
+            ),
+        }
+    }
+}
+
+/// The key log, shared by every connection: quiche writes a whole line at a time.
+#[derive(Clone)]
+struct SharedFile(Arc<Mutex<File>>);
+
+impl Write for SharedFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .write_all(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).flush()
+    }
+}

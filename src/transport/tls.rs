@@ -1,0 +1,160 @@
+//! Certificates: the sender's throw-away self-signed one, and SHA-256 fingerprints, with
+//! which a receiver can pin the sender's leaf certificate instead of trusting a CA.
+//!
+//! BoringSSL does the work: quiche already links it, through the `boring` crate.
+
+use boring::asn1::{Asn1Integer, Asn1Time};
+use boring::bn::BigNum;
+use boring::ec::{EcGroup, EcKey};
+use boring::hash::MessageDigest;
+use boring::nid::Nid;
+use boring::pkey::{PKey, Private};
+use boring::x509::extension::SubjectAlternativeName;
+use boring::x509::{X509Name, X509};
+use std::fmt;
+
+/// How long a generated certificate is valid: one process, one session.
+const SELF_SIGNED_DAYS: u32 = 30;
+
+/// The SHA-256 digest of a DER certificate.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint([u8; 32]);
+
+impl Fingerprint {
+    pub fn of_der(der: &[u8]) -> Self {
+        Fingerprint(boring::sha::sha256(der))
+    }
+
+    /// Reads 64 hex digits, in either case, with or without `:` between bytes, after an
+    /// optional `sha-256 ` (the form SDP's a=fingerprint uses).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let digits = text
+            .strip_prefix("sha-256 ")
+            .or_else(|| text.strip_prefix("SHA-256 "))
+            .unwrap_or(text)
+            .replace(':', "");
+        let bad = || format!("'{text}' is not a SHA-256 fingerprint (64 hex digits)");
+        if digits.len() != 64 || !digits.is_ascii() {
+            return Err(bad());
+        }
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&digits[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        }
+        Ok(Fingerprint(out))
+    }
+
+    /// The leaf (first) certificate of a PEM file.
+    pub fn of_pem_file(path: &str) -> Result<Self, String> {
+        let pem = std::fs::read(path).map_err(|e| format!("cannot read '{path}': {e}"))?;
+        let cert =
+            X509::from_pem(&pem).map_err(|_| format!("'{path}' is not a PEM certificate"))?;
+        cert.to_der()
+            .map(|der| Self::of_der(&der))
+            .map_err(|e| format!("'{path}': {e}"))
+    }
+}
+
+/// Upper-case hex bytes joined by `:`, as browsers and `openssl x509 -fingerprint` show it.
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        for (i, b) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(":")?;
+            }
+            write!(f, "{b:02X}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// A certificate made for this run with a fresh P-256 key; receivers pin its fingerprint.
+pub struct SelfSigned {
+    pub cert: X509,
+    pub key: PKey<Private>,
+}
+
+impl SelfSigned {
+    /// Valid for `names` (DNS names or IP addresses) from now for SELF_SIGNED_DAYS.
+    pub fn generate(names: &[&str]) -> Result<Self, String> {
+        Self::build(names).map_err(|e| format!("cannot make a self-signed certificate: {e}"))
+    }
+
+    fn build(names: &[&str]) -> Result<Self, boring::error::ErrorStack> {
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
+        let key = PKey::from_ec_key(EcKey::generate(&group)?)?;
+        let mut name = X509Name::builder()?;
+        name.append_entry_by_text("CN", "quicnalusink")?;
+        let name = name.build();
+        let mut serial = BigNum::new()?;
+        serial.rand(64, boring::bn::MsbOption::MAYBE_ZERO, false)?;
+        let serial = Asn1Integer::from_bn(&serial)?;
+
+        let mut b = X509::builder()?;
+        b.set_version(2)?;
+        b.set_serial_number(&serial)?;
+        b.set_subject_name(&name)?;
+        b.set_issuer_name(&name)?;
+        b.set_pubkey(&key)?;
+        let (from, until) = (
+            Asn1Time::days_from_now(0)?,
+            Asn1Time::days_from_now(SELF_SIGNED_DAYS)?,
+        );
+        b.set_not_before(&from)?;
+        b.set_not_after(&until)?;
+        let mut san = SubjectAlternativeName::new();
+        for n in names {
+            if n.parse::<std::net::IpAddr>().is_ok() {
+                san.ip(n);
+            } else {
+                san.dns(n);
+            }
+        }
+        let san = san.build(&b.x509v3_context(None, None))?;
+        b.append_extension(&san)?;
+        b.sign(&key, MessageDigest::sha256())?;
+        Ok(SelfSigned {
+            cert: b.build(),
+            key,
+        })
+    }
+
+    pub fn fingerprint(&self) -> Fingerprint {
+        // A certificate just built always encodes.
+        Fingerprint::of_der(&self.cert.to_der().unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_print_and_parse_both_ways() {
+        let cert = SelfSigned::generate(&["localhost", "127.0.0.1"]).unwrap();
+        let f = cert.fingerprint();
+        let shown = f.to_string();
+        assert_eq!(shown.len(), 32 * 3 - 1);
+        assert_eq!(Fingerprint::parse(&shown).unwrap(), f);
+        let plain = shown.replace(':', "").to_lowercase();
+        assert_eq!(Fingerprint::parse(&plain).unwrap(), f);
+        assert_eq!(Fingerprint::parse(&format!("sha-256 {shown}")).unwrap(), f);
+        assert!(Fingerprint::parse(&shown[3..]).is_err());
+        assert!(Fingerprint::parse(&"zz".repeat(32)).is_err());
+        assert!(Fingerprint::parse(&"é".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn two_generated_certificates_differ() {
+        let a = SelfSigned::generate(&["localhost"]).unwrap();
+        let b = SelfSigned::generate(&["localhost"]).unwrap();
+        assert_ne!(a.fingerprint(), b.fingerprint());
+    }
+}
