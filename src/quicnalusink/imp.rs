@@ -1,9 +1,11 @@
 use super::adapt::Adaptation;
 use crate::h265;
 use crate::protocol::{DEFAULT_MAX_COMMAND_SIZE, DEFAULT_MAX_FRAME_SIZE};
+use crate::transport::logger::Route;
 use crate::transport::{
-    Admission, Capture, CongestionControl, Estimate, Identity, Interrupted, JoinMode, MediaFrame,
-    ReceiverEvent, Reporter, SelfSigned, SenderStats, Server, ServerSettings,
+    message_poster, stats, Admission, Capture, CongestionControl, Estimate, Identity, Interrupted,
+    JoinMode, MediaFrame, ReceiverEvent, Reporter, SelfSigned, SenderStats, Server, ServerSettings,
+    Snapshot,
 };
 use gst::glib;
 use gst::prelude::*;
@@ -41,10 +43,9 @@ const DEFAULT_SELF_SIGNED: bool = false;
 const DEFAULT_ADDRESS_VALIDATION: bool = true;
 /// Connections in any state; far above what one sender thread serves (see BENCHMARKS.md).
 const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
-/// Handshakes cost the sender a signature each: a flood of them waits its turn.
-const DEFAULT_MAX_HANDSHAKES: u32 = 128;
-/// 0: no messages.
-const DEFAULT_STATS_INTERVAL_MS: u32 = 0;
+/// Handshakes in progress hold state before anyone is admitted. Above the 384 receivers
+/// the fan-out bench starts at once, which must not wait for retransmitted Initials.
+const DEFAULT_MAX_HANDSHAKES: u32 = 512;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -104,7 +105,7 @@ impl Default for Settings {
             max_command_size: DEFAULT_MAX_COMMAND_SIZE as u32,
             qlog_dir: None,
             keylog_file: None,
-            stats_interval_ms: DEFAULT_STATS_INTERVAL_MS,
+            stats_interval_ms: 0,
         }
     }
 }
@@ -156,7 +157,7 @@ impl ObjectSubclass for QuicNaluSink {
 impl ObjectImpl for QuicNaluSink {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: Lazy<Vec<glib::ParamSpec>> = Lazy::new(|| {
-            vec![
+            let mut specs = vec![
                 glib::ParamSpecString::builder("address")
                     .nick("Address")
                     .blurb("Local address to listen on")
@@ -265,40 +266,6 @@ impl ObjectImpl for QuicNaluSink {
                     .default_value(DEFAULT_MAX_COMMAND_SIZE as u32)
                     .mutable_ready()
                     .build(),
-                glib::ParamSpecString::builder("qlog-dir")
-                    .nick("qlog folder")
-                    .blurb(
-                        "Write a qlog file (JSON-SEQ) per connection into this folder, made \
-                         if missing (NULL: none)",
-                    )
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecString::builder("keylog-file")
-                    .nick("Key log file")
-                    .blurb(
-                        "Append the TLS secrets of every connection to this file, in the \
-                         NSS key log format Wireshark reads; for debugging only (NULL: none)",
-                    )
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
-                    .nick("Statistics")
-                    .blurb(
-                        "quicnalusink-stats: counters and one 'receiver' structure per \
-                         connection (RTT, cwnd, delivery rate, packets, frames, groups); \
-                         at most 100 ms old",
-                    )
-                    .read_only()
-                    .build(),
-                glib::ParamSpecUInt::builder("stats-interval")
-                    .nick("Statistics interval")
-                    .blurb(
-                        "Milliseconds between quicnalusink-stats element messages carrying \
-                         the stats (0: none)",
-                    )
-                    .default_value(DEFAULT_STATS_INTERVAL_MS)
-                    .mutable_ready()
-                    .build(),
                 gst::ParamSpecFraction::builder("framerate")
                     .nick("Framerate")
                     .blurb(
@@ -392,7 +359,10 @@ impl ObjectImpl for QuicNaluSink {
                     .default_value(DEFAULT_FORWARD_EVENTS)
                     .mutable_ready()
                     .build(),
-            ]
+            ];
+            specs.extend(Capture::param_specs());
+            specs.extend(stats::param_specs("quicnalusink"));
+            specs
         });
         PROPERTIES.as_ref()
     }
@@ -856,18 +826,6 @@ impl QuicNaluSink {
         Ok(Identity::SelfSigned(made))
     }
 
-    /// Posts each snapshot the networking thread hands over as a `quicnalusink-stats`
-    /// element message (posting never blocks).
-    fn stats_poster(&self) -> Box<dyn Fn(SenderStats) + Send> {
-        let weak = self.obj().downgrade();
-        Box::new(move |stats| {
-            if let Some(obj) = weak.upgrade() {
-                let message = gst::message::Element::builder(stats.to_structure()).src(&obj);
-                let _ = obj.post_message(message.build());
-            }
-        })
-    }
-
     /// What the networking thread asks before serving a receiver: `receiver-connecting`.
     fn admitter(&self) -> Box<dyn Fn(&Admission) -> bool + Send> {
         let weak = self.obj().downgrade();
@@ -1039,7 +997,11 @@ impl BaseSinkImpl for QuicNaluSink {
             max_command_size: settings.max_command_size.into(),
             capture,
             token: settings.token.clone().map(String::into_bytes),
-            stats: Reporter::new(stats_interval, self.stats_poster()),
+            stats: Reporter::new(stats_interval, message_poster(self.obj().upcast_ref())),
+            log: Route {
+                category: *CAT,
+                element: self.obj().upcast_ref::<gst::Element>().downgrade(),
+            },
             congestion_control: settings.congestion_control,
             keyframe_interval: Duration::from_millis(settings.keyframe_request_interval_ms.into()),
             request_keyframe: self.keyframe_requester(),

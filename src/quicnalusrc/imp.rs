@@ -1,7 +1,8 @@
 use crate::protocol::{FrameFlags, DEFAULT_MAX_COMMAND_SIZE, DEFAULT_MAX_FRAME_SIZE};
+use crate::transport::logger::Route;
 use crate::transport::{
-    Capture, Client, ClientSettings, ClientStats, CongestionControl, ConnectionEvent, Event,
-    Fingerprint, Interrupted, ReceivedFrame, Reconnect, Reporter,
+    message_poster, stats, Capture, Client, ClientSettings, ClientStats, CongestionControl,
+    ConnectionEvent, Event, Fingerprint, Interrupted, ReceivedFrame, Reconnect, Reporter, Snapshot,
 };
 use gst::glib;
 use gst::prelude::*;
@@ -32,8 +33,6 @@ const DEFAULT_RECONNECT: bool = true;
 const DEFAULT_RECONNECT_DELAY_MAX_MS: u32 = 2_000;
 /// 0: keep trying.
 const DEFAULT_RECONNECT_TIMEOUT_MS: u32 = 0;
-/// 0: no messages.
-const DEFAULT_STATS_INTERVAL_MS: u32 = 0;
 /// Access units the element may hold before the network thread stops reading.
 const QUEUE_LEN: usize = 64;
 
@@ -79,7 +78,7 @@ impl Default for Settings {
             max_command_size: DEFAULT_MAX_COMMAND_SIZE as u32,
             qlog_dir: None,
             keylog_file: None,
-            stats_interval_ms: DEFAULT_STATS_INTERVAL_MS,
+            stats_interval_ms: 0,
         }
     }
 }
@@ -125,7 +124,7 @@ impl ObjectSubclass for QuicNaluSrc {
 impl ObjectImpl for QuicNaluSrc {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: Lazy<Vec<glib::ParamSpec>> = Lazy::new(|| {
-            vec![
+            let mut specs = vec![
                 glib::ParamSpecString::builder("address")
                     .nick("Address")
                     .blurb("Address or host name of the quicnalusink to receive from")
@@ -249,40 +248,10 @@ impl ObjectImpl for QuicNaluSrc {
                     .default_value(DEFAULT_MAX_COMMAND_SIZE as u32)
                     .mutable_ready()
                     .build(),
-                glib::ParamSpecString::builder("qlog-dir")
-                    .nick("qlog folder")
-                    .blurb(
-                        "Write a qlog file (JSON-SEQ) per connection into this folder, made \
-                         if missing (NULL: none)",
-                    )
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecString::builder("keylog-file")
-                    .nick("Key log file")
-                    .blurb(
-                        "Append the TLS secrets of every connection to this file, in the \
-                         NSS key log format Wireshark reads; for debugging only (NULL: none)",
-                    )
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
-                    .nick("Statistics")
-                    .blurb(
-                        "quicnalusrc-stats: the connection (RTT, cwnd, delivery rate, \
-                         packets) and frame and group counters; at most 100 ms old",
-                    )
-                    .read_only()
-                    .build(),
-                glib::ParamSpecUInt::builder("stats-interval")
-                    .nick("Statistics interval")
-                    .blurb(
-                        "Milliseconds between quicnalusrc-stats element messages carrying \
-                         the stats (0: none)",
-                    )
-                    .default_value(DEFAULT_STATS_INTERVAL_MS)
-                    .mutable_ready()
-                    .build(),
-            ]
+            ];
+            specs.extend(Capture::param_specs());
+            specs.extend(stats::param_specs("quicnalusrc"));
+            specs
         });
         PROPERTIES.as_ref()
     }
@@ -602,20 +571,6 @@ impl QuicNaluSrc {
     }
 }
 
-impl QuicNaluSrc {
-    /// Posts each snapshot the networking thread hands over as a `quicnalusrc-stats`
-    /// element message (posting never blocks).
-    fn stats_poster(&self) -> Box<dyn Fn(ClientStats) + Send> {
-        let weak = self.obj().downgrade();
-        Box::new(move |stats| {
-            if let Some(obj) = weak.upgrade() {
-                let message = gst::message::Element::builder(stats.to_structure()).src(&obj);
-                let _ = obj.post_message(message.build());
-            }
-        })
-    }
-}
-
 impl BaseSrcImpl for QuicNaluSrc {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let s = self.settings.lock().unwrap().clone();
@@ -659,7 +614,11 @@ impl BaseSrcImpl for QuicNaluSrc {
             pin,
             max_command_size: s.max_command_size.into(),
             capture,
-            stats: Reporter::new(stats_interval, self.stats_poster()),
+            stats: Reporter::new(stats_interval, message_poster(self.obj().upcast_ref())),
+            log: Route {
+                category: *CAT,
+                element: self.obj().upcast_ref::<gst::Element>().downgrade(),
+            },
             connect_timeout: Duration::from_millis(s.timeout_ms.into()),
             congestion_control: s.congestion_control,
             max_frame_size: s.max_frame_size.into(),

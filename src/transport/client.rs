@@ -6,6 +6,7 @@ use super::capture::Capture;
 use super::config::{self, CongestionControl};
 use super::lateness::Lateness;
 use super::link::{Interrupted, Link, NetThread};
+use super::logger::{self, Route};
 use super::monotonic_ns;
 use super::socket::{random_cid, Endpoint, Outbox, MAX_RECV_BATCH, SOCKET};
 use super::stats::{ClientStats, ConnectionStats, ReceiverCounters, Reporter};
@@ -82,6 +83,8 @@ pub struct ClientSettings {
     pub capture: Capture,
     /// Takes the snapshots [`Client::stats`] returns, and hands them out at an interval.
     pub stats: Reporter<ClientStats>,
+    /// Where quiche's log records from the networking thread go.
+    pub log: Route,
 }
 
 /// What to do when an established connection is lost (idle timeout, sender stopped).
@@ -187,7 +190,11 @@ impl Client {
         let waker = endpoint.waker.clone();
         let counters = ReceiverCounters::default();
         let first = Loop::new(endpoint, config, link.clone(), settings, None, counters)?;
-        let net = NetThread::spawn("quicnalu-src-net", link, waker, move || drive(first))?;
+        let route = first.settings.log.clone();
+        let net = NetThread::spawn("quicnalu-src-net", link, waker, move || {
+            logger::route(route);
+            drive(first)
+        })?;
         Ok(Client { net })
     }
 

@@ -97,7 +97,6 @@ pub fn server(
             }
             check_readable("certificate file", cert)?;
             check_readable("key file", key)?;
-            let fingerprint = Fingerprint::of_pem_file(cert)?;
             let mut config = new_config()?;
             config
                 .load_cert_chain_from_pem_file(cert)
@@ -105,7 +104,7 @@ pub fn server(
             config
                 .load_priv_key_from_pem_file(key)
                 .map_err(|_| format!("'{key}' is not a PEM private key for that certificate"))?;
-            (config, fingerprint)
+            (config, Fingerprint::of_pem_file(cert)?)
         }
         Identity::SelfSigned(made) => {
             let tls = |e: boring::error::ErrorStack| format!("TLS context: {e}");

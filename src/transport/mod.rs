@@ -14,7 +14,7 @@ mod rate;
 mod retry;
 mod server;
 mod socket;
-mod stats;
+pub mod stats;
 mod tls;
 mod udp;
 
@@ -24,7 +24,7 @@ pub use config::{CongestionControl, Identity};
 pub use join::JoinMode;
 pub use link::Interrupted;
 pub use server::{Admission, Estimate, MediaFrame, ReceiverEvent, Server, ServerSettings};
-pub use stats::{ClientStats, Reporter, SenderStats};
+pub use stats::{message_poster, ClientStats, Reporter, SenderStats, Snapshot};
 pub use tls::{Fingerprint, SelfSigned};
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock frame headers and QuicNaluMeta use.

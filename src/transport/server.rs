@@ -5,6 +5,7 @@ use super::capture::Capture;
 use super::config::{self, CongestionControl, Identity};
 use super::join::{CachedFrame, JoinCache, JoinMode};
 use super::link::{Interrupted, Link, NetThread};
+use super::logger::{self, Route};
 use super::monotonic_ns;
 use super::pacer::{self, Pacer};
 use super::rate::{self, Estimator, Sample};
@@ -109,6 +110,8 @@ pub struct ServerSettings {
     /// Told of receivers coming and going, and of their application commands. Called on
     /// the networking thread: it must not block.
     pub on_receiver: Box<dyn Fn(ReceiverEvent) + Send>,
+    /// Where quiche's log records from the networking thread go.
+    pub log: Route,
 }
 
 /// A receiver asking to be served.
@@ -235,7 +238,9 @@ impl Server {
         );
         let waker = endpoint.waker.clone();
         let thread_link = link.clone();
+        let route = settings.log;
         let net = NetThread::spawn("quicnalu-sink-net", link, waker, move || {
+            logger::route(route);
             Loop::new(
                 endpoint,
                 config,

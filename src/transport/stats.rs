@@ -3,6 +3,8 @@
 //! [`REFRESH`] (and at every `stats-interval`), so reading the property never waits on
 //! the network. Field names and units are documented in README.md.
 
+use gst::glib;
+use gst::prelude::*;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -105,8 +107,47 @@ pub struct SenderStats {
     pub receivers: Vec<ReceiverStats>,
 }
 
-impl SenderStats {
-    pub fn to_structure(&self) -> gst::Structure {
+/// `stats` and `stats-interval`, which both elements have; `element` names the structure.
+pub fn param_specs(element: &str) -> [glib::ParamSpec; 2] {
+    [
+        glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+            .nick("Statistics")
+            .blurb(&format!(
+                "{element}-stats: counters of frames and groups, and per connection RTT, \
+                 cwnd, delivery rate, packets and bytes (README.md); at most 100 ms old"
+            ))
+            .read_only()
+            .build(),
+        glib::ParamSpecUInt::builder("stats-interval")
+            .nick("Statistics interval")
+            .blurb(&format!(
+                "Milliseconds between {element}-stats element messages carrying the stats \
+                 (0: none)"
+            ))
+            .mutable_ready()
+            .build(),
+    ]
+}
+
+/// A snapshot as the `stats` property and the stats messages carry it.
+pub trait Snapshot: Clone + Send + 'static {
+    fn to_structure(&self) -> gst::Structure;
+}
+
+/// For [`Reporter::new`]: posts each snapshot as an element message from `element`
+/// (posting never blocks the networking thread).
+pub fn message_poster<T: Snapshot>(element: &gst::Element) -> Box<dyn Fn(T) + Send> {
+    let weak = element.downgrade();
+    Box::new(move |stats: T| {
+        if let Some(element) = weak.upgrade() {
+            let message = gst::message::Element::builder(stats.to_structure()).src(&element);
+            let _ = element.post_message(message.build());
+        }
+    })
+}
+
+impl Snapshot for SenderStats {
+    fn to_structure(&self) -> gst::Structure {
         let receivers: Vec<gst::Structure> = self
             .receivers
             .iter()
@@ -166,8 +207,8 @@ pub struct ClientStats {
     pub counters: ReceiverCounters,
 }
 
-impl ClientStats {
-    pub fn to_structure(&self) -> gst::Structure {
+impl Snapshot for ClientStats {
+    fn to_structure(&self) -> gst::Structure {
         let c = &self.counters;
         let mut s = gst::Structure::builder("quicnalusrc-stats")
             .field("connected", self.connection.is_some())

@@ -49,7 +49,7 @@ impl Fingerprint {
     pub fn of_pem_file(path: &str) -> Result<Self, String> {
         let pem = std::fs::read(path).map_err(|e| format!("cannot read '{path}': {e}"))?;
         let cert =
-            X509::from_pem(&pem).map_err(|_| format!("'{path}' is not a PEM certificate"))?;
+            X509::from_pem(&pem).map_err(|_| format!("'{path}' is not a PEM certificate chain"))?;
         cert.to_der()
             .map(|der| Self::of_der(&der))
             .map_err(|e| format!("'{path}': {e}"))
