@@ -584,12 +584,13 @@ impl Receiver {
     }
 
     fn close(&mut self, code: u64, reason: &str) {
-        gst::info!(
-            CAT,
-            "receiver {} ({}): closing: {reason}",
-            self.id,
-            self.peer
-        );
+        let (id, peer) = (self.id, self.peer);
+        if code == error_code::PROTOCOL_VIOLATION {
+            // A misbehaving peer not yet admitted gets no receiver-disconnected message.
+            gst::warning!(CAT, "receiver {id} ({peer}): closing: {reason}");
+        } else {
+            gst::info!(CAT, "receiver {id} ({peer}): closing: {reason}");
+        }
         let _ = self.conn.close(true, code, reason.as_bytes());
     }
 
