@@ -423,6 +423,43 @@ fn sink_gives_a_peer_no_credit_for_more_streams() {
     assert_eq!((bidi, uni), (0, 0));
 }
 
+#[test]
+fn sink_bounds_a_flood_of_well_formed_commands() {
+    let _turn = turn();
+    let stage = Stage::start();
+    let peak = Peak::start();
+    // A small window on the sink's control stream, never read: its answers pile up.
+    let windows = Windows {
+        stream_data: 64 << 10,
+        ..Windows::default()
+    };
+    let mut peer = admitted(stage.addr, windows);
+    // PINGs (each asks for a PONG) and unknown commands (skipped by their length). Before
+    // PINGs went unanswered on a long queue, 64 MiB of them grew the sink by 1 GiB: a
+    // queued chunk of about 100 bytes for every 3-byte PONG.
+    let mut chunk = Vec::new();
+    for n in 0..20_000u64 {
+        Command::Ping(n).encode(&mut chunk);
+    }
+    Command::Unknown(0x3f00).encode(&mut chunk);
+    put_varint(&mut chunk, 0x3f01);
+    put_varint(&mut chunk, 60_000);
+    chunk.extend(garbage(60_000, 3));
+    let t = Instant::now();
+    let pushed = flood(&mut peer, 0, &chunk, 512 * MIB);
+    let took = t.elapsed();
+    let growth = peak.growth();
+    let close = peer.peer_close();
+    drop(peer);
+    stage.finish();
+    println!(
+        "well-formed flood: {:.1} MiB pushed in {took:?}, close {close:?}, peak RSS +{:.1} MiB",
+        mib(pushed),
+        mib(growth)
+    );
+    assert!(growth < MAX_GROWTH, "peak RSS grew {:.1} MiB", mib(growth));
+}
+
 // ---- quicnalusrc against a malicious sender ---------------------------------------------
 
 /// A raw QUIC server with a quicnalusrc (reconnect=false) connected to it; the receiver's
@@ -561,5 +598,31 @@ fn receiver_fails_on_garbage_on_the_control_stream() {
     );
     assert!(error.contains("control stream: "), "{error}");
     assert!(error.contains("magic"), "{error}");
+    assert!(growth < MAX_GROWTH, "peak RSS grew {:.1} MiB", mib(growth));
+}
+
+#[test]
+fn receiver_bounds_a_ping_flood_from_a_sender_that_never_reads() {
+    let _turn = turn();
+    let peak = Peak::start();
+    let (mut peer, receiver) = hostile_sender();
+    describe(&mut peer);
+    // Its own control stream never read, the receiver's PONGs cannot leave: before they
+    // went unanswered on a long queue, 384 MiB of PINGs grew the receiver by as much.
+    let mut chunk = Vec::new();
+    for n in 0..20_000u64 {
+        Command::Ping(n).encode(&mut chunk);
+    }
+    let t = Instant::now();
+    let pushed = flood(&mut peer, 0, &chunk, 384 * MIB);
+    let took = t.elapsed();
+    let growth = peak.growth();
+    println!(
+        "PING flood: {:.1} MiB pushed in {took:?}, close {:?}, peak RSS +{:.1} MiB",
+        mib(pushed),
+        peer.peer_close(),
+        mib(growth)
+    );
+    receiver.pipeline.set_state(gst::State::Null).unwrap();
     assert!(growth < MAX_GROWTH, "peak RSS grew {:.1} MiB", mib(growth));
 }

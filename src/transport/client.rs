@@ -39,6 +39,9 @@ const HEADER_READ: usize = 64;
 /// Application commands held either way: to send while not connected, and pinned to a frame
 /// that has not come yet.
 const MAX_COMMANDS: usize = 256;
+/// Bytes waiting on the control stream beyond which the sender's PINGs go unanswered: one
+/// that floods PINGs and never reads would otherwise grow them without bound.
+const MAX_CONTROL_OUT: usize = DEFAULT_MAX_COMMAND_SIZE as usize;
 /// After this long without a packet from the sender (an outage, or a paused stream) the
 /// receiver sends a PING each time, so the sender learns at once when the link is back.
 const PROBE: Duration = Duration::from_millis(100);
@@ -769,7 +772,9 @@ impl Loop {
                     self.eos_groups = Some(groups);
                     self.eos_end_seq = Some(end_seq);
                 }
-                Command::Ping(n) => Command::Pong(n).encode(&mut self.control_out),
+                Command::Ping(n) if self.control_out.len() < MAX_CONTROL_OUT => {
+                    Command::Pong(n).encode(&mut self.control_out)
+                }
                 Command::LatencyBudget(ns) => self.lateness.set_budget(ns),
                 Command::Join {
                     live_seq,

@@ -30,6 +30,9 @@ static CAT: Lazy<gst::DebugCategory> = Lazy::new(|| {
 
 /// Application commands held from one receiver between two turns of the loop.
 const MAX_COMMANDS_IN: usize = 256;
+/// Messages waiting on a receiver's control stream beyond which its PINGs go unanswered:
+/// one that floods PINGs and never reads would otherwise pile up a PONG here for each.
+const MAX_CONTROL_QUEUED: usize = 64;
 /// The control stream: the first client-initiated bidirectional stream.
 const CONTROL_STREAM: u64 = 0;
 /// A receiver silent for this long (its keepalive probes run faster) was cut off.
@@ -1312,7 +1315,9 @@ impl Receiver {
             _ if !self.hello => {
                 self.close(error_code::PROTOCOL_VIOLATION, "first command is not HELLO");
             }
-            Command::Ping(n) => self.queue_command(&Command::Pong(n)),
+            Command::Ping(n) if self.control_out.chunks.len() < MAX_CONTROL_QUEUED => {
+                self.queue_command(&Command::Pong(n))
+            }
             Command::KeyframeRequest => {
                 gst::debug!(CAT, "receiver {}: keyframe request", self.id);
                 self.keyframe_requested = true;
