@@ -602,6 +602,61 @@ fn receiver_fails_on_garbage_on_the_control_stream() {
 }
 
 #[test]
+fn receiver_bounds_thousands_of_group_streams() {
+    let _turn = turn();
+    let peak = Peak::start();
+    let (mut peer, receiver) = hostile_sender();
+    describe(&mut peer);
+    // Every group the largest keyframe allowed, none ever finished. Before frames being
+    // received counted against MAX_BUFFERED, the receiver read them all (zeroing 1 MiB
+    // ahead in each) and kept granting credit: 611 MiB pushed grew it by 1.5 GiB.
+    let opening = group_start(DEFAULT_MAX_FRAME_SIZE);
+    let mut streams = Vec::new();
+    let mut refused = 0;
+    for n in 0..4000u64 {
+        let stream = 3 + 4 * n;
+        loop {
+            match peer.conn.stream_send(stream, &opening, false) {
+                Ok(_) => streams.push(stream),
+                Err(quiche::Error::StreamLimit) => refused += 1,
+                // Congestion control: wait for acknowledgements.
+                Err(quiche::Error::Done) => {
+                    peer.pump(Duration::from_millis(1));
+                    continue;
+                }
+                Err(e) => panic!("stream {stream}: {e}"),
+            }
+            break;
+        }
+    }
+    // Then frame bytes on every one, round robin, until 768 MiB went or the receiver has
+    // given no credit for 2 s (it holds what it took, and reads no more).
+    let body = garbage(1 << 16, 7);
+    let (mut pushed, mut last_progress) = (0u64, Instant::now());
+    while pushed < 768 * MIB && last_progress.elapsed() < Duration::from_secs(2) {
+        assert!(peer.conn.peer_error().is_none(), "{:?}", peer.peer_close());
+        for &s in &streams {
+            if let Ok(n) = peer.conn.stream_send(s, &body, false) {
+                if n > 0 {
+                    pushed += n as u64;
+                    last_progress = Instant::now();
+                }
+            }
+        }
+        peer.pump(Duration::from_millis(1));
+    }
+    let growth = peak.growth();
+    println!(
+        "{} group streams opened ({refused} refused), {:.1} MiB pushed, peak RSS +{:.1} MiB",
+        streams.len(),
+        mib(pushed),
+        mib(growth)
+    );
+    receiver.pipeline.set_state(gst::State::Null).unwrap();
+    assert!(growth < MAX_GROWTH, "peak RSS grew {:.1} MiB", mib(growth));
+}
+
+#[test]
 fn receiver_bounds_a_ping_flood_from_a_sender_that_never_reads() {
     let _turn = turn();
     let peak = Peak::start();
