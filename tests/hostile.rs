@@ -460,6 +460,41 @@ fn sink_bounds_a_flood_of_well_formed_commands() {
     assert!(growth < MAX_GROWTH, "peak RSS grew {:.1} MiB", mib(growth));
 }
 
+#[test]
+fn sink_drops_a_receiver_that_never_reads() {
+    let _turn = turn();
+    let mut stage = Stage::start();
+    let peak = Peak::start();
+    // The windows quicnalusrc advertises; it acknowledges every packet but never reads a
+    // byte, so it never extends them. The sink's queue for it stays bounded (dropped at
+    // 16 MiB for 1 s), and it used to stay connected for good.
+    let mut peer = admitted(stage.addr, Windows::default());
+    let t = Instant::now();
+    let give_up = t + WATCHDOG;
+    while peer.conn.peer_error().is_none() {
+        assert!(
+            Instant::now() < give_up,
+            "the sink kept a receiver that never reads"
+        );
+        peer.pump(Duration::from_millis(20));
+    }
+    let dropped_after = t.elapsed();
+    let held = peer.conn.stats().recv_bytes;
+    let reason = closed_with(&peer, error_code::TOO_SLOW);
+    let message = hostile_disconnected(&mut stage);
+    let growth = peak.growth();
+    drop(peer);
+    stage.finish();
+    println!(
+        "never reads: dropped after {dropped_after:?}, holding {:.1} MiB unread, reason \
+         '{reason}', message '{message}', peak RSS +{:.1} MiB",
+        mib(held),
+        mib(growth)
+    );
+    assert!(message.contains("code 0x6"), "{message}");
+    assert!(growth < MAX_GROWTH, "peak RSS grew {:.1} MiB", mib(growth));
+}
+
 // ---- quicnalusrc against a malicious sender ---------------------------------------------
 
 /// A raw QUIC server with a quicnalusrc (reconnect=false) connected to it; the receiver's

@@ -538,6 +538,9 @@ struct Receiver {
     has_parameter_sets: bool,
     /// Since when its backlog has been 2 x MAX_BACKLOG or more.
     behind_since: Option<Instant>,
+    /// Its queue was dropped for being too far behind and no group has gone out whole
+    /// since: dropped again, it is closed (TOO_SLOW).
+    dropped_behind: bool,
     /// Application commands it sent, not yet reported.
     commands_in: Vec<String>,
     last_rx: Instant,
@@ -588,7 +591,7 @@ impl Receiver {
 
     fn close(&mut self, code: u64, reason: &str) {
         let (id, peer) = (self.id, self.peer);
-        if code == error_code::PROTOCOL_VIOLATION {
+        if [error_code::PROTOCOL_VIOLATION, error_code::TOO_SLOW].contains(&code) {
             // A misbehaving peer not yet admitted gets no receiver-disconnected message.
             gst::warning!(CAT, "receiver {id} ({peer}): closing: {reason}");
         } else {
@@ -634,8 +637,10 @@ impl Receiver {
         let n = self.groups_out.len();
         for k in 0..n {
             let i = if newest_first { n - 1 - k } else { k };
+            // Its FIN written too, a group went out whole: the receiver takes the stream.
+            let ends = self.groups_out[i].chunks.back().is_some_and(|c| c.fin);
             match self.groups_out[i].write(&mut self.conn, &mut self.out_bytes, &mut allowance) {
-                Ok(true) => {}
+                Ok(true) => self.dropped_behind &= !ends,
                 Ok(false) => break,
                 Err(e) => {
                     // The receiver stopped this stream: drop what is left of it.
@@ -677,6 +682,20 @@ impl Receiver {
         let give_up = self.behind_since.is_some_and(|t| now >= t + BEHIND_FOR)
             || self.out_bytes >= 4 * MAX_BACKLOG
             || (self.out_bytes >= MAX_BACKLOG && self.quiet());
+        if give_up && !self.groups_out.is_empty() {
+            // A second time with no group taken whole since, and still heard from (one
+            // behind an outage resumes at the next IRAP): it gives no flow-control credit,
+            // or as good as none, and would keep its place and up to 4 x MAX_BACKLOG here
+            // for good.
+            if self.dropped_behind && !self.quiet() && self.conn.local_error().is_none() {
+                self.close(
+                    error_code::TOO_SLOW,
+                    "queue dropped twice with no group taken whole in between: the receiver \
+                     does not read, or far slower than the stream",
+                );
+            }
+            self.dropped_behind = true;
+        }
         for g in self.groups_out.iter_mut() {
             let mut older_group_cut = None;
             let cut = if self.group == Some(g.stream) {
@@ -1275,6 +1294,7 @@ impl Receiver {
             keyframe_requested: false,
             has_parameter_sets: false,
             behind_since: None,
+            dropped_behind: false,
             commands_in: Vec::new(),
             last_rx: Instant::now(),
             outbox,
