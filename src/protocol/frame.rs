@@ -233,6 +233,14 @@ impl GroupDecoder {
         Ok(())
     }
 
+    /// Bytes held for the frame being received, room already zeroed for reads included.
+    pub fn partial_bytes(&self) -> usize {
+        match &self.state {
+            State::Body(_, body, _) => body.len(),
+            _ => 0,
+        }
+    }
+
     /// The sequence number of the group's first frame, once the opening is read.
     pub fn first_seq(&self) -> Option<u64> {
         self.first_seq
@@ -365,6 +373,25 @@ mod tests {
         let got: Vec<&[u8]> = out.iter().map(|f| &f.data[..]).collect();
         let expect: Vec<&[u8]> = frames.iter().map(|(_, d)| &d[..]).collect();
         assert_eq!(got, expect);
+    }
+
+    /// What a frame being received holds is reported until the frame completes.
+    #[test]
+    fn partial_bytes_follow_the_frame_in_progress() {
+        let (wire, _) = group(0..1, 3 << 20);
+        let header_end = wire.len() - (3 << 20);
+        let mut dec = GroupDecoder::new(4 << 20);
+        let mut out = Vec::new();
+        dec.push(&wire[..header_end], &mut out).unwrap();
+        assert_eq!(dec.partial_bytes(), 0);
+        // Room is zeroed a step ahead of the bytes: that counts.
+        let space = dec.body_space().unwrap();
+        assert_eq!(space.len(), BODY_STEP);
+        space[..10].copy_from_slice(&wire[header_end..header_end + 10]);
+        dec.filled(10, &mut out);
+        assert_eq!(dec.partial_bytes(), BODY_STEP);
+        dec.push(&wire[header_end + 10..], &mut out).unwrap();
+        assert_eq!((out.len(), dec.partial_bytes()), (1, 0));
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub mod error_code {
     pub const REJECTED: u64 = 0x4;
     /// The sender serves its maximum number of receivers: try again later.
     pub const SERVER_FULL: u64 = 0x5;
+    /// The sender dropped this receiver's queue twice (it was too far behind) with no
+    /// group taken whole in between: it does not read, or far slower than the stream.
+    pub const TOO_SLOW: u64 = 0x6;
 }
 
 /// Why bytes from the network were refused.

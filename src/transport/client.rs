@@ -34,8 +34,8 @@ static CAT: Lazy<gst::DebugCategory> = Lazy::new(|| {
 const CONTROL_STREAM: u64 = 0;
 /// First server-initiated unidirectional stream: the first group.
 const FIRST_GROUP: u64 = 3;
-/// Bytes of whole frames held back (later groups, or a full queue) before the thread stops
-/// reading group streams; QUIC flow control then slows the sender.
+/// Bytes of frames held back (later groups, or a full queue; whole or being received)
+/// before the thread stops reading group streams; QUIC flow control then slows the sender.
 const MAX_BUFFERED: usize = 16 << 20;
 /// Read size between frames: a frame header and a little of the body, which then passes
 /// through one more copy; the rest of the body is read in place.
@@ -43,6 +43,9 @@ const HEADER_READ: usize = 64;
 /// Application commands held either way: to send while not connected, and pinned to a frame
 /// that has not come yet.
 const MAX_COMMANDS: usize = 256;
+/// Bytes waiting on the control stream beyond which the sender's PINGs go unanswered: one
+/// that floods PINGs and never reads would otherwise grow them without bound.
+const MAX_CONTROL_OUT: usize = DEFAULT_MAX_COMMAND_SIZE as usize;
 /// After this long without a packet from the sender (an outage, or a paused stream) the
 /// receiver sends a PING each time, so the sender learns at once when the link is back.
 const PROBE: Duration = Duration::from_millis(100);
@@ -418,7 +421,7 @@ struct Loop {
     control_out: Vec<u8>,
     hello_sent: bool,
     groups: BTreeMap<u64, Group>,
-    /// Bytes of the frames in `groups`.
+    /// Bytes of the frames in `groups`, and of the frames they are receiving.
     buffered: usize,
     /// DESCRIBE arrived: frames may follow it to the element.
     described: bool,
@@ -854,7 +857,9 @@ impl Loop {
                     self.eos_groups = Some(groups);
                     self.eos_end_seq = Some(end_seq);
                 }
-                Command::Ping(n) => Command::Pong(n).encode(&mut self.control_out),
+                Command::Ping(n) if self.control_out.len() < MAX_CONTROL_OUT => {
+                    Command::Pong(n).encode(&mut self.control_out)
+                }
                 Command::LatencyBudget(ns) => self.lateness.set_budget(ns),
                 Command::Join {
                     live_seq,
@@ -916,6 +921,7 @@ impl Loop {
         };
         while !group.finished && !full(group, self.buffered) {
             let bad = |e| format!("group stream {stream}: {e}");
+            let held = group.decoder.partial_bytes();
             // Bodies go from quiche straight into the frame; only headers pass through buf.
             let read = match group.decoder.body_space() {
                 Some(space) => {
@@ -934,6 +940,9 @@ impl Loop {
                     read
                 }
             };
+            // A frame being received counts too: a sender starting a frame on each of many
+            // groups must not make us hold more than MAX_BUFFERED for them.
+            self.buffered = self.buffered + group.decoder.partial_bytes() - held;
             let fin = match read {
                 Ok((_, fin)) => fin,
                 Err(quiche::Error::Done) => break,
@@ -1064,7 +1073,10 @@ impl Loop {
                 return progress;
             }
             let abandoned = group.abandoned;
-            self.groups.remove(&self.next_group);
+            if let Some(removed) = self.groups.remove(&self.next_group) {
+                // An abandoned group may end inside a frame.
+                self.buffered -= removed.decoder.partial_bytes();
+            }
             self.next_group += 4;
             progress = true;
             if abandoned {

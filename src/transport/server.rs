@@ -35,6 +35,9 @@ static CAT: Lazy<gst::DebugCategory> = Lazy::new(|| {
 
 /// Application commands held from one receiver between two turns of the loop.
 const MAX_COMMANDS_IN: usize = 256;
+/// Messages waiting on a receiver's control stream beyond which its PINGs go unanswered:
+/// one that floods PINGs and never reads would otherwise pile up a PONG here for each.
+const MAX_CONTROL_QUEUED: usize = 64;
 /// The control stream: the first client-initiated bidirectional stream.
 const CONTROL_STREAM: u64 = 0;
 /// A receiver silent for this long (its keepalive probes run faster) was cut off.
@@ -630,6 +633,9 @@ struct Receiver {
     has_parameter_sets: bool,
     /// Since when its backlog has been 2 x MAX_BACKLOG or more.
     behind_since: Option<Instant>,
+    /// Its queue was dropped for being too far behind and no group has gone out whole
+    /// since: dropped again, it is closed (TOO_SLOW).
+    dropped_behind: bool,
     /// Application commands it sent, not yet reported.
     commands_in: Vec<String>,
     last_rx: Instant,
@@ -679,12 +685,13 @@ impl Receiver {
     }
 
     fn close(&mut self, code: u64, reason: &str) {
-        gst::info!(
-            CAT,
-            "receiver {} ({}): closing: {reason}",
-            self.id,
-            self.peer
-        );
+        let (id, peer) = (self.id, self.peer);
+        if [error_code::PROTOCOL_VIOLATION, error_code::TOO_SLOW].contains(&code) {
+            // A misbehaving peer not yet admitted gets no receiver-disconnected message.
+            gst::warning!(CAT, "receiver {id} ({peer}): closing: {reason}");
+        } else {
+            gst::info!(CAT, "receiver {id} ({peer}): closing: {reason}");
+        }
         let _ = self.conn.close(true, code, reason.as_bytes());
     }
 
@@ -728,13 +735,15 @@ impl Receiver {
         for k in 0..n {
             let i = if newest_first { n - 1 - k } else { k };
             let g = &mut self.groups_out[i];
+            // Its FIN written too, a group went out whole: the receiver takes the stream.
+            let ends = g.chunks.back().is_some_and(|c| c.fin);
             match g.write(
                 &mut self.conn,
                 &mut self.out_bytes,
                 &mut allowance,
                 &mut self.frames_sent,
             ) {
-                Ok(true) => {}
+                Ok(true) => self.dropped_behind &= !ends,
                 Ok(false) => break,
                 Err(e) => {
                     // The receiver stopped this stream: drop what is left of it.
@@ -775,6 +784,20 @@ impl Receiver {
         let give_up = self.behind_since.is_some_and(|t| now >= t + BEHIND_FOR)
             || self.out_bytes >= 4 * MAX_BACKLOG
             || (self.out_bytes >= MAX_BACKLOG && self.quiet());
+        if give_up && !self.groups_out.is_empty() {
+            // A second time with no group taken whole since, and still heard from (one
+            // behind an outage resumes at the next IRAP): it gives no flow-control credit,
+            // or as good as none, and would keep its place and up to 4 x MAX_BACKLOG here
+            // for good.
+            if self.dropped_behind && !self.quiet() && self.conn.local_error().is_none() {
+                self.close(
+                    error_code::TOO_SLOW,
+                    "queue dropped twice with no group taken whole in between: the receiver \
+                     does not read, or far slower than the stream",
+                );
+            }
+            self.dropped_behind = true;
+        }
         for g in self.groups_out.iter_mut() {
             let mut older_group_cut = None;
             let cut = if self.group == Some(g.stream) {
@@ -1435,6 +1458,7 @@ impl Receiver {
             keyframe_requested: false,
             has_parameter_sets: false,
             behind_since: None,
+            dropped_behind: false,
             commands_in: Vec::new(),
             last_rx: Instant::now(),
             outbox,
@@ -1490,7 +1514,9 @@ impl Receiver {
             _ if !self.hello => {
                 self.close(error_code::PROTOCOL_VIOLATION, "first command is not HELLO");
             }
-            Command::Ping(n) => self.queue_command(&Command::Pong(n)),
+            Command::Ping(n) if self.control_out.chunks.len() < MAX_CONTROL_QUEUED => {
+                self.queue_command(&Command::Pong(n))
+            }
             Command::KeyframeRequest => {
                 gst::debug!(CAT, "receiver {}: keyframe request", self.id);
                 self.keyframe_requested = true;

@@ -10,6 +10,8 @@ use std::process::Command;
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+pub mod raw;
+
 /// Upper bound for anything a test waits on; reaching it is a failure, never a sync point.
 pub const WATCHDOG: Duration = Duration::from_secs(120);
 

@@ -1,0 +1,718 @@
+//! Malicious peers over real QUIC on loopback. Raw quiche clients (tests/common/raw.rs)
+//! attack quicnalusink while a well-behaved quicnalusrc receives beside them and must get
+//! every frame, byte-exact; a raw quiche server plays a malicious sender to quicnalusrc.
+//! Each test bounds the growth of the process's peak resident memory while the peer
+//! pushes or holds more than that. They read the process's memory, so they take turns.
+
+mod common;
+
+use common::raw::{self, RawPeer, Windows};
+use common::*;
+use gst::prelude::*;
+use gstquicnalu::protocol::{
+    error_code, put_group_opening, put_preamble, put_varint, Command, CommandDecoder, FrameFlags,
+    FrameHeader, StreamKind, DEFAULT_MAX_COMMAND_SIZE, DEFAULT_MAX_FRAME_SIZE, VERSION,
+};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::{mpsc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// One memory measurement at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const MIB: u64 = 1 << 20;
+/// How much the process's peak RSS may grow while a peer attacks.
+const MAX_GROWTH: u64 = 256 * MIB;
+
+fn turn() -> MutexGuard<'static, ()> {
+    let turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    init();
+    turn
+}
+
+/// A field of /proc/self/status, in bytes.
+fn status_bytes(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc/self/status"));
+    kb * 1024
+}
+
+/// The process's peak RSS from now on: VmHWM, reset first (clear_refs 5) so that it covers
+/// only what follows. Where the reset is refused it is the peak since the process
+/// started: a looser bound, never a tighter one.
+struct Peak {
+    base: u64,
+}
+
+impl Peak {
+    fn start() -> Peak {
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        Peak {
+            base: status_bytes("VmRSS"),
+        }
+    }
+
+    fn growth(&self) -> u64 {
+        status_bytes("VmHWM").saturating_sub(self.base)
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / MIB as f64
+}
+
+/// Pseudo-random bytes (xorshift), the same for the same seed.
+fn garbage(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Writes `chunk` on `stream` over and over (each write continuing where the last stopped)
+/// until `limit` bytes went or the other side closed the connection; returns the bytes
+/// quiche took.
+fn flood(peer: &mut RawPeer, stream: u64, chunk: &[u8], limit: u64) -> u64 {
+    let mut pushed = 0;
+    let mut at = 0;
+    let give_up = Instant::now() + WATCHDOG;
+    while pushed < limit && peer.conn.peer_error().is_none() && !peer.conn.is_closed() {
+        assert!(Instant::now() < give_up, "flood on stream {stream} stalled");
+        match peer.conn.stream_send(stream, &chunk[at..], false) {
+            Ok(n) => {
+                pushed += n as u64;
+                at = (at + n) % chunk.len();
+            }
+            Err(quiche::Error::Done) => {}
+            Err(e) => {
+                println!("flood on stream {stream} ends: {e}");
+                break;
+            }
+        }
+        peer.pump(Duration::from_millis(1));
+    }
+    pushed
+}
+
+/// Pumps until the other side has closed the connection.
+fn until_closed(peer: &mut RawPeer) {
+    peer.pump_until("CONNECTION_CLOSE", |c| {
+        c.peer_error().is_some() || c.is_closed()
+    });
+}
+
+// ---- quicnalusink under attack -------------------------------------------------------
+
+/// Frames the steady receiver outputs before an attack starts and after it ends (1 s).
+const STEADY_FRAMES: usize = 30;
+
+/// A sender playing 25 Mbit/s of noise in real time, looped, with a steady receiver that
+/// records every frame.
+struct Stage {
+    sender: Running,
+    addr: SocketAddr,
+    sent: Fingerprints,
+    steady: Running,
+    received: Fingerprints,
+    /// Announces each frame the steady receiver outputs.
+    arrived: mpsc::Receiver<()>,
+    messages: mpsc::Receiver<gst::Structure>,
+    /// Every element message seen so far.
+    seen: Vec<gst::Structure>,
+}
+
+impl Stage {
+    fn start() -> Stage {
+        let (sender, port, sent) = start_fingerprinted_sender(&format!(
+            "multifilesrc location={} loop=true ! h265parse name=parse ! \
+             quicnalusink name=sink eos-timeout=2000 {}",
+            noise_clip().display(),
+            sink_props()
+        ));
+        let messages = element_messages(&sender);
+        let (steady, received) = fingerprinted_receiver(port);
+        let (tx, arrived) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let pad = steady.by_name("src").static_pad("src").unwrap();
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            let _ = tx.lock().unwrap().send(());
+            gst::PadProbeReturn::Ok
+        });
+        steady.pipeline.set_state(gst::State::Playing).unwrap();
+        let mut stage = Stage {
+            sender,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            sent,
+            steady,
+            received,
+            arrived,
+            messages,
+            seen: Vec::new(),
+        };
+        stage.message("quicnalusink-receiver-connected", |_| true);
+        stage.frames(STEADY_FRAMES);
+        stage
+    }
+
+    /// Waits until the steady receiver has output `n` more frames.
+    fn frames(&self, n: usize) {
+        for _ in 0..n {
+            self.arrived
+                .recv_timeout(WATCHDOG)
+                .expect("the steady receiver keeps getting frames");
+        }
+    }
+
+    /// Waits for the element message `name` that `matches`.
+    fn message(&mut self, name: &str, matches: impl Fn(&gst::Structure) -> bool) -> gst::Structure {
+        if let Some(s) = self.seen.iter().find(|s| s.name() == name && matches(s)) {
+            return s.clone();
+        }
+        loop {
+            let s = self
+                .messages
+                .recv_timeout(WATCHDOG)
+                .unwrap_or_else(|_| panic!("no '{name}' message"));
+            self.seen.push(s.clone());
+            if s.name() == name && matches(&s) {
+                return s;
+            }
+        }
+    }
+
+    /// Ends the stream: the steady receiver must have got every frame, byte-exact.
+    fn finish(mut self) -> Vec<gst::Structure> {
+        // The stream goes on after the attack too.
+        self.frames(STEADY_FRAMES);
+        self.sender.pipeline.send_event(gst::event::Eos::new());
+        self.steady
+            .finish(WATCHDOG)
+            .expect("steady receiver reaches EOS");
+        self.sender.finish(WATCHDOG).expect("sender reaches EOS");
+        let received = self.received.lock().unwrap().clone();
+        let sent = self.sent.lock().unwrap().clone();
+        println!(
+            "steady receiver: {} of {} frames",
+            received.len(),
+            sent.len()
+        );
+        assert_eq!(
+            received.len(),
+            sent.len(),
+            "the steady receiver got every frame"
+        );
+        assert!(
+            received.iter().zip(&sent).all(|(r, s)| r.0 == s.0),
+            "byte-exact"
+        );
+        self.seen.extend(self.messages.try_iter());
+        self.seen
+    }
+}
+
+/// The control stream's opening and HELLO.
+fn hello_bytes() -> Vec<u8> {
+    let mut out = Vec::new();
+    put_preamble(&mut out, StreamKind::Control);
+    Command::Hello {
+        version: VERSION,
+        options: 0,
+        token: Vec::new(),
+    }
+    .encode(&mut out);
+    out
+}
+
+/// A raw client that said HELLO and read its control stream up to DESCRIBE: admitted.
+fn admitted(addr: SocketAddr, windows: Windows) -> RawPeer {
+    let mut peer = RawPeer::connected(addr, windows);
+    peer.send_all(0, &hello_bytes(), false);
+    let mut decoder = CommandDecoder::new(DEFAULT_MAX_COMMAND_SIZE);
+    let mut commands = Vec::new();
+    let mut buf = vec![0; 65536];
+    peer.pump_until("DESCRIBE", |c| {
+        while let Ok((n, _)) = c.stream_recv(0, &mut buf) {
+            decoder
+                .push(&buf[..n], &mut commands)
+                .expect("sink's commands");
+        }
+        c.is_closed()
+            || commands
+                .iter()
+                .any(|c| matches!(c, Command::Describe { .. }))
+    });
+    assert!(!peer.conn.is_closed(), "closed: {:?}", peer.peer_close());
+    peer
+}
+
+/// The sink's CONNECTION_CLOSE to `peer`: an application close with `code`; returns the
+/// reason.
+fn closed_with(peer: &RawPeer, code: u64) -> String {
+    let (app, got, reason) = peer.peer_close().expect("the sink closed the connection");
+    assert!(
+        app && got == code,
+        "closed with {got:#x} ({reason}), app {app}"
+    );
+    reason
+}
+
+/// The `quicnalusink-receiver-disconnected` reason for a receiver other than the steady
+/// one (the first connected), if the sink posted one.
+fn hostile_disconnected(stage: &mut Stage) -> String {
+    let steady: u64 = stage.seen[0].get("receiver-id").unwrap();
+    let s = stage.message("quicnalusink-receiver-disconnected", |s| {
+        s.get::<u64>("receiver-id").unwrap() != steady
+    });
+    s.get("reason").unwrap()
+}
+
+#[test]
+fn sink_drops_a_peer_writing_garbage_instead_of_its_preamble() {
+    let _turn = turn();
+    let stage = Stage::start();
+    let peak = Peak::start();
+    let mut peer = RawPeer::connected(stage.addr, Windows::default());
+    let t = Instant::now();
+    let pushed = flood(&mut peer, 0, &garbage(1 << 20, 1), 512 * MIB);
+    let dropped_after = t.elapsed();
+    until_closed(&mut peer);
+    let reason = closed_with(&peer, error_code::PROTOCOL_VIOLATION);
+    let growth = peak.growth();
+    let seen = stage.finish();
+    println!(
+        "garbage preamble: dropped after {dropped_after:?}, {:.2} MiB pushed, reason \
+         '{reason}', peak RSS +{:.1} MiB",
+        mib(pushed),
+        mib(growth)
+    );
+    assert!(reason.contains("magic"), "{reason}");
+    assert!(growth < MAX_GROWTH, "peak RSS grew {:.1} MiB", mib(growth));
+    // Never admitted: no receiver message for it, only the steady receiver's.
+    let about_receivers = seen
+        .iter()
+        .filter(|s| s.name().starts_with("quicnalusink-receiver-"))
+        .count();
+    assert_eq!(about_receivers, 2, "{seen:?}");
+}
+
+#[test]
+fn sink_drops_an_admitted_peer_writing_garbage() {
+    let _turn = turn();
+    let mut stage = Stage::start();
+    let peak = Peak::start();
+    let mut peer = admitted(stage.addr, Windows::default());
+    let t = Instant::now();
+    let pushed = flood(&mut peer, 0, &garbage(1 << 20, 2), 512 * MIB);
+    let dropped_after = t.elapsed();
+    until_closed(&mut peer);
+    let reason = closed_with(&peer, error_code::PROTOCOL_VIOLATION);
+    let message = hostile_disconnected(&mut stage);
+    let growth = peak.growth();
+    stage.finish();
+    println!(
+        "garbage commands: dropped after {dropped_after:?}, {:.2} MiB pushed, reason \
+         '{reason}', message '{message}', peak RSS +{:.1} MiB",
+        mib(pushed),
+        mib(growth)
+    );
+    assert!(reason.starts_with("control stream: "), "{reason}");
+    assert!(message.contains("code 0x1"), "{message}");
+    assert!(growth < MAX_GROWTH, "peak RSS grew {:.1} MiB", mib(growth));
+}
+
+/// A command header claiming 4 GiB, then its payload a trickle at a time.
+fn huge_command(ty: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_varint(&mut out, ty);
+    put_varint(&mut out, 4 << 30);
+    out
+}
+
+#[test]
+fn sink_drops_a_peer_claiming_a_4_gib_command() {
+    let _turn = turn();
+    let mut stage = Stage::start();
+    let peak = Peak::start();
+
+    // Before HELLO: a HELLO of 4 GiB.
+    let mut early = RawPeer::connected(stage.addr, Windows::default());
+    let mut opening = Vec::new();
+    put_preamble(&mut opening, StreamKind::Control);
+    opening.extend(huge_command(0x01));
+    let t = Instant::now();
+    early.send_all(0, &opening, false);
+    let trickled = flood(&mut early, 0, &[0x41; 64], 64 * MIB);
+    let early_after = t.elapsed();
+    until_closed(&mut early);
+    let early_reason = closed_with(&early, error_code::PROTOCOL_VIOLATION);
+
+    // Admitted: an APPLICATION of 4 GiB.
+    let mut late = admitted(stage.addr, Windows::default());
+    let t = Instant::now();
+    late.send_all(0, &huge_command(0x09), false);
+    let late_trickled = flood(&mut late, 0, &[0x41; 64], 64 * MIB);
+    let late_after = t.elapsed();
+    until_closed(&mut late);
+    let late_reason = closed_with(&late, error_code::PROTOCOL_VIOLATION);
+    let message = hostile_disconnected(&mut stage);
+    let growth = peak.growth();
+    stage.finish();
+    println!(
+        "4 GiB HELLO: dropped after {early_after:?} ({trickled} B trickled), '{early_reason}'; \
+         4 GiB APPLICATION: dropped after {late_after:?} ({late_trickled} B trickled), \
+         '{late_reason}', message '{message}'; peak RSS +{:.1} MiB",
+        mib(growth)
+    );
+    for reason in [&early_reason, &late_reason] {
+        assert!(
+            reason.contains("command of 4294967296 bytes exceeds the limit of 65536 bytes"),
+            "{reason}"
+        );
+    }
+    assert!(message.contains("code 0x1"), "{message}");
+    assert!(growth < MAX_GROWTH, "peak RSS grew {:.1} MiB", mib(growth));
+}
+
+#[test]
+fn sink_gives_a_peer_no_credit_for_more_streams() {
+    let _turn = turn();
+    let stage = Stage::start();
+    let peak = Peak::start();
+    let mut peer = admitted(stage.addr, Windows::default());
+    let (mut refused, mut taken) = (0, 0);
+    // Bidirectional 4, 8, ... and unidirectional 2, 6, ...: thousands of each.
+    for n in 1..=4000u64 {
+        for stream in [4 * n, 4 * n - 2] {
+            match peer.conn.stream_send(stream, b"QNLU", false) {
+                Err(quiche::Error::StreamLimit) => refused += 1,
+                Ok(_) => taken += 1,
+                Err(e) => panic!("stream {stream}: {e}"),
+            }
+        }
+        if n % 100 == 0 {
+            peer.pump(Duration::from_millis(1));
+        }
+    }
+    let (bidi, uni) = (
+        peer.conn.peer_streams_left_bidi(),
+        peer.conn.peer_streams_left_uni(),
+    );
+    let growth = peak.growth();
+    assert!(!peer.conn.is_closed());
+    drop(peer);
+    stage.finish();
+    println!(
+        "streams: {refused} refused, {taken} taken; credit left: {bidi} bidi, {uni} uni; \
+         peak RSS +{:.1} MiB",
+        mib(growth)
+    );
+    assert_eq!(
+        taken, 0,
+        "the sink gave credit for a stream beyond the control stream"
+    );
+    assert_eq!((bidi, uni), (0, 0));
+}
+
+#[test]
+fn sink_bounds_a_flood_of_well_formed_commands() {
+    let _turn = turn();
+    let stage = Stage::start();
+    let peak = Peak::start();
+    // A small window on the sink's control stream, never read: its answers pile up.
+    let windows = Windows {
+        stream_data: 64 << 10,
+        ..Windows::default()
+    };
+    let mut peer = admitted(stage.addr, windows);
+    // PINGs (each asks for a PONG) and unknown commands (skipped by their length). Before
+    // PINGs went unanswered on a long queue, 64 MiB of them grew the sink by 1 GiB: a
+    // queued chunk of about 100 bytes for every 3-byte PONG.
+    let mut chunk = Vec::new();
+    for n in 0..20_000u64 {
+        Command::Ping(n).encode(&mut chunk);
+    }
+    Command::Unknown(0x3f00).encode(&mut chunk);
+    put_varint(&mut chunk, 0x3f01);
+    put_varint(&mut chunk, 60_000);
+    chunk.extend(garbage(60_000, 3));
+    let t = Instant::now();
+    let pushed = flood(&mut peer, 0, &chunk, 512 * MIB);
+    let took = t.elapsed();
+    let growth = peak.growth();
+    let close = peer.peer_close();
+    drop(peer);
+    stage.finish();
+    println!(
+        "well-formed flood: {:.1} MiB pushed in {took:?}, close {close:?}, peak RSS +{:.1} MiB",
+        mib(pushed),
+        mib(growth)
+    );
+    assert!(growth < MAX_GROWTH, "peak RSS grew {:.1} MiB", mib(growth));
+}
+
+#[test]
+fn sink_drops_a_receiver_that_never_reads() {
+    let _turn = turn();
+    let mut stage = Stage::start();
+    let peak = Peak::start();
+    // The windows quicnalusrc advertises; it acknowledges every packet but never reads a
+    // byte, so it never extends them. The sink's queue for it stays bounded (dropped at
+    // 16 MiB for 1 s), and it used to stay connected for good.
+    let mut peer = admitted(stage.addr, Windows::default());
+    let t = Instant::now();
+    let give_up = t + WATCHDOG;
+    while peer.conn.peer_error().is_none() {
+        assert!(
+            Instant::now() < give_up,
+            "the sink kept a receiver that never reads"
+        );
+        peer.pump(Duration::from_millis(20));
+    }
+    let dropped_after = t.elapsed();
+    let held = peer.conn.stats().recv_bytes;
+    let reason = closed_with(&peer, error_code::TOO_SLOW);
+    let message = hostile_disconnected(&mut stage);
+    let growth = peak.growth();
+    drop(peer);
+    stage.finish();
+    println!(
+        "never reads: dropped after {dropped_after:?}, holding {:.1} MiB unread, reason \
+         '{reason}', message '{message}', peak RSS +{:.1} MiB",
+        mib(held),
+        mib(growth)
+    );
+    assert!(message.contains("code 0x6"), "{message}");
+    assert!(growth < MAX_GROWTH, "peak RSS grew {:.1} MiB", mib(growth));
+}
+
+// ---- quicnalusrc against a malicious sender ---------------------------------------------
+
+/// A raw QUIC server with a quicnalusrc (reconnect=false) connected to it; the receiver's
+/// HELLO has been read.
+fn hostile_sender() -> (RawPeer, Running) {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let port = socket.local_addr().unwrap().port();
+    let receiver = Running::launch(&format!(
+        "quicnalusrc name=src {} reconnect=false ! fakesink",
+        src_props(port)
+    ));
+    receiver.pipeline.set_state(gst::State::Playing).unwrap();
+    let windows = Windows {
+        max_streams_bidi: 1,
+        max_streams_uni: 0,
+        ..Windows::default()
+    };
+    let mut peer = RawPeer::accept(socket, &mut raw::server_config(windows));
+    let mut decoder = CommandDecoder::new(DEFAULT_MAX_COMMAND_SIZE);
+    let mut commands = Vec::new();
+    let mut buf = vec![0; 65536];
+    peer.pump_until("HELLO", |c| {
+        while let Ok((n, _)) = c.stream_recv(0, &mut buf) {
+            decoder
+                .push(&buf[..n], &mut commands)
+                .expect("receiver's commands");
+        }
+        !commands.is_empty()
+    });
+    assert!(matches!(commands[0], Command::Hello { .. }));
+    (peer, receiver)
+}
+
+/// The sender's control stream opening and DESCRIBE.
+fn describe(peer: &mut RawPeer) {
+    let mut out = Vec::new();
+    put_preamble(&mut out, StreamKind::Control);
+    Command::Describe {
+        caps: "video/x-h265, stream-format=(string)byte-stream, alignment=(string)au, \
+               width=(int)320, height=(int)240, framerate=(fraction)30/1"
+            .into(),
+    }
+    .encode(&mut out);
+    peer.send_all(0, &out, false);
+}
+
+/// A group stream's opening and the header of its keyframe of `len` bytes.
+fn group_start(len: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_group_opening(&mut out, 0);
+    FrameHeader {
+        seq: 0,
+        flags: FrameFlags::KEYFRAME,
+        pts: Some(0),
+        send_time: 1,
+        len,
+        ..FrameHeader::default()
+    }
+    .encode(&mut out);
+    out
+}
+
+/// The receiver's error, how long after `t` it came, and the receiver's close to the peer.
+fn receiver_error(receiver: &Running, peer: &mut RawPeer, t: Instant) -> (String, Duration) {
+    let error = receiver.expect_error();
+    let after = t.elapsed();
+    until_closed(peer);
+    let reason = closed_with(peer, error_code::PROTOCOL_VIOLATION);
+    assert!(error.contains(&reason), "'{error}' against '{reason}'");
+    receiver.pipeline.set_state(gst::State::Null).unwrap();
+    (error, after)
+}
+
+#[test]
+fn receiver_fails_on_a_frame_claiming_4_gib() {
+    let _turn = turn();
+    let peak = Peak::start();
+    let (mut peer, receiver) = hostile_sender();
+    describe(&mut peer);
+    let t = Instant::now();
+    peer.send_all(3, &group_start(4 << 30), false);
+    let trickled = flood(&mut peer, 3, &garbage(1 << 16, 4), 512 * MIB);
+    let (error, after) = receiver_error(&receiver, &mut peer, t);
+    let growth = peak.growth();
+    println!(
+        "4 GiB frame: error after {after:?} ({:.2} MiB trickled): {error}; peak RSS +{:.1} MiB",
+        mib(trickled),
+        mib(growth)
+    );
+    assert!(
+        error.contains(&format!(
+            "group stream 3: frame of 4294967296 bytes exceeds the limit of \
+             {DEFAULT_MAX_FRAME_SIZE} bytes"
+        )),
+        "{error}"
+    );
+    assert!(error.contains("violated the protocol"), "{error}");
+    assert!(growth < MAX_GROWTH, "peak RSS grew {:.1} MiB", mib(growth));
+}
+
+#[test]
+fn receiver_fails_on_garbage_on_a_group_stream() {
+    let _turn = turn();
+    let peak = Peak::start();
+    let (mut peer, receiver) = hostile_sender();
+    describe(&mut peer);
+    let t = Instant::now();
+    let pushed = flood(&mut peer, 3, &garbage(1 << 20, 5), 512 * MIB);
+    let (error, after) = receiver_error(&receiver, &mut peer, t);
+    let growth = peak.growth();
+    println!(
+        "garbage group stream: error after {after:?} ({:.2} MiB pushed): {error}; peak RSS \
+         +{:.1} MiB",
+        mib(pushed),
+        mib(growth)
+    );
+    assert!(error.contains("group stream 3: "), "{error}");
+    assert!(error.contains("magic"), "{error}");
+    assert!(growth < MAX_GROWTH, "peak RSS grew {:.1} MiB", mib(growth));
+}
+
+#[test]
+fn receiver_fails_on_garbage_on_the_control_stream() {
+    let _turn = turn();
+    let peak = Peak::start();
+    let (mut peer, receiver) = hostile_sender();
+    let t = Instant::now();
+    let pushed = flood(&mut peer, 0, &garbage(1 << 20, 6), 512 * MIB);
+    let (error, after) = receiver_error(&receiver, &mut peer, t);
+    let growth = peak.growth();
+    println!(
+        "garbage control stream: error after {after:?} ({:.2} MiB pushed): {error}; peak RSS \
+         +{:.1} MiB",
+        mib(pushed),
+        mib(growth)
+    );
+    assert!(error.contains("control stream: "), "{error}");
+    assert!(error.contains("magic"), "{error}");
+    assert!(growth < MAX_GROWTH, "peak RSS grew {:.1} MiB", mib(growth));
+}
+
+#[test]
+fn receiver_bounds_thousands_of_group_streams() {
+    let _turn = turn();
+    let peak = Peak::start();
+    let (mut peer, receiver) = hostile_sender();
+    describe(&mut peer);
+    // Every group the largest keyframe allowed, none ever finished. Before frames being
+    // received counted against MAX_BUFFERED, the receiver read them all (zeroing 1 MiB
+    // ahead in each) and kept granting credit: 611 MiB pushed grew it by 1.5 GiB.
+    let opening = group_start(DEFAULT_MAX_FRAME_SIZE);
+    let mut streams = Vec::new();
+    let mut refused = 0;
+    for n in 0..4000u64 {
+        let stream = 3 + 4 * n;
+        loop {
+            match peer.conn.stream_send(stream, &opening, false) {
+                Ok(_) => streams.push(stream),
+                Err(quiche::Error::StreamLimit) => refused += 1,
+                // Congestion control: wait for acknowledgements.
+                Err(quiche::Error::Done) => {
+                    peer.pump(Duration::from_millis(1));
+                    continue;
+                }
+                Err(e) => panic!("stream {stream}: {e}"),
+            }
+            break;
+        }
+    }
+    // Then frame bytes on every one, round robin, until 768 MiB went or the receiver has
+    // given no credit for 2 s (it holds what it took, and reads no more).
+    let body = garbage(1 << 16, 7);
+    let (mut pushed, mut last_progress) = (0u64, Instant::now());
+    while pushed < 768 * MIB && last_progress.elapsed() < Duration::from_secs(2) {
+        assert!(peer.conn.peer_error().is_none(), "{:?}", peer.peer_close());
+        for &s in &streams {
+            if let Ok(n) = peer.conn.stream_send(s, &body, false) {
+                if n > 0 {
+                    pushed += n as u64;
+                    last_progress = Instant::now();
+                }
+            }
+        }
+        peer.pump(Duration::from_millis(1));
+    }
+    let growth = peak.growth();
+    println!(
+        "{} group streams opened ({refused} refused), {:.1} MiB pushed, peak RSS +{:.1} MiB",
+        streams.len(),
+        mib(pushed),
+        mib(growth)
+    );
+    receiver.pipeline.set_state(gst::State::Null).unwrap();
+    assert!(growth < MAX_GROWTH, "peak RSS grew {:.1} MiB", mib(growth));
+}
+
+#[test]
+fn receiver_bounds_a_ping_flood_from_a_sender_that_never_reads() {
+    let _turn = turn();
+    let peak = Peak::start();
+    let (mut peer, receiver) = hostile_sender();
+    describe(&mut peer);
+    // Its own control stream never read, the receiver's PONGs cannot leave: before they
+    // went unanswered on a long queue, 384 MiB of PINGs grew the receiver by as much.
+    let mut chunk = Vec::new();
+    for n in 0..20_000u64 {
+        Command::Ping(n).encode(&mut chunk);
+    }
+    let t = Instant::now();
+    let pushed = flood(&mut peer, 0, &chunk, 384 * MIB);
+    let took = t.elapsed();
+    let growth = peak.growth();
+    println!(
+        "PING flood: {:.1} MiB pushed in {took:?}, close {:?}, peak RSS +{:.1} MiB",
+        mib(pushed),
+        peer.peer_close(),
+        mib(growth)
+    );
+    receiver.pipeline.set_state(gst::State::Null).unwrap();
+    assert!(growth < MAX_GROWTH, "peak RSS grew {:.1} MiB", mib(growth));
+}
