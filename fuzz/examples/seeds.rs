@@ -111,7 +111,13 @@ fn command_seeds(dir: &Path) {
     let all = commands();
     for (i, (name, c)) in all.iter().enumerate() {
         // Spread the chunk seeds over the read sizes (their low three bits).
-        write(dir, name, LARGE, i as u32, &control(&[c.clone()]));
+        write(
+            dir,
+            name,
+            LARGE,
+            i as u32,
+            &control(std::slice::from_ref(c)),
+        );
     }
     let every: Vec<Command> = all.into_iter().map(|(_, c)| c).collect();
     for seed in 0..8 {
@@ -232,15 +238,14 @@ fn header_seeds(dir: &Path) {
 
 fn main() {
     let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpus");
-    let targets: [(&str, fn(&Path)); 3] = [
-        ("command_stream", command_seeds),
-        ("group_stream", group_seeds),
-        ("frame_header", header_seeds),
-    ];
-    for (target, seeds) in targets {
+    for target in ["command_stream", "group_stream", "frame_header"] {
         let dir = corpus.join(target);
         std::fs::create_dir_all(&dir).unwrap();
-        seeds(&dir);
+        match target {
+            "command_stream" => command_seeds(&dir),
+            "group_stream" => group_seeds(&dir),
+            _ => header_seeds(&dir),
+        }
         println!("{}", dir.display());
     }
 }

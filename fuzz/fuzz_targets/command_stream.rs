@@ -25,7 +25,7 @@ fn decode(
     };
     let mut rest = stream;
     loop {
-        let n = chunks.len().min(rest.len());
+        let n = chunks.next_len().min(rest.len());
         if let Err(e) = dec.push(&rest[..n], &mut out) {
             return (out, Err(e));
         }

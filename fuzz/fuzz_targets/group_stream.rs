@@ -63,7 +63,7 @@ fn pushes(
     frames: &mut Vec<GroupFrame>,
 ) -> Result<(), Error> {
     while !rest.is_empty() {
-        let n = chunks.len().min(rest.len());
+        let n = chunks.next_len().min(rest.len());
         dec.push(&rest[..n], frames)?;
         rest = &rest[n..];
     }
@@ -79,7 +79,7 @@ fn in_place(
     max: u64,
 ) -> Result<(), Error> {
     while !rest.is_empty() {
-        let n = chunks.len().min(rest.len());
+        let n = chunks.next_len().min(rest.len());
         let push_body = chunks.coin() && chunks.coin();
         match dec.body_space() {
             Some(space) if !push_body => {

@@ -76,9 +76,9 @@ impl Chunks {
     }
 
     /// The next read's length; now and then 0, which must change nothing.
-    pub fn len(&mut self) -> usize {
+    pub fn next_len(&mut self) -> usize {
         let r = self.next();
-        if r % 16 == 0 {
+        if r.is_multiple_of(16) {
             0
         } else if self.max == usize::MAX {
             usize::MAX
