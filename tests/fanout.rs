@@ -265,20 +265,5 @@ fn a_stalled_receiver_does_not_stop_the_others() {
         .finish(WATCHDOG)
         .expect("steady receiver reaches EOS");
     sender.finish(WATCHDOG).expect("sender reaches EOS");
-    let received = received.lock().unwrap().clone();
-    let sent = sent.lock().unwrap().clone();
-    println!(
-        "steady receiver: {} of {} frames",
-        received.len(),
-        sent.len()
-    );
-    assert_eq!(
-        received.len(),
-        sent.len(),
-        "the steady receiver got every frame"
-    );
-    assert!(
-        received.iter().zip(&sent).all(|(r, s)| r.0 == s.0),
-        "byte-exact"
-    );
+    assert_every_frame(&received, &sent);
 }

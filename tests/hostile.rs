@@ -199,22 +199,7 @@ impl Stage {
             .finish(WATCHDOG)
             .expect("steady receiver reaches EOS");
         self.sender.finish(WATCHDOG).expect("sender reaches EOS");
-        let received = self.received.lock().unwrap().clone();
-        let sent = self.sent.lock().unwrap().clone();
-        println!(
-            "steady receiver: {} of {} frames",
-            received.len(),
-            sent.len()
-        );
-        assert_eq!(
-            received.len(),
-            sent.len(),
-            "the steady receiver got every frame"
-        );
-        assert!(
-            received.iter().zip(&sent).all(|(r, s)| r.0 == s.0),
-            "byte-exact"
-        );
+        assert_every_frame(&self.received, &self.sent);
         self.seen.extend(self.messages.try_iter());
         self.seen
     }

@@ -514,6 +514,26 @@ pub fn cached_clip(name: &str, encoder: &str) -> PathBuf {
 /// A buffer's hash and its QuicNaluMeta arrival time (0 without one), per buffer.
 pub type Fingerprints = Arc<Mutex<Vec<(u64, u64)>>>;
 
+/// The steady receiver of a test with a misbehaving one got every frame sent, byte-exact.
+pub fn assert_every_frame(received: &Fingerprints, sent: &Fingerprints) {
+    let received = received.lock().unwrap().clone();
+    let sent = sent.lock().unwrap().clone();
+    println!(
+        "steady receiver: {} of {} frames",
+        received.len(),
+        sent.len()
+    );
+    assert_eq!(
+        received.len(),
+        sent.len(),
+        "the steady receiver got every frame"
+    );
+    assert!(
+        received.iter().zip(&sent).all(|(r, s)| r.0 == s.0),
+        "byte-exact"
+    );
+}
+
 /// `quicnalusrc name=src ! fakesink` (not started) receiving from `port`, recording the
 /// [`fingerprints`] of what it outputs.
 pub fn fingerprinted_receiver(port: u16) -> (Running, Fingerprints) {
