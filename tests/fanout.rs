@@ -248,7 +248,7 @@ fn a_stalled_receiver_does_not_stop_the_others() {
     // receiver that stops reading absorb), and one receiver stops after its first frame.
     let (sender, port, sent) = start_fingerprinted_sender(&format!(
         "multifilesrc location={} loop=true num-buffers=4 ! h265parse name=parse ! \
-         quicnalusink name=sink sync=false eos-timeout=1000 {}",
+         quicnalusink name=sink sync=false latency-budget=0 eos-timeout=1000 {}",
         noise_clip().display(),
         sink_props()
     ));

@@ -213,6 +213,7 @@ fn hello_bytes() -> Vec<u8> {
         version: VERSION,
         options: 0,
         token: Vec::new(),
+        latency: None,
     }
     .encode(&mut out);
     out

@@ -40,6 +40,51 @@ fn lossy_40ms_rtt_link_outputs_only_decodable_frames() {
     assert_monotonic(&received);
 }
 
+/// Random loss well past what a loss-based controller carries 2 Mbit/s through, with
+/// reordering jitter, and every property at its default: live, whole and decodable.
+#[test]
+fn five_percent_loss_with_jitter_at_defaults_loses_almost_nothing() {
+    init();
+    let frames = 300;
+    let (sender, port) =
+        live_sender_with_defaults("width=480,height=272", &format!("num-buffers={frames}"), 60);
+    let relay = relay_to(
+        port,
+        Impairment {
+            delay: Duration::from_millis(20),
+            jitter: Duration::from_millis(10),
+            reorder: true,
+            loss: 0.05,
+            ..Impairment::default()
+        },
+    );
+    let received = receive_all_via(&sender, &relay);
+    let stats = relay.stats();
+    let late = received
+        .iter()
+        .filter(|r| {
+            r.meta
+                .is_some_and(|m| m.flags.contains(gst_plugin_meta::Flags::LATE))
+        })
+        .count();
+    eprintln!(
+        "{} of {frames} frames out ({late} flagged late); relay lost {} + {} packets",
+        received.len(),
+        stats.to_server.lost,
+        stats.to_client.lost
+    );
+    assert!(stats.to_client.lost > 100, "the relay dropped too little");
+    assert!(
+        received.len() * 100 >= frames * 99,
+        "only {} of {frames} frames",
+        received.len()
+    );
+    let (decoded, errors) = decode_check(&stream_bytes(&received));
+    assert_eq!(errors, "", "ffmpeg reported errors");
+    assert_eq!(decoded, received.len(), "every output frame decodes");
+    assert_monotonic(&received);
+}
+
 #[test]
 fn playback_resumes_within_300ms_of_a_2s_outage() {
     init();

@@ -15,12 +15,14 @@ fn command() -> impl Strategy<Value = Command> {
         (
             any::<u32>(),
             any::<u32>(),
-            prop::collection::vec(any::<u8>(), 0..64)
+            prop::collection::vec(any::<u8>(), 0..64),
+            prop::option::of(0..(1u64 << 62))
         )
-            .prop_map(|(version, options, token)| Command::Hello {
+            .prop_map(|(version, options, token, latency)| Command::Hello {
                 version: version.into(),
                 options: options.into(),
-                token
+                token,
+                latency
             }),
         "[ -~]{0,100}".prop_map(|caps| Command::Describe { caps }),
         Just(Command::KeyframeRequest),

@@ -37,6 +37,7 @@ fn commands() -> Vec<(&'static str, Command)> {
                 version: 1,
                 options: 1,
                 token: b"token".to_vec(),
+                latency: Some(200_000_000),
             },
         ),
         (
@@ -136,6 +137,7 @@ fn command_seeds(dir: &Path) {
         version: 1,
         options: 0,
         token: vec![0xa5; MAX_TOKEN],
+        latency: None,
     };
     write(dir, "hello-longest-token", LARGE, 5, &control(&[hello]));
     let goodbye = Command::Goodbye {

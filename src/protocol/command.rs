@@ -9,11 +9,14 @@ pub const MAX_TOKEN_LEN: usize = 1024;
 /// One control-stream message. See docs/PROTOCOL.md for the type numbers and payloads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Receiver to sender, first message: protocol version, option bits, access token.
+    /// Receiver to sender, first message: protocol version, option bits, access token, and
+    /// the latency it has for frames in ns (its budget unless the sender fixes one; None:
+    /// no preference, and absent on the wire).
     Hello {
         version: u64,
         options: u64,
         token: Vec<u8>,
+        latency: Option<u64>,
     },
     /// Sender to receiver, answer to HELLO: the stream's caps as a string.
     Describe {
@@ -85,10 +88,14 @@ impl Command {
                 version,
                 options,
                 token,
+                latency,
             } => {
                 put_varint(&mut payload, *version);
                 put_varint(&mut payload, *options);
                 put_bytes(&mut payload, token);
+                if let Some(ns) = latency {
+                    put_varint(&mut payload, *ns);
+                }
                 ty::HELLO
             }
             Command::Describe { caps } => {
@@ -179,10 +186,16 @@ impl Command {
                     return Err(Error::TooLarge("token", token_len, MAX_TOKEN_LEN as u64));
                 }
                 let token = p.bytes(token_len as usize)?.to_vec();
+                let latency = if p.remaining() > 0 {
+                    Some(p.varint()?)
+                } else {
+                    None
+                };
                 Command::Hello {
                     version,
                     options,
                     token,
+                    latency,
                 }
             }
             ty::DESCRIBE => Command::Describe {
@@ -292,6 +305,13 @@ mod tests {
                 version: 1,
                 options: 3,
                 token: b"secret".to_vec(),
+                latency: Some(200_000_000),
+            },
+            Command::Hello {
+                version: 1,
+                options: 1,
+                token: Vec::new(),
+                latency: None,
             },
             Command::Describe {
                 caps: "video/x-h265, stream-format=(string)byte-stream".into(),

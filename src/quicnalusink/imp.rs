@@ -1,6 +1,7 @@
 use super::adapt::Adaptation;
 use crate::h265;
 use crate::protocol::{DEFAULT_MAX_COMMAND_SIZE, DEFAULT_MAX_FRAME_SIZE};
+use crate::transport::budget;
 use crate::transport::logger::Route;
 use crate::transport::{
     message_poster, stats, Admission, Capture, CongestionControl, Estimate, Identity, Interrupted,
@@ -31,7 +32,8 @@ const DEFAULT_FRAMERATE: gst::Fraction = gst::Fraction::from_integer(0);
 const DEFAULT_WAIT_FOR_CONNECTION: bool = true;
 const DEFAULT_EOS_TIMEOUT_MS: u32 = 5000;
 const DEFAULT_KEYFRAME_REQUEST_INTERVAL_MS: u32 = 250;
-const DEFAULT_LATENCY_BUDGET_MS: u32 = 0;
+/// -1: each receiver's own latency (HELLO), as SRT negotiates it; live by default.
+const DEFAULT_LATENCY_BUDGET_MS: i32 = -1;
 const DEFAULT_ADAPT_BITRATE: bool = false;
 const DEFAULT_MIN_BITRATE_KBPS: u32 = 300;
 /// 0: the encoder's own bitrate when adaptation starts.
@@ -57,7 +59,7 @@ struct Settings {
     wait_for_connection: bool,
     eos_timeout_ms: u32,
     keyframe_request_interval_ms: u32,
-    latency_budget_ms: u32,
+    latency_budget_ms: i32,
     congestion_control: CongestionControl,
     adapt_bitrate: bool,
     min_bitrate_kbps: u32,
@@ -301,14 +303,17 @@ impl ObjectImpl for QuicNaluSink {
                     .default_value(DEFAULT_KEYFRAME_REQUEST_INTERVAL_MS)
                     .mutable_ready()
                     .build(),
-                glib::ParamSpecUInt::builder("latency-budget")
+                glib::ParamSpecInt::builder("latency-budget")
                     .nick("Latency budget")
                     .blurb(
                         "Milliseconds from queueing a frame to its arrival at a receiver: a \
                          frame still unsent a round trip before that has its group stream \
                          reset (GROUP_EXPIRED), and that receiver resumes at the next \
-                         keyframe; the newest group goes first. 0: never drop",
+                         keyframe; the newest group goes first. -1: each receiver's own \
+                         latency (quicnalusrc's latency, 200 ms when it says none); 0: never \
+                         drop",
                     )
+                    .minimum(-1)
                     .default_value(DEFAULT_LATENCY_BUDGET_MS)
                     .mutable_ready()
                     .build(),
@@ -1010,8 +1015,7 @@ impl BaseSinkImpl for QuicNaluSink {
             join_mode: settings.join_mode,
             admit: self.admitter(),
             on_receiver: self.receiver_reporter(),
-            deadline: (settings.latency_budget_ms > 0)
-                .then(|| Duration::from_millis(settings.latency_budget_ms.into())),
+            budget: budget::Policy::from_ms(settings.latency_budget_ms),
         })
         .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ["{}", e]))?;
         let bound_port = server.local_addr().port();

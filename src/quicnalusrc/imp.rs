@@ -161,9 +161,11 @@ impl ObjectImpl for QuicNaluSrc {
                 glib::ParamSpecUInt::builder("latency")
                     .nick("Latency")
                     .blurb(
-                        "Latency in milliseconds reported to the pipeline (LATENCY query); a \
-                         group still incomplete while a later keyframe has waited this long \
-                         is skipped (DISCONT, keyframe request)",
+                        "Latency in milliseconds: reported to the pipeline (LATENCY query), \
+                         and asked of the sender as this receiver's latency budget (unless \
+                         its latency-budget fixes one); a group still incomplete while a \
+                         later keyframe has waited this long is skipped (DISCONT, keyframe \
+                         request)",
                     )
                     .default_value(DEFAULT_LATENCY_MS)
                     .mutable_ready()
@@ -525,6 +527,9 @@ impl QuicNaluSrc {
             }
             if frame.gap {
                 meta_flags = meta_flags | Flags::GAP;
+            }
+            if frame.late {
+                meta_flags = meta_flags | Flags::LATE;
             }
             let meta = QuicNaluMeta {
                 seq: h.seq,

@@ -4,7 +4,7 @@
 
 use super::capture::Capture;
 use super::config::{self, CongestionControl};
-use super::lateness::Lateness;
+use super::lateness::{Lateness, Verdict};
 use super::link::{Interrupted, Link, NetThread};
 use super::logger::{self, Route};
 use super::monotonic_ns;
@@ -73,8 +73,9 @@ pub struct ClientSettings {
     /// Events the streaming thread may leave unread before the network thread stops
     /// reading (and QUIC flow control slows the sender).
     pub queue_len: usize,
-    /// How long the next group may hold back a later, complete keyframe before it is
-    /// abandoned and playback resumes at that keyframe.
+    /// The latency this receiver has for frames: asked of the sender in HELLO as its
+    /// budget, and how long the next group may hold back a later, complete keyframe before
+    /// it is abandoned and playback resumes at that keyframe.
     pub latency: Duration,
     pub reconnect: Reconnect,
     /// Told of every connect and disconnect. Called on the networking thread: it must not
@@ -126,6 +127,8 @@ pub struct ReceivedFrame {
     pub arrival: u64,
     /// Frames before this one were skipped (an expired or abandoned group).
     pub gap: bool,
+    /// It arrived after the budget, and is output because later frames reference it.
+    pub late: bool,
     /// Sent from the sender's cache to a receiver joining mid-group: how old (ns, by the
     /// sender's clock) it already was then. None for live frames.
     pub catch_up_age: Option<u64>,
@@ -378,7 +381,11 @@ fn group_stream(n: u64) -> u64 {
 struct Group {
     decoder: GroupDecoder,
     frames: VecDeque<ReceivedFrame>,
-    /// Bytes in `frames`.
+    /// Late reference frames (lateness.rs), held until a later frame of the group arrives
+    /// on time and needs them; output before it, or dropped if none does. Frames that are
+    /// late for queueing, not for a repair, are so never output.
+    held: Vec<ReceivedFrame>,
+    /// Bytes in `frames` and `held`.
     bytes: usize,
     finished: bool,
     /// Reset by the sender, or abandoned by us: no more frames will come.
@@ -388,10 +395,20 @@ struct Group {
 }
 
 impl Group {
+    /// Drops the held late frames: no frame after them came on time. Returns their bytes.
+    fn discard_held(&mut self, counters: &mut ReceiverCounters) -> usize {
+        let bytes: usize = self.held.iter().map(|f| f.data.len()).sum();
+        counters.frames_dropped += self.held.len() as u64;
+        self.held.clear();
+        self.bytes -= bytes;
+        bytes
+    }
+
     fn new(max_frame: u64) -> Self {
         Group {
             decoder: GroupDecoder::new(max_frame),
             frames: VecDeque::new(),
+            held: Vec::new(),
             bytes: 0,
             finished: false,
             abandoned: false,
@@ -740,6 +757,7 @@ impl Loop {
                 version: VERSION,
                 options: HELLO_TAKES_SHED,
                 token: self.settings.token.clone(),
+                latency: Some(self.settings.latency.as_nanos() as u64),
             }
             .encode(&mut self.control_out);
             gst::info!(CAT, "connected to {}", self.settings.peer);
@@ -991,39 +1009,64 @@ impl Loop {
                     .join
                     .filter(|&(live_seq, _)| f.header.seq < live_seq)
                     .map(|(_, sent)| sent.saturating_sub(f.header.send_time));
-                let late = self
-                    .lateness
-                    .late_by(f.header.send_time, first_byte, arrival, one_way)
-                    .filter(|_| catch_up_age.is_none());
-                if let Some(by) = late {
-                    let seq = f.header.seq;
-                    self.counters.frames_late += 1;
-                    self.counters.frames_dropped += 1;
+                let verdict = if catch_up_age.is_some() {
+                    Verdict::OnTime
+                } else {
+                    let sub_layers = self.sub_layers;
                     let alone =
-                        inspect().is_ok_and(|i| i.drop_cost(self.sub_layers) == DropCost::Alone);
-                    if alone {
-                        gst::debug!(CAT, "frame {seq} is {by} ns late: dropped");
+                        || inspect().is_ok_and(|i| i.drop_cost(sub_layers) == DropCost::Alone);
+                    self.lateness
+                        .judge(f.header.send_time, first_byte, arrival, one_way, alone)
+                };
+                let seq = f.header.seq;
+                self.counters.frames_late += u64::from(verdict != Verdict::OnTime);
+                match verdict {
+                    Verdict::OnTime => {
+                        // The late frames it references are worth outputting now.
+                        if !group.held.is_empty() {
+                            gst::debug!(
+                                CAT,
+                                "frame {seq} is on time: outputting {} late frames before it",
+                                group.held.len()
+                            );
+                        }
+                        group.frames.extend(group.held.drain(..));
+                    }
+                    Verdict::Late => gst::debug!(CAT, "frame {seq} is late: held"),
+                    Verdict::Drop => {
+                        gst::debug!(CAT, "frame {seq} is late: dropped");
+                        self.counters.frames_dropped += 1;
                         continue;
                     }
-                    // Later frames of the group may reference it: they go too.
-                    gst::debug!(
-                        CAT,
-                        "frame {seq} is {by} ns late: skipping the rest of group stream {stream}"
-                    );
-                    group.finished = true;
-                    group.abandoned = true;
-                    self.counters.groups_abandoned += 1;
-                    break;
+                    Verdict::Abandon => {
+                        // Later frames of the group may reference it: they go too.
+                        gst::debug!(
+                            CAT,
+                            "frame {seq} is too late: skipping the rest of group stream {stream}"
+                        );
+                        self.counters.frames_dropped += 1;
+                        self.buffered -= group.discard_held(&mut self.counters);
+                        group.finished = true;
+                        group.abandoned = true;
+                        self.counters.groups_abandoned += 1;
+                        break;
+                    }
                 }
                 group.bytes += f.data.len();
                 self.buffered += f.data.len();
-                group.frames.push_back(ReceivedFrame {
+                let frame = ReceivedFrame {
                     header: f.header,
                     data: f.data,
                     arrival,
                     gap: false,
+                    late: verdict == Verdict::Late,
                     catch_up_age,
-                });
+                };
+                if verdict == Verdict::Late {
+                    group.held.push(frame);
+                } else {
+                    group.frames.push_back(frame);
+                }
             }
         }
         Ok(())
@@ -1073,6 +1116,7 @@ impl Loop {
                 return progress;
             }
             let abandoned = group.abandoned;
+            self.buffered -= group.discard_held(counters);
             if let Some(removed) = self.groups.remove(&self.next_group) {
                 // An abandoned group may end inside a frame.
                 self.buffered -= removed.decoder.partial_bytes();

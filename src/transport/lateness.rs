@@ -6,6 +6,15 @@
 //! connection for a frame's first byte, which took the path's one-way delay, taken as half
 //! the minimum RTT. (A whole frame's quickest transit would also hold the time its bytes
 //! take to cross the slowest link, and hide that much lateness.)
+//!
+//! A late frame is not always worth dropping. One that waited for a repaired packet is
+//! late by a round trip or two, and the frames queued behind it, sent later, are often on
+//! time again: dropping it (and every frame that references it, to the next keyframe)
+//! would lose them too. So a late reference frame is held, and output (flagged late) just
+//! before the first later frame of its group that arrives on time; frames late for
+//! queueing, each later than the one before, are never output. Once frames have been late
+//! for longer than the budget, or one is late by more than the budget, the path is behind,
+//! not repairing, and the group goes.
 
 /// What the receiver allows for handing a frame on after its last byte arrived (to the
 /// streaming thread, then downstream): a frame is late that much before the budget ends.
@@ -15,6 +24,19 @@ const HANDOFF: u64 = 5_000_000;
 /// faster (100 ppm), so that over hours a drift never makes every frame look late.
 const DRIFT: i128 = 10_000;
 
+/// What becomes of a frame that arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    OnTime,
+    /// Late, but later frames reference it and may be on time: hold it, to output it
+    /// (flagged late) before the first of them that is.
+    Late,
+    /// Late, and nothing references it: drop it alone.
+    Drop,
+    /// Late for too long, or by too much: drop it with the rest of its group.
+    Abandon,
+}
+
 /// Judges the frames of one connection.
 #[derive(Debug, Default)]
 pub struct Lateness {
@@ -22,12 +44,41 @@ pub struct Lateness {
     budget: Option<u64>,
     /// The quickest first-byte transit, and when (our clock) it was seen.
     quickest: Option<(i128, u64)>,
+    /// When the first of the frames late in a row arrived (our clock, ns).
+    late_since: Option<u64>,
 }
 
 impl Lateness {
     /// The sender's budget in ns; 0 means none.
     pub fn set_budget(&mut self, ns: u64) {
         self.budget = (ns > 0).then_some(ns);
+    }
+
+    /// What to do with a frame sent at `send_time` (sender's clock) whose first bytes
+    /// arrived at `first_byte` and last at `arrival` (ours); `alone`: no other frame
+    /// references it. See [`Lateness::late_by`].
+    pub fn judge(
+        &mut self,
+        send_time: u64,
+        first_byte: u64,
+        arrival: u64,
+        one_way: u64,
+        alone: impl FnOnce() -> bool,
+    ) -> Verdict {
+        let Some(by) = self.late_by(send_time, first_byte, arrival, one_way) else {
+            self.late_since = None;
+            return Verdict::OnTime;
+        };
+        let budget = self.budget.unwrap_or(0);
+        let since = *self.late_since.get_or_insert(arrival);
+        if alone() {
+            Verdict::Drop
+        } else if by > budget || arrival.saturating_sub(since) > budget {
+            self.late_since = None;
+            Verdict::Abandon
+        } else {
+            Verdict::Late
+        }
     }
 
     /// How much later than the budget a frame sent at `send_time` (sender's clock), whose
@@ -65,6 +116,38 @@ mod tests {
     use super::*;
 
     const MS: u64 = 1_000_000;
+
+    #[test]
+    fn late_reference_frames_pass_while_they_look_like_a_repair() {
+        let mut l = Lateness::default();
+        l.set_budget(200 * MS);
+        // Frames every 33 ms over a 20 ms path; `delay`: queueing on top of it (ms).
+        let mut judge = |n: u64, delay: u64, alone: bool| {
+            let sent = n * 33 * MS;
+            let arrived = sent + 20 * MS + delay * MS;
+            l.judge(sent, arrived, arrived, 20 * MS, || alone)
+        };
+        assert_eq!(judge(0, 0, false), Verdict::OnTime);
+        // A lost packet repaired twice holds frame 1 back 250 ms, and frame 2 (sent 33 ms
+        // later) behind it: both late, both output; frame 3 is on time again.
+        assert_eq!(judge(1, 250, false), Verdict::Late);
+        assert_eq!(judge(2, 217, false), Verdict::Late);
+        // A late frame nothing references goes alone.
+        assert_eq!(judge(3, 190, true), Verdict::Drop);
+        assert_eq!(judge(4, 100, false), Verdict::OnTime);
+        // Late by more than the budget: far behind, the group goes.
+        assert_eq!(judge(5, 420, false), Verdict::Abandon);
+        // A standing backlog: late frames for longer than the budget.
+        let verdicts: Vec<Verdict> = (6..16).map(|n| judge(n, 300, false)).collect();
+        assert_eq!(verdicts[..7], [Verdict::Late; 7]);
+        assert_eq!(verdicts[7], Verdict::Abandon);
+        // No budget: all on time.
+        let mut l = Lateness::default();
+        assert_eq!(
+            l.judge(0, 10_000 * MS, 10_000 * MS, 0, || false),
+            Verdict::OnTime
+        );
+    }
 
     /// Lateness in whole ms: the quickest transit ages by 100 ppm, some µs here.
     fn ms(late: Option<u64>) -> Option<u64> {

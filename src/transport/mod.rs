@@ -2,6 +2,7 @@
 //! UDP socket and every connection (sans-IO loop as in quiche's examples); the streaming
 //! thread talks to it only through a [`link::Link`].
 
+pub mod budget;
 mod capture;
 mod client;
 mod config;
@@ -11,6 +12,7 @@ mod link;
 pub mod logger;
 mod pacer;
 mod rate;
+mod repair;
 mod retry;
 mod server;
 mod socket;

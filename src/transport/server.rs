@@ -1,6 +1,7 @@
 //! The sender's networking thread: a QUIC server that accepts receivers and writes each of
 //! them the stream, one unidirectional stream per group of pictures.
 
+use super::budget::{self, Deadlines};
 use super::capture::Capture;
 use super::config::{self, CongestionControl, Identity};
 use super::join::{CachedFrame, JoinCache, JoinMode};
@@ -9,6 +10,7 @@ use super::logger::{self, Route};
 use super::monotonic_ns;
 use super::pacer::{self, Pacer};
 use super::rate::{self, Estimator, Sample};
+use super::repair::TailProbe;
 use super::retry::AddressValidator;
 use super::socket::{random_cid, Endpoint, Outbox, MAX_RECV_BATCH, SOCKET};
 use super::stats::{ConnectionStats, ReceiverStats, Reporter, SenderStats};
@@ -93,9 +95,9 @@ pub struct ServerSettings {
     pub keyframe_interval: Duration,
     /// Asks upstream for a keyframe. Called on the networking thread: it must not block.
     pub request_keyframe: Box<dyn Fn() + Send>,
-    /// How long after it is queued a frame may still arrive: one not sent by the deadline
-    /// less a round trip has its group reset (None: never).
-    pub deadline: Option<Duration>,
+    /// How long after it is queued a frame may still arrive at each receiver: one not sent
+    /// by then less a round trip has its group reset.
+    pub budget: budget::Policy,
     /// Told what the receivers' paths carry, every update while any is connected. Called on
     /// the networking thread: it must not block.
     pub on_estimate: Box<dyn Fn(Estimate) + Send>,
@@ -213,7 +215,7 @@ impl Server {
             handshakes: settings.max_handshakes,
             command_size: settings.max_command_size,
         };
-        let deadline = settings.deadline;
+        let budget = settings.budget;
         let on_estimate = settings.on_estimate;
         let admission = Admitter {
             max: settings.max_receivers,
@@ -248,7 +250,7 @@ impl Server {
                 endpoint,
                 config,
                 thread_link,
-                deadline,
+                budget,
                 admission,
                 Entry {
                     validator,
@@ -424,11 +426,6 @@ struct Chunk {
     /// its group does not expire (the live frames behind it wait by design).
     catch_up: bool,
 }
-
-/// Shares of the latency budget within which a frame must still be able to arrive, by its cost:
-/// the cheap ones go while there is still time for the frames that others depend on.
-const SHED_ALONE: f64 = 0.5;
-const SHED_LAYERS: f64 = 0.75;
 
 /// What shedding a queued frame needs to know.
 struct Sheddable {
@@ -624,7 +621,10 @@ struct Receiver {
     frames_sent: u64,
     frames_dropped: u64,
     keyframe_requests: u64,
-    /// The latency budget, announced to the receiver, which drops frames arriving later.
+    /// Where its budget comes from.
+    policy: budget::Policy,
+    /// Its latency budget, from its HELLO and the policy, announced to the receiver, which
+    /// drops frames arriving later (None: no budget, or no HELLO yet).
     budget: Option<Duration>,
     /// Its HELLO said it takes shed frames (HELLO_TAKES_SHED).
     takes_shed: bool,
@@ -647,6 +647,10 @@ struct Receiver {
     held_back: bool,
     /// While it holds media back: when the next packet's worth may go.
     pace_at: Option<Instant>,
+    /// Probe packets after each burst of media, so a lost tail is found in a round trip.
+    tail: TailProbe,
+    /// Packets quiche has sent with retransmitted data, as last seen.
+    retransmitted: usize,
 }
 
 impl Receiver {
@@ -754,6 +758,9 @@ impl Receiver {
             }
         }
         self.groups_out.retain(|g| !g.chunks.is_empty());
+        if granted - allowance > 0 {
+            self.tail.on_media();
+        }
         self.held_back = false;
         self.pace_at = None;
         if let Some(p) = self.pacer.as_mut() {
@@ -868,7 +875,7 @@ struct Loop {
     /// The last receive() stopped at its batch limit.
     unread: bool,
     keyframes: Keyframes,
-    deadline: Option<Duration>,
+    budget: budget::Policy,
     on_estimate: Box<dyn Fn(Estimate) + Send>,
     admission: Admitter,
     entry: Entry,
@@ -889,7 +896,7 @@ impl Loop {
         endpoint: Endpoint,
         config: quiche::Config,
         link: Arc<Link<Status>>,
-        deadline: Option<Duration>,
+        budget: budget::Policy,
         admission: Admitter,
         entry: Entry,
         upstream: Upstream,
@@ -914,7 +921,7 @@ impl Loop {
             eos: false,
             unread: false,
             keyframes,
-            deadline,
+            budget,
             on_estimate,
             admission,
             join_cache: JoinCache::default(),
@@ -1018,7 +1025,7 @@ impl Loop {
                 self.ids.insert(hdr.dcid.to_vec(), id);
                 let outbox = Outbox::new(self.endpoint.offload);
                 let command_size = self.entry.limits.command_size;
-                let r = Receiver::new(id, conn, from, outbox, self.deadline, command_size);
+                let r = Receiver::new(id, conn, from, outbox, self.budget, command_size);
                 self.receivers.insert(id, r);
                 id
             }
@@ -1120,13 +1127,6 @@ impl Loop {
             // This IRAP reaches everyone who asked before it.
             self.keyframes.wanted = false;
         }
-        let expires = self.deadline.map(|d| queued + d);
-        let shed_by = |share: f64| self.deadline.map_or(queued, |d| queued + d.mul_f64(share));
-        let by = match frame.drop_cost {
-            DropCost::Alone => shed_by(SHED_ALONE),
-            DropCost::Layers { .. } => shed_by(SHED_LAYERS),
-            DropCost::Group => queued,
-        };
         let (tid, cost) = (frame.temporal_id, frame.drop_cost);
         let f = CachedFrame {
             header,
@@ -1135,7 +1135,7 @@ impl Loop {
         };
         for r in self.receivers.values_mut().filter(|r| r.described) {
             if f.frame.keyframe {
-                r.open_group(seq, expires.is_some());
+                r.open_group(seq, r.budget.is_some());
             }
             let Some(group) = r.group else {
                 // Waiting for the next IRAP after a reset group.
@@ -1149,12 +1149,14 @@ impl Loop {
                 r.queue(group, ChunkData::Owned(shed_marker(seq)), false, None);
                 continue;
             }
-            let shed = expires.map(|_| Sheddable {
+            let deadlines = r.budget.map(|b| Deadlines::new(queued, b, cost));
+            let shed = deadlines.map(|d| Sheddable {
                 seq,
                 temporal_id: tid,
                 cost,
-                by,
+                by: d.shed_by,
             });
+            let expires = deadlines.map(|d| d.expires);
             r.queue_frame(&f, self.parameter_sets.as_ref(), expires, shed, false);
         }
         if self.admission.join_mode == JoinMode::Cached {
@@ -1277,9 +1279,20 @@ impl Loop {
                     }
                 }
             }
-            r.flush(self.deadline.is_some());
+            r.flush(r.budget.is_some());
         }
         r.outbox.send_all(&mut r.conn, &self.endpoint.socket);
+        // Repairs are bursts too: a lost retransmission is found the same way.
+        let retransmitted = r.conn.stats().retrans;
+        if retransmitted > r.retransmitted {
+            r.tail.on_media();
+        }
+        r.retransmitted = retransmitted;
+        let now = Instant::now();
+        while r.tail.poll(now, r.outbox.release_at().is_none()) {
+            let _ = r.conn.send_ack_eliciting();
+            r.outbox.send_all(&mut r.conn, &self.endpoint.socket);
+        }
     }
 
     /// Every rate::UPDATE: each receiver's estimate, and the lowest to the element.
@@ -1429,7 +1442,7 @@ impl Receiver {
         conn: quiche::Connection,
         peer: SocketAddr,
         outbox: Outbox,
-        budget: Option<Duration>,
+        policy: budget::Policy,
         max_command_size: u64,
     ) -> Self {
         Receiver {
@@ -1453,7 +1466,8 @@ impl Receiver {
             frames_sent: 0,
             frames_dropped: 0,
             keyframe_requests: 0,
-            budget,
+            policy,
+            budget: None,
             takes_shed: false,
             keyframe_requested: false,
             has_parameter_sets: false,
@@ -1466,6 +1480,8 @@ impl Receiver {
             pacer: None,
             held_back: false,
             pace_at: None,
+            tail: TailProbe::default(),
+            retransmitted: 0,
         }
     }
 
@@ -1481,6 +1497,7 @@ impl Receiver {
             groups_reset: self.groups_expired,
             keyframe_requests: self.keyframe_requests,
             queued_bytes: self.out_bytes as u64,
+            latency_budget: self.budget.map_or(0, |b| b.as_nanos() as u64),
         }
     }
 
@@ -1491,6 +1508,7 @@ impl Receiver {
                 version,
                 options,
                 token,
+                latency,
             } if !self.hello => {
                 if version != VERSION {
                     self.close(
@@ -1502,6 +1520,13 @@ impl Receiver {
                 self.hello = true;
                 self.token = token;
                 self.takes_shed = options & HELLO_TAKES_SHED != 0;
+                self.budget = self.policy.for_receiver(latency.map(Duration::from_nanos));
+                gst::debug!(
+                    CAT,
+                    "receiver {}: latency budget {:?}",
+                    self.id,
+                    self.budget
+                );
                 // Control first: caps and commands must never wait behind media.
                 let _ = self.conn.stream_priority(CONTROL_STREAM, 0, true);
                 let mut preamble = Vec::new();

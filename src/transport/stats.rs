@@ -93,6 +93,8 @@ pub struct ReceiverStats {
     pub keyframe_requests: u64,
     /// Bytes queued for it and not yet taken by quiche.
     pub queued_bytes: u64,
+    /// Its latency budget in ns, as negotiated (0: none).
+    pub latency_budget: u64,
 }
 
 /// Everything quicnalusink reports.
@@ -162,6 +164,7 @@ impl Snapshot for SenderStats {
                     .field("groups-reset", r.groups_reset)
                     .field("keyframe-requests", r.keyframe_requests)
                     .field("queued-bytes", r.queued_bytes)
+                    .field("latency-budget", r.latency_budget)
                     .build();
                 r.connection.write(&mut s);
                 s

@@ -421,6 +421,18 @@ pub fn live_sender_description(size: &str, extra: &str, key_int: u32, sink_port:
     )
 }
 
+/// A live 30 fps x265 pipeline (zone-plate, about 2 Mbit/s) ending in a quicnalusink with
+/// every latency property at its default; started on any port, returned with the port.
+pub fn live_sender_with_defaults(size: &str, extra: &str, key_int: u32) -> (Running, u16) {
+    start_sender(&format!(
+        "videotestsrc is-live=true pattern=zone-plate kx2=20 ky2=20 kt=1 kt2=2 {extra} ! \
+         video/x-raw,{size},framerate=30/1 ! \
+         x265enc key-int-max={key_int} speed-preset=ultrafast tune=zerolatency bitrate=2000 ! \
+         h265parse ! quicnalusink name=sink {}",
+        sink_props()
+    ))
+}
+
 /// [`live_sender_description`] started on any port; returns it with the port.
 pub fn live_sender(size: &str, extra: &str, key_int: u32) -> (Running, u16) {
     start_sender(&live_sender_description(size, extra, key_int, 0))

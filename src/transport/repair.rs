@@ -1,0 +1,91 @@
+//! Finding a lost packet at the end of a burst as fast as one in its middle.
+//!
+//! QUIC learns a packet is lost when packets sent after it are acknowledged (RFC 9002, 6.1):
+//! three of them, or any one once the lost packet is 9/8 of a round trip old. A live sender
+//! writes a frame in a burst and then falls silent until the next frame: the burst's last
+//! packets have nothing behind them, so a loss among them waits for the next frame's
+//! acknowledgements (a frame interval plus a round trip) or the probe timeout (a round trip,
+//! four RTT variances and the peer's ACK delay). A few small ack-eliciting packets right
+//! after the burst give them something behind: their acknowledgements reveal the loss a
+//! round trip after it, as in the middle of a frame. They cost a few dozen bytes a frame.
+
+use std::time::{Duration, Instant};
+
+/// Probes after a burst: their acknowledgements count towards the packet threshold, and
+/// one lost with the burst's tail leaves the other.
+pub const PROBES: u8 = 2;
+
+/// Bursts closer together than this share their probes: a frame written in pieces as the
+/// congestion window opens is one burst.
+const MIN_GAP: Duration = Duration::from_millis(2);
+
+/// When to follow media with probe packets, for one connection.
+#[derive(Debug, Default)]
+pub struct TailProbe {
+    /// Media went to quiche since the last probes.
+    unprobed: bool,
+    /// Probes still to send for the last burst.
+    pending: u8,
+    last: Option<Instant>,
+}
+
+impl TailProbe {
+    /// Media bytes were handed to quiche.
+    pub fn on_media(&mut self) {
+        self.unprobed = true;
+    }
+
+    /// Whether to send a probe packet now. `idle`: quiche has sent all it can for now (it
+    /// holds no paced packet back). Call until false.
+    pub fn poll(&mut self, now: Instant, idle: bool) -> bool {
+        if !idle {
+            return false;
+        }
+        if self.unprobed && self.last.is_none_or(|t| now >= t + MIN_GAP) {
+            self.unprobed = false;
+            self.pending = PROBES;
+            self.last = Some(now);
+        }
+        if self.pending == 0 {
+            return false;
+        }
+        self.pending -= 1;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn probes(p: &mut TailProbe, now: Instant, idle: bool) -> u8 {
+        let mut n = 0;
+        while p.poll(now, idle) {
+            n += 1;
+        }
+        n
+    }
+
+    #[test]
+    fn each_burst_is_followed_by_its_probes_once_sent() {
+        let t0 = Instant::now();
+        let mut p = TailProbe::default();
+        // Nothing written: nothing to probe.
+        assert_eq!(probes(&mut p, t0, true), 0);
+        p.on_media();
+        // quiche still holds paced packets of the burst: not yet.
+        assert_eq!(probes(&mut p, t0, false), 0);
+        assert_eq!(probes(&mut p, t0 + 3 * MS, true), PROBES);
+        assert_eq!(probes(&mut p, t0 + 4 * MS, true), 0);
+        // More of the same frame a millisecond later: one burst, its probes already went.
+        p.on_media();
+        assert_eq!(probes(&mut p, t0 + 4 * MS, true), 0);
+        // ... and are sent once the gap has passed, if nothing else came.
+        assert_eq!(probes(&mut p, t0 + 6 * MS, true), PROBES);
+        // The next frame, 33 ms on.
+        p.on_media();
+        assert_eq!(probes(&mut p, t0 + 39 * MS, true), PROBES);
+    }
+}
