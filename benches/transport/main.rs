@@ -3,7 +3,7 @@
 //!
 //!     make bench            # = cargo bench --bench transport -- --out docs
 //!     cargo bench --bench transport -- [--quick] [--only quicnalu] [--rates 400,1000]
-//!         [--relay] [--scenarios a,e,fanout]
+//!         [--relay] [--scenarios a,e,fanout,l] [--match '5% loss'] [--runs 3]
 //!     QUICNALU_BENCH_CC=cubic cargo bench ...   # another congestion-control for quicnalu
 //!
 //! Every pair runs as two child processes (sender, receiver) on loopback, both timing on
@@ -15,7 +15,7 @@ mod report;
 mod roles;
 mod stamp;
 
-use gstquicnalu::relay::{Direction, Impairment, Relay, RelayConfig};
+use gstquicnalu::relay::{Direction, GilbertElliott, Impairment, Relay, RelayConfig};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -24,8 +24,14 @@ use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
+    /// quicnalu tuned for the bench: quicnalusink `latency-budget=200`.
     Quicnalu,
+    /// quicnalu with every property at its default (the budget is negotiated from
+    /// quicnalusrc's `latency`).
+    QuicnaluDefaults,
     Srt,
+    /// SRT at latency 120, its usual live setting: the loss sweep's reference.
+    Srt120,
     /// SRT with a 20 ms latency: its TSBPD holds every packet for the latency, so this shows
     /// SRT at its fastest rather than at the shared budget.
     SrtLow,
@@ -41,11 +47,20 @@ pub const ALL: [Transport; 5] = [
     Transport::Udp,
 ];
 
+/// What the loss sweep compares, in every row.
+pub const SWEEP: [Transport; 3] = [
+    Transport::QuicnaluDefaults,
+    Transport::Quicnalu,
+    Transport::Srt120,
+];
+
 impl Transport {
     pub fn name(self) -> &'static str {
         match self {
             Transport::Quicnalu => "quicnalu",
+            Transport::QuicnaluDefaults => "quicnalu-defaults",
             Transport::Srt => "srt",
+            Transport::Srt120 => "srt-120",
             Transport::SrtLow => "srt-20ms",
             Transport::Tcp => "tcp",
             Transport::Udp => "rtp-udp",
@@ -54,17 +69,26 @@ impl Transport {
 
     fn from_name(name: &str) -> Transport {
         ALL.into_iter()
+            .chain(SWEEP)
             .find(|t| t.name() == name)
             .unwrap_or_else(|| panic!("unknown transport {name}"))
+    }
+
+    pub fn is_quicnalu(self) -> bool {
+        matches!(self, Transport::Quicnalu | Transport::QuicnaluDefaults)
+    }
+
+    pub fn is_srt(self) -> bool {
+        matches!(self, Transport::Srt | Transport::SrtLow | Transport::Srt120)
     }
 
     /// SRT's TSBPD delivers every packet exactly its latency after sending, so at the full
     /// budget every frame would be a little late: it gets the budget minus 20 ms headroom.
     fn srt_latency(self, budget_ms: u32) -> u32 {
-        if self == Transport::SrtLow {
-            20
-        } else {
-            budget_ms - 20
+        match self {
+            Transport::SrtLow => 20,
+            Transport::Srt120 => 120,
+            _ => budget_ms - 20,
         }
     }
 }
@@ -175,6 +199,21 @@ impl PairResult {
         100.0 * on_time as f64 / self.sent.saturating_sub(skip).max(1) as f64
     }
 
+    /// Of the frames sent from `after` past the end of the outage, the share (%) that
+    /// arrived decodable and within the budget. A frame's send time is its arrival less its
+    /// latency; the first frame sent then is the lowest such sequence number.
+    pub fn on_time_after_link(&self, after: Duration) -> Option<f64> {
+        let from = self.link_back? + after.as_nanos() as u64;
+        let first = self
+            .frames
+            .iter()
+            .zip(&self.arrivals)
+            .filter(|(f, a)| a.saturating_sub(f.1) >= from)
+            .map(|(f, _)| f.0)
+            .min()?;
+        Some(self.on_time_after(first))
+    }
+
     /// From a change of the link at `t` (CLOCK_MONOTONIC ns) until the first of 30 frames
     /// in a row that arrive decodable and within the budget, in ms.
     pub fn reconverge_ms(&self, t: u64) -> Option<f64> {
@@ -255,10 +294,13 @@ fn orchestrate(args: &[String]) {
     // `--scenarios a,e,fanout`: only these scenarios, neither latency nor sweep.
     let only_scenarios: Option<Vec<String>> =
         value("--scenarios").map(|l| l.split(',').map(|x| format!("({x})")).collect());
+    // `--match 'loss, 10'`: of those, only the scenarios whose name contains this.
+    let matching = value("--match");
     let wanted = |name: &str| {
         only_scenarios
             .as_ref()
             .is_none_or(|o| o.iter().any(|x| name.starts_with(x.as_str())))
+            && matching.is_none_or(|m| name.contains(m.as_str()))
     };
     let standard = !relay_only && only_scenarios.is_none();
     // `--rates 400,1000`: only these sweep steps (for profiling one rate).
@@ -325,12 +367,29 @@ fn orchestrate(args: &[String]) {
     for sc in scenarios(clip_bps).into_iter().filter(|sc| wanted(sc.name)) {
         // adapt-bitrate is quicnalu's own: SRT runs each link once, without it.
         let adapt = sc.live.is_some_and(|l| l.adapt);
+        // Every quicnalu scenario with the elements' defaults too (but adapt-bitrate).
+        let defaults = (!adapt).then_some(Transport::QuicnaluDefaults);
         for &t in transports
             .iter()
             .filter(|t| **t == Transport::Quicnalu || (**t == Transport::Srt && !adapt))
+            .chain(defaults.iter().filter(|d| only.is_none_or(|o| o == **d)))
         {
             eprintln!("relay: {} over {}", t.name(), sc.name);
             impaired.push((sc.name, run_pair(&work, t, &clip, 300, 30.0, Some(&sc))));
+        }
+    }
+    // The loss sweep: every row `runs` times per transport, the worst run reported.
+    let runs: usize = value("--runs").map_or(3, |n| n.parse().expect("--runs takes a count"));
+    let mut losses: Vec<(&'static str, Vec<PairResult>)> = Vec::new();
+    for sc in loss_sweep().into_iter().filter(|sc| wanted(sc.name)) {
+        for &t in SWEEP.iter().filter(|t| only.is_none_or(|o| o == **t)) {
+            let results = (0..runs)
+                .map(|i| {
+                    eprintln!("loss sweep: {} over {}, run {}", t.name(), sc.name, i + 1);
+                    run_pair(&work, t, &clip, 300, 30.0, Some(&sc))
+                })
+                .collect();
+            losses.push((sc.name, results));
         }
     }
     let mut fanouts = Vec::new();
@@ -379,6 +438,9 @@ fn orchestrate(args: &[String]) {
     let mut md = String::new();
     if standard {
         md.push_str(&report::markdown(&latency, &sweep, seconds));
+    }
+    if !losses.is_empty() {
+        md.push_str(&report::loss_sweep(&losses, clip_bps));
     }
     if !impaired.is_empty() {
         md.push_str(&report::impaired(&impaired, clip_bps));
@@ -574,6 +636,53 @@ fn scenarios(stream_bps: f64) -> Vec<Scenario> {
     ]
 }
 
+/// The loss sweep: 40 ms RTT with random loss from 0.5 to 10%, 5% with 10 ms of jitter
+/// (reordering), and Gilbert-Elliott bursts (mean burst 3 packets, 2% of packets overall).
+fn loss_sweep() -> Vec<Scenario> {
+    let rtt40 = |loss: f64| Impairment {
+        delay: Duration::from_millis(20),
+        loss,
+        ..Impairment::default()
+    };
+    let row = |name, impairment| Scenario {
+        name,
+        impairment,
+        outage: None,
+        live: None,
+        cap_steps: Vec::new(),
+    };
+    // Bad bursts last 1/r packets on average; p / (p + r) of packets are in one.
+    let r = 1.0 / 3.0;
+    let burst = GilbertElliott {
+        p: 0.02 * r / 0.98,
+        r,
+        loss_good: 0.0,
+        loss_bad: 1.0,
+    };
+    vec![
+        row("(l) 0.5% loss", rtt40(0.005)),
+        row("(l) 1% loss", rtt40(0.01)),
+        row("(l) 2% loss", rtt40(0.02)),
+        row("(l) 5% loss", rtt40(0.05)),
+        row("(l) 10% loss", rtt40(0.10)),
+        row(
+            "(l) 5% loss, 10 ms jitter",
+            Impairment {
+                jitter: Duration::from_millis(10),
+                reorder: true,
+                ..rtt40(0.05)
+            },
+        ),
+        row(
+            "(l) 2% loss in bursts of 3",
+            Impairment {
+                burst: Some(burst),
+                ..rtt40(0.0)
+            },
+        ),
+    ]
+}
+
 fn run_pair(
     work: &Workdir,
     t: Transport,
@@ -602,7 +711,7 @@ fn run_pair(
         "the relay stands in front of a listening sender"
     );
     let mut relay: Option<Relay> = None;
-    if matches!(t, Transport::Udp | Transport::Srt | Transport::SrtLow) {
+    if t == Transport::Udp || t.is_srt() {
         job.port = free_udp_port();
     }
     let start = Duration::from_secs(30);

@@ -198,7 +198,11 @@ fn sink_description(job: &Job) -> String {
             crate::BUDGET_MS,
             cc()
         ),
-        Transport::Srt | Transport::SrtLow => format!(
+        Transport::QuicnaluDefaults => format!(
+            "quicnalusink name=sink address=127.0.0.1 port=0 sync=false cert-file={} key-file={}",
+            job.cert, job.key
+        ),
+        Transport::Srt | Transport::SrtLow | Transport::Srt120 => format!(
             "srtsink name=sink uri=srt://127.0.0.1:{}?mode=listener latency={} sync=false \
              wait-for-connection=true",
             job.port, job.srt_latency_ms
@@ -268,7 +272,7 @@ fn stamp_frames(
 
 pub fn sender(job: &Job) {
     let mut sink = sink_description(job);
-    if job.live.is_some_and(|l| l.adapt) && job.transport == Transport::Quicnalu {
+    if job.live.is_some_and(|l| l.adapt) && job.transport.is_quicnalu() {
         sink.push_str(" adapt-bitrate=true");
     }
     let live = job.live.is_some();
@@ -303,7 +307,7 @@ pub fn sender(job: &Job) {
     // srtsink's wait-for-connection holds the stream for its first caller only: in a
     // fan-out the others would join mid-group.
     let callers = Arc::new(AtomicU32::new(0));
-    if matches!(job.transport, Transport::Srt | Transport::SrtLow) {
+    if job.transport.is_srt() {
         let callers = callers.clone();
         pipeline
             .by_name("sink")
@@ -319,12 +323,12 @@ pub fn sender(job: &Job) {
         .expect("sender pauses");
     let sink = pipeline.by_name("sink").expect("sink");
     match job.transport {
-        Transport::Quicnalu => say(&format!("PORT {}", sink.property::<u32>("bound-port"))),
+        t if t.is_quicnalu() => say(&format!("PORT {}", sink.property::<u32>("bound-port"))),
         Transport::Tcp => say(&format!("PORT {}", sink.property::<i32>("current-port"))),
         _ => say(&format!("PORT {}", job.port)),
     }
     wait_line("GO");
-    if matches!(job.transport, Transport::Srt | Transport::SrtLow) {
+    if job.transport.is_srt() {
         wait_for(|| callers.load(Ordering::Relaxed) >= job.receivers);
     }
     let cpu0 = cpu_seconds();
@@ -400,12 +404,17 @@ struct Tally {
 pub fn receiver(job: &Job) {
     let source = match job.transport {
         Transport::Quicnalu => format!(
-            "quicnalusrc name=tap address=127.0.0.1 port={} ca-file={} latency=200{}",
+            "quicnalusrc name=tap address=127.0.0.1 port={} ca-file={} latency={}{}",
             job.port,
             job.cert,
+            crate::BUDGET_MS,
             cc()
         ),
-        Transport::Srt | Transport::SrtLow => format!(
+        Transport::QuicnaluDefaults => format!(
+            "quicnalusrc name=tap address=127.0.0.1 port={} ca-file={}",
+            job.port, job.cert
+        ),
+        Transport::Srt | Transport::SrtLow | Transport::Srt120 => format!(
             "srtsrc name=tap uri=srt://127.0.0.1:{}?mode=caller latency={}",
             job.port, job.srt_latency_ms
         ),
@@ -474,7 +483,7 @@ pub fn receiver(job: &Job) {
     }
     // READY once every handshake is done, so that all receivers have the stream from its
     // first frame.
-    if job.transport == Transport::Quicnalu {
+    if job.transport.is_quicnalu() {
         wait_for(|| connected.load(Ordering::Relaxed) >= pipelines.len() as u32);
     }
     say(&format!("READY {start}"));
