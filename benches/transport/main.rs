@@ -323,7 +323,15 @@ fn orchestrate(args: &[String]) {
     if standard {
         eprintln!("latency: 720p30 ~4 Mbit/s, {seconds} s per transport");
     }
-    let latency: Vec<PairResult> = transports
+    // quicnalu with its defaults too, after the tuned one.
+    let with_defaults: Vec<Transport> = transports
+        .iter()
+        .flat_map(|&t| {
+            let defaults = (t == Transport::Quicnalu).then_some(Transport::QuicnaluDefaults);
+            std::iter::once(t).chain(defaults)
+        })
+        .collect();
+    let latency: Vec<PairResult> = with_defaults
         .iter()
         .filter(|_| standard)
         .map(|&t| run_pair(&work, t, &clip, seconds * 30, 30.0, None))
