@@ -207,11 +207,10 @@ pub fn impaired(rows: &[(&str, PairResult)], stream_bps: f64) -> String {
          quicnalusrc's keyframe request reaches it as GstForceKeyUnit; SRT has no such path \
          and waits for the next IRAP, 10 s on. (h)'s encoder puts three non-reference B \
          pictures after each P, which quicnalusink sheds first. (a), (b) and (d) play the \
-         recorded clip, which cannot make a keyframe on request. The relay is seeded, but \
-         its draws follow packet arrival, so runs differ: (a) has come out at 300 of 300 \
-         frames within 129 to 162 ms in some runs and at 258 to 279 (a stall of 0.5 to \
-         1.3 s) in others, when a loss cluster cuts cubic's window twice, a group expires \
-         and the receiver waits for the clip's next IRAP.\n\n\
+         recorded clip, which cannot make a keyframe on request. quicnalu-defaults runs \
+         both elements with every property at its default (the budget then comes from \
+         quicnalusrc's latency, 200 ms). The relay is seeded, but its draws follow packet \
+         arrival, so runs differ.\n\n\
          | scenario | transport | sent | delivered | Mbit/s delivered | decodable | late | p50 ms | p99 ms | \
          longest stall ms | recovery ms | on time after 2 s | on time from 0.3 s after the link returns | re-converge ms | \
          budget for 99.9% ms | error |\n\
