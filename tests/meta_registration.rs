@@ -37,7 +37,7 @@ fn app_and_plugin_both_register() {
 
     let certs = common::certs();
     let sender = gst::parse::launch(&format!(
-        "filesrc location={} ! h265parse ! quicnalusink name=sink sync=false port=0 \
+        "filesrc location={} ! h265parse ! quicnalusink name=sink sync=false latency-budget=0 port=0 \
          cert-file={} key-file={}",
         common::media("vpl-cars_128x96.h265").display(),
         certs.cert,

@@ -169,7 +169,7 @@ fn receiver_outputs_everything_held_when_the_sender_stops_waiting_at_eos() {
     init();
     // The sender waits only 300 ms at EOS for a receiver whose output is held up.
     let (sender, port, sent) = start_tapped_sender(&format!(
-        "filesrc location={} ! h265parse name=parse ! quicnalusink name=sink sync=false \
+        "filesrc location={} ! h265parse name=parse ! quicnalusink name=sink sync=false latency-budget=0 \
          eos-timeout=300 {}",
         media("vpl-cars_320x240.h265").display(),
         sink_props()

@@ -13,8 +13,8 @@
 //! would lose them too. So a late reference frame is held, and output (flagged late) just
 //! before the first later frame of its group that arrives on time; frames late for
 //! queueing, each later than the one before, are never output. Once frames have been late
-//! for longer than the budget, or one is late by more than the budget, the path is behind,
-//! not repairing, and the group goes.
+//! for longer than a quarter of the budget, or one is late by more than the budget, the
+//! path is behind, not repairing, and the group goes.
 
 /// What the receiver allows for handing a frame on after its last byte arrived (to the
 /// streaming thread, then downstream): a frame is late that much before the budget ends.
@@ -36,6 +36,11 @@ pub enum Verdict {
     /// Late for too long, or by too much: drop it with the rest of its group.
     Abandon,
 }
+
+/// Frames late in a row for longer than budget / this are behind, not repairing. A repair
+/// brings the frames held up behind it in one burst, then timely ones; frames late for
+/// queueing come one frame interval apart. (A quarter of 200 ms: two frames at 30 fps.)
+const LATE_STREAK_SHARE: u64 = 4;
 
 /// Judges the frames of one connection.
 #[derive(Debug, Default)]
@@ -73,7 +78,7 @@ impl Lateness {
         let since = *self.late_since.get_or_insert(arrival);
         if alone() {
             Verdict::Drop
-        } else if by > budget || arrival.saturating_sub(since) > budget {
+        } else if by > budget || arrival.saturating_sub(since) > budget / LATE_STREAK_SHARE {
             self.late_since = None;
             Verdict::Abandon
         } else {
@@ -137,10 +142,10 @@ mod tests {
         assert_eq!(judge(4, 100, false), Verdict::OnTime);
         // Late by more than the budget: far behind, the group goes.
         assert_eq!(judge(5, 420, false), Verdict::Abandon);
-        // A standing backlog: late frames for longer than the budget.
+        // A standing backlog: late frames for longer than a quarter of the budget.
         let verdicts: Vec<Verdict> = (6..16).map(|n| judge(n, 300, false)).collect();
-        assert_eq!(verdicts[..7], [Verdict::Late; 7]);
-        assert_eq!(verdicts[7], Verdict::Abandon);
+        assert_eq!(verdicts[..2], [Verdict::Late; 2]);
+        assert_eq!(verdicts[2], Verdict::Abandon);
         // No budget: all on time.
         let mut l = Lateness::default();
         assert_eq!(

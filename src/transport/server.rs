@@ -758,7 +758,10 @@ impl Receiver {
             }
         }
         self.groups_out.retain(|g| !g.chunks.is_empty());
-        if granted - allowance > 0 {
+        // A burst ends when nothing is left to write. While media waits (for the pacer or
+        // the congestion window) the packets that follow reveal any loss, and probes would
+        // only spend a metered path's capacity: one per paced release.
+        if granted - allowance > 0 && self.groups_out.is_empty() {
             self.tail.on_media();
         }
         self.held_back = false;
@@ -1284,7 +1287,7 @@ impl Loop {
         r.outbox.send_all(&mut r.conn, &self.endpoint.socket);
         // Repairs are bursts too: a lost retransmission is found the same way.
         let retransmitted = r.conn.stats().retrans;
-        if retransmitted > r.retransmitted {
+        if retransmitted > r.retransmitted && r.groups_out.is_empty() {
             r.tail.on_media();
         }
         r.retransmitted = retransmitted;
