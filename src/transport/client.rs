@@ -4,7 +4,7 @@
 
 use super::capture::Capture;
 use super::config::{self, CongestionControl};
-use super::lateness::{Lateness, Verdict};
+use super::lateness::{Held, Lateness, Verdict};
 use super::link::{Interrupted, Link, NetThread};
 use super::logger::{self, Route};
 use super::monotonic_ns;
@@ -384,7 +384,7 @@ struct Group {
     /// Late reference frames (lateness.rs), held until a later frame of the group arrives
     /// on time and needs them; output before it, or dropped if none does. Frames that are
     /// late for queueing, not for a repair, are so never output.
-    held: Vec<ReceivedFrame>,
+    held: Held<ReceivedFrame>,
     /// Bytes in `frames` and `held`.
     bytes: usize,
     finished: bool,
@@ -397,9 +397,8 @@ struct Group {
 impl Group {
     /// Drops the held late frames: no frame after them came on time. Returns their bytes.
     fn discard_held(&mut self, counters: &mut ReceiverCounters) -> usize {
-        let bytes: usize = self.held.iter().map(|f| f.data.len()).sum();
-        counters.frames_dropped += self.held.len() as u64;
-        self.held.clear();
+        let (frames, bytes) = self.held.discard();
+        counters.frames_dropped += frames as u64;
         self.bytes -= bytes;
         bytes
     }
@@ -408,7 +407,7 @@ impl Group {
         Group {
             decoder: GroupDecoder::new(max_frame),
             frames: VecDeque::new(),
-            held: Vec::new(),
+            held: Held::default(),
             bytes: 0,
             finished: false,
             abandoned: false,
@@ -1023,14 +1022,14 @@ impl Loop {
                 match verdict {
                     Verdict::OnTime => {
                         // The late frames it references are worth outputting now.
-                        if !group.held.is_empty() {
+                        if group.held.len() > 0 {
                             gst::debug!(
                                 CAT,
                                 "frame {seq} is on time: outputting {} late frames before it",
                                 group.held.len()
                             );
                         }
-                        group.frames.extend(group.held.drain(..));
+                        group.frames.extend(group.held.release());
                     }
                     Verdict::Late => gst::debug!(CAT, "frame {seq} is late: held"),
                     Verdict::Drop => {
@@ -1052,8 +1051,9 @@ impl Loop {
                         break;
                     }
                 }
-                group.bytes += f.data.len();
-                self.buffered += f.data.len();
+                let frame_bytes = f.data.len();
+                group.bytes += frame_bytes;
+                self.buffered += frame_bytes;
                 let frame = ReceivedFrame {
                     header: f.header,
                     data: f.data,
@@ -1063,7 +1063,7 @@ impl Loop {
                     catch_up_age,
                 };
                 if verdict == Verdict::Late {
-                    group.held.push(frame);
+                    group.held.hold(frame, frame_bytes);
                 } else {
                     group.frames.push_back(frame);
                 }

@@ -116,11 +116,67 @@ impl Lateness {
     }
 }
 
+/// A group's late reference frames (Verdict::Late), held until a later frame of the group
+/// is on time and needs them, with their bytes.
+#[derive(Debug)]
+pub struct Held<T> {
+    frames: Vec<T>,
+    bytes: usize,
+}
+
+impl<T> Default for Held<T> {
+    fn default() -> Self {
+        Held {
+            frames: Vec::new(),
+            bytes: 0,
+        }
+    }
+}
+
+impl<T> Held<T> {
+    pub fn hold(&mut self, frame: T, bytes: usize) {
+        self.frames.push(frame);
+        self.bytes += bytes;
+    }
+
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// A later frame is on time: the held ones go out before it, oldest first.
+    pub fn release(&mut self) -> impl Iterator<Item = T> + '_ {
+        self.bytes = 0;
+        self.frames.drain(..)
+    }
+
+    /// No later frame came on time (the group ended or was abandoned): they are dropped.
+    /// Returns how many, and their bytes.
+    pub fn discard(&mut self) -> (usize, usize) {
+        let dropped = (self.frames.len(), self.bytes);
+        self.frames.clear();
+        self.bytes = 0;
+        dropped
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const MS: u64 = 1_000_000;
+
+    #[test]
+    fn held_frames_are_released_in_order_or_discarded() {
+        let mut held = Held::default();
+        held.hold("a", 3);
+        held.hold("b", 4);
+        assert_eq!(held.len(), 2);
+        assert_eq!(held.release().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(held.discard(), (0, 0));
+        held.hold("c", 5);
+        assert_eq!(held.discard(), (1, 5));
+        assert_eq!(held.len(), 0);
+    }
 
     #[test]
     fn late_reference_frames_pass_while_they_look_like_a_repair() {

@@ -22,17 +22,28 @@ const MIN_GAP: Duration = Duration::from_millis(2);
 /// When to follow media with probe packets, for one connection.
 #[derive(Debug, Default)]
 pub struct TailProbe {
-    /// Media went to quiche since the last probes.
+    /// A burst ended since the last probes.
     unprobed: bool,
     /// Probes still to send for the last burst.
     pending: u8,
     last: Option<Instant>,
+    /// quiche's count of packets sent with retransmitted data, as last seen.
+    retransmitted: usize,
 }
 
 impl TailProbe {
-    /// Media bytes were handed to quiche.
-    pub fn on_media(&mut self) {
-        self.unprobed = true;
+    /// After a turn of writing: `media`, media bytes went to quiche; `retransmitted`,
+    /// quiche's count of packets sent with retransmitted data (repairs are bursts too);
+    /// `queued`, media still waits for this receiver. A burst ends when nothing is left to
+    /// write: while media waits (for the pacer or the congestion window) the packets that
+    /// follow reveal any loss, and probes would only spend a metered path's capacity, two
+    /// for every paced release.
+    pub fn after_turn(&mut self, media: bool, retransmitted: usize, queued: bool) {
+        let repaired = retransmitted > self.retransmitted;
+        self.retransmitted = retransmitted;
+        if (media || repaired) && !queued {
+            self.unprobed = true;
+        }
     }
 
     /// Whether to send a probe packet now. `idle`: quiche has sent all it can for now (it
@@ -74,18 +85,27 @@ mod tests {
         let mut p = TailProbe::default();
         // Nothing written: nothing to probe.
         assert_eq!(probes(&mut p, t0, true), 0);
-        p.on_media();
+        // Media that leaves more queued (paced, or a full window) is no burst's end.
+        p.after_turn(true, 0, true);
+        assert_eq!(probes(&mut p, t0, true), 0);
+        p.after_turn(true, 0, false);
         // quiche still holds paced packets of the burst: not yet.
         assert_eq!(probes(&mut p, t0, false), 0);
         assert_eq!(probes(&mut p, t0 + 3 * MS, true), PROBES);
         assert_eq!(probes(&mut p, t0 + 4 * MS, true), 0);
         // More of the same frame a millisecond later: one burst, its probes already went.
-        p.on_media();
+        p.after_turn(true, 0, false);
         assert_eq!(probes(&mut p, t0 + 4 * MS, true), 0);
         // ... and are sent once the gap has passed, if nothing else came.
         assert_eq!(probes(&mut p, t0 + 6 * MS, true), PROBES);
         // The next frame, 33 ms on.
-        p.on_media();
+        p.after_turn(true, 0, false);
         assert_eq!(probes(&mut p, t0 + 39 * MS, true), PROBES);
+        // A burst of retransmissions, nothing new written.
+        p.after_turn(false, 3, false);
+        assert_eq!(probes(&mut p, t0 + 50 * MS, true), PROBES);
+        // The count unchanged: no burst.
+        p.after_turn(false, 3, false);
+        assert_eq!(probes(&mut p, t0 + 60 * MS, true), 0);
     }
 }

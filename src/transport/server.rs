@@ -649,8 +649,6 @@ struct Receiver {
     pace_at: Option<Instant>,
     /// Probe packets after each burst of media, so a lost tail is found in a round trip.
     tail: TailProbe,
-    /// Packets quiche has sent with retransmitted data, as last seen.
-    retransmitted: usize,
 }
 
 impl Receiver {
@@ -701,8 +699,8 @@ impl Receiver {
 
     /// Writes what is queued until quiche takes no more: commands first, then groups,
     /// newest first when frames have deadlines. Groups whose oldest frame is past its
-    /// deadline are reset instead.
-    fn flush(&mut self, newest_first: bool) {
+    /// deadline are reset instead. Returns whether any media went to quiche.
+    fn flush(&mut self, newest_first: bool) -> bool {
         let (mut unlimited, mut no_frames) = (usize::MAX, 0);
         if let Err(e) = self.control_out.write(
             &mut self.conn,
@@ -758,12 +756,6 @@ impl Receiver {
             }
         }
         self.groups_out.retain(|g| !g.chunks.is_empty());
-        // A burst ends when nothing is left to write. While media waits (for the pacer or
-        // the congestion window) the packets that follow reveal any loss, and probes would
-        // only spend a metered path's capacity: one per paced release.
-        if granted - allowance > 0 && self.groups_out.is_empty() {
-            self.tail.on_media();
-        }
         self.held_back = false;
         self.pace_at = None;
         if let Some(p) = self.pacer.as_mut() {
@@ -773,6 +765,7 @@ impl Receiver {
                 self.pace_at = Some(p.ready_at(config::MAX_DATAGRAM_SIZE));
             }
         }
+        granted > allowance
     }
 
     /// Whether this receiver has gone quiet (see GONE_QUIET).
@@ -1184,6 +1177,7 @@ impl Loop {
         let Some(r) = self.receivers.get_mut(&id) else {
             return;
         };
+        let mut wrote_media = false;
         if r.conn.is_established() {
             let readable: Vec<u64> = r.conn.readable().collect();
             for stream in readable {
@@ -1282,15 +1276,12 @@ impl Loop {
                     }
                 }
             }
-            r.flush(r.budget.is_some());
+            wrote_media = r.flush(r.budget.is_some());
         }
         r.outbox.send_all(&mut r.conn, &self.endpoint.socket);
-        // Repairs are bursts too: a lost retransmission is found the same way.
-        let retransmitted = r.conn.stats().retrans;
-        if retransmitted > r.retransmitted && r.groups_out.is_empty() {
-            r.tail.on_media();
-        }
-        r.retransmitted = retransmitted;
+        let queued = !r.groups_out.is_empty();
+        r.tail
+            .after_turn(wrote_media, r.conn.stats().retrans, queued);
         let now = Instant::now();
         while r.tail.poll(now, r.outbox.release_at().is_none()) {
             let _ = r.conn.send_ack_eliciting();
@@ -1484,7 +1475,6 @@ impl Receiver {
             held_back: false,
             pace_at: None,
             tail: TailProbe::default(),
-            retransmitted: 0,
         }
     }
 
