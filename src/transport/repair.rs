@@ -8,8 +8,16 @@
 //! four RTT variances and the peer's ACK delay). A few small ack-eliciting packets right
 //! after the burst give them something behind: their acknowledgements reveal the loss a
 //! round trip after it, as in the middle of a frame. They cost a few dozen bytes a frame.
+//!
+//! A repair can be lost too, and each loss of it costs another round trip: at 10% random
+//! loss about one frame in a hundred needs a third attempt at one of its packets. Sending
+//! each repair twice makes that as rare as losing both copies (the copy is the same
+//! datagram, so the receiver's QUIC drops whichever arrives second as a duplicate), for as
+//! many extra bytes as the path loses.
 
 use std::time::{Duration, Instant};
+
+use super::pacer::STANDING_QUEUE;
 
 /// Probes after a burst: their acknowledgements count towards the packet threshold, and
 /// one lost with the burst's tail leaves the other.
@@ -65,6 +73,29 @@ impl TailProbe {
     }
 }
 
+/// Which packets to send twice, for one connection: repairs, while the path loses packets
+/// but shows no standing queue. Losses from a full bottleneck are the network asking for
+/// fewer bytes, and copies would only add to them.
+#[derive(Debug, Default)]
+pub struct RepeatRepairs {
+    /// quiche's count of stream bytes marked for retransmission, as last seen.
+    retransmitted: u64,
+}
+
+impl RepeatRepairs {
+    /// Bytes of the packets about to be sent to send twice: as many as quiche marked for
+    /// retransmission since the last call (`retransmitted`, its running count), which it
+    /// sends ahead of new data on the same stream. `rtt` and `min_rtt` are the path's.
+    pub fn credit(&mut self, retransmitted: u64, rtt: Duration, min_rtt: Duration) -> usize {
+        let new = retransmitted.saturating_sub(self.retransmitted);
+        self.retransmitted = retransmitted;
+        if rtt.saturating_sub(min_rtt) > STANDING_QUEUE {
+            return 0;
+        }
+        usize::try_from(new).unwrap_or(usize::MAX)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,5 +138,21 @@ mod tests {
         // The count unchanged: no burst.
         p.after_turn(false, 3, false);
         assert_eq!(probes(&mut p, t0 + 60 * MS, true), 0);
+    }
+
+    #[test]
+    fn repairs_are_repeated_only_on_a_path_that_does_not_queue() {
+        let ms = |n| Duration::from_millis(n);
+        let mut r = RepeatRepairs::default();
+        assert_eq!(r.credit(0, ms(40), ms(40)), 0);
+        // 3000 bytes marked lost on a path at its base RTT (jitter of a few ms is no queue).
+        assert_eq!(r.credit(3000, ms(48), ms(40)), 3000);
+        // Counted once.
+        assert_eq!(r.credit(3000, ms(40), ms(40)), 0);
+        // Losses while the path queues: the bottleneck is full, no copies.
+        assert_eq!(r.credit(5000, ms(40) + STANDING_QUEUE + ms(1), ms(40)), 0);
+        // ... and those are not owed later when the queue drains.
+        assert_eq!(r.credit(5000, ms(41), ms(40)), 0);
+        assert_eq!(r.credit(6200, ms(41), ms(40)), 1200);
     }
 }

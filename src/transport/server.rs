@@ -10,7 +10,7 @@ use super::logger::{self, Route};
 use super::monotonic_ns;
 use super::pacer::{self, Pacer};
 use super::rate::{self, Estimator, Sample};
-use super::repair::TailProbe;
+use super::repair::{RepeatRepairs, TailProbe};
 use super::retry::AddressValidator;
 use super::socket::{random_cid, Endpoint, Outbox, MAX_RECV_BATCH, SOCKET};
 use super::stats::{ConnectionStats, ReceiverStats, Reporter, SenderStats};
@@ -649,6 +649,8 @@ struct Receiver {
     pace_at: Option<Instant>,
     /// Probe packets after each burst of media, so a lost tail is found in a round trip.
     tail: TailProbe,
+    /// Repairs sent twice on a lossy path that does not queue.
+    repeat: RepeatRepairs,
 }
 
 impl Receiver {
@@ -1278,6 +1280,11 @@ impl Loop {
             }
             wrote_media = r.flush(r.budget.is_some());
         }
+        if let Some(p) = r.conn.path_stats().next() {
+            let min_rtt = p.min_rtt.unwrap_or(p.rtt);
+            let credit = r.repeat.credit(p.stream_retrans_bytes, p.rtt, min_rtt);
+            r.outbox.repeat(credit);
+        }
         r.outbox.send_all(&mut r.conn, &self.endpoint.socket);
         let queued = !r.groups_out.is_empty();
         r.tail
@@ -1475,6 +1482,7 @@ impl Receiver {
             held_back: false,
             pace_at: None,
             tail: TailProbe::default(),
+            repeat: RepeatRepairs::default(),
         }
     }
 

@@ -109,6 +109,10 @@ pub struct Outbox {
     held: Vec<u8>,
     held_for: Option<(SocketAddr, Instant)>,
     gso: bool,
+    /// Bytes of the next packets to send twice (repair.rs, `RepeatRepairs`).
+    repeat: usize,
+    /// The packet being repeated, while the batch makes room for it.
+    copy: Vec<u8>,
 }
 
 impl Outbox {
@@ -123,7 +127,14 @@ impl Outbox {
             held: Vec::with_capacity(MAX_DATAGRAM_SIZE),
             held_for: None,
             gso: offload.gso,
+            repeat: 0,
+            copy: Vec::with_capacity(MAX_DATAGRAM_SIZE),
         }
+    }
+
+    /// Sends the next `bytes` of packets twice.
+    pub fn repeat(&mut self, bytes: usize) {
+        self.repeat = self.repeat.saturating_add(bytes);
     }
 
     /// When the held packet is due, if one is held.
@@ -154,14 +165,7 @@ impl Outbox {
             self.add(0, n, to, socket);
         }
         loop {
-            let capacity = if self.gso {
-                self.batch.len() / MAX_DATAGRAM_SIZE
-            } else {
-                1
-            };
-            let full =
-                self.count == capacity || (self.count > 0 && self.len < self.count * self.segment);
-            if full {
+            if self.full() {
                 self.flush(socket);
             }
             let start = self.len;
@@ -184,8 +188,38 @@ impl Outbox {
         self.flush(socket);
     }
 
-    /// Takes the packet quiche just wrote at `batch[start..start + n]` into the batch.
+    /// No room for another packet: the batch holds as many as a send takes, or ends with a
+    /// short one.
+    fn full(&self) -> bool {
+        let capacity = if self.gso {
+            self.batch.len() / MAX_DATAGRAM_SIZE
+        } else {
+            1
+        };
+        self.count == capacity || (self.count > 0 && self.len < self.count * self.segment)
+    }
+
+    /// Takes the packet quiche just wrote at `batch[start..start + n]` into the batch, and
+    /// a copy of it after while repeat credit lasts.
     fn add(&mut self, start: usize, n: usize, to: SocketAddr, socket: &UdpSocket) {
+        self.take(start, n, to, socket);
+        if self.repeat == 0 {
+            return;
+        }
+        self.repeat = self.repeat.saturating_sub(n);
+        self.copy.clear();
+        self.copy
+            .extend_from_slice(&self.batch[self.len - n..self.len]);
+        if self.full() {
+            self.flush(socket);
+        }
+        let at = self.len;
+        self.batch[at..at + n].copy_from_slice(&self.copy);
+        self.take(at, n, to, socket);
+    }
+
+    /// One packet into the batch, which is sent first if the packet cannot join it.
+    fn take(&mut self, start: usize, n: usize, to: SocketAddr, socket: &UdpSocket) {
         let mut start = start;
         // A GSO batch is one peer and one segment size; only its last packet may be shorter.
         if self.count > 0 && (Some(to) != self.to || n > self.segment) {
