@@ -3,7 +3,7 @@
 //!
 //!     make bench            # = cargo bench --bench transport -- --out docs
 //!     cargo bench --bench transport -- [--quick] [--only quicnalu] [--rates 400,1000]
-//!         [--relay] [--scenarios a,e,fanout,l] [--match '5% loss'] [--runs 3]
+//!         [--relay] [--scenarios a,e,fanout,throughput,l] [--match '5% loss'] [--runs 3]
 //!     QUICNALU_BENCH_CC=cubic cargo bench ...   # another congestion-control for quicnalu
 //!
 //! Every pair runs as two child processes (sender, receiver) on loopback, both timing on
@@ -339,7 +339,10 @@ fn orchestrate(args: &[String]) {
 
     let jelly = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../shared/media/vkcts-jellyfish-250-mbps-4k-uhd-GOB-IPB13.h265");
-    let aus = if standard {
+    // `--scenarios throughput`: the throughput sweep alone.
+    let throughput =
+        standard || (!relay_only && only_scenarios.is_some() && wanted("(throughput)"));
+    let aus = if throughput {
         roles::load_access_units(&jelly.to_string_lossy())
     } else {
         Vec::new()
@@ -355,7 +358,7 @@ fn orchestrate(args: &[String]) {
     let rates = only_rates.as_deref().unwrap_or(default_rates);
     let step_seconds = if quick { 2.0 } else { 3.0 };
     let mut sweep: Vec<(f64, PairResult)> = Vec::new();
-    for &t in transports.iter().filter(|_| standard) {
+    for &t in transports.iter().filter(|_| throughput) {
         for &mbps in rates {
             let fps = mbps * 1e6 / mean_bits;
             let frames = (fps * step_seconds) as u64;

@@ -1283,7 +1283,11 @@ impl Loop {
         if let Some(p) = r.conn.path_stats().next() {
             let min_rtt = p.min_rtt.unwrap_or(p.rtt);
             let credit = r.repeat.credit(p.stream_retrans_bytes, p.rtt, min_rtt);
-            r.outbox.repeat(credit);
+            // Not before the handshake: copies would pass the 3x limit on what an address
+            // not yet validated may be sent (RFC 9000, 8.1).
+            if r.conn.is_established() {
+                r.outbox.repeat(credit);
+            }
         }
         r.outbox.send_all(&mut r.conn, &self.endpoint.socket);
         let queued = !r.groups_out.is_empty();
