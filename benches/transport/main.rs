@@ -447,7 +447,7 @@ fn orchestrate(args: &[String]) {
         }
     }
     let mut md = String::new();
-    if standard {
+    if standard || !sweep.is_empty() {
         md.push_str(&report::markdown(&latency, &sweep, seconds));
     }
     if !losses.is_empty() {
