@@ -78,21 +78,41 @@ impl TailProbe {
 /// fewer bytes, and copies would only add to them.
 #[derive(Debug, Default)]
 pub struct RepeatRepairs {
-    /// quiche's count of stream bytes marked for retransmission, as last seen.
-    retransmitted: u64,
+    on: bool,
+    /// Bytes marked for retransmission not yet covered by a copy.
+    owed: u64,
 }
 
 impl RepeatRepairs {
-    /// Bytes of the packets about to be sent to send twice: as many as quiche marked for
-    /// retransmission since the last call (`retransmitted`, its running count), which it
-    /// sends ahead of new data on the same stream. `rtt` and `min_rtt` are the path's.
-    pub fn credit(&mut self, retransmitted: u64, rtt: Duration, min_rtt: Duration) -> usize {
-        let new = retransmitted.saturating_sub(self.retransmitted);
-        self.retransmitted = retransmitted;
-        if rtt.saturating_sub(min_rtt) > STANDING_QUEUE {
-            return 0;
+    /// Before a turn of sending: the path's `rtt` and `min_rtt`, and whether the peer's
+    /// address is `validated` (before that, copies would pass the 3x limit on what it may
+    /// be sent, RFC 9000, 8.1).
+    pub fn on_path(&mut self, rtt: Duration, min_rtt: Duration, validated: bool) {
+        self.on = validated && rtt.saturating_sub(min_rtt) <= STANDING_QUEUE;
+        if !self.on {
+            self.owed = 0;
         }
-        usize::try_from(new).unwrap_or(usize::MAX)
+    }
+
+    /// Whether quiche's count of retransmitted bytes is worth reading around each packet.
+    pub fn active(&self) -> bool {
+        self.on
+    }
+
+    /// quiche built a packet of `len` bytes and marked `marked` stream bytes for
+    /// retransmission while building it (it does so in the packet that carries the first
+    /// of them): whether to send this packet twice. Those that follow it are copied until
+    /// they add up to the marked bytes.
+    pub fn after_packet(&mut self, marked: u64, len: usize) -> bool {
+        if !self.on {
+            return false;
+        }
+        self.owed += marked;
+        if self.owed == 0 {
+            return false;
+        }
+        self.owed = self.owed.saturating_sub(len as u64);
+        true
     }
 }
 
@@ -144,15 +164,22 @@ mod tests {
     fn repairs_are_repeated_only_on_a_path_that_does_not_queue() {
         let ms = |n| Duration::from_millis(n);
         let mut r = RepeatRepairs::default();
-        assert_eq!(r.credit(0, ms(40), ms(40)), 0);
-        // 3000 bytes marked lost on a path at its base RTT (jitter of a few ms is no queue).
-        assert_eq!(r.credit(3000, ms(48), ms(40)), 3000);
-        // Counted once.
-        assert_eq!(r.credit(3000, ms(40), ms(40)), 0);
-        // Losses while the path queues: the bottleneck is full, no copies.
-        assert_eq!(r.credit(5000, ms(40) + STANDING_QUEUE + ms(1), ms(40)), 0);
-        // ... and those are not owed later when the queue drains.
-        assert_eq!(r.credit(5000, ms(41), ms(40)), 0);
-        assert_eq!(r.credit(6200, ms(41), ms(40)), 1200);
+        // Not before the address is validated.
+        r.on_path(ms(40), ms(40), false);
+        assert!(!r.after_packet(1200, 1250));
+        // 2400 bytes marked lost on a path at its base RTT (a few ms of jitter is no queue):
+        // the packet that carries the first of them and the next are copied, then no more.
+        r.on_path(ms(48), ms(40), true);
+        assert!(!r.after_packet(0, 1250));
+        assert!(r.after_packet(2400, 1250));
+        assert!(r.after_packet(0, 1250));
+        assert!(!r.after_packet(0, 1250));
+        // Losses while the path queues: the bottleneck is full, no copies ...
+        r.on_path(ms(40) + STANDING_QUEUE + ms(1), ms(40), true);
+        assert!(!r.active());
+        assert!(!r.after_packet(5000, 1250));
+        // ... and none owed for them once the queue drains.
+        r.on_path(ms(41), ms(40), true);
+        assert!(!r.after_packet(0, 1250));
     }
 }

@@ -10,7 +10,7 @@ use super::logger::{self, Route};
 use super::monotonic_ns;
 use super::pacer::{self, Pacer};
 use super::rate::{self, Estimator, Sample};
-use super::repair::{RepeatRepairs, TailProbe};
+use super::repair::TailProbe;
 use super::retry::AddressValidator;
 use super::socket::{random_cid, Endpoint, Outbox, MAX_RECV_BATCH, SOCKET};
 use super::stats::{ConnectionStats, ReceiverStats, Reporter, SenderStats};
@@ -649,8 +649,6 @@ struct Receiver {
     pace_at: Option<Instant>,
     /// Probe packets after each burst of media, so a lost tail is found in a round trip.
     tail: TailProbe,
-    /// Repairs sent twice on a lossy path that does not queue.
-    repeat: RepeatRepairs,
 }
 
 impl Receiver {
@@ -1282,12 +1280,8 @@ impl Loop {
         }
         if let Some(p) = r.conn.path_stats().next() {
             let min_rtt = p.min_rtt.unwrap_or(p.rtt);
-            let credit = r.repeat.credit(p.stream_retrans_bytes, p.rtt, min_rtt);
-            // Not before the handshake: copies would pass the 3x limit on what an address
-            // not yet validated may be sent (RFC 9000, 8.1).
-            if r.conn.is_established() {
-                r.outbox.repeat(credit);
-            }
+            let validated = r.conn.is_established();
+            r.outbox.repeat.on_path(p.rtt, min_rtt, validated);
         }
         r.outbox.send_all(&mut r.conn, &self.endpoint.socket);
         let queued = !r.groups_out.is_empty();
@@ -1486,7 +1480,6 @@ impl Receiver {
             held_back: false,
             pace_at: None,
             tail: TailProbe::default(),
-            repeat: RepeatRepairs::default(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The UDP socket and poller each networking thread owns, and the send loop.
 
 use super::config::MAX_DATAGRAM_SIZE;
+use super::repair::RepeatRepairs;
 use super::udp::{self, Datagrams, Offload};
 use mio::net::UdpSocket;
 use mio::{Interest, Poll, Token, Waker};
@@ -109,8 +110,9 @@ pub struct Outbox {
     held: Vec<u8>,
     held_for: Option<(SocketAddr, Instant)>,
     gso: bool,
-    /// Bytes of the next packets to send twice (repair.rs, `RepeatRepairs`).
-    repeat: usize,
+    /// Which packets go out twice (repair.rs); the held packet's copy is decided already.
+    pub repeat: RepeatRepairs,
+    held_twice: bool,
     /// The packet being repeated, while the batch makes room for it.
     copy: Vec<u8>,
 }
@@ -127,14 +129,10 @@ impl Outbox {
             held: Vec::with_capacity(MAX_DATAGRAM_SIZE),
             held_for: None,
             gso: offload.gso,
-            repeat: 0,
+            repeat: RepeatRepairs::default(),
+            held_twice: false,
             copy: Vec::with_capacity(MAX_DATAGRAM_SIZE),
         }
-    }
-
-    /// Sends the next `bytes` of packets twice.
-    pub fn repeat(&mut self, bytes: usize) {
-        self.repeat = self.repeat.saturating_add(bytes);
     }
 
     /// When the held packet is due, if one is held.
@@ -162,8 +160,14 @@ impl Outbox {
             self.held_for = None;
             let n = self.held.len();
             self.batch[..n].copy_from_slice(&self.held);
-            self.add(0, n, to, socket);
+            self.add(0, n, to, socket, self.held_twice);
         }
+        // quiche marks lost stream data for retransmission while it builds the packet that
+        // carries the first of it: the count read around each packet says which that is.
+        let mut retransmitted = self
+            .repeat
+            .active()
+            .then(|| conn.stats().stream_retrans_bytes);
         loop {
             if self.full() {
                 self.flush(socket);
@@ -177,13 +181,19 @@ impl Outbox {
                     break;
                 }
             };
+            let twice = retransmitted.as_mut().is_some_and(|before| {
+                let after = conn.stats().stream_retrans_bytes;
+                let marked = after.saturating_sub(std::mem::replace(before, after));
+                self.repeat.after_packet(marked, n)
+            });
             if info.at > now + PACING_SLACK && !unpaced {
                 self.held.clear();
                 self.held.extend_from_slice(&self.batch[start..start + n]);
                 self.held_for = Some((info.to, info.at));
+                self.held_twice = twice;
                 break;
             }
-            self.add(start, n, info.to, socket);
+            self.add(start, n, info.to, socket, twice);
         }
         self.flush(socket);
     }
@@ -200,13 +210,12 @@ impl Outbox {
     }
 
     /// Takes the packet quiche just wrote at `batch[start..start + n]` into the batch, and
-    /// a copy of it after while repeat credit lasts.
-    fn add(&mut self, start: usize, n: usize, to: SocketAddr, socket: &UdpSocket) {
+    /// a copy of it after if `twice`.
+    fn add(&mut self, start: usize, n: usize, to: SocketAddr, socket: &UdpSocket, twice: bool) {
         self.take(start, n, to, socket);
-        if self.repeat == 0 {
+        if !twice {
             return;
         }
-        self.repeat = self.repeat.saturating_sub(n);
         self.copy.clear();
         self.copy
             .extend_from_slice(&self.batch[self.len - n..self.len]);
