@@ -21,7 +21,10 @@ impl FrameFlags {
     /// The sender shed this frame to keep within its latency budget: no access unit
     /// follows (length 0), and no frame still to come in the group references it.
     pub const SHED: FrameFlags = FrameFlags(0x40);
-    const ALL: u64 = 0x7f;
+    /// Not a frame: the group ends here, and its FIN comes with these bytes. Its seq is the
+    /// next frame's; it has length 0 and no other flag.
+    pub const END: FrameFlags = FrameFlags(0x80);
+    const ALL: u64 = 0xff;
 
     pub fn contains(self, other: FrameFlags) -> bool {
         self.0 & other.0 == other.0
@@ -87,7 +90,11 @@ impl FrameHeader {
         let duration = optional(FrameFlags::HAS_DURATION)?;
         let send_time = r.varint()?;
         let len = r.varint()?;
-        if (len == 0) != flags.contains(FrameFlags::SHED) {
+        let end = flags.contains(FrameFlags::END);
+        if end && (flags != FrameFlags::END || len != 0) {
+            return Err(Error::Malformed("a group's end with a flag or a length"));
+        }
+        if (len == 0) != (flags.contains(FrameFlags::SHED) || end) {
             return Err(Error::Malformed("frame length (0 exactly when shed)"));
         }
         if flags.contains(FrameFlags::SHED) && flags.contains(FrameFlags::KEYFRAME) {
@@ -114,6 +121,22 @@ pub fn put_group_opening(out: &mut Vec<u8>, first_seq: u64) {
     put_varint(out, first_seq);
 }
 
+/// Appends a group's end, the last bytes of its stream, which go with its FIN: `next_seq`
+/// is the sequence number the next frame will have.
+///
+/// quiche 0.30 counts a stream as delivered once its data is acknowledged, even when a FIN
+/// sent on its own afterwards was lost, and never resends that FIN: the receiver would hold
+/// the stream, and one of its stream credits, for good. A FIN that rides on data is resent
+/// with it.
+pub fn put_group_end(out: &mut Vec<u8>, next_seq: u64) {
+    FrameHeader {
+        seq: next_seq,
+        flags: FrameFlags::END,
+        ..FrameHeader::default()
+    }
+    .encode(out);
+}
+
 /// One access unit received whole from a group stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupFrame {
@@ -127,6 +150,8 @@ enum State {
     /// The frame's header, its body buffer and how much of it has arrived. The buffer's
     /// length runs ahead of what arrived: room already zeroed for reads to land in.
     Body(FrameHeader, Vec<u8>, usize),
+    /// After the group's end: only its FIN may follow.
+    Ended,
 }
 
 /// How far [`GroupDecoder::body_space`] grows the room ahead of the bytes received.
@@ -189,6 +214,9 @@ impl GroupDecoder {
     /// Decodes `data`, appending every frame it completes to `out`.
     pub fn push(&mut self, mut data: &[u8], out: &mut Vec<GroupFrame>) -> Result<(), Error> {
         while !data.is_empty() {
+            if let State::Ended = self.state {
+                return Err(Error::Malformed("bytes after a group's end"));
+            }
             if let State::Body(header, body, filled) = &mut self.state {
                 let need = header.len as usize - *filled;
                 let take = need.min(data.len());
@@ -253,13 +281,13 @@ impl GroupDecoder {
 
     /// Whether the decoder stands between frames: no frame half received.
     pub fn between_frames(&self) -> bool {
-        matches!(self.state, State::Header) && self.pending.is_empty()
+        matches!(self.state, State::Header | State::Ended) && self.pending.is_empty()
     }
 
     /// Call at FIN: the stream must end between frames, after at least one.
     pub fn finish(&self) -> Result<(), Error> {
         match self.state {
-            State::Header if self.pending.is_empty() && self.frames > 0 => Ok(()),
+            State::Header | State::Ended if self.pending.is_empty() && self.frames > 0 => Ok(()),
             _ => Err(Error::Malformed("group stream ended inside a frame")),
         }
     }
@@ -275,6 +303,13 @@ impl GroupDecoder {
         let header = FrameHeader::decode(r, self.max_frame)?;
         if header.seq != self.next_seq {
             return Err(Error::Malformed("frame sequence inside a group"));
+        }
+        if header.flags.contains(FrameFlags::END) {
+            if self.frames == 0 {
+                return Err(Error::Malformed("a group's end before its first frame"));
+            }
+            self.state = State::Ended;
+            return Ok(());
         }
         if (self.frames == 0) != header.flags.contains(FrameFlags::KEYFRAME) {
             return Err(Error::Malformed(
@@ -445,6 +480,46 @@ mod tests {
             (FrameFlags::SHED, 3),
             (shed_key, 0),
         ] {
+            let mut wire = Vec::new();
+            FrameHeader {
+                flags,
+                len,
+                ..FrameHeader::default()
+            }
+            .encode(&mut wire);
+            let err = FrameHeader::decode(&mut Reader::new(&wire), 1 << 20).unwrap_err();
+            assert!(matches!(err, Error::Malformed(_)), "{err}");
+        }
+    }
+
+    /// A group's end is no frame: the FIN may follow it, nothing else.
+    #[test]
+    fn a_group_ends_with_its_end_record() {
+        let (mut wire, _) = group(5..8, 3);
+        put_group_end(&mut wire, 8);
+        let mut dec = GroupDecoder::new(1 << 20);
+        let mut out = Vec::new();
+        for b in &wire {
+            dec.push(std::slice::from_ref(b), &mut out).unwrap();
+        }
+        assert_eq!(out.len(), 3);
+        assert!(dec.between_frames());
+        dec.finish().unwrap();
+        assert!(dec.push(&[0], &mut out).is_err(), "a byte after the end");
+
+        let (mut wrong_seq, _) = group(5..8, 3);
+        put_group_end(&mut wrong_seq, 9);
+        assert!(GroupDecoder::new(1 << 20)
+            .push(&wrong_seq, &mut out)
+            .is_err());
+
+        let mut empty = Vec::new();
+        put_group_opening(&mut empty, 5);
+        put_group_end(&mut empty, 5);
+        assert!(GroupDecoder::new(1 << 20).push(&empty, &mut out).is_err());
+
+        let end_key = FrameFlags(FrameFlags::END.0 | FrameFlags::KEYFRAME.0);
+        for (flags, len) in [(end_key, 0), (FrameFlags::END, 1)] {
             let mut wire = Vec::new();
             FrameHeader {
                 flags,

@@ -9,7 +9,9 @@ mod frame;
 mod varint;
 
 pub use command::{Command, CommandDecoder};
-pub use frame::{put_group_opening, FrameFlags, FrameHeader, GroupDecoder, GroupFrame};
+pub use frame::{
+    put_group_end, put_group_opening, FrameFlags, FrameHeader, GroupDecoder, GroupFrame,
+};
 pub use varint::{put_varint, Reader};
 
 /// ALPN token negotiated in the TLS handshake.

@@ -1659,15 +1659,15 @@ impl Receiver {
         self.queue(stream, ChunkData::Frame(f.frame.clone()), false, expires);
     }
 
-    /// Ends the current group (FIN) and opens the next one on a new stream. With deadlines
-    /// the new group goes first (older ones drop to a lower urgency); without, oldest first.
+    /// Ends the current group and opens the next one on a new stream. With deadlines the
+    /// new group goes first (older ones drop to a lower urgency); without, oldest first.
     fn open_group(&mut self, first_seq: u64, newest_first: bool) {
         if newest_first {
             if let Some(old) = self.group {
                 let _ = self.conn.stream_priority(old, 4, false);
             }
         }
-        self.close_group();
+        self.close_group(first_seq);
         self.group_cut = None;
         // Server-initiated unidirectional streams: 3, 7, 11, ...
         let stream = 3 + 4 * self.groups_opened;
@@ -1681,9 +1681,13 @@ impl Receiver {
         self.group = Some(stream);
     }
 
-    fn close_group(&mut self) {
+    /// Writes the group's end and its FIN (see put_group_end); `next_seq`: the number of
+    /// the frame after the group's last.
+    fn close_group(&mut self, next_seq: u64) {
         if let Some(group) = self.group.take() {
-            self.queue(group, ChunkData::Owned(Vec::new()), true, None);
+            let mut end = Vec::with_capacity(8);
+            crate::protocol::put_group_end(&mut end, next_seq);
+            self.queue(group, ChunkData::Owned(end), true, None);
         }
     }
 
@@ -1693,7 +1697,7 @@ impl Receiver {
             return;
         }
         self.eos_sent = true;
-        self.close_group();
+        self.close_group(end_seq);
         self.queue_command(&Command::EndOfStream {
             groups: self.groups_opened,
             end_seq,
