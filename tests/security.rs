@@ -103,6 +103,41 @@ fn receivers_pin_the_self_signed_certificate_by_fingerprint() {
     next_message(&messages, "quicnalusink-receiver-connected");
 }
 
+/// A certificate the receiver trusts, but for another name and address: connecting to
+/// 127.0.0.1 by IP is refused before HELLO, naming both; asking for its name works.
+#[test]
+fn a_trusted_certificate_for_another_address_is_refused() {
+    init();
+    let other = certs_for("DNS:camera.example,IP:192.0.2.7");
+    let (sender, port) = start_sender(&format!(
+        "videotestsrc is-live=true ! video/x-raw,width=320,height=240,framerate=30/1 ! \
+         x265enc speed-preset=ultrafast tune=zerolatency ! h265parse ! \
+         quicnalusink name=sink port=0 cert-file={} key-file={}",
+        other.cert, other.key
+    ));
+    let messages = element_messages(&sender);
+    let receive = |extra: &str| {
+        let r = Running::launch(&format!(
+            "quicnalusrc name=src address=127.0.0.1 port={port} ca-file={} reconnect=false \
+             timeout=20000 {extra} ! fakesink",
+            other.cert
+        ));
+        r.pipeline.set_state(gst::State::Playing).unwrap();
+        r
+    };
+    let error = receive("").expect_error();
+    for shown in [
+        "DNS:camera.example",
+        "IP:192.0.2.7",
+        "127.0.0.1",
+        "server-name",
+    ] {
+        assert!(error.contains(shown), "'{shown}' missing from: {error}");
+    }
+    let _named = receive("server-name=camera.example");
+    next_message(&messages, "quicnalusink-receiver-connected");
+}
+
 #[test]
 fn a_certificate_file_has_the_fingerprint_openssl_gives() {
     init();

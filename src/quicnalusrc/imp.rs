@@ -143,7 +143,8 @@ impl ObjectImpl for QuicNaluSrc {
                     .nick("Server name")
                     .blurb(
                         "TLS server name (SNI) the certificate must match; unset: the address \
-                         when it is a host name, no name check when it is an IP address",
+                         when it is a host name; when it is an IP address, the certificate \
+                         must list that IP among its subject alternative names",
                     )
                     .mutable_ready()
                     .build(),

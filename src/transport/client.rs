@@ -10,7 +10,7 @@ use super::logger::{self, Route};
 use super::monotonic_ns;
 use super::socket::{random_cid, Endpoint, Outbox, MAX_RECV_BATCH, SOCKET};
 use super::stats::{ClientStats, ConnectionStats, ReceiverCounters, Reporter};
-use super::tls::Fingerprint;
+use super::tls::{self, Fingerprint};
 use crate::h265::DropCost;
 use crate::protocol::{
     error_code, put_preamble, Command, CommandDecoder, FrameFlags, FrameHeader, GroupDecoder,
@@ -697,21 +697,45 @@ impl Loop {
         }
     }
 
-    /// With `certificate-fingerprint` set: why the sender's certificate does not match.
-    fn pin_mismatch(&self) -> Option<String> {
-        let pin = self.settings.pin?;
-        let Some(der) = self.conn.peer_cert() else {
-            return Some(format!(
-                "{} presented no certificate to check certificate-fingerprint against",
-                self.settings.peer
-            ));
+    /// Why the sender's certificate, which TLS accepted, is still not the sender's: with
+    /// `certificate-fingerprint`, another fingerprint; when a trusted certificate was
+    /// checked for no name (the address is an IP and `server-name` is unset), the address
+    /// missing from its IP names. Else anyone holding a certificate from a trusted CA
+    /// could stand in for any address, and would get the HELLO token.
+    fn certificate_refusal(&self) -> Option<String> {
+        let peer = self.settings.peer;
+        let der = self.conn.peer_cert();
+        if let Some(pin) = self.settings.pin {
+            let Some(der) = der else {
+                return Some(format!(
+                    "{peer} presented no certificate to check certificate-fingerprint against"
+                ));
+            };
+            let got = Fingerprint::of_der(der);
+            return (got != pin).then(|| {
+                format!(
+                    "certificate fingerprint mismatch: {peer} presented SHA-256 {got}, \
+                     but certificate-fingerprint is {pin}"
+                )
+            });
+        }
+        let named = self
+            .settings
+            .server_name
+            .as_deref()
+            .is_some_and(|n| !n.is_empty());
+        if !self.settings.verify || named {
+            return None;
+        }
+        let refused = match der {
+            None => Err("no certificate".to_string()),
+            Some(der) => tls::names_ip(der, peer.ip()),
         };
-        let got = Fingerprint::of_der(der);
-        (got != pin).then(|| {
+        refused.err().map(|shown| {
             format!(
-                "certificate fingerprint mismatch: {} presented SHA-256 {got}, \
-                 but certificate-fingerprint is {pin}",
-                self.settings.peer
+                "{peer} presented {shown}, which does not name {}: set server-name to a name \
+                 the certificate carries, or certificate-fingerprint to pin it",
+                peer.ip()
             )
         })
     }
@@ -742,11 +766,9 @@ impl Loop {
 
     fn established(&mut self) {
         if !self.hello_sent {
-            if let Some(why) = self.pin_mismatch() {
+            if let Some(why) = self.certificate_refusal() {
                 // TLS alert 42, bad_certificate (RFC 9001, 4.8): nothing was sent yet.
-                let _ = self
-                    .conn
-                    .close(false, 0x100 + 42, b"certificate fingerprint");
+                let _ = self.conn.close(false, 0x100 + 42, b"certificate refused");
                 self.fatal = Some(why);
                 return;
             }

@@ -12,6 +12,7 @@ use boring::pkey::{PKey, Private};
 use boring::x509::extension::SubjectAlternativeName;
 use boring::x509::{X509Name, X509};
 use std::fmt;
+use std::net::IpAddr;
 
 /// How long a generated certificate is valid: one process, one session.
 const SELF_SIGNED_DAYS: u32 = 30;
@@ -132,9 +133,54 @@ impl SelfSigned {
     }
 }
 
+/// Whether the DER certificate `der` names `ip` in its IP address SANs, as browsers and curl
+/// check a certificate for an address; Err says which names it carries instead.
+pub fn names_ip(der: &[u8], ip: IpAddr) -> Result<(), String> {
+    let cert = X509::from_der(der).map_err(|_| "an unreadable certificate".to_string())?;
+    let want = match ip {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    let mut names = Vec::new();
+    for name in cert.subject_alt_names().into_iter().flatten() {
+        if let Some(bytes) = name.ipaddress() {
+            if bytes == want.as_slice() {
+                return Ok(());
+            }
+            let shown = match bytes.len() {
+                4 => <[u8; 4]>::try_from(bytes).map(|b| IpAddr::from(b).to_string()),
+                16 => <[u8; 16]>::try_from(bytes).map(|b| IpAddr::from(b).to_string()),
+                _ => Ok(format!("{bytes:02x?}")),
+            };
+            names.push(format!("IP:{}", shown.unwrap_or_default()));
+        } else if let Some(dns) = name.dnsname() {
+            names.push(format!("DNS:{dns}"));
+        }
+    }
+    Err(if names.is_empty() {
+        "a certificate with no subject alternative names".to_string()
+    } else {
+        format!("a certificate for {}", names.join(", "))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_address_must_be_among_the_ip_names() {
+        let cert = SelfSigned::generate(&["localhost", "192.0.2.1", "::1"]).unwrap();
+        let der = cert.cert.to_der().unwrap();
+        assert!(names_ip(&der, "192.0.2.1".parse().unwrap()).is_ok());
+        assert!(names_ip(&der, "::1".parse().unwrap()).is_ok());
+        let refused = names_ip(&der, "127.0.0.1".parse().unwrap()).unwrap_err();
+        assert_eq!(
+            refused,
+            "a certificate for DNS:localhost, IP:192.0.2.1, IP:::1"
+        );
+        assert!(names_ip(b"junk", "127.0.0.1".parse().unwrap()).is_err());
+    }
 
     #[test]
     fn fingerprints_print_and_parse_both_ways() {

@@ -32,28 +32,31 @@ pub struct Certs {
 /// A self-signed certificate for localhost / 127.0.0.1, made once per test binary.
 pub fn certs() -> &'static Certs {
     static CERTS: OnceLock<Certs> = OnceLock::new();
-    CERTS.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cert = dir.path().join("cert.pem");
-        let key = dir.path().join("key.pem");
-        let status = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
-            .args(["-subj", "/CN=localhost"])
-            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .expect("run openssl");
-        assert!(status.status.success(), "openssl: {status:?}");
-        Certs {
-            cert: cert.to_string_lossy().into_owned(),
-            key: key.to_string_lossy().into_owned(),
-            _dir: dir,
-        }
-    })
+    CERTS.get_or_init(|| certs_for("DNS:localhost,IP:127.0.0.1"))
+}
+
+/// A self-signed certificate whose subject alternative names are `san` (openssl's form).
+pub fn certs_for(san: &str) -> Certs {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    let status = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=quicnalu test"])
+        .args(["-addext", &format!("subjectAltName={san}")])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(status.status.success(), "openssl: {status:?}");
+    Certs {
+        cert: cert.to_string_lossy().into_owned(),
+        key: key.to_string_lossy().into_owned(),
+        _dir: dir,
+    }
 }
 
 /// The shared test media: `../shared/media` next to the repository, or `$QUICNALU_MEDIA`.
