@@ -483,6 +483,82 @@ fn sink_drops_a_receiver_that_never_reads() {
     assert!(growth < MAX_GROWTH, "peak RSS grew {:.1} MiB", mib(growth));
 }
 
+/// 200 peers from one address complete the handshake, never say HELLO and keep their
+/// connections alive with PINGs: they used to hold every one of the sink's connection slots
+/// (100 here) for good. Now that address holds at most gate::PENDING_PER_ADDRESS (16) of
+/// them, a receiver from another address gets every frame, byte-exact, while they push on,
+/// and each is closed 10 s after it connected.
+#[test]
+fn sink_lets_a_receiver_in_past_200_silent_connections() {
+    const SILENT: usize = 200;
+    const PER_ADDRESS: usize = 16;
+    let _turn = turn();
+    let (sender, port, sent) = start_fingerprinted_sender(&format!(
+        "filesrc location={} ! h265parse name=parse ! \
+         quicnalusink name=sink latency-budget=0 max-connections=100 {}",
+        media("oh-1104x622.h265").display(),
+        sink_props()
+    ));
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let attacker: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let mut config = raw::client_config(Windows::default());
+    let mut silent: Vec<RawPeer> = (0..SILENT)
+        .map(|_| RawPeer::connect_from(attacker, addr, &mut config))
+        .collect();
+    let established = |silent: &[RawPeer]| {
+        silent
+            .iter()
+            .filter(|p| p.conn.is_established() && !p.conn.is_closed())
+            .count()
+    };
+    let keep_alive = |silent: &mut [RawPeer]| {
+        for p in silent.iter_mut() {
+            let _ = p.conn.send_ack_eliciting();
+            p.pump(Duration::from_millis(1));
+        }
+    };
+    // The attack: every handshake the sink takes, until none has completed for a second
+    // (at 100 without the limit: the sink is full).
+    let (mut most, mut last_change) = (0, Instant::now());
+    let give_up = Instant::now() + WATCHDOG;
+    while (most == 0 || last_change.elapsed() < Duration::from_secs(1)) && most < 100 {
+        assert!(Instant::now() < give_up, "no handshake completed");
+        keep_alive(&mut silent);
+        let now = established(&silent);
+        if now > most {
+            (most, last_change) = (now, Instant::now());
+        }
+    }
+    assert!(
+        (1..=PER_ADDRESS).contains(&most),
+        "{most} silent connections from one address"
+    );
+
+    let (receiver, received) = fingerprinted_receiver(port);
+    receiver.pipeline.set_state(gst::State::Playing).unwrap();
+    let give_up = Instant::now() + WATCHDOG;
+    loop {
+        keep_alive(&mut silent);
+        match receiver.finish(Duration::from_millis(10)) {
+            Ok(()) => break,
+            Err(e) if e.starts_with("no EOS or error") => {}
+            Err(e) => panic!("receiver: {e}"),
+        }
+        assert!(Instant::now() < give_up, "the receiver never finished");
+    }
+    sender.finish(WATCHDOG).expect("sender reaches EOS");
+    assert_every_frame(&received, &sent);
+
+    // The first of them is closed at its HELLO deadline, as a protocol violation.
+    let first = silent
+        .iter_mut()
+        .find(|p| p.conn.is_established())
+        .expect("an established silent peer");
+    first.pump_until("the HELLO deadline", |c| c.is_closed());
+    let reason = closed_with(first, error_code::PROTOCOL_VIOLATION);
+    assert!(reason.contains("no HELLO within 10 s"), "{reason}");
+}
+
 // ---- quicnalusrc against a malicious sender ---------------------------------------------
 
 /// A raw QUIC server with a quicnalusrc (reconnect=false) connected to it; the receiver's

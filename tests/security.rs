@@ -382,3 +382,65 @@ fn stats_answer_while_data_flows() {
     let idle = receiver.by_name("src").property::<gst::Structure>("stats");
     assert!(!idle.get::<bool>("connected").unwrap());
 }
+
+/// RFC 9000, 14.1 and 8.1: an Initial in a datagram under 1200 bytes, which a spoofed
+/// source can send cheaply, gets no answer at all; a real client's first datagram gets a
+/// Retry well within 3x its size.
+#[test]
+fn small_initials_get_no_answer_and_a_retry_stays_within_3x() {
+    use common::raw::{self, Windows};
+    use std::net::{SocketAddr, UdpSocket};
+    init();
+    let (_sender, port) = clip_sender("");
+    let server = SocketAddr::from(([127, 0, 0, 1], port));
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(WATCHDOG)).unwrap();
+    let local = socket.local_addr().unwrap();
+    // A client's first datagram, from a connection whose ID marks the answers to it.
+    let first_datagram = |scid: &[u8]| {
+        let scid = quiche::ConnectionId::from_ref(scid);
+        let mut config = raw::client_config(Windows::default());
+        let mut conn = quiche::connect(Some("localhost"), &scid, local, server, &mut config)
+            .expect("quiche connect");
+        let mut out = vec![0; 1500];
+        let (n, _) = conn.send(&mut out).expect("an Initial");
+        out.truncate(n);
+        out
+    };
+    let (small_id, whole_id) = ([1u8; 16], [2u8; 16]);
+    let small = first_datagram(&small_id);
+    let mut sent = 0;
+    for len in [20, 30, 60, 200, 600, 1199] {
+        sent += socket.send_to(&small[..len], server).unwrap();
+    }
+    let whole = first_datagram(&whole_id);
+    assert!(whole.len() >= 1200, "{} bytes", whole.len());
+    sent += socket.send_to(&whole, server).unwrap();
+
+    // The sink answers in order: anything for the small ones comes before the Retry.
+    let mut buf = vec![0; 65536];
+    let mut received = 0;
+    loop {
+        let (n, _) = socket
+            .recv_from(&mut buf)
+            .expect("an answer to the whole Initial");
+        received += n;
+        let hdr = quiche::Header::from_slice(&mut buf[..n], 16).expect("a QUIC packet");
+        assert_ne!(
+            hdr.dcid.as_ref(),
+            &small_id[..],
+            "an answer ({:?}, {n} bytes) to a datagram under 1200 bytes",
+            hdr.ty
+        );
+        if hdr.ty == quiche::Type::Retry {
+            break;
+        }
+    }
+    let ratio = received as f64 / sent as f64;
+    println!("sent {sent} bytes, got {received}: ratio {ratio:.3}");
+    assert!(
+        received <= 3 * whole.len(),
+        "{received} bytes for {}",
+        whole.len()
+    );
+}

@@ -6,6 +6,7 @@ pub mod budget;
 mod capture;
 mod client;
 mod config;
+mod gate;
 mod join;
 mod lateness;
 mod link;

@@ -4,6 +4,7 @@
 use super::budget::{self, Deadlines};
 use super::capture::Capture;
 use super::config::{self, CongestionControl, Identity};
+use super::gate;
 use super::join::{CachedFrame, JoinCache, JoinMode};
 use super::link::{Interrupted, Link, NetThread};
 use super::logger::{self, Route};
@@ -42,6 +43,8 @@ const MAX_COMMANDS_IN: usize = 256;
 const MAX_CONTROL_QUEUED: usize = 64;
 /// The control stream: the first client-initiated bidirectional stream.
 const CONTROL_STREAM: u64 = 0;
+/// The smallest datagram a client's Initial may come in (RFC 9000, 14.1).
+const MIN_INITIAL_DATAGRAM: usize = 1200;
 /// A receiver silent for this long (its keepalive probes run faster) was cut off.
 const PEER_SILENCE: Duration = Duration::from_millis(150);
 /// Bytes the streaming thread may queue ahead of the fastest receiver before it waits. A
@@ -211,8 +214,10 @@ impl Server {
             None
         };
         let limits = Limits {
-            connections: settings.max_connections,
-            handshakes: settings.max_handshakes,
+            gate: gate::Limits {
+                connections: settings.max_connections,
+                handshakes: settings.max_handshakes,
+            },
             command_size: settings.max_command_size,
         };
         let budget = settings.budget;
@@ -598,6 +603,8 @@ struct Receiver {
     conn: quiche::Connection,
     peer: SocketAddr,
     control_in: CommandDecoder,
+    /// When its first packet came: it has until gate::HELLO_WITHIN after to say HELLO.
+    opened: Instant,
     hello: bool,
     /// The token from its HELLO.
     token: Vec<u8>,
@@ -944,6 +951,7 @@ impl Loop {
                         quiet_at,
                         r.pace_at,
                         r.behind_since.map(|t| t + BEHIND_FOR),
+                        gate::hello_due(r.opened, r.hello),
                     ]
                 })
                 .chain([
@@ -997,6 +1005,7 @@ impl Loop {
 
     /// Hands one datagram, `buf[range]`, to its connection, or accepts a new one.
     fn receive_one(&mut self, range: std::ops::Range<usize>, from: SocketAddr) {
+        let len = range.len();
         let packet = &mut self.buf[range];
         let Ok(hdr) = quiche::Header::from_slice(packet, quiche::MAX_CONN_ID_LEN) else {
             return;
@@ -1006,6 +1015,7 @@ impl Loop {
             None => {
                 let Some(conn) = self.entry.accept(
                     &hdr,
+                    len,
                     from,
                     &self.endpoint,
                     &mut self.config,
@@ -1178,6 +1188,11 @@ impl Loop {
             return;
         };
         let mut wrote_media = false;
+        if gate::hello_overdue(Instant::now(), r.opened, r.hello) && r.conn.local_error().is_none()
+        {
+            let reason = format!("no HELLO within {} s", gate::HELLO_WITHIN.as_secs());
+            r.close(error_code::PROTOCOL_VIOLATION, &reason);
+        }
         if r.conn.is_established() {
             let readable: Vec<u64> = r.conn.readable().collect();
             for stream in readable {
@@ -1449,6 +1464,7 @@ impl Receiver {
             conn,
             peer,
             control_in: CommandDecoder::new(max_command_size),
+            opened: Instant::now(),
             hello: false,
             token: Vec::new(),
             admitted: false,
@@ -1720,17 +1736,18 @@ struct Entry {
 }
 
 struct Limits {
-    connections: usize,
-    handshakes: usize,
+    gate: gate::Limits,
     command_size: u64,
 }
 
 impl Entry {
-    /// Creates a connection for a client's Initial packet, or answers it with a Retry or
-    /// version negotiation, or drops it when the limits are reached.
+    /// Creates a connection for a client's Initial packet, which came in a datagram of
+    /// `len` bytes, or answers it with a Retry or version negotiation, or drops it when the
+    /// limits are reached.
     fn accept(
         &self,
         hdr: &quiche::Header,
+        len: usize,
         from: SocketAddr,
         endpoint: &Endpoint,
         config: &mut quiche::Config,
@@ -1740,25 +1757,30 @@ impl Entry {
         if hdr.ty != quiche::Type::Initial {
             return None;
         }
+        // RFC 9000, 14.1: a client's first datagram is at least 1200 bytes. A smaller one
+        // gets no answer, so that a Retry or version negotiation (about 100 bytes) is never
+        // more than a small part of what the address sent (8.1 allows 3x).
+        if len < MIN_INITIAL_DATAGRAM {
+            gst::debug!(
+                CAT,
+                "dropping an Initial in a {len}-byte datagram from {from}"
+            );
+            return None;
+        }
         let socket = &endpoint.socket;
         if !quiche::version_is_supported(hdr.version) {
             let len = quiche::negotiate_version(&hdr.scid, &hdr.dcid, out).ok()?;
             let _ = socket.send_to(&out[..len], from);
             return None;
         }
-        let limits = &self.limits;
-        let handshaking = || {
-            receivers
-                .values()
-                .filter(|r| !r.conn.is_established())
-                .count()
-        };
-        let full = limits.connections > 0 && receivers.len() >= limits.connections;
-        if full || (limits.handshakes > 0 && handshaking() >= limits.handshakes) {
-            gst::debug!(
-                CAT,
-                "dropping an Initial from {from}: connection limits reached"
-            );
+        let seen = receivers.values().map(|r| gate::Seen {
+            ip: r.peer.ip(),
+            established: r.conn.is_established(),
+            hello: r.hello,
+            closing: r.conn.local_error().is_some() || r.conn.is_draining(),
+        });
+        if let Err(why) = gate::may_open(from.ip(), seen, self.limits.gate) {
+            gst::debug!(CAT, "dropping an Initial from {from}: {why}");
             return None;
         }
         let (scid, odcid) = match &self.validator {

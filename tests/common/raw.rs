@@ -82,7 +82,16 @@ impl RawPeer {
     /// A client connection to `server`; [`RawPeer::pump`] drives the handshake (and any
     /// Retry the server asks for).
     pub fn connect(server: SocketAddr, config: &mut quiche::Config) -> RawPeer {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        RawPeer::connect_from("127.0.0.1".parse().unwrap(), server, config)
+    }
+
+    /// Like [`RawPeer::connect`], from `ip` (any of 127.0.0.0/8 is this host's).
+    pub fn connect_from(
+        ip: std::net::IpAddr,
+        server: SocketAddr,
+        config: &mut quiche::Config,
+    ) -> RawPeer {
+        let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).expect("bind");
         let local = socket.local_addr().unwrap();
         let scid = random_cid();
         let scid = quiche::ConnectionId::from_ref(&scid);

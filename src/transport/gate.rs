@@ -1,0 +1,148 @@
+//! What a stranger may hold before it says HELLO. A peer that completes the handshake and
+//! never sends HELLO costs a connection slot, and QUIC PINGs keep it past any idle
+//! timeout: without these limits, 1024 of them from one host lock every receiver out.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// How long a connection may take, from its first packet, to send HELLO. A receiver sends
+/// it with its first 1-RTT packet; this leaves room for a slow handshake on a lossy link
+/// (quicnalusrc's own `timeout` defaults to 10 s too).
+pub const HELLO_WITHIN: Duration = Duration::from_secs(10);
+
+/// Connections from one IP address that have not said HELLO yet (in the handshake, or
+/// after it): beyond this the address's new connections are dropped until one of them
+/// says HELLO, closes, or runs out of HELLO_WITHIN. A receiver is past this stage within a
+/// round trip of its handshake, so even many receivers behind one address starting at once
+/// rarely meet it, and one that does is let in when its Initial is resent.
+pub const PENDING_PER_ADDRESS: usize = 16;
+
+/// A connection as the gate sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Seen {
+    pub ip: IpAddr,
+    pub established: bool,
+    /// It said HELLO (it may still be waiting to be admitted).
+    pub hello: bool,
+    /// It is closing or closed: it holds nothing any more.
+    pub closing: bool,
+}
+
+/// The sink's limits on connections; 0 means none.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections at once (`max-connections`).
+    pub connections: usize,
+    /// Connections still in the handshake (`max-handshakes`).
+    pub handshakes: usize,
+}
+
+/// Whether a client's Initial from `from` may open a connection, given the connections
+/// there are; Err says why not.
+pub fn may_open(
+    from: IpAddr,
+    conns: impl Iterator<Item = Seen>,
+    limits: Limits,
+) -> Result<(), &'static str> {
+    let (mut total, mut handshaking, mut pending_here) = (0, 0, 0);
+    for c in conns {
+        total += 1;
+        if c.closing {
+            continue;
+        }
+        handshaking += usize::from(!c.established);
+        pending_here += usize::from(c.ip == from && !c.hello);
+    }
+    if limits.connections > 0 && total >= limits.connections {
+        return Err("max-connections reached");
+    }
+    if limits.handshakes > 0 && handshaking >= limits.handshakes {
+        return Err("max-handshakes reached");
+    }
+    if pending_here >= PENDING_PER_ADDRESS {
+        return Err("too many connections from this address without HELLO");
+    }
+    Ok(())
+}
+
+/// Whether a connection opened at `opened` that has not said HELLO should be closed now.
+pub fn hello_overdue(now: Instant, opened: Instant, hello: bool) -> bool {
+    !hello && now >= opened + HELLO_WITHIN
+}
+
+/// When [`hello_overdue`] turns true, if it can.
+pub fn hello_due(opened: Instant, hello: bool) -> Option<Instant> {
+    (!hello).then_some(opened + HELLO_WITHIN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NO_LIMITS: Limits = Limits {
+        connections: 0,
+        handshakes: 0,
+    };
+
+    fn seen(ip: &str, established: bool, hello: bool) -> Seen {
+        Seen {
+            ip: ip.parse().unwrap(),
+            established,
+            hello,
+            closing: false,
+        }
+    }
+
+    #[test]
+    fn one_address_holds_a_bounded_number_of_silent_connections() {
+        let attacker = "192.0.2.1".parse().unwrap();
+        let receiver = "192.0.2.2".parse().unwrap();
+        let mut conns = vec![seen("192.0.2.1", true, false); PENDING_PER_ADDRESS - 1];
+        assert!(may_open(attacker, conns.iter().copied(), NO_LIMITS).is_ok());
+        conns.push(seen("192.0.2.1", false, false));
+        assert!(may_open(attacker, conns.iter().copied(), NO_LIMITS).is_err());
+        // Others still get in; so does the attacker once one of its own says HELLO or closes.
+        assert!(may_open(receiver, conns.iter().copied(), NO_LIMITS).is_ok());
+        conns[0].hello = true;
+        assert!(may_open(attacker, conns.iter().copied(), NO_LIMITS).is_ok());
+        conns[0].hello = false;
+        conns[1].closing = true;
+        assert!(may_open(attacker, conns.iter().copied(), NO_LIMITS).is_ok());
+    }
+
+    #[test]
+    fn receivers_that_said_hello_do_not_count_against_their_address() {
+        let ip = "127.0.0.1".parse().unwrap();
+        let conns = vec![seen("127.0.0.1", true, true); 10 * PENDING_PER_ADDRESS];
+        assert!(may_open(ip, conns.iter().copied(), NO_LIMITS).is_ok());
+    }
+
+    #[test]
+    fn the_sinks_own_limits_hold_too() {
+        let ip = "127.0.0.1".parse().unwrap();
+        let conns = [seen("10.0.0.1", true, true), seen("10.0.0.2", false, false)];
+        let limits = |connections, handshakes| Limits {
+            connections,
+            handshakes,
+        };
+        assert!(may_open(ip, conns.iter().copied(), limits(3, 2)).is_ok());
+        assert_eq!(
+            may_open(ip, conns.iter().copied(), limits(2, 0)),
+            Err("max-connections reached")
+        );
+        assert_eq!(
+            may_open(ip, conns.iter().copied(), limits(0, 1)),
+            Err("max-handshakes reached")
+        );
+    }
+
+    #[test]
+    fn hello_is_due_within_its_deadline() {
+        let opened = Instant::now();
+        assert!(!hello_overdue(opened + HELLO_WITHIN / 2, opened, false));
+        assert!(hello_overdue(opened + HELLO_WITHIN, opened, false));
+        assert!(!hello_overdue(opened + 2 * HELLO_WITHIN, opened, true));
+        assert_eq!(hello_due(opened, false), Some(opened + HELLO_WITHIN));
+        assert_eq!(hello_due(opened, true), None);
+    }
+}
