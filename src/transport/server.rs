@@ -1013,9 +1013,16 @@ impl Loop {
         let id = match self.ids.get(hdr.dcid.as_ref()) {
             Some(id) => *id,
             None => {
+                // RFC 9000, 14.1: a client's first datagram is at least 1200 bytes. One for
+                // no connection that is smaller gets no answer, so that a Retry or version
+                // negotiation (about 100 bytes) is never more than a small part of what the
+                // address sent (8.1 allows 3x).
+                if len < MIN_INITIAL_DATAGRAM {
+                    gst::debug!(CAT, "dropping a {len}-byte datagram from {from}");
+                    return;
+                }
                 let Some(conn) = self.entry.accept(
                     &hdr,
-                    len,
                     from,
                     &self.endpoint,
                     &mut self.config,
@@ -1741,13 +1748,11 @@ struct Limits {
 }
 
 impl Entry {
-    /// Creates a connection for a client's Initial packet, which came in a datagram of
-    /// `len` bytes, or answers it with a Retry or version negotiation, or drops it when the
-    /// limits are reached.
+    /// Creates a connection for a client's Initial packet, or answers it with a Retry or
+    /// version negotiation, or drops it when the limits are reached.
     fn accept(
         &self,
         hdr: &quiche::Header,
-        len: usize,
         from: SocketAddr,
         endpoint: &Endpoint,
         config: &mut quiche::Config,
@@ -1755,16 +1760,6 @@ impl Entry {
         receivers: &HashMap<u64, Receiver>,
     ) -> Option<quiche::Connection> {
         if hdr.ty != quiche::Type::Initial {
-            return None;
-        }
-        // RFC 9000, 14.1: a client's first datagram is at least 1200 bytes. A smaller one
-        // gets no answer, so that a Retry or version negotiation (about 100 bytes) is never
-        // more than a small part of what the address sent (8.1 allows 3x).
-        if len < MIN_INITIAL_DATAGRAM {
-            gst::debug!(
-                CAT,
-                "dropping an Initial in a {len}-byte datagram from {from}"
-            );
             return None;
         }
         let socket = &endpoint.socket;
