@@ -295,6 +295,38 @@ fn qlog_and_key_log_files_are_written_and_well_formed() {
         // Written by the sender and by the receiver.
         assert_eq!(labels.get(label), Some(&2), "{label} in {labels:?}");
     }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&keylog).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "key log mode {mode:o}");
+}
+
+/// The secrets go to no file others can read, and never through a symbolic link: the
+/// element fails to start, naming the file.
+#[test]
+fn a_key_log_open_to_others_or_behind_a_link_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared.log");
+    std::fs::write(&shared, "").unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let link = dir.path().join("link.log");
+    let target = dir.path().join("elsewhere.log");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    for (path, shown) in [
+        (&shared, "open to others (mode 644)"),
+        (&link, "symbolic link"),
+    ] {
+        let sender = Running::launch(&format!(
+            "videotestsrc ! x265enc ! h265parse ! quicnalusink {} keylog-file={}",
+            sink_props(),
+            path.display()
+        ));
+        assert!(sender.pipeline.set_state(gst::State::Playing).is_err());
+        let error = sender.expect_error();
+        assert!(error.contains(shown), "{error}");
+    }
+    assert!(!target.exists(), "written through the link");
 }
 
 #[test]

@@ -7,6 +7,7 @@ use gst::glib;
 use gst::prelude::*;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -51,14 +52,7 @@ impl Capture {
             None => None,
         };
         let keylog = match keylog_file.filter(|f| !f.is_empty()) {
-            Some(path) => {
-                let file = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|e| format!("cannot open keylog-file '{path}': {e}"))?;
-                Some(SharedFile(Arc::new(Mutex::new(file))))
-            }
+            Some(path) => Some(SharedFile(Arc::new(Mutex::new(open_keylog(path)?)))),
             None => None,
         };
         Ok(Capture { qlog_dir, keylog })
@@ -77,8 +71,14 @@ impl Capture {
         let Some(dir) = &self.qlog_dir else {
             return;
         };
+        // Named by the connection ID the peer chose: never over a file already there.
         let path = dir.join(format!("{role}-{}.sqlog", conn.trace_id()));
-        match File::create(&path) {
+        let created = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path);
+        match created {
             Ok(file) => conn.set_qlog(
                 Box::new(BufWriter::new(file)),
                 format!("quicnalu {role}"),
@@ -91,6 +91,34 @@ impl Capture {
             ),
         }
     }
+}
+
+/// Opens the key log for appending: made readable by its owner only, never through a
+/// symbolic link, and refused if it already exists readable by others, since the secrets
+/// in it decrypt every captured connection.
+fn open_keylog(path: &str) -> Result<File, String> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => format!("keylog-file '{path}' is a symbolic link"),
+            _ => format!("cannot open keylog-file '{path}': {e}"),
+        })?;
+    let mode = file
+        .metadata()
+        .map_err(|e| format!("keylog-file '{path}': {e}"))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "keylog-file '{path}' is open to others (mode {:o}): chmod 600 it, or name a new file",
+            mode & 0o777
+        ));
+    }
+    Ok(file)
 }
 
 /// The key log, shared by every connection: quiche writes a whole line at a time.
@@ -111,5 +139,37 @@ impl Write for SharedFile {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A qlog file is named by the connection ID the peer chose: one already there, by
+    /// chance or placed by someone, is left as it was.
+    #[test]
+    fn a_qlog_file_never_replaces_one_already_there() {
+        gst::init().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let capture = Capture::open(dir.path().to_str(), None).unwrap();
+        let mut config = quiche::Config::new(quiche::PROTOCOL_VERSION).unwrap();
+        let (local, peer) = (
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap(),
+        );
+        let scid = quiche::ConnectionId::from_ref(&[7; 16]);
+        let mut conn = quiche::connect(None, &scid, local, peer, &mut config).unwrap();
+        let path = dir.path().join(format!("test-{}.sqlog", conn.trace_id()));
+        std::fs::write(&path, "kept").unwrap();
+        capture.attach(&mut conn, "test");
+        drop(conn);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "kept");
+
+        let mut fresh = quiche::connect(None, &scid, local, peer, &mut config).unwrap();
+        capture.attach(&mut fresh, "other");
+        drop(fresh);
+        let written = dir.path().join(format!("other-{}.sqlog", "07".repeat(16)));
+        assert!(std::fs::metadata(written).unwrap().len() > 0);
     }
 }
