@@ -497,6 +497,9 @@ impl Loop {
             o.gso,
             o.gro
         );
+        if let Some(warning) = o.buffer_warning() {
+            gst::warning!(CAT, "{warning}");
+        }
         let outbox = Outbox::new(endpoint.offload);
         let control_in = CommandDecoder::new(settings.max_command_size);
         Ok(Loop {

@@ -246,6 +246,9 @@ impl Server {
             o.gso,
             o.gro
         );
+        if let Some(warning) = o.buffer_warning() {
+            gst::warning!(CAT, "{warning}");
+        }
         let waker = endpoint.waker.clone();
         let thread_link = link.clone();
         let route = settings.log;

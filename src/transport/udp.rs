@@ -25,17 +25,51 @@ const SOCKET_BUFFER: libc::c_int = 4 << 20;
 pub struct Offload {
     pub gso: bool,
     pub gro: bool,
+    /// The receive and send buffer sizes the kernel granted, bytes.
+    pub rcvbuf: usize,
+    pub sndbuf: usize,
 }
 
-/// Sets the socket buffers and turns GRO on; reports which offloads are available.
+impl Offload {
+    /// A warning when the kernel granted smaller buffers than asked, naming the sysctl to
+    /// raise: a burst that overflows the receive buffer is loss QUIC must repair.
+    pub fn buffer_warning(&self) -> Option<String> {
+        let want = SOCKET_BUFFER as usize;
+        let short: Vec<String> = [
+            ("receive", self.rcvbuf, "net.core.rmem_max"),
+            ("send", self.sndbuf, "net.core.wmem_max"),
+        ]
+        .into_iter()
+        .filter(|(_, got, _)| *got < want)
+        .map(|(what, got, sysctl)| {
+            format!(
+                "UDP {what} buffer is {} KiB, asked {} KiB: raise it with \
+                 `sysctl -w {sysctl}={}`",
+                got / 1024,
+                want / 1024,
+                2 * want
+            )
+        })
+        .collect();
+        (!short.is_empty()).then(|| short.join("; "))
+    }
+}
+
+/// Sets the socket buffers and turns GRO on; reports which offloads are available and the
+/// buffer sizes granted.
 pub fn configure(socket: &impl AsRawFd) -> Offload {
     let fd = socket.as_raw_fd();
     // Larger buffers are an optimisation: a refusal leaves the defaults, which still work.
+    // The kernel caps them at net.core.rmem_max / wmem_max (read back below).
     let _ = setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, SOCKET_BUFFER);
     let _ = setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, SOCKET_BUFFER);
+    // Linux reports twice what it grants for data (the rest is its bookkeeping).
+    let granted = |name| getsockopt(fd, libc::SOL_SOCKET, name).map_or(0, |v| v as usize / 2);
     Offload {
         gso: getsockopt(fd, libc::SOL_UDP, UDP_SEGMENT).is_ok(),
         gro: setsockopt(fd, libc::SOL_UDP, UDP_GRO, 1).is_ok(),
+        rcvbuf: granted(libc::SO_RCVBUF),
+        sndbuf: granted(libc::SO_SNDBUF),
     }
 }
 
@@ -130,6 +164,13 @@ pub fn recv(socket: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Datagrams> {
     let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, 0) };
     if n < 0 {
         return Err(io::Error::last_os_error());
+    }
+    if msg.msg_flags & libc::MSG_TRUNC != 0 {
+        // Never hand quiche part of a datagram.
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "datagram larger than the receive buffer, dropped",
+        ));
     }
     let len = n as usize;
     let mut segment = len;
@@ -251,6 +292,46 @@ fn raw_addr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
 mod tests {
     use super::*;
     use std::net::UdpSocket;
+
+    /// The sizes granted are read back; a shortfall names the sysctl that caps it.
+    #[test]
+    fn granted_buffers_are_read_back() {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let o = configure(&socket);
+        assert!(o.rcvbuf > 0 && o.sndbuf > 0, "{o:?}");
+        let want = SOCKET_BUFFER as usize;
+        match o.buffer_warning() {
+            None => assert!(o.rcvbuf >= want && o.sndbuf >= want, "{o:?}"),
+            Some(w) => assert!(w.contains("sysctl -w net.core."), "{w}"),
+        }
+        let small = Offload {
+            rcvbuf: 208 * 1024,
+            sndbuf: want,
+            ..o
+        };
+        assert_eq!(
+            small.buffer_warning().unwrap(),
+            "UDP receive buffer is 208 KiB, asked 4096 KiB: raise it with \
+             `sysctl -w net.core.rmem_max=8388608`"
+        );
+    }
+
+    /// A datagram that does not fit the buffer is refused, not passed on cut short.
+    #[test]
+    fn a_truncated_datagram_is_an_error() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let to = rx.local_addr().unwrap();
+        tx.send_to(&[7; 2000], to).unwrap();
+        tx.send_to(&[8; 100], to).unwrap();
+        let mut buf = vec![0; 1000];
+        let err = recv(&rx, &mut buf).err().map(|e| e.kind());
+        assert_eq!(err, Some(io::ErrorKind::InvalidData));
+        let d = recv(&rx, &mut buf).unwrap();
+        assert_eq!((d.len, buf[0]), (100, 8));
+    }
 
     /// A GSO send arrives as the same datagrams, whether or not GRO rejoins them.
     #[test]
