@@ -559,6 +559,54 @@ fn sink_lets_a_receiver_in_past_200_silent_connections() {
     assert!(reason.contains("no HELLO within 10 s"), "{reason}");
 }
 
+/// A receiver that went quiet no longer holds its place (GONE_QUIET, 1 s), even while
+/// someone who saw its connection ID sends datagrams under it: only packets that decrypt
+/// count as hearing from it. With max-receivers=1 the next receiver gets in.
+#[test]
+fn sink_counts_only_packets_that_decrypt_as_a_receiver_being_there() {
+    use gst_app::AppSink;
+    let _turn = turn();
+    let description = live_sender_description("width=320,height=240", "", 30, 0)
+        .replace("name=sink", "name=sink max-receivers=1");
+    let (_sender, port) = start_sender(&description);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let quiet = admitted(addr, Windows::default());
+    // Short-header packets under its connection ID, from another address: they never
+    // decrypt.
+    let mut junk = vec![0x41];
+    junk.extend_from_slice(quiet.conn.destination_id().as_ref());
+    junk.extend_from_slice(&garbage(60, 7));
+    let spoofer = UdpSocket::bind("127.0.0.3:0").unwrap();
+    let went_quiet = Instant::now();
+    while went_quiet.elapsed() < Duration::from_millis(1500) {
+        spoofer.send_to(&junk, addr).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let next = receiver(port, "reconnect=false");
+    let sink = next.by_name("out").downcast::<AppSink>().unwrap();
+    next.pipeline.set_state(gst::State::Playing).unwrap();
+    let bus = next.pipeline.bus().unwrap();
+    let (mut frames, give_up) = (0, Instant::now() + WATCHDOG);
+    while frames < 30 {
+        assert!(Instant::now() < give_up, "the next receiver got no frames");
+        spoofer.send_to(&junk, addr).unwrap();
+        if let Some(m) = bus.pop_filtered(&[gst::MessageType::Error]) {
+            let gst::MessageView::Error(e) = m.view() else {
+                unreachable!()
+            };
+            panic!("the next receiver: {}", error_text(&e));
+        }
+        if sink
+            .try_pull_sample(gst::ClockTime::from_mseconds(20))
+            .is_some()
+        {
+            frames += 1;
+        }
+    }
+    drop(quiet);
+}
+
 // ---- quicnalusrc against a malicious sender ---------------------------------------------
 
 /// A raw QUIC server with a quicnalusrc (reconnect=false) connected to it; the receiver's

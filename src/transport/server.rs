@@ -1051,8 +1051,15 @@ impl Loop {
             to: self.endpoint.local,
         };
         if let Some(r) = self.receivers.get_mut(&id) {
+            let taken = r.conn.stats().recv;
             if let Err(e) = r.conn.recv(packet, info) {
                 gst::debug!(CAT, "receiver {id}: recv: {e}");
+            }
+            // Only a packet quiche took is news from the receiver: anyone who saw its
+            // connection ID can send one that does not decrypt (quiche drops it quietly),
+            // and must not keep a receiver that went quiet counted as there.
+            if r.conn.stats().recv == taken {
+                return;
             }
             // A receiver heard from after a silence (an outage): answer with a PING so its
             // ACK restarts loss recovery now, not at our next, backed-off, probe timeout.
