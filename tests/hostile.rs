@@ -595,7 +595,7 @@ fn sink_counts_only_packets_that_decrypt_as_a_receiver_being_there() {
             let gst::MessageView::Error(e) = m.view() else {
                 unreachable!()
             };
-            panic!("the next receiver: {}", error_text(&e));
+            panic!("the next receiver: {}", error_text(e));
         }
         if sink
             .try_pull_sample(gst::ClockTime::from_mseconds(20))
