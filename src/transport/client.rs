@@ -10,7 +10,7 @@ use super::logger::{self, Route};
 use super::monotonic_ns;
 use super::socket::{random_cid, Endpoint, Outbox, MAX_RECV_BATCH, SOCKET};
 use super::stats::{ClientStats, ConnectionStats, ReceiverCounters, Reporter};
-use super::tls::{self, Fingerprint};
+use super::tls::{self, Check, Fingerprint};
 use crate::h265::DropCost;
 use crate::protocol::{
     error_code, put_preamble, Command, CommandDecoder, FrameFlags, FrameHeader, GroupDecoder,
@@ -700,47 +700,16 @@ impl Loop {
         }
     }
 
-    /// Why the sender's certificate, which TLS accepted, is still not the sender's: with
-    /// `certificate-fingerprint`, another fingerprint; when a trusted certificate was
-    /// checked for no name (the address is an IP and `server-name` is unset), the address
-    /// missing from its IP names. Else anyone holding a certificate from a trusted CA
-    /// could stand in for any address, and would get the HELLO token.
+    /// Why the sender's certificate, which TLS accepted, is still not the sender's.
     fn certificate_refusal(&self) -> Option<String> {
-        let peer = self.settings.peer;
-        let der = self.conn.peer_cert();
-        if let Some(pin) = self.settings.pin {
-            let Some(der) = der else {
-                return Some(format!(
-                    "{peer} presented no certificate to check certificate-fingerprint against"
-                ));
-            };
-            let got = Fingerprint::of_der(der);
-            return (got != pin).then(|| {
-                format!(
-                    "certificate fingerprint mismatch: {peer} presented SHA-256 {got}, \
-                     but certificate-fingerprint is {pin}"
-                )
-            });
-        }
-        let named = self
-            .settings
-            .server_name
-            .as_deref()
-            .is_some_and(|n| !n.is_empty());
-        if !self.settings.verify || named {
-            return None;
-        }
-        let refused = match der {
-            None => Err("no certificate".to_string()),
-            Some(der) => tls::names_ip(der, peer.ip()),
+        let s = &self.settings;
+        let named = s.server_name.as_deref().is_some_and(|n| !n.is_empty());
+        let check = match s.pin {
+            Some(pin) => Check::Pin(pin),
+            None if s.verify && !named => Check::Address,
+            None => Check::Done,
         };
-        refused.err().map(|shown| {
-            format!(
-                "{peer} presented {shown}, which does not name {}: set server-name to a name \
-                 the certificate carries, or certificate-fingerprint to pin it",
-                peer.ip()
-            )
-        })
+        tls::refusal(check, s.peer, self.conn.peer_cert())
     }
 
     /// Reads up to a batch of datagrams; returns whether the socket was drained.

@@ -12,7 +12,7 @@ use boring::pkey::{PKey, Private};
 use boring::x509::extension::SubjectAlternativeName;
 use boring::x509::{X509Name, X509};
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// How long a generated certificate is valid: one process, one session.
 const SELF_SIGNED_DAYS: u32 = 30;
@@ -164,6 +164,53 @@ pub fn names_ip(der: &[u8], ip: IpAddr) -> Result<(), String> {
     })
 }
 
+/// What a receiver checks once TLS has accepted the sender's certificate.
+#[derive(Clone, Copy, Debug)]
+pub enum Check {
+    /// `certificate-fingerprint`: exactly this certificate.
+    Pin(Fingerprint),
+    /// TLS checked the chain for no name (the address is an IP and `server-name` is
+    /// unset): the address must be among its IP names. Else anyone holding a certificate
+    /// from a trusted CA could stand in for any address, and would get the HELLO token.
+    Address,
+    /// TLS checked the name, or `tls-verify` is off.
+    Done,
+}
+
+/// Why the certificate `der` that `peer` presented is not the sender's, if it is not.
+pub fn refusal(check: Check, peer: SocketAddr, der: Option<&[u8]>) -> Option<String> {
+    match check {
+        Check::Pin(pin) => {
+            let Some(der) = der else {
+                return Some(format!(
+                    "{peer} presented no certificate to check certificate-fingerprint against"
+                ));
+            };
+            let got = Fingerprint::of_der(der);
+            (got != pin).then(|| {
+                format!(
+                    "certificate fingerprint mismatch: {peer} presented SHA-256 {got}, \
+                     but certificate-fingerprint is {pin}"
+                )
+            })
+        }
+        Check::Address => {
+            let shown = match der {
+                None => Err("no certificate".to_string()),
+                Some(der) => names_ip(der, peer.ip()),
+            };
+            shown.err().map(|shown| {
+                format!(
+                    "{peer} presented {shown}, which does not name {}: set server-name to a \
+                     name the certificate carries, or certificate-fingerprint to pin it",
+                    peer.ip()
+                )
+            })
+        }
+        Check::Done => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +227,31 @@ mod tests {
             "a certificate for DNS:localhost, IP:192.0.2.1, IP:::1"
         );
         assert!(names_ip(b"junk", "127.0.0.1".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn a_certificate_is_refused_by_pin_or_by_address() {
+        let cert = SelfSigned::generate(&["localhost", "192.0.2.1"]).unwrap();
+        let der = cert.cert.to_der().unwrap();
+        let other = SelfSigned::generate(&["localhost"]).unwrap().fingerprint();
+        let at = |ip: &str| SocketAddr::new(ip.parse().unwrap(), 4443);
+        let pinned = Check::Pin(cert.fingerprint());
+        assert_eq!(refusal(pinned, at("127.0.0.1"), Some(&der)), None);
+        let wrong = refusal(Check::Pin(other), at("127.0.0.1"), Some(&der)).unwrap();
+        assert!(
+            wrong.starts_with("certificate fingerprint mismatch"),
+            "{wrong}"
+        );
+        assert!(refusal(pinned, at("127.0.0.1"), None).is_some());
+
+        assert_eq!(refusal(Check::Address, at("192.0.2.1"), Some(&der)), None);
+        let elsewhere = refusal(Check::Address, at("127.0.0.1"), Some(&der)).unwrap();
+        assert!(
+            elsewhere.contains("DNS:localhost, IP:192.0.2.1, which does not name 127.0.0.1"),
+            "{elsewhere}"
+        );
+        assert!(refusal(Check::Address, at("127.0.0.1"), None).is_some());
+        assert_eq!(refusal(Check::Done, at("127.0.0.1"), None), None);
     }
 
     #[test]
