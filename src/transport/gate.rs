@@ -1,6 +1,6 @@
-//! What a stranger may hold before it says HELLO. A peer that completes the handshake and
-//! never sends HELLO costs a connection slot, and QUIC PINGs keep it past any idle
-//! timeout: without these limits, 1024 of them from one host lock every receiver out.
+//! What a stranger may get and hold before it says HELLO. A peer that completes the
+//! handshake and never sends HELLO costs a connection slot, and QUIC PINGs keep it past any
+//! idle timeout: without these limits, 1024 of them from one host lock every receiver out.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -16,6 +16,16 @@ pub const HELLO_WITHIN: Duration = Duration::from_secs(10);
 /// round trip of its handshake, so even many receivers behind one address starting at once
 /// rarely meet it, and one that does is let in when its Initial is resent.
 pub const PENDING_PER_ADDRESS: usize = 16;
+
+/// The smallest datagram a client's first Initial may come in (RFC 9000, 14.1).
+const MIN_INITIAL_DATAGRAM: usize = 1200;
+
+/// Whether a datagram of `len` bytes for no connection may be answered at all. A smaller
+/// one than a client's first gets nothing, so that a Retry or version negotiation (about
+/// 100 bytes) is never more than a small part of what the address sent (8.1 allows 3x).
+pub fn may_answer(len: usize) -> bool {
+    len >= MIN_INITIAL_DATAGRAM
+}
 
 /// A connection as the gate sees it.
 #[derive(Debug, Clone, Copy)]
@@ -134,6 +144,13 @@ mod tests {
             may_open(ip, conns.iter().copied(), limits(0, 1)),
             Err("max-handshakes reached")
         );
+    }
+
+    #[test]
+    fn only_a_whole_first_datagram_is_answered() {
+        assert!(!may_answer(30));
+        assert!(!may_answer(1199));
+        assert!(may_answer(1200));
     }
 
     #[test]

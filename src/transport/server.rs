@@ -43,8 +43,6 @@ const MAX_COMMANDS_IN: usize = 256;
 const MAX_CONTROL_QUEUED: usize = 64;
 /// The control stream: the first client-initiated bidirectional stream.
 const CONTROL_STREAM: u64 = 0;
-/// The smallest datagram a client's Initial may come in (RFC 9000, 14.1).
-const MIN_INITIAL_DATAGRAM: usize = 1200;
 /// A receiver silent for this long (its keepalive probes run faster) was cut off.
 const PEER_SILENCE: Duration = Duration::from_millis(150);
 /// Bytes the streaming thread may queue ahead of the fastest receiver before it waits. A
@@ -1016,11 +1014,7 @@ impl Loop {
         let id = match self.ids.get(hdr.dcid.as_ref()) {
             Some(id) => *id,
             None => {
-                // RFC 9000, 14.1: a client's first datagram is at least 1200 bytes. One for
-                // no connection that is smaller gets no answer, so that a Retry or version
-                // negotiation (about 100 bytes) is never more than a small part of what the
-                // address sent (8.1 allows 3x).
-                if len < MIN_INITIAL_DATAGRAM {
+                if !gate::may_answer(len) {
                     gst::debug!(CAT, "dropping a {len}-byte datagram from {from}");
                     return;
                 }
