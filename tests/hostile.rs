@@ -6,12 +6,12 @@
 
 mod common;
 
-use common::raw::{self, RawPeer, Windows};
+use common::raw::{self, hello_bytes, RawPeer, Windows};
 use common::*;
 use gst::prelude::*;
 use gstquicnalu::protocol::{
     error_code, put_group_opening, put_preamble, put_varint, Command, CommandDecoder, FrameFlags,
-    FrameHeader, StreamKind, DEFAULT_MAX_COMMAND_SIZE, DEFAULT_MAX_FRAME_SIZE, VERSION,
+    FrameHeader, StreamKind, DEFAULT_MAX_COMMAND_SIZE, DEFAULT_MAX_FRAME_SIZE,
 };
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::{mpsc, Mutex, MutexGuard};
@@ -205,20 +205,6 @@ impl Stage {
         self.seen.extend(self.messages.try_iter());
         self.seen
     }
-}
-
-/// The control stream's opening and HELLO.
-fn hello_bytes() -> Vec<u8> {
-    let mut out = Vec::new();
-    put_preamble(&mut out, StreamKind::Control);
-    Command::Hello {
-        version: VERSION,
-        options: 0,
-        token: Vec::new(),
-        latency: None,
-    }
-    .encode(&mut out);
-    out
 }
 
 /// A raw client that said HELLO and read its control stream up to DESCRIBE: admitted.

@@ -147,10 +147,9 @@ fn playback_resumes_within_300ms_of_a_2s_outage() {
 /// lost held a stream credit for good (6 of 400 groups' streams, measured before the fix).
 #[test]
 fn a_receiver_with_four_stream_credits_takes_hundreds_of_groups_through_loss() {
-    use common::raw::{RawPeer, Windows};
+    use common::raw::{hello_bytes, RawPeer, Windows};
     use gstquicnalu::protocol::{
-        put_preamble, Command, CommandDecoder, GroupDecoder, StreamKind, DEFAULT_MAX_COMMAND_SIZE,
-        DEFAULT_MAX_FRAME_SIZE, VERSION,
+        CommandDecoder, GroupDecoder, DEFAULT_MAX_COMMAND_SIZE, DEFAULT_MAX_FRAME_SIZE,
     };
     use std::collections::HashMap;
     use std::time::Instant;
@@ -183,16 +182,7 @@ fn a_receiver_with_four_stream_credits_takes_hundreds_of_groups_through_loss() {
             ..Windows::default()
         },
     );
-    let mut hello = Vec::new();
-    put_preamble(&mut hello, StreamKind::Control);
-    Command::Hello {
-        version: VERSION,
-        options: 0,
-        token: Vec::new(),
-        latency: None,
-    }
-    .encode(&mut hello);
-    peer.send_all(0, &hello, false);
+    peer.send_all(0, &hello_bytes(), false);
 
     let mut control = CommandDecoder::new(DEFAULT_MAX_COMMAND_SIZE);
     let mut commands = Vec::new();

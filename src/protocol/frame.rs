@@ -345,6 +345,19 @@ mod tests {
         (header, vec![seq as u8; len])
     }
 
+    /// A header with `flags` and `len` (the rest default) is refused as malformed.
+    fn assert_malformed(flags: FrameFlags, len: u64) {
+        let mut wire = Vec::new();
+        FrameHeader {
+            flags,
+            len,
+            ..FrameHeader::default()
+        }
+        .encode(&mut wire);
+        let err = FrameHeader::decode(&mut Reader::new(&wire), 1 << 20).unwrap_err();
+        assert!(matches!(err, Error::Malformed(_)), "{err}");
+    }
+
     /// A whole group stream: opening, then frames `seqs` (the first a keyframe) of
     /// `base + seq` bytes each.
     fn group(seqs: std::ops::Range<u64>, base: usize) -> (Vec<u8>, Vec<(FrameHeader, Vec<u8>)>) {
@@ -480,15 +493,7 @@ mod tests {
             (FrameFlags::SHED, 3),
             (shed_key, 0),
         ] {
-            let mut wire = Vec::new();
-            FrameHeader {
-                flags,
-                len,
-                ..FrameHeader::default()
-            }
-            .encode(&mut wire);
-            let err = FrameHeader::decode(&mut Reader::new(&wire), 1 << 20).unwrap_err();
-            assert!(matches!(err, Error::Malformed(_)), "{err}");
+            assert_malformed(flags, len);
         }
     }
 
@@ -520,15 +525,7 @@ mod tests {
 
         let end_key = FrameFlags(FrameFlags::END.0 | FrameFlags::KEYFRAME.0);
         for (flags, len) in [(end_key, 0), (FrameFlags::END, 1)] {
-            let mut wire = Vec::new();
-            FrameHeader {
-                flags,
-                len,
-                ..FrameHeader::default()
-            }
-            .encode(&mut wire);
-            let err = FrameHeader::decode(&mut Reader::new(&wire), 1 << 20).unwrap_err();
-            assert!(matches!(err, Error::Malformed(_)), "{err}");
+            assert_malformed(flags, len);
         }
     }
 

@@ -6,6 +6,22 @@ use super::{certs, WATCHDOG};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+/// A raw receiver's first bytes: the control stream's opening and a HELLO with no token,
+/// options or latency.
+pub fn hello_bytes() -> Vec<u8> {
+    use gstquicnalu::protocol::{put_preamble, Command, StreamKind, VERSION};
+    let mut out = Vec::new();
+    put_preamble(&mut out, StreamKind::Control);
+    Command::Hello {
+        version: VERSION,
+        options: 0,
+        token: Vec::new(),
+        latency: None,
+    }
+    .encode(&mut out);
+    out
+}
+
 /// Flow-control windows a raw peer advertises.
 #[derive(Clone, Copy, Debug)]
 pub struct Windows {
