@@ -476,3 +476,96 @@ fn small_initials_get_no_answer_and_a_retry_stays_within_3x() {
         whole.len()
     );
 }
+
+/// A client's Retry token that the sink did not mint for that connection is answered at
+/// once with CONNECTION_CLOSE carrying INVALID_TOKEN (RFC 9000, 8.1.2), where it used to
+/// be dropped in silence until the client timed out: a forged token, and a real one
+/// replayed in an Initial to another connection ID (it used to open a connection).
+#[test]
+fn a_forged_or_replayed_retry_token_is_closed_with_invalid_token() {
+    use common::raw::{self, Windows};
+    use std::net::{SocketAddr, UdpSocket};
+    use std::time::Instant;
+    init();
+    let (_sender, port) = clip_sender("");
+    let server = SocketAddr::from(([127, 0, 0, 1], port));
+    for tamper in ["a forged token", "another connection ID"] {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_millis(20)))
+            .unwrap();
+        let local = socket.local_addr().unwrap();
+        let mut config = raw::client_config(Windows::default());
+        let client_id = [7u8; 16];
+        let scid = quiche::ConnectionId::from_ref(&client_id);
+        let mut conn = quiche::connect(Some("localhost"), &scid, local, server, &mut config)
+            .expect("quiche connect");
+        let mut out = vec![0; 1500];
+        let (n, _) = conn.send(&mut out).expect("an Initial");
+        let odcid = quiche::Header::from_slice(&mut out[..n], 16)
+            .expect("our Initial")
+            .dcid
+            .to_vec();
+        socket.send_to(&out[..n], server).unwrap();
+
+        // The sink's Retry, rebuilt with what the test changes (quiche::retry signs it).
+        let mut buf = vec![0; 65536];
+        let (retry_id, token) = loop {
+            let Ok((n, _)) = socket.recv_from(&mut buf) else {
+                continue;
+            };
+            let hdr = quiche::Header::from_slice(&mut buf[..n], 16).expect("a QUIC packet");
+            if hdr.ty == quiche::Type::Retry {
+                break (hdr.scid.to_vec(), hdr.token.expect("a Retry token"));
+            }
+        };
+        let (retry_id, token) = match tamper {
+            "a forged token" => {
+                let mut forged = token;
+                forged[0] ^= 1;
+                (retry_id, forged)
+            }
+            _ => (vec![9u8; 16], token),
+        };
+        let len = quiche::retry(
+            &scid,
+            &quiche::ConnectionId::from_ref(&odcid),
+            &quiche::ConnectionId::from_ref(&retry_id),
+            &token,
+            quiche::PROTOCOL_VERSION,
+            &mut out,
+        )
+        .expect("a Retry");
+        let info = quiche::RecvInfo {
+            from: server,
+            to: local,
+        };
+        conn.recv(&mut out[..len], info).expect("the Retry taken");
+
+        let t = Instant::now();
+        while conn.peer_error().is_none() && !conn.is_established() && t.elapsed() < WATCHDOG {
+            while let Ok((n, _)) = conn.send(&mut out) {
+                socket.send_to(&out[..n], server).unwrap();
+            }
+            if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                let _ = conn.recv(&mut buf[..n], quiche::RecvInfo { from, to: local });
+            }
+            conn.on_timeout();
+        }
+        let close = conn.peer_error().map(|e| {
+            (
+                e.is_app,
+                e.error_code,
+                String::from_utf8_lossy(&e.reason).into_owned(),
+            )
+        });
+        println!("{tamper}: {close:?} after {:?}", t.elapsed());
+        assert!(!conn.is_established(), "{tamper}: connected");
+        let (app, code, reason) = close.unwrap_or_else(|| panic!("{tamper}: no close"));
+        assert!(
+            !app && code == 0x0b,
+            "{tamper}: closed with {code:#x} ({reason})"
+        );
+        assert!(reason.contains("token"), "{reason}");
+    }
+}

@@ -965,7 +965,8 @@ impl QuicNaluSink {
                 self,
                 gst::StreamError::Encode,
                 [
-                    "Event {} is too long to forward (limit 64 KiB)",
+                    "Event {} not forwarded: longer than 64 KiB, or 1 MiB of commands \
+                     wait for the networking thread",
                     structure.name()
                 ]
             );

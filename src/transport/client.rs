@@ -4,6 +4,8 @@
 
 use super::capture::Capture;
 use super::config::{self, CongestionControl};
+use super::control::{self, Stopped, CONTROL_STREAM};
+use super::inbox::{Event, Inbox, Outgoing, ReceivedFrame};
 use super::lateness::{Held, Lateness, Verdict};
 use super::link::{Interrupted, Link, NetThread};
 use super::logger::{self, Route};
@@ -13,8 +15,8 @@ use super::stats::{ClientStats, ConnectionStats, ReceiverCounters, Reporter};
 use super::tls::{self, Check, Fingerprint};
 use crate::h265::DropCost;
 use crate::protocol::{
-    error_code, put_preamble, Command, CommandDecoder, FrameFlags, FrameHeader, GroupDecoder,
-    GroupFrame, StreamKind, DEFAULT_MAX_COMMAND_SIZE, HELLO_TAKES_SHED, VERSION,
+    error_code, put_preamble, Command, CommandDecoder, FrameFlags, GroupDecoder, GroupFrame,
+    StreamKind, DEFAULT_MAX_COMMAND_SIZE, HELLO_TAKES_SHED, VERSION,
 };
 use mio::Events;
 use once_cell::sync::Lazy;
@@ -31,7 +33,6 @@ static CAT: Lazy<gst::DebugCategory> = Lazy::new(|| {
     )
 });
 
-const CONTROL_STREAM: u64 = 0;
 /// First server-initiated unidirectional stream: the first group.
 const FIRST_GROUP: u64 = 3;
 /// Bytes of frames held back (later groups, or a full queue; whole or being received)
@@ -40,9 +41,8 @@ const MAX_BUFFERED: usize = 16 << 20;
 /// Read size between frames: a frame header and a little of the body, which then passes
 /// through one more copy; the rest of the body is read in place.
 const HEADER_READ: usize = 64;
-/// Application commands held either way: to send while not connected, and pinned to a frame
-/// that has not come yet.
-const MAX_COMMANDS: usize = 256;
+/// Application commands from the sender pinned to a frame that has not come yet.
+const MAX_PINNED: usize = 256;
 /// Bytes waiting on the control stream beyond which the sender's PINGs go unanswered: one
 /// that floods PINGs and never reads would otherwise grow them without bound.
 const MAX_CONTROL_OUT: usize = DEFAULT_MAX_COMMAND_SIZE as usize;
@@ -118,45 +118,12 @@ pub enum ConnectionEvent {
     },
 }
 
-/// One access unit as it arrived.
-#[derive(Debug)]
-pub struct ReceivedFrame {
-    pub header: FrameHeader,
-    pub data: Vec<u8>,
-    /// CLOCK_MONOTONIC (ns) when its last byte arrived.
-    pub arrival: u64,
-    /// Frames before this one were skipped (an expired or abandoned group).
-    pub gap: bool,
-    /// It arrived after the budget, and is output because later frames reference it.
-    pub late: bool,
-    /// Sent from the sender's cache to a receiver joining mid-group: how old (ns, by the
-    /// sender's clock) it already was then. None for live frames.
-    pub catch_up_age: Option<u64>,
-}
-
-/// What the streaming thread receives, in order.
-#[derive(Debug)]
-pub enum Event {
-    /// A connection was established; frames after it may come from a restarted sender,
-    /// on a new timeline.
-    Connected,
-    /// The sender's stream description.
-    Caps(String),
-    Frame(ReceivedFrame),
-    /// An application command from the sender (a serialized GstStructure), in stream order
-    /// when the sender pinned it there.
-    Command(String),
-    /// The sender ended the stream and every frame was delivered.
-    Eos,
-}
-
 struct Queue {
-    events: VecDeque<Event>,
-    capacity: usize,
+    events: Inbox,
     /// Set by the streaming side; the networking thread sends KEYFRAME_REQUEST.
     keyframe_wanted: bool,
     /// Application commands for the sender, sent once connected.
-    commands_out: VecDeque<String>,
+    commands_out: Outgoing,
     /// The latest `stats` snapshot.
     stats: ClientStats,
 }
@@ -187,10 +154,9 @@ impl Client {
         let bind = SocketAddr::new(any, 0);
         let endpoint = Endpoint::bind(bind)?;
         let link = Arc::new(Link::new(Queue {
-            events: VecDeque::new(),
-            capacity: settings.queue_len.max(1),
+            events: Inbox::new(settings.queue_len),
             keyframe_wanted: false,
-            commands_out: VecDeque::new(),
+            commands_out: Outgoing::default(),
             stats: ClientStats::default(),
         }));
         let waker = endpoint.waker.clone();
@@ -220,19 +186,14 @@ impl Client {
     }
 
     /// Sends an application command (a serialized GstStructure) to the sender, once
-    /// connected. False if it is longer than the sender takes, or MAX_COMMANDS are waiting.
+    /// connected. False if it is longer than the sender takes, or inbox::MAX_COMMAND_BYTES
+    /// of commands wait already (not connected, or the sender does not read them).
     pub fn send_command(&self, structure: String) -> bool {
         // Its position varint and the text must fit in one message.
         if structure.len() + 8 > DEFAULT_MAX_COMMAND_SIZE as usize {
             return false;
         }
-        let queued = self.net.update(|s| {
-            let room = s.inner.commands_out.len() < MAX_COMMANDS;
-            if room {
-                s.inner.commands_out.push_back(structure);
-            }
-            room
-        });
+        let queued = self.net.update(|s| s.inner.commands_out.offer(structure));
         self.net.wake();
         queued
     }
@@ -241,8 +202,9 @@ impl Client {
     pub fn next(&self) -> Result<Event, Interrupted> {
         let mut was_full = false;
         let event = self.net.wait(None, |q| {
-            was_full = q.events.len() >= q.capacity;
-            q.events.pop_front()
+            let (event, full) = q.events.pop();
+            was_full = full;
+            event
         })?;
         if was_full {
             self.net.wake();
@@ -356,17 +318,13 @@ fn drive(mut conn: Loop) {
 }
 
 /// Moves the commands pinned before frame `seq` (None: all) to `events`.
-fn hand_pinned(
-    pinned: &mut VecDeque<(u64, String)>,
-    seq: Option<u64>,
-    events: &mut VecDeque<Event>,
-) {
+fn hand_pinned(pinned: &mut VecDeque<(u64, String)>, seq: Option<u64>, events: &mut Inbox) {
     while let Some((before, _)) = pinned.front() {
         if seq.is_some_and(|seq| *before > seq) {
             break;
         }
         if let Some((_, structure)) = pinned.pop_front() {
-            events.push_back(Event::Command(structure));
+            events.push(Event::Command(structure));
         }
     }
 }
@@ -463,6 +421,8 @@ struct Loop {
     last_probe: Instant,
     /// The last receive() stopped at its batch limit.
     unread: bool,
+    /// The last turn stopped reading the control stream at the cap (control.rs).
+    control_unread: bool,
     outbox: Outbox,
     buf: Vec<u8>,
 }
@@ -535,6 +495,7 @@ impl Loop {
             last_rx: Instant::now(),
             last_probe: Instant::now(),
             unread: false,
+            control_unread: false,
             outbox,
             buf: vec![0; 65536],
         })
@@ -555,7 +516,9 @@ impl Loop {
                 self.skip_deadline(),
                 Some(self.settings.stats.due()),
             ];
-            if let Err(e) = self.endpoint.wait(&mut events, deadlines, self.unread) {
+            // Commands left unread in quiche raise no socket event: come straight back.
+            let unread = self.unread || self.control_unread;
+            if let Err(e) = self.endpoint.wait(&mut events, deadlines, unread) {
                 return Outcome::Fatal(format!("poll failed: {e}"));
             }
             if self.link.lock().shutdown {
@@ -568,7 +531,11 @@ impl Loop {
                 }
                 return Outcome::Shutdown;
             }
-            if self.unread || events.iter().any(|e| e.token() == SOCKET) {
+            if self.unread
+                || events
+                    .iter()
+                    .any(|e| e.token() == SOCKET && e.is_readable())
+            {
                 self.unread = !self.receive();
             }
             self.conn.on_timeout();
@@ -690,6 +657,7 @@ impl Loop {
 
     fn flush(&mut self) {
         self.outbox.send_all(&mut self.conn, &self.endpoint.socket);
+        self.endpoint.watch_writable(self.outbox.blocked());
     }
 
     fn next_deadline(&self) -> Instant {
@@ -777,7 +745,11 @@ impl Loop {
                 break;
             }
         }
+        // While the control stream is full (the sender does not read it) a request stays
+        // wanted; one already waiting there serves as well.
+        let room = self.control_out.len() < MAX_CONTROL_OUT;
         if self.hello_sent
+            && room
             && self
                 .link
                 .update(|s| std::mem::take(&mut s.inner.keyframe_wanted))
@@ -786,17 +758,22 @@ impl Loop {
             Command::KeyframeRequest.encode(&mut self.control_out);
             self.counters.keyframe_requests += 1;
         }
-        let commands: Vec<String> = self
-            .link
-            .update(|s| s.inner.commands_out.drain(..).collect());
-        for structure in commands {
-            let before_seq = None;
-            Command::Application {
-                before_seq,
-                structure,
+        // Commands move to the control stream as far as it has room; the rest wait, bounded
+        // (Outgoing), so send-command refuses them once the sender stops reading.
+        let control_out = &mut self.control_out;
+        self.link.update(|s| {
+            while control_out.len() < MAX_CONTROL_OUT {
+                let Some(structure) = s.inner.commands_out.take() else {
+                    break;
+                };
+                let before_seq = None;
+                Command::Application {
+                    before_seq,
+                    structure,
+                }
+                .encode(control_out);
             }
-            .encode(&mut self.control_out);
-        }
+        });
         if self.last_rx.max(self.last_probe).elapsed() >= PROBE {
             self.last_probe = Instant::now();
             let _ = self.conn.send_ack_eliciting();
@@ -824,9 +801,13 @@ impl Loop {
         // Control first: JOIN, which says which frames are catch-up, comes before DESCRIBE,
         // and group streams wait in quiche until DESCRIBE.
         readable.sort_unstable();
+        self.control_unread = false;
         for stream in readable {
             if stream == CONTROL_STREAM {
-                self.read_control()?;
+                // Commands for the application wait in quiche while its queue is full.
+                if self.link.lock().inner.events.has_room() {
+                    self.read_control()?;
+                }
             } else if stream % 4 != 3 {
                 return Err(format!("unexpected stream {stream}"));
             } else if self.described {
@@ -838,20 +819,11 @@ impl Loop {
 
     fn read_control(&mut self) -> Result<(), String> {
         let mut commands = Vec::new();
-        loop {
-            match self.conn.stream_recv(CONTROL_STREAM, &mut self.buf) {
-                Ok((n, fin)) => {
-                    self.control_in
-                        .push(&self.buf[..n], &mut commands)
-                        .map_err(|e| format!("control stream: {e}"))?;
-                    if fin {
-                        break;
-                    }
-                }
-                Err(quiche::Error::Done) => break,
-                Err(e) => return Err(format!("control stream: {e}")),
-            }
-        }
+        let conn = &mut self.conn;
+        let read = |buf: &mut [u8]| conn.stream_recv(CONTROL_STREAM, buf);
+        let stopped =
+            control::read_commands(&mut self.control_in, read, &mut self.buf, &mut commands)?;
+        self.control_unread = stopped == Stopped::Capped;
         for cmd in commands {
             gst::debug!(CAT, "command {cmd:?}");
             match cmd {
@@ -880,7 +852,7 @@ impl Loop {
                     before_seq: Some(seq),
                     structure,
                 } => {
-                    if self.pinned.len() >= MAX_COMMANDS {
+                    if self.pinned.len() >= MAX_PINNED {
                         gst::warning!(CAT, "too many commands wait for their frame: dropped one");
                         self.pinned.pop_front();
                     }
@@ -1083,7 +1055,7 @@ impl Loop {
             let (gap, skip_rasl, pinned) = (&mut self.gap, &mut self.skip_rasl, &mut self.pinned);
             let counters = &mut self.counters;
             let stalled = self.link.update(|s| {
-                while s.inner.events.len() < s.inner.capacity {
+                while s.inner.events.has_room() {
                     let Some(mut frame) = group.frames.pop_front() else {
                         break;
                     };
@@ -1098,7 +1070,7 @@ impl Loop {
                     }
                     frame.gap = std::mem::take(gap);
                     hand_pinned(pinned, Some(frame.header.seq), &mut s.inner.events);
-                    s.inner.events.push_back(Event::Frame(frame));
+                    s.inner.events.push(Event::Frame(frame));
                     counters.frames_output += 1;
                 }
                 !group.frames.is_empty()
@@ -1181,7 +1153,7 @@ impl Loop {
             group.abandoned |= !group.finished;
             group.finished = true;
         }
-        self.link.update(|s| s.inner.capacity = usize::MAX);
+        self.link.update(|s| s.inner.events.unbound());
         self.deliver();
         if !self.eos_delivered {
             self.eos_delivered = true;
@@ -1237,7 +1209,7 @@ impl Loop {
     }
 
     fn push(&self, event: Event) {
-        self.link.update(|s| s.inner.events.push_back(event));
+        self.link.update(|s| s.inner.events.push(event));
     }
 
     /// The commands pinned anywhere before the end, then EOS.
@@ -1245,7 +1217,7 @@ impl Loop {
         let pinned = &mut self.pinned;
         self.link.update(|s| {
             hand_pinned(pinned, None, &mut s.inner.events);
-            s.inner.events.push_back(Event::Eos);
+            s.inner.events.push(Event::Eos);
         });
     }
 

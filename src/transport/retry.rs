@@ -5,7 +5,15 @@
 //! state. It costs one round trip on connect.
 //!
 //! A token is `expiry (8 bytes, ms) | original DCID length (1) | original DCID |
-//! HMAC-SHA256(key, client address | everything before)`, with a key made per sink.
+//! HMAC-SHA256(key, client address | the Retry's connection ID | everything before)`, with
+//! a key made per sink. The Retry's connection ID is the one the client's next Initial is
+//! addressed to, so a token is good for that one connection only and the connection may
+//! keep that ID.
+//!
+//! An Initial whose token does not validate (forged, stale, from another address or for
+//! another connection) is answered with a CONNECTION_CLOSE carrying INVALID_TOKEN (RFC
+//! 9000, 8.1.2): the client will not take a second Retry, so without it the client would
+//! only time out.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -13,6 +21,8 @@ use std::time::{Duration, Instant};
 /// How long a client may take to come back with its token: a few round trips.
 const LIFETIME: Duration = Duration::from_secs(10);
 const MAC_LEN: usize = 32;
+/// The transport error code for a token that does not validate (RFC 9000, 20.1).
+pub const INVALID_TOKEN: u64 = 0x0b;
 
 pub struct AddressValidator {
     key: [u8; 32],
@@ -29,40 +39,51 @@ impl AddressValidator {
         })
     }
 
-    /// A token for `peer`, whose first Initial went to `odcid`.
-    pub fn mint(&self, peer: SocketAddr, odcid: &[u8]) -> Vec<u8> {
-        let expiry = self.now_ms() + LIFETIME.as_millis() as u64;
+    /// A token for `peer`, whose first Initial went to `odcid`, sent in a Retry that gives
+    /// the connection the ID `retry_scid`.
+    pub fn mint(&self, now: Instant, peer: SocketAddr, odcid: &[u8], retry_scid: &[u8]) -> Vec<u8> {
+        let expiry = self.ms(now) + LIFETIME.as_millis() as u64;
         let mut token = Vec::with_capacity(9 + odcid.len() + MAC_LEN);
         token.extend_from_slice(&expiry.to_be_bytes());
         token.push(odcid.len() as u8);
         token.extend_from_slice(odcid);
-        let mac = self.mac(peer, &token);
+        let mac = self.mac(peer, retry_scid, &token);
         token.extend_from_slice(&mac);
         token
     }
 
-    /// The original DCID if `token` was minted here for `peer` and has not expired.
-    pub fn validate(&self, peer: SocketAddr, token: &[u8]) -> Option<Vec<u8>> {
+    /// The original DCID if `token` was minted here for `peer` in a Retry that gave the ID
+    /// `dcid` (the Initial carrying the token is addressed to it), and has not expired.
+    pub fn validate(
+        &self,
+        now: Instant,
+        peer: SocketAddr,
+        dcid: &[u8],
+        token: &[u8],
+    ) -> Option<Vec<u8>> {
         let signed = token.len().checked_sub(MAC_LEN)?;
         let (body, mac) = token.split_at(signed);
-        let expected = self.mac(peer, body);
+        let expected = self.mac(peer, dcid, body);
         // memcmp::eq compares in constant time, and panics on unequal lengths.
         if expected.len() != mac.len() || !boring::memcmp::eq(&expected, mac) {
             return None;
         }
         let (expiry, rest) = body.split_first_chunk::<8>()?;
         let (&len, odcid) = rest.split_first()?;
-        let fresh = u64::from_be_bytes(*expiry) >= self.now_ms();
+        let fresh = u64::from_be_bytes(*expiry) >= self.ms(now);
         (fresh && odcid.len() == usize::from(len)).then(|| odcid.to_vec())
     }
 
-    fn mac(&self, peer: SocketAddr, body: &[u8]) -> Vec<u8> {
-        let mut data = Vec::with_capacity(18 + body.len());
+    fn mac(&self, peer: SocketAddr, cid: &[u8], body: &[u8]) -> Vec<u8> {
+        let mut data = Vec::with_capacity(19 + cid.len() + body.len());
         match peer {
             SocketAddr::V4(a) => data.extend_from_slice(&a.ip().octets()),
             SocketAddr::V6(a) => data.extend_from_slice(&a.ip().octets()),
         }
         data.extend_from_slice(&peer.port().to_be_bytes());
+        // Its length first, so that no other ID and body can give the same bytes.
+        data.push(cid.len() as u8);
+        data.extend_from_slice(cid);
         data.extend_from_slice(body);
         let md = boring::hash::MessageDigest::sha256();
         boring::hmac::Hmac::init(&self.key, &md)
@@ -71,8 +92,8 @@ impl AddressValidator {
             .unwrap_or_default()
     }
 
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+    fn ms(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_millis() as u64
     }
 }
 
@@ -85,15 +106,40 @@ mod tests {
         let v = AddressValidator::new().unwrap();
         let a: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         let b: SocketAddr = "127.0.0.1:5001".parse().unwrap();
-        let token = v.mint(a, b"original");
-        assert_eq!(v.validate(a, &token).as_deref(), Some(&b"original"[..]));
-        assert_eq!(v.validate(b, &token), None);
+        let now = Instant::now();
+        let token = v.mint(now, a, b"original", b"retry-id");
+        let valid = |peer, token: &[u8]| v.validate(now, peer, b"retry-id", token);
+        assert_eq!(valid(a, &token).as_deref(), Some(&b"original"[..]));
+        assert_eq!(valid(b, &token), None);
         let mut forged = token.clone();
         forged[3] ^= 1;
-        assert_eq!(v.validate(a, &forged), None);
-        assert_eq!(v.validate(a, &token[..token.len() - 1]), None);
-        assert_eq!(v.validate(a, b""), None);
+        assert_eq!(valid(a, &forged), None);
+        assert_eq!(valid(a, &token[..token.len() - 1]), None);
+        assert_eq!(valid(a, b""), None);
         let other = AddressValidator::new().unwrap();
-        assert_eq!(other.validate(a, &token), None);
+        assert_eq!(other.validate(now, a, b"retry-id", &token), None);
+    }
+
+    #[test]
+    fn a_token_validates_only_for_the_connection_its_retry_named() {
+        let v = AddressValidator::new().unwrap();
+        let a: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let now = Instant::now();
+        let token = v.mint(now, a, b"original", b"retry-id");
+        assert!(v.validate(now, a, b"retry-id", &token).is_some());
+        // Replayed in an Initial to another connection ID: refused.
+        assert_eq!(v.validate(now, a, b"retry-ie", &token), None);
+        assert_eq!(v.validate(now, a, b"", &token), None);
+    }
+
+    #[test]
+    fn a_token_is_good_for_its_lifetime_only() {
+        let v = AddressValidator::new().unwrap();
+        let a: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let now = Instant::now();
+        let token = v.mint(now, a, b"original", b"retry-id");
+        let at = |ms| v.validate(now + Duration::from_millis(ms), a, b"retry-id", &token);
+        assert!(at(LIFETIME.as_millis() as u64).is_some());
+        assert_eq!(at(LIFETIME.as_millis() as u64 + 1), None);
     }
 }

@@ -4,6 +4,7 @@
 use super::budget::{self, Deadlines};
 use super::capture::Capture;
 use super::config::{self, CongestionControl, Identity};
+use super::control::{self, Stopped, CONTROL_STREAM};
 use super::gate;
 use super::join::{CachedFrame, JoinCache, JoinMode};
 use super::link::{Interrupted, Link, NetThread};
@@ -11,8 +12,9 @@ use super::logger::{self, Route};
 use super::monotonic_ns;
 use super::pacer::{self, Pacer};
 use super::rate::{self, Estimator, Sample};
+use super::ratelimit::{self, Bucket};
 use super::repair::TailProbe;
-use super::retry::AddressValidator;
+use super::retry::{AddressValidator, INVALID_TOKEN};
 use super::socket::{random_cid, Endpoint, Outbox, MAX_RECV_BATCH, SOCKET};
 use super::stats::{ConnectionStats, ReceiverStats, Reporter, SenderStats};
 use super::tls::Fingerprint;
@@ -36,13 +38,18 @@ static CAT: Lazy<gst::DebugCategory> = Lazy::new(|| {
     )
 });
 
-/// Application commands held from one receiver between two turns of the loop.
-const MAX_COMMANDS_IN: usize = 256;
+/// Bytes of application commands handed to the networking thread and not yet taken beyond
+/// which `send-command` returns false (and a forwarded event is not sent): the thread takes
+/// them every turn, so only an application sending far faster than any receiver reads
+/// meets it.
+const MAX_PENDING_COMMANDS: usize = 1 << 20;
+/// Bytes of commands (caps, application commands) waiting on a receiver's control stream
+/// beyond which it is closed with TOO_SLOW: 16 of the longest commands, where a receiver
+/// that reads keeps nearly nothing there.
+const MAX_CONTROL_BYTES: usize = 1 << 20;
 /// Messages waiting on a receiver's control stream beyond which its PINGs go unanswered:
 /// one that floods PINGs and never reads would otherwise pile up a PONG here for each.
 const MAX_CONTROL_QUEUED: usize = 64;
-/// The control stream: the first client-initiated bidirectional stream.
-const CONTROL_STREAM: u64 = 0;
 /// A receiver silent for this long (its keepalive probes run faster) was cut off.
 const PEER_SILENCE: Duration = Duration::from_millis(150);
 /// Bytes the streaming thread may queue ahead of the fastest receiver before it waits. A
@@ -184,6 +191,8 @@ struct Status {
     work: VecDeque<Work>,
     /// Bytes in `work` plus the backlog of the fastest receiver.
     queued_bytes: usize,
+    /// Bytes of application commands in `work`.
+    command_bytes: usize,
     ready_receivers: usize,
     /// Ids of the receivers being served.
     served: Vec<u64>,
@@ -322,20 +331,24 @@ impl Server {
     }
 
     /// Sends an application command (a serialized GstStructure) at once to receiver `to`,
-    /// or to every receiver (None). Returns false when no such receiver is served, or the
-    /// command is longer than a receiver takes.
+    /// or to every receiver (None). Returns false when no such receiver is served, the
+    /// command is longer than a receiver takes, or MAX_PENDING_COMMANDS bytes of commands
+    /// wait for the networking thread already.
     pub fn send_command(&self, to: Option<u64>, structure: String) -> bool {
-        let known = to.is_none_or(|id| self.net.lock().inner.served.contains(&id));
-        let sent = known && fits(&structure);
+        if !fits(&structure) {
+            return false;
+        }
+        let sent = self.net.update(|s| {
+            let known = to.is_none_or(|id| s.inner.served.contains(&id));
+            let work = Work::Command {
+                to,
+                structure,
+                in_stream: None,
+            };
+            known && s.inner.offer_command(work)
+        });
         if sent {
-            self.push(
-                Work::Command {
-                    to,
-                    structure,
-                    in_stream: None,
-                },
-                0,
-            );
+            self.net.wake();
         }
         sent
     }
@@ -343,7 +356,8 @@ impl Server {
     /// Sends an application command to every receiver at this point of the stream: each
     /// hands it on after the frames sent before it and before those sent after, or, with
     /// `after_next`, after the next frame too (the access unit still being gathered).
-    /// Returns false if it is longer than a receiver takes.
+    /// Returns false if it is longer than a receiver takes, or MAX_PENDING_COMMANDS bytes
+    /// of commands wait already.
     pub fn send_command_in_stream(&self, structure: String, after_next: bool) -> bool {
         if !fits(&structure) {
             return false;
@@ -353,8 +367,11 @@ impl Server {
             structure,
             in_stream: Some(u64::from(after_next)),
         };
-        self.push(work, 0);
-        true
+        let sent = self.net.update(|s| s.inner.offer_command(work));
+        if sent {
+            self.net.wake();
+        }
+        sent
     }
 
     /// Tells receivers the stream ended and waits until each has everything, or `timeout`.
@@ -373,6 +390,28 @@ impl Server {
             s.inner.queued_bytes += len;
         });
         self.net.wake();
+    }
+}
+
+impl Status {
+    /// Queues a command unless MAX_PENDING_COMMANDS bytes of them wait already.
+    fn offer_command(&mut self, work: Work) -> bool {
+        let Work::Command { structure, .. } = &work else {
+            return false;
+        };
+        let len = structure.len();
+        if self.command_bytes + len > MAX_PENDING_COMMANDS {
+            return false;
+        }
+        self.command_bytes += len;
+        self.work.push_back(work);
+        true
+    }
+
+    /// Everything queued, for the networking thread.
+    fn take_work(&mut self) -> Vec<Work> {
+        self.command_bytes = 0;
+        self.work.drain(..).collect()
     }
 }
 
@@ -476,6 +515,8 @@ impl ChunkData {
 struct StreamOut {
     stream: u64,
     chunks: VecDeque<Chunk>,
+    /// Bytes of `chunks` not yet written.
+    queued: usize,
 }
 
 impl StreamOut {
@@ -483,14 +524,17 @@ impl StreamOut {
         StreamOut {
             stream,
             chunks: VecDeque::new(),
+            queued: 0,
         }
     }
 
     fn bytes(&self) -> usize {
-        self.chunks
-            .iter()
-            .map(|c| c.data.bytes().len() - c.offset)
-            .sum()
+        self.queued
+    }
+
+    fn push(&mut self, chunk: Chunk) {
+        self.queued += chunk.data.bytes().len();
+        self.chunks.push_back(chunk);
     }
 
     /// Drops everything queued; returns how many frames that was.
@@ -501,6 +545,7 @@ impl StreamOut {
             .filter(|c| matches!(c.data, ChunkData::Frame(_)))
             .count();
         self.chunks.clear();
+        self.queued = 0;
         frames as u64
     }
 
@@ -523,6 +568,7 @@ impl StreamOut {
             match conn.stream_send(self.stream, bytes, chunk.fin && whole) {
                 Ok(n) => {
                     *out_bytes -= n;
+                    self.queued -= n;
                     *allowance -= n;
                     if n < bytes.len() || !whole {
                         chunk.offset += n;
@@ -578,11 +624,12 @@ impl StreamOut {
                 *cut = Some(cut.map_or(from, |layer| layer.min(from)));
             }
             let marker = shed_marker(s.seq);
-            *out_bytes += marker.len();
-            *out_bytes -= chunk.data.bytes().len();
+            let mut removed = chunk.data.bytes().len();
             if let Some(body) = self.chunks.remove(i + 1) {
-                *out_bytes -= body.data.bytes().len();
+                removed += body.data.bytes().len();
             }
+            *out_bytes = *out_bytes + marker.len() - removed;
+            self.queued = self.queued + marker.len() - removed;
             self.chunks[i] = Chunk {
                 data: ChunkData::Owned(marker),
                 offset: 0,
@@ -646,6 +693,11 @@ struct Receiver {
     dropped_behind: bool,
     /// Application commands it sent, not yet reported.
     commands_in: Vec<String>,
+    /// What it may ask per second (ratelimit.rs).
+    command_limit: Bucket,
+    keyframe_limit: Bucket,
+    /// The last turn stopped reading its control stream at the cap (control.rs).
+    control_unread: bool,
     last_rx: Instant,
     outbox: Outbox,
     estimator: Estimator,
@@ -677,21 +729,40 @@ impl Receiver {
     fn queue_chunk(&mut self, stream: u64, chunk: Chunk) {
         self.out_bytes += chunk.data.bytes().len();
         if stream == CONTROL_STREAM {
-            self.control_out.chunks.push_back(chunk);
+            self.control_out.push(chunk);
             return;
         }
         if self.groups_out.back().is_none_or(|g| g.stream != stream) {
             self.groups_out.push_back(StreamOut::new(stream));
         }
         if let Some(g) = self.groups_out.back_mut() {
-            g.chunks.push_back(chunk);
+            g.push(chunk);
         }
     }
 
+    /// Queues a command on the control stream; one that does not read it is closed once
+    /// MAX_CONTROL_BYTES wait there.
     fn queue_command(&mut self, cmd: &Command) {
+        if self.closing() {
+            return;
+        }
         let mut bytes = Vec::new();
         cmd.encode(&mut bytes);
         self.queue(CONTROL_STREAM, ChunkData::Owned(bytes), false, None);
+        let waiting = self.control_out.bytes();
+        if waiting > MAX_CONTROL_BYTES {
+            self.out_bytes -= waiting;
+            self.control_out.clear();
+            let why = format!(
+                "{waiting} bytes of commands wait on its control stream: it does not read it"
+            );
+            self.close(error_code::TOO_SLOW, &why);
+        }
+    }
+
+    /// Closed, or closing: nothing more goes to it.
+    fn closing(&self) -> bool {
+        self.conn.local_error().is_some() || self.conn.is_draining() || self.conn.is_closed()
     }
 
     fn close(&mut self, code: u64, reason: &str) {
@@ -718,7 +789,7 @@ impl Receiver {
         ) {
             gst::warning!(CAT, "receiver {}: control stream: {e}", self.id);
             self.out_bytes -= self.control_out.bytes();
-            self.control_out.chunks.clear();
+            self.control_out.clear();
         }
         // A frame written now arrives about a round trip later: the congestion window
         // ahead of it drains, then it crosses (more when the network queues). One that
@@ -961,7 +1032,9 @@ impl Loop {
                     Some(self.reporter.due()),
                 ])
                 .collect();
-            if let Err(e) = self.endpoint.wait(&mut events, deadlines, self.unread) {
+            // Commands left unread in quiche raise no socket event: come straight back.
+            let unread = self.unread || self.receivers.values().any(|r| r.control_unread);
+            if let Err(e) = self.endpoint.wait(&mut events, deadlines, unread) {
                 self.link
                     .update(|s| s.failure = Some(format!("poll failed: {e}")));
                 return;
@@ -970,7 +1043,11 @@ impl Loop {
                 self.shutdown();
                 return;
             }
-            if self.unread || events.iter().any(|e| e.token() == SOCKET) {
+            if self.unread
+                || events
+                    .iter()
+                    .any(|e| e.token() == SOCKET && e.is_readable())
+            {
                 self.unread = !self.receive();
             }
             for r in self.receivers.values_mut() {
@@ -985,6 +1062,8 @@ impl Loop {
             self.estimate();
             self.reap();
             self.publish();
+            let blocked = self.receivers.values().any(|r| r.outbox.blocked());
+            self.endpoint.watch_writable(blocked);
         }
     }
 
@@ -1018,15 +1097,26 @@ impl Loop {
                     gst::debug!(CAT, "dropping a {len}-byte datagram from {from}");
                     return;
                 }
-                let Some(conn) = self.entry.accept(
+                let entered = self.entry.accept(
                     &hdr,
                     from,
                     &self.endpoint,
                     &mut self.config,
                     &mut self.out,
                     &self.receivers,
-                ) else {
-                    return;
+                );
+                let conn = match entered {
+                    Some(Entered::Opened(conn)) => conn,
+                    Some(Entered::Refused(conn)) => {
+                        let info = quiche::RecvInfo {
+                            from,
+                            to: self.endpoint.local,
+                        };
+                        let socket = &self.endpoint.socket;
+                        refuse_token(conn, packet, info, socket, &mut self.out);
+                        return;
+                    }
+                    None => return,
                 };
                 let id = self.next_id;
                 self.next_id += 1;
@@ -1070,7 +1160,7 @@ impl Loop {
     }
 
     fn take_work(&mut self) {
-        let work: Vec<Work> = self.link.update(|s| s.inner.work.drain(..).collect());
+        let work = self.link.update(|s| s.inner.take_work());
         for item in work {
             match item {
                 Work::Caps(caps) => {
@@ -1206,6 +1296,7 @@ impl Loop {
         }
         if r.conn.is_established() {
             let readable: Vec<u64> = r.conn.readable().collect();
+            r.control_unread = false;
             for stream in readable {
                 if stream != CONTROL_STREAM {
                     r.close(
@@ -1215,21 +1306,17 @@ impl Loop {
                     break;
                 }
                 let mut commands = Vec::new();
-                let mut result = Ok(());
-                while let Ok((n, _fin)) = r.conn.stream_recv(stream, &mut self.buf) {
-                    result = r.control_in.push(&self.buf[..n], &mut commands);
-                    if result.is_err() {
-                        break;
-                    }
-                }
+                let conn = &mut r.conn;
+                let read = |buf: &mut [u8]| conn.stream_recv(CONTROL_STREAM, buf);
+                let result =
+                    control::read_commands(&mut r.control_in, read, &mut self.buf, &mut commands);
+                r.control_unread = result == Ok(Stopped::Capped);
+                let now = Instant::now();
                 for cmd in commands {
-                    r.handle(cmd);
+                    r.handle(cmd, now);
                 }
                 if let Err(e) = result {
-                    r.close(
-                        error_code::PROTOCOL_VIOLATION,
-                        &format!("control stream: {e}"),
-                    );
+                    r.close(error_code::PROTOCOL_VIOLATION, &e);
                 }
             }
             let admission = &self.admission;
@@ -1500,6 +1587,9 @@ impl Receiver {
             behind_since: None,
             dropped_behind: false,
             commands_in: Vec::new(),
+            command_limit: Bucket::new(ratelimit::COMMANDS, Instant::now()),
+            keyframe_limit: Bucket::new(ratelimit::KEYFRAME_REQUESTS, Instant::now()),
+            control_unread: false,
             last_rx: Instant::now(),
             outbox,
             estimator: Estimator::default(),
@@ -1521,12 +1611,14 @@ impl Receiver {
             frames_shed: self.frames_shed,
             groups_reset: self.groups_expired,
             keyframe_requests: self.keyframe_requests,
+            keyframe_requests_dropped: self.keyframe_limit.dropped,
+            commands_dropped: self.command_limit.dropped,
             queued_bytes: self.out_bytes as u64,
             latency_budget: self.budget.map_or(0, |b| b.as_nanos() as u64),
         }
     }
 
-    fn handle(&mut self, cmd: Command) {
+    fn handle(&mut self, cmd: Command, now: Instant) {
         gst::trace!(CAT, "receiver {}: {cmd:?}", self.id);
         match cmd {
             Command::Hello {
@@ -1567,21 +1659,23 @@ impl Receiver {
             Command::Ping(n) if self.control_out.chunks.len() < MAX_CONTROL_QUEUED => {
                 self.queue_command(&Command::Pong(n))
             }
-            Command::KeyframeRequest => {
+            Command::KeyframeRequest if self.keyframe_limit.take(now) => {
                 gst::debug!(CAT, "receiver {}: keyframe request", self.id);
                 self.keyframe_requested = true;
                 self.keyframe_requests += 1;
+            }
+            Command::KeyframeRequest => {
+                gst::debug!(CAT, "receiver {}: keyframe request over its rate", self.id);
             }
             Command::Goodbye { code, reason } => {
                 gst::info!(CAT, "receiver {}: goodbye {code:#x}: {reason}", self.id);
                 let _ = self.conn.close(true, error_code::NO_ERROR, b"goodbye");
             }
-            Command::Application { structure, .. } => {
-                if self.commands_in.len() < MAX_COMMANDS_IN {
-                    self.commands_in.push(structure);
-                } else {
-                    gst::warning!(CAT, "receiver {}: too many commands: dropped", self.id);
-                }
+            Command::Application { structure, .. } if self.command_limit.take(now) => {
+                self.commands_in.push(structure);
+            }
+            Command::Application { .. } => {
+                gst::debug!(CAT, "receiver {}: command over its rate: dropped", self.id);
             }
             other => gst::debug!(CAT, "receiver {}: ignoring {other:?}", self.id),
         }
@@ -1751,6 +1845,15 @@ struct Limits {
     command_size: u64,
 }
 
+/// What a client's Initial for no known connection gets.
+enum Entered {
+    /// A new connection.
+    Opened(quiche::Connection),
+    /// Its token did not validate: this connection only reads the Initial and closes with
+    /// INVALID_TOKEN (see retry.rs), and is never kept.
+    Refused(quiche::Connection),
+}
+
 impl Entry {
     /// Creates a connection for a client's Initial packet, or answers it with a Retry or
     /// version negotiation, or drops it when the limits are reached.
@@ -1762,7 +1865,7 @@ impl Entry {
         config: &mut quiche::Config,
         out: &mut [u8],
         receivers: &HashMap<u64, Receiver>,
-    ) -> Option<quiche::Connection> {
+    ) -> Option<Entered> {
         if hdr.ty != quiche::Type::Initial {
             return None;
         }
@@ -1782,12 +1885,13 @@ impl Entry {
             gst::debug!(CAT, "dropping an Initial from {from}: {why}");
             return None;
         }
+        let now = Instant::now();
         let (scid, odcid) = match &self.validator {
             None => (random_cid().to_vec(), None),
             Some(validator) => match hdr.token.as_deref().filter(|t| !t.is_empty()) {
                 None => {
                     let scid = random_cid();
-                    let token = validator.mint(from, &hdr.dcid);
+                    let token = validator.mint(now, from, &hdr.dcid, &scid);
                     let new_scid = quiche::ConnectionId::from_ref(&scid);
                     let len =
                         quiche::retry(&hdr.scid, &hdr.dcid, &new_scid, &token, hdr.version, out)
@@ -1795,12 +1899,16 @@ impl Entry {
                     let _ = socket.send_to(&out[..len], from);
                     return None;
                 }
-                Some(token) => match validator.validate(from, token) {
-                    // The connection keeps the ID our Retry gave it.
+                Some(token) => match validator.validate(now, from, &hdr.dcid, token) {
+                    // The token names this ID: the connection keeps it.
                     Some(odcid) => (hdr.dcid.to_vec(), Some(odcid)),
                     None => {
-                        gst::debug!(CAT, "dropping an Initial from {from}: invalid token");
-                        return None;
+                        gst::info!(CAT, "refusing an Initial from {from}: invalid token");
+                        let scid = random_cid();
+                        let scid = quiche::ConnectionId::from_ref(&scid);
+                        return quiche::accept(&scid, None, endpoint.local, from, config)
+                            .ok()
+                            .map(Entered::Refused);
                     }
                 },
             },
@@ -1810,12 +1918,56 @@ impl Entry {
         match quiche::accept(&scid, odcid.as_ref(), endpoint.local, from, config) {
             Ok(mut conn) => {
                 self.capture.attach(&mut conn, "quicnalusink");
-                Some(conn)
+                Some(Entered::Opened(conn))
             }
             Err(e) => {
                 gst::debug!(CAT, "cannot accept {from}: {e}");
                 None
             }
         }
+    }
+}
+
+/// Closes a connection made only to refuse a client's `initial` with INVALID_TOKEN: it
+/// reads the Initial (which gives it the keys to answer in) and sends its CONNECTION_CLOSE,
+/// a packet far smaller than the Initial, at once.
+fn refuse_token(
+    mut conn: quiche::Connection,
+    initial: &mut [u8],
+    info: quiche::RecvInfo,
+    socket: &mio::net::UdpSocket,
+    out: &mut [u8],
+) {
+    let _ = conn.recv(initial, info);
+    let _ = conn.close(false, INVALID_TOKEN, b"invalid address validation token");
+    while let Ok((n, send)) = conn.send(out) {
+        let _ = socket.send_to(&out[..n], send.to);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(len: usize) -> Work {
+        Work::Command {
+            to: None,
+            structure: "x".repeat(len),
+            in_stream: None,
+        }
+    }
+
+    #[test]
+    fn commands_handed_over_are_bounded_in_bytes() {
+        let mut status = Status::default();
+        let mut taken = 0;
+        while status.offer_command(command(60_000)) {
+            taken += 1;
+        }
+        assert_eq!(taken, MAX_PENDING_COMMANDS / 60_000);
+        // Small ones still fit in what is left; once the thread took the work, all do.
+        assert!(status.offer_command(command(10)));
+        assert_eq!(status.take_work().len(), taken + 1);
+        assert!(status.offer_command(command(60_000)));
     }
 }

@@ -5,6 +5,7 @@ use super::repair::RepeatRepairs;
 use super::udp::{self, Datagrams, Offload};
 use mio::net::UdpSocket;
 use mio::{Interest, Poll, Token, Waker};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +24,8 @@ pub struct Endpoint {
     pub waker: Arc<Waker>,
     pub local: SocketAddr,
     pub offload: Offload,
+    /// The poll also wakes when the socket turns writable (see [`Endpoint::watch_writable`]).
+    writable: bool,
 }
 
 impl Endpoint {
@@ -46,14 +49,39 @@ impl Endpoint {
             waker,
             local,
             offload,
+            writable: false,
         })
+    }
+
+    /// Whether the poll should wake when the socket turns writable: only while an Outbox
+    /// holds packets the socket refused, since an idle socket's buffer space changes with
+    /// every send and would wake the loop for nothing.
+    pub fn watch_writable(&mut self, on: bool) {
+        if on == self.writable {
+            return;
+        }
+        let interest = if on {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        // Re-registering reports a socket already writable at once (epoll rechecks).
+        if self
+            .poll
+            .registry()
+            .reregister(&mut self.socket, SOCKET, interest)
+            .is_ok()
+        {
+            self.writable = on;
+        }
     }
 }
 
 impl Endpoint {
     /// Sleeps until the socket is readable, the waker fires, or the earliest of `deadlines`
-    /// passes. With `unread` (the last read stopped at its batch limit) it does not sleep:
-    /// mio is edge-triggered, so datagrams left unread raise no new event.
+    /// passes. With `unread` (the last turn stopped reading datagrams or commands at its
+    /// limit) it does not sleep: mio is edge-triggered, so what is left unread raises no
+    /// new event.
     pub fn wait(
         &mut self,
         events: &mut mio::Events,
@@ -92,6 +120,18 @@ impl Endpoint {
     }
 }
 
+/// Where the Outbox writes: the UDP socket, or a test's double.
+pub trait Wire {
+    /// Sends `data`, datagrams of `segment` bytes (the last may be shorter), to `to`.
+    fn send(&self, data: &[u8], segment: usize, to: SocketAddr) -> std::io::Result<()>;
+}
+
+impl Wire for UdpSocket {
+    fn send(&self, data: &[u8], segment: usize, to: SocketAddr) -> std::io::Result<()> {
+        udp::send(self, data, segment, to)
+    }
+}
+
 /// Packets released this close to their pacing time go out now: poll() sleeps in whole
 /// milliseconds, so finer spacing cannot be honoured and would only add latency.
 const PACING_SLACK: Duration = Duration::from_millis(1);
@@ -115,6 +155,10 @@ pub struct Outbox {
     held_twice: bool,
     /// The packet being repeated, while the batch makes room for it.
     copy: Vec<u8>,
+    /// Batches the socket refused for a full buffer (WouldBlock), to send before anything
+    /// else once it is writable: `(datagrams, segment size, to)`. No more packets are taken
+    /// from quiche meanwhile, so this holds a batch or two at most.
+    unsent: VecDeque<(Vec<u8>, usize, SocketAddr)>,
 }
 
 impl Outbox {
@@ -132,7 +176,13 @@ impl Outbox {
             repeat: RepeatRepairs::default(),
             held_twice: false,
             copy: Vec::with_capacity(MAX_DATAGRAM_SIZE),
+            unsent: VecDeque::new(),
         }
+    }
+
+    /// The socket's buffer was full: packets wait for it to be writable.
+    pub fn blocked(&self) -> bool {
+        !self.unsent.is_empty()
     }
 
     /// When the held packet is due, if one is held.
@@ -142,16 +192,22 @@ impl Outbox {
 
     /// Hands every packet `conn` wants sent by now to the socket; holds the first one that
     /// is due later.
-    pub fn send_all(&mut self, conn: &mut quiche::Connection, socket: &UdpSocket) {
+    pub fn send_all(&mut self, conn: &mut quiche::Connection, socket: &impl Wire) {
         self.send(conn, socket, false);
     }
 
     /// Sends everything, paced or not: a closing connection's last packets must not wait.
-    pub fn send_all_now(&mut self, conn: &mut quiche::Connection, socket: &UdpSocket) {
+    pub fn send_all_now(&mut self, conn: &mut quiche::Connection, socket: &impl Wire) {
         self.send(conn, socket, true);
     }
 
-    fn send(&mut self, conn: &mut quiche::Connection, socket: &UdpSocket, unpaced: bool) {
+    fn send(&mut self, conn: &mut quiche::Connection, socket: &impl Wire, unpaced: bool) {
+        // What the socket refused goes first; while it still refuses, quiche keeps the rest
+        // (its loss recovery and pacing see nothing sent).
+        self.send_unsent(socket);
+        if self.blocked() {
+            return;
+        }
         let now = Instant::now();
         if let Some((to, at)) = self.held_for {
             if at > now + PACING_SLACK && !unpaced {
@@ -171,6 +227,9 @@ impl Outbox {
         loop {
             if self.full() {
                 self.flush(socket);
+            }
+            if self.blocked() {
+                break;
             }
             let start = self.len;
             let (n, info) = match conn.send(&mut self.batch[start..start + MAX_DATAGRAM_SIZE]) {
@@ -211,7 +270,7 @@ impl Outbox {
 
     /// Takes the packet quiche just wrote at `batch[start..start + n]` into the batch, and
     /// a copy of it after if `twice`.
-    fn add(&mut self, start: usize, n: usize, to: SocketAddr, socket: &UdpSocket, twice: bool) {
+    fn add(&mut self, start: usize, n: usize, to: SocketAddr, socket: &impl Wire, twice: bool) {
         self.take(start, n, to, socket);
         if !twice {
             return;
@@ -228,7 +287,7 @@ impl Outbox {
     }
 
     /// One packet into the batch, which is sent first if the packet cannot join it.
-    fn take(&mut self, start: usize, n: usize, to: SocketAddr, socket: &UdpSocket) {
+    fn take(&mut self, start: usize, n: usize, to: SocketAddr, socket: &impl Wire) {
         let mut start = start;
         // A GSO batch is one peer and one segment size; only its last packet may be shorter.
         if self.count > 0 && (Some(to) != self.to || n > self.segment) {
@@ -244,25 +303,48 @@ impl Outbox {
         self.count += 1;
     }
 
-    fn flush(&mut self, socket: &UdpSocket) {
+    fn flush(&mut self, socket: &impl Wire) {
         let Some(to) = self.to.filter(|_| self.count > 0) else {
             return;
         };
         let data = &self.batch[..self.len];
-        // A full kernel buffer (WouldBlock) or a transient error drops the datagrams; QUIC
-        // loss recovery resends their contents.
-        if let Err(e) = udp::send(socket, data, self.segment, to) {
+        let result = if self.blocked() {
+            Err(std::io::ErrorKind::WouldBlock.into())
+        } else {
+            socket.send(data, self.segment, to)
+        };
+        match result {
+            Ok(()) => {}
+            // A full buffer: kept, in order, until the socket is writable.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                self.unsent.push_back((data.to_vec(), self.segment, to));
+            }
             // Any other failure of a multi-datagram send (EIO: the device cannot segment;
             // EINVAL/EMSGSIZE: a small path MTU) turns GSO off: one by one from now on.
-            if self.count > 1 && e.kind() != std::io::ErrorKind::WouldBlock {
+            // A single datagram's error (ICMP unreachable) drops it: loss recovery resends.
+            Err(_) if self.count > 1 => {
                 self.gso = false;
                 for packet in data.chunks(self.segment) {
-                    let _ = udp::send(socket, packet, packet.len(), to);
+                    let _ = socket.send(packet, packet.len(), to);
                 }
             }
+            Err(_) => {}
         }
         self.len = 0;
         self.count = 0;
+    }
+
+    /// Sends the batches the socket refused, in order, until it refuses again.
+    fn send_unsent(&mut self, socket: &impl Wire) {
+        while let Some((data, segment, to)) = self.unsent.front() {
+            match socket.send(data, *segment, *to) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                // Sent, or failed for good (as in flush): either way it goes.
+                _ => {
+                    self.unsent.pop_front();
+                }
+            }
+        }
     }
 }
 
@@ -272,4 +354,65 @@ pub fn random_cid() -> [u8; quiche::MAX_CONN_ID_LEN] {
     // getrandom only fails without an entropy source; a fixed ID still works for one peer.
     let _ = getrandom::fill(&mut id);
     id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::{Cell, RefCell};
+
+    /// A socket that refuses while `full`, and records what it takes.
+    #[derive(Default)]
+    struct Double {
+        full: Cell<bool>,
+        sent: RefCell<Vec<(Vec<u8>, usize)>>,
+    }
+
+    impl Wire for Double {
+        fn send(&self, data: &[u8], segment: usize, _: SocketAddr) -> std::io::Result<()> {
+            if self.full.get() {
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            self.sent.borrow_mut().push((data.to_vec(), segment));
+            Ok(())
+        }
+    }
+
+    /// Puts a packet of `n` bytes of `fill` into the batch, as `send` does.
+    fn packet(out: &mut Outbox, n: usize, fill: u8, wire: &Double) {
+        let to = "127.0.0.1:9".parse().unwrap();
+        let start = out.len;
+        out.batch[start..start + n].fill(fill);
+        out.take(start, n, to, wire);
+    }
+
+    #[test]
+    fn a_full_socket_keeps_the_batch_until_it_takes_it() {
+        let offload = Offload {
+            gso: true,
+            gro: false,
+            rcvbuf: 0,
+            sndbuf: 0,
+        };
+        let mut out = Outbox::new(offload);
+        let wire = Double::default();
+        wire.full.set(true);
+        for fill in 1..=3 {
+            packet(&mut out, 100, fill, &wire);
+        }
+        out.flush(&wire);
+        // Before, the three were dropped here; now they wait, and what follows waits
+        // behind them.
+        assert!(out.blocked());
+        packet(&mut out, 50, 9, &wire);
+        out.flush(&wire);
+        out.send_unsent(&wire);
+        assert!(out.blocked() && wire.sent.borrow().is_empty());
+
+        wire.full.set(false);
+        out.send_unsent(&wire);
+        assert!(!out.blocked());
+        let first: Vec<u8> = [1u8, 2, 3].iter().flat_map(|&b| [b; 100]).collect();
+        assert_eq!(*wire.sent.borrow(), [(first, 100), (vec![9; 50], 50)]);
+    }
 }

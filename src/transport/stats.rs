@@ -91,6 +91,10 @@ pub struct ReceiverStats {
     pub frames_shed: u64,
     pub groups_reset: u64,
     pub keyframe_requests: u64,
+    /// Keyframe requests and application commands it sent beyond its rate (ratelimit.rs),
+    /// dropped.
+    pub keyframe_requests_dropped: u64,
+    pub commands_dropped: u64,
     /// Bytes queued for it and not yet taken by quiche.
     pub queued_bytes: u64,
     /// Its latency budget in ns, as negotiated (0: none).
@@ -163,6 +167,8 @@ impl Snapshot for SenderStats {
                     .field("frames-shed", r.frames_shed)
                     .field("groups-reset", r.groups_reset)
                     .field("keyframe-requests", r.keyframe_requests)
+                    .field("keyframe-requests-dropped", r.keyframe_requests_dropped)
+                    .field("commands-dropped", r.commands_dropped)
                     .field("queued-bytes", r.queued_bytes)
                     .field("latency-budget", r.latency_budget)
                     .build();

@@ -1,0 +1,138 @@
+//! The control stream both sides share: its ID, and how much of it one turn of the loop
+//! reads. What a peer writes faster than that stays in quiche, whose flow control then
+//! holds the peer back, so neither side's memory grows with what the other sends.
+
+use crate::protocol::{Command, CommandDecoder};
+
+/// The control stream: the first client-initiated bidirectional stream.
+pub const CONTROL_STREAM: u64 = 0;
+
+/// Commands decoded from a peer's control stream in one turn. Without a cap one turn took
+/// a whole flow-control window: 16 MiB of 2-byte PINGs is 8 million commands held at once.
+pub const MAX_COMMANDS_PER_TURN: usize = 256;
+
+/// Bytes read at a time: the cap is checked between reads, so this bounds what one turn
+/// decodes past it.
+const READ_SIZE: usize = 4096;
+
+/// Where a turn's reading stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Nothing more to read for now.
+    Drained,
+    /// MAX_COMMANDS_PER_TURN decoded: more may be waiting, read it next turn.
+    Capped,
+    /// The peer ended the stream.
+    Finished,
+}
+
+/// Reads and decodes commands into `out` with `recv` (a `stream_recv` on the control
+/// stream) until it has nothing more, the stream ends, or MAX_COMMANDS_PER_TURN are in
+/// `out`. Err: the bytes are not commands, or the stream failed (reset by the peer).
+pub fn read_commands(
+    decoder: &mut CommandDecoder,
+    mut recv: impl FnMut(&mut [u8]) -> Result<(usize, bool), quiche::Error>,
+    buf: &mut [u8],
+    out: &mut Vec<Command>,
+) -> Result<Stopped, String> {
+    let size = buf.len().min(READ_SIZE);
+    while out.len() < MAX_COMMANDS_PER_TURN {
+        match recv(&mut buf[..size]) {
+            Ok((n, fin)) => {
+                decoder
+                    .push(&buf[..n], out)
+                    .map_err(|e| format!("control stream: {e}"))?;
+                if fin {
+                    return Ok(Stopped::Finished);
+                }
+            }
+            Err(quiche::Error::Done) => return Ok(Stopped::Drained),
+            Err(quiche::Error::StreamReset(code)) => {
+                return Err(format!(
+                    "control stream: reset by the peer (code {code:#x})"
+                ))
+            }
+            Err(e) => return Err(format!("control stream: {e}")),
+        }
+    }
+    Ok(Stopped::Capped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{put_preamble, StreamKind, DEFAULT_MAX_COMMAND_SIZE};
+
+    /// A control stream holding `bytes`, read as quiche would hand them out.
+    fn stream(
+        bytes: Vec<u8>,
+        fin: bool,
+    ) -> impl FnMut(&mut [u8]) -> Result<(usize, bool), quiche::Error> {
+        let mut at = 0;
+        move |buf: &mut [u8]| {
+            if at == bytes.len() {
+                return Err(quiche::Error::Done);
+            }
+            let n = buf.len().min(bytes.len() - at);
+            buf[..n].copy_from_slice(&bytes[at..at + n]);
+            at += n;
+            Ok((n, fin && at == bytes.len()))
+        }
+    }
+
+    /// The control stream's opening and `n` PINGs.
+    fn pings(n: u64) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        put_preamble(&mut bytes, StreamKind::Control);
+        for i in 0..n {
+            Command::Ping(i).encode(&mut bytes);
+        }
+        bytes
+    }
+
+    #[test]
+    fn a_flood_is_read_a_capped_amount_per_turn() {
+        let mut decoder = CommandDecoder::new(DEFAULT_MAX_COMMAND_SIZE);
+        let mut recv = stream(pings(100_000), false);
+        let mut buf = vec![0; 65536];
+        let mut total = 0;
+        let mut turns = 0;
+        loop {
+            let mut out = Vec::new();
+            let stopped = read_commands(&mut decoder, &mut recv, &mut buf, &mut out).unwrap();
+            // One read past the cap at most: a read of READ_SIZE bytes holds no more
+            // commands than bytes.
+            assert!(
+                out.len() < MAX_COMMANDS_PER_TURN + READ_SIZE,
+                "{}",
+                out.len()
+            );
+            total += out.len();
+            turns += 1;
+            if stopped == Stopped::Drained {
+                break;
+            }
+            assert_eq!(stopped, Stopped::Capped);
+        }
+        assert_eq!(total, 100_000);
+        assert!(turns > 1, "{turns}");
+    }
+
+    #[test]
+    fn the_end_and_bad_bytes_are_told() {
+        let mut buf = vec![0; 64];
+        let mut decoder = CommandDecoder::new(DEFAULT_MAX_COMMAND_SIZE);
+        let mut out = Vec::new();
+        let stopped = read_commands(&mut decoder, stream(pings(3), true), &mut buf, &mut out);
+        assert_eq!((stopped, out.len()), (Ok(Stopped::Finished), 3));
+
+        let mut decoder = CommandDecoder::new(DEFAULT_MAX_COMMAND_SIZE);
+        let garbage = stream(vec![0xff; 32], false);
+        let e = read_commands(&mut decoder, garbage, &mut buf, &mut Vec::new()).unwrap_err();
+        assert!(e.starts_with("control stream: "), "{e}");
+
+        let reset = |_: &mut [u8]| Err(quiche::Error::StreamReset(1));
+        let e = read_commands(&mut decoder, reset, &mut buf, &mut Vec::new()).unwrap_err();
+        assert!(e.contains("reset"), "{e}");
+    }
+}
