@@ -593,22 +593,152 @@ fn sink_counts_only_packets_that_decrypt_as_a_receiver_being_there() {
     drop(quiet);
 }
 
+/// The id the sink gave the receiver that connected after the steady one.
+fn hostile_id(stage: &mut Stage) -> u64 {
+    let steady: u64 = stage.seen[0].get("receiver-id").unwrap();
+    stage
+        .message("quicnalusink-receiver-connected", |s| {
+            s.get::<u64>("receiver-id").unwrap() != steady
+        })
+        .get("receiver-id")
+        .unwrap()
+}
+
+/// The application sends commands to a receiver that never reads its control stream: they
+/// used to pile up in the sink without limit (600 MiB for 20,000 of 32 KB). Now the
+/// receiver is closed with TOO_SLOW once 1 MiB waits for it.
+#[test]
+fn sink_closes_a_receiver_that_never_reads_its_commands() {
+    let _turn = turn();
+    let mut stage = Stage::start();
+    let windows = Windows {
+        stream_data: 64 << 10,
+        ..Windows::default()
+    };
+    let mut peer = admitted(stage.addr, windows);
+    let id = hostile_id(&mut stage);
+    let sink = stage.sender.by_name("sink");
+    let command = gst::Structure::builder("big")
+        .field("data", "x".repeat(32_000))
+        .build();
+    let (mut accepted, mut refused) = (0u64, 0u64);
+    while peer.conn.peer_error().is_none() && accepted < 20_000 {
+        if sink.emit_by_name::<bool>("send-command", &[&id, &command]) {
+            accepted += 1;
+        } else {
+            refused += 1;
+        }
+        peer.pump(Duration::from_millis(1));
+    }
+    let reason = closed_with(&peer, error_code::TOO_SLOW);
+    let message = hostile_disconnected(&mut stage);
+    drop(peer);
+    stage.finish();
+    println!(
+        "commands never read: closed after {accepted} accepted ({refused} refused): \
+         '{reason}', message '{message}'"
+    );
+    assert!(reason.contains("control stream"), "{reason}");
+    // 1 MiB waiting, the 64 KiB window and what was on its way: about 40 commands.
+    assert!(
+        accepted < 200,
+        "{accepted} commands accepted before the close"
+    );
+}
+
+/// A receiver floods the control stream with keyframe requests and commands, 20 of each
+/// every 10 ms for 2 s. The sink takes them at the documented rates (ratelimit.rs: 4 then
+/// 1/s, 100 then 50/s), counts the rest as dropped in its stats, and the steady receiver
+/// beside it gets every frame.
+#[test]
+fn sink_rate_limits_a_receivers_commands_and_keyframe_requests() {
+    let _turn = turn();
+    let mut stage = Stage::start();
+    let mut peer = admitted(stage.addr, Windows::default());
+    let id = hostile_id(&mut stage);
+    let mut burst = Vec::new();
+    for _ in 0..20 {
+        Command::KeyframeRequest.encode(&mut burst);
+        Command::Application {
+            before_seq: None,
+            structure: "flood, n=(int)1".into(),
+        }
+        .encode(&mut burst);
+    }
+    let t = Instant::now();
+    let mut sent = 0u64;
+    while t.elapsed() < Duration::from_secs(2) {
+        peer.send_all(0, &burst, false);
+        sent += 20;
+        peer.pump(Duration::from_millis(10));
+    }
+    // Every one sent is either taken or dropped, once the sink has read them all.
+    let sink = stage.sender.by_name("sink");
+    let give_up = Instant::now() + WATCHDOG;
+    let entry = loop {
+        assert!(Instant::now() < give_up, "the sink never read the flood");
+        peer.pump(Duration::from_millis(20));
+        let stats = sink.property::<gst::Structure>("stats");
+        let receivers = stats.get::<gst::Array>("receivers").unwrap();
+        let entry = receivers
+            .iter()
+            .map(|r| r.get::<gst::Structure>().unwrap())
+            .find(|r| r.get::<u64>("receiver-id").unwrap() == id)
+            .expect("the flooding receiver in stats");
+        let taken = entry.get::<u64>("keyframe-requests").unwrap();
+        if taken + entry.get::<u64>("keyframe-requests-dropped").unwrap() == sent {
+            break entry;
+        }
+    };
+    let elapsed = t.elapsed().as_secs_f64();
+    let keyframes_taken = entry.get::<u64>("keyframe-requests").unwrap();
+    let commands_dropped = entry.get::<u64>("commands-dropped").unwrap();
+    let seen = stage.finish();
+    let commands_taken = seen
+        .iter()
+        .filter(|s| s.name() == "quicnalusink-command")
+        .filter(|s| s.get::<u64>("receiver-id").unwrap() == id)
+        .count() as u64;
+    drop(peer);
+    println!(
+        "flood of {sent} each in {elapsed:.2} s: keyframe requests taken {keyframes_taken}, \
+         commands taken {commands_taken}, dropped {commands_dropped}"
+    );
+    assert_eq!(commands_taken + commands_dropped, sent);
+    assert!(
+        keyframes_taken <= 4 + elapsed as u64 + 1,
+        "{keyframes_taken}"
+    );
+    assert!(
+        commands_taken <= 100 + (elapsed * 50.0) as u64 + 1,
+        "{commands_taken}"
+    );
+    assert!(keyframes_taken >= 4 && commands_taken >= 100);
+}
+
 // ---- quicnalusrc against a malicious sender ---------------------------------------------
 
 /// A raw QUIC server with a quicnalusrc (reconnect=false) connected to it; the receiver's
 /// HELLO has been read.
 fn hostile_sender() -> (RawPeer, Running) {
+    hostile_sender_with(Windows::default(), |_| {})
+}
+
+/// Like [`hostile_sender`], advertising `windows` (but one bidirectional stream and no
+/// unidirectional ones), with `prepare` applied to the receiver before it starts.
+fn hostile_sender_with(windows: Windows, prepare: impl FnOnce(&Running)) -> (RawPeer, Running) {
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let port = socket.local_addr().unwrap().port();
     let receiver = Running::launch(&format!(
         "quicnalusrc name=src {} reconnect=false ! fakesink",
         src_props(port)
     ));
+    prepare(&receiver);
     receiver.pipeline.set_state(gst::State::Playing).unwrap();
     let windows = Windows {
         max_streams_bidi: 1,
         max_streams_uni: 0,
-        ..Windows::default()
+        ..windows
     };
     let mut peer = RawPeer::accept(socket, &mut raw::server_config(windows));
     let mut decoder = CommandDecoder::new(DEFAULT_MAX_COMMAND_SIZE);
@@ -813,4 +943,108 @@ fn receiver_bounds_a_ping_flood_from_a_sender_that_never_reads() {
     );
     receiver.pipeline.set_state(gst::State::Null).unwrap();
     assert!(growth < MAX_GROWTH, "peak RSS grew {:.1} MiB", mib(growth));
+}
+
+/// The application sends commands to a sender that never reads its control stream. They
+/// used to move from the element's bounded queue (256) to an unbounded one every turn, so
+/// send-command kept saying TRUE; now at most 1 MiB waits and send-command says FALSE.
+#[test]
+fn receiver_refuses_commands_a_sender_never_reads() {
+    let _turn = turn();
+    let windows = Windows {
+        stream_data: 64 << 10,
+        ..Windows::default()
+    };
+    let (mut peer, receiver) = hostile_sender_with(windows, |_| {});
+    let src = receiver.by_name("src");
+    let command = gst::Structure::builder("big")
+        .field("data", "x".repeat(32_000))
+        .build();
+    let (mut accepted, mut refused) = (0u64, 0u64);
+    for _ in 0..2_000 {
+        if src.emit_by_name::<bool>("send-command", &[&command]) {
+            accepted += 1;
+        } else {
+            refused += 1;
+        }
+        peer.pump(Duration::from_millis(1));
+    }
+    receiver.pipeline.set_state(gst::State::Null).unwrap();
+    let bytes = accepted * 32_000;
+    println!(
+        "commands never read: {accepted} accepted ({:.1} MiB), {refused} refused",
+        mib(bytes)
+    );
+    // 1 MiB waiting, 64 KiB on the control stream and the 64 KiB window.
+    assert!(bytes < 2 * MIB, "{:.1} MiB accepted", mib(bytes));
+}
+
+/// A sender sends 8 MiB frames, as fast as flow control lets it, to a receiver whose
+/// downstream is blocked. The queue to the streaming thread used to take 64 of them
+/// (512 MiB); now it holds 16 MiB, and the receiver about 64 MiB in all.
+#[test]
+fn receiver_bounds_large_frames_its_application_does_not_take() {
+    let _turn = turn();
+    let peak = Peak::start();
+    let block = |r: &Running| {
+        let pad = r.by_name("src").static_pad("src").unwrap();
+        pad.add_probe(
+            gst::PadProbeType::BLOCK | gst::PadProbeType::BUFFER,
+            |_, _| gst::PadProbeReturn::Ok,
+        );
+    };
+    let (mut peer, receiver) = hostile_sender_with(Windows::default(), block);
+    describe(&mut peer);
+    const FRAME: u64 = 8 << 20;
+    let body = vec![0u8; FRAME as usize];
+    let mut pending: Vec<u8> = Vec::new();
+    let (mut seq, mut pushed, mut at) = (0u64, 0u64, 0usize);
+    let mut last_progress = Instant::now();
+    while pushed < 384 * MIB && last_progress.elapsed() < Duration::from_secs(2) {
+        assert!(peer.conn.peer_error().is_none(), "{:?}", peer.peer_close());
+        if at == pending.len() {
+            pending.clear();
+            if seq == 0 {
+                put_group_opening(&mut pending, 0);
+            }
+            FrameHeader {
+                seq,
+                flags: if seq == 0 {
+                    FrameFlags::KEYFRAME
+                } else {
+                    FrameFlags::default()
+                },
+                pts: Some(seq * 33_333_333),
+                send_time: 1,
+                len: FRAME,
+                ..FrameHeader::default()
+            }
+            .encode(&mut pending);
+            pending.extend_from_slice(&body);
+            seq += 1;
+            at = 0;
+        }
+        if let Ok(n) = peer.conn.stream_send(3, &pending[at..], false) {
+            if n > 0 {
+                at += n;
+                pushed += n as u64;
+                last_progress = Instant::now();
+            }
+        }
+        peer.pump(Duration::from_millis(1));
+    }
+    let growth = peak.growth();
+    println!(
+        "8 MiB frames, downstream blocked: {:.1} MiB pushed ({seq} frames begun), peak RSS \
+         +{:.1} MiB",
+        mib(pushed),
+        mib(growth)
+    );
+    receiver.pipeline.set_state(gst::State::Null).unwrap();
+    assert!(
+        pushed >= 32 * MIB,
+        "the receiver took only {:.1} MiB",
+        mib(pushed)
+    );
+    assert!(growth < 160 * MIB, "peak RSS grew {:.1} MiB", mib(growth));
 }
