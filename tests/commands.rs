@@ -172,3 +172,49 @@ fn the_application_admits_or_refuses_receivers() {
     );
     drop((first, second));
 }
+
+/// A receiver-connected handler changes the sink's state just as the application stops the
+/// sender. stop() used to join the networking thread, the handler's thread, while the
+/// handler waited for the state lock stop()'s caller held: both hung. Now stop() does not
+/// wait for a thread inside a handler, and the handler's state change goes ahead after it.
+#[test]
+fn a_handler_changing_state_while_the_sender_stops_does_not_hang() {
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+    init();
+    let (sender, port) = start_sender(&live_sender_description("width=320,height=240", "", 30, 0));
+    let sink = sender.by_name("sink");
+    let (entered, in_handler) = mpsc::channel();
+    let entered = Mutex::new(entered);
+    sink.connect("receiver-connected", false, move |args| {
+        let sink = args[0].get::<gst::Element>().unwrap();
+        let _ = entered.lock().unwrap().send(());
+        // Until the application's change to NULL holds the sink's state lock...
+        let give_up = Instant::now() + WATCHDOG;
+        // (BaseSink stops in READY -> NULL.)
+        while sink.pending_state() != gst::State::Null && Instant::now() < give_up {
+            std::thread::yield_now();
+        }
+        // ...then a state change of its own, as a handler reacting to a receiver might.
+        let _ = sink.set_state(gst::State::Null);
+        None
+    });
+    let receiver = Running::launch(&format!("quicnalusrc {} ! fakesink", src_props(port)));
+    receiver.pipeline.set_state(gst::State::Playing).unwrap();
+    in_handler
+        .recv_timeout(WATCHDOG)
+        .expect("receiver-connected emitted");
+
+    let (done, stopped) = mpsc::channel();
+    let pipeline = sender.pipeline.clone();
+    std::thread::spawn(move || {
+        let _ = done.send(pipeline.set_state(gst::State::Null));
+    });
+    let Ok(result) = stopped.recv_timeout(Duration::from_secs(20)) else {
+        // Unwinding would drop the sender, whose change to NULL hangs as well.
+        eprintln!("the sender's change to NULL hung");
+        std::process::exit(101);
+    };
+    assert!(result.is_ok(), "{result:?}");
+    receiver.pipeline.set_state(gst::State::Null).unwrap();
+}

@@ -1041,9 +1041,18 @@ impl BaseSinkImpl for QuicNaluSink {
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
-        // Dropping the last handle closes every connection and joins the thread.
         let state = std::mem::take(&mut *self.state.lock().unwrap());
-        drop(state);
+        if let State::Started { server, .. } = state {
+            // Stopping closes every connection and ends the networking thread; the receivers
+            // it served are reported from here, where a handler may change our state. (A
+            // send-command in progress holds the server a moment: it stops when that ends.)
+            if let Ok(server) = Arc::try_unwrap(server) {
+                let report = self.receiver_reporter();
+                for farewell in server.stop() {
+                    report(farewell);
+                }
+            }
+        }
         *self.adaptation.lock().unwrap() = None;
         gst::info!(CAT, imp = self, "stopped");
         Ok(())

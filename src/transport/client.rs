@@ -7,7 +7,7 @@ use super::config::{self, CongestionControl};
 use super::control::{self, Stopped, CONTROL_STREAM};
 use super::inbox::{Event, Inbox, Outgoing, ReceivedFrame};
 use super::lateness::{Held, Lateness, Verdict};
-use super::link::{Interrupted, Link, NetThread};
+use super::link::{gated, Interrupted, Link, NetThread};
 use super::logger::{self, Route};
 use super::monotonic_ns;
 use super::socket::{random_cid, Endpoint, Outbox, MAX_RECV_BATCH, SOCKET};
@@ -161,6 +161,10 @@ impl Client {
         }));
         let waker = endpoint.waker.clone();
         let counters = ReceiverCounters::default();
+        // Application code runs through the link's gate, so stopping never waits on it.
+        let mut settings = settings;
+        settings.on_connection = gated(&link, settings.on_connection);
+        settings.stats.wrap_poster(|post| gated(&link, post));
         let first = Loop::new(endpoint, config, link.clone(), settings, None, counters)?;
         let route = first.settings.log.clone();
         let net = NetThread::spawn("quicnalu-src-net", link, waker, move || {

@@ -1,6 +1,10 @@
 //! The hand-over between a streaming thread and its networking thread: one mutex-protected
 //! state and a condvar. Waits on the streaming side end on `flushing` (unlock) or `shutdown`;
 //! the mutex is never held across a wait that the network decides.
+//!
+//! The networking thread runs application code (signal handlers, bus sync handlers) only
+//! through [`Link::callback`], so that stopping never waits on it: a handler may change the
+//! element's state, which stop() holds the state lock for while it ends the thread.
 
 use std::ops::Deref;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -27,6 +31,8 @@ pub struct Shared<S> {
     pub shutdown: bool,
     pub failure: Option<String>,
     pub inner: S,
+    /// The networking thread is in application code (Link::callback).
+    in_callback: bool,
 }
 
 impl<S> Link<S> {
@@ -37,6 +43,7 @@ impl<S> Link<S> {
                 shutdown: false,
                 failure: None,
                 inner,
+                in_callback: false,
             }),
             cond: Condvar::new(),
         }
@@ -51,6 +58,22 @@ impl<S> Link<S> {
         let r = f(&mut self.lock());
         self.cond.notify_all();
         r
+    }
+
+    /// Runs application code `f` on the networking thread, or nothing (None) once the
+    /// element is stopping: from then on the stopping thread joins this one, and a handler
+    /// that waited for the element's state lock would wait for ever.
+    pub fn callback<R>(&self, f: impl FnOnce() -> R) -> Option<R> {
+        {
+            let mut guard = self.lock();
+            if guard.shutdown {
+                return None;
+            }
+            guard.in_callback = true;
+        }
+        let r = f();
+        self.update(|s| s.in_callback = false);
+        Some(r)
     }
 
     /// For a networking thread with nothing left to do: waits until the element stops.
@@ -130,6 +153,22 @@ impl<S> NetThread<S> {
     pub fn set_flushing(&self, flushing: bool) {
         self.link.update(|s| s.flushing = flushing);
     }
+
+    /// The link, to read what the thread left there once it is stopped.
+    pub fn link(&self) -> Arc<Link<S>> {
+        self.link.clone()
+    }
+}
+
+/// `f`, run through `link`'s [`Link::callback`]: skipped once the element is stopping.
+pub fn gated<S: Send + 'static, A: 'static>(
+    link: &Arc<Link<S>>,
+    f: Box<dyn Fn(A) + Send>,
+) -> Box<dyn Fn(A) + Send> {
+    let link = link.clone();
+    Box::new(move |a| {
+        link.callback(|| f(a));
+    })
 }
 
 impl<S> Deref for NetThread<S> {
@@ -142,12 +181,17 @@ impl<S> Deref for NetThread<S> {
 
 impl<S> Drop for NetThread<S> {
     fn drop(&mut self) {
-        self.link.update(|s| s.shutdown = true);
+        // Once shutdown is set the thread starts no callback, so unless it is in one now it
+        // ends without running application code, and is joined. If it is in one, that may
+        // wait for whoever stops the element (or be it: a handler that stopped it): the
+        // thread is left to end on its own once the callback returns.
+        let in_callback = self.link.update(|s| {
+            s.shutdown = true;
+            s.in_callback
+        });
         self.wake();
         if let Some(thread) = self.thread.take() {
-            // The last handle can go on the thread itself (an element stopped while a signal
-            // handler on it held one): it ends on its own once it sees shutdown.
-            if thread.thread().id() != std::thread::current().id() {
+            if !in_callback && thread.thread().id() != std::thread::current().id() {
                 let _ = thread.join();
             }
         }
@@ -158,6 +202,37 @@ impl<S> Drop for NetThread<S> {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    #[test]
+    fn no_callback_starts_once_stopping() {
+        let link = Link::new(());
+        assert_eq!(link.callback(|| 1), Some(1));
+        link.update(|s| s.shutdown = true);
+        assert_eq!(link.callback(|| 2), None);
+    }
+
+    #[test]
+    fn a_thread_in_a_callback_is_not_waited_for() {
+        let link = Arc::new(Link::new(()));
+        let waker_poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(waker_poll.registry(), mio::Token(0)).unwrap());
+        let (entered, in_callback) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let thread_link = link.clone();
+        let net = NetThread::spawn("test", link.clone(), waker, move || {
+            // A handler that waits for something only the stopping side would give it.
+            thread_link.callback(|| {
+                entered.send(()).unwrap();
+                let _ = released.recv();
+            });
+        })
+        .unwrap();
+        in_callback.recv().unwrap();
+        drop(net);
+        // Dropping returned while the callback still runs; it ends once let go.
+        assert!(link.lock().shutdown);
+        release.send(()).unwrap();
+    }
 
     #[test]
     fn flushing_ends_a_wait_and_clears() {

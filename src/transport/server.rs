@@ -7,7 +7,7 @@ use super::config::{self, CongestionControl, Identity};
 use super::control::{self, Stopped, CONTROL_STREAM};
 use super::gate;
 use super::join::{CachedFrame, JoinCache, JoinMode};
-use super::link::{Interrupted, Link, NetThread};
+use super::link::{gated, Interrupted, Link, NetThread};
 use super::logger::{self, Route};
 use super::monotonic_ns;
 use super::pacer::{self, Pacer};
@@ -198,6 +198,8 @@ struct Status {
     served: Vec<u64>,
     stats: SenderStats,
     drained: bool,
+    /// The receivers served when the thread stopped, for Server::stop to report.
+    farewells: Vec<ReceiverEvent>,
 }
 
 /// Handle to a running server; dropping it stops the thread and joins it.
@@ -228,23 +230,30 @@ impl Server {
             command_size: settings.max_command_size,
         };
         let budget = settings.budget;
-        let on_estimate = settings.on_estimate;
+        let link = Arc::new(Link::new(Status::default()));
+        // Application code runs through the link's gate, so stopping never waits on it.
+        let on_estimate = gated(&link, settings.on_estimate);
+        let (admit, gate) = (settings.admit, link.clone());
         let admission = Admitter {
             max: settings.max_receivers,
             token: settings.token,
             join_mode: settings.join_mode,
-            admit: settings.admit,
-            on_receiver: settings.on_receiver,
+            admit: Box::new(move |a| gate.callback(|| admit(a)).unwrap_or(false)),
+            on_receiver: gated(&link, settings.on_receiver),
         };
+        let (request, gate) = (settings.request_keyframe, link.clone());
         let keyframes = Keyframes {
             requested: 0,
             interval: settings.keyframe_interval,
-            request: settings.request_keyframe,
+            request: Box::new(move || {
+                gate.callback(&request);
+            }),
             wanted: false,
             last: None,
         };
+        let mut reporter = settings.stats;
+        reporter.wrap_poster(|post| gated(&link, post));
         let endpoint = Endpoint::bind(settings.addr)?;
-        let link = Arc::new(Link::new(Status::default()));
         let local = endpoint.local;
         let o = endpoint.offload;
         gst::info!(
@@ -275,7 +284,7 @@ impl Server {
                 Upstream {
                     keyframes,
                     on_estimate,
-                    reporter: settings.stats,
+                    reporter,
                 },
             )
             .run()
@@ -289,6 +298,17 @@ impl Server {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Stops the networking thread, closing every connection, and returns a Disconnected
+    /// event for each receiver it served, for the caller to report on its own thread.
+    /// (Dropping the Server stops it too, and reports nothing.) If the thread is in a
+    /// callback that waits on the caller, it is not waited for and reports nothing.
+    pub fn stop(self) -> Vec<ReceiverEvent> {
+        let link = self.net.link();
+        drop(self);
+        let farewells = std::mem::take(&mut link.lock().inner.farewells);
+        farewells
     }
 
     /// The latest snapshot of the counters (at most stats::REFRESH old).
@@ -1533,18 +1553,22 @@ impl Loop {
         });
     }
 
+    /// Closes every connection. The receivers served are told to the stopping thread
+    /// (Server::stop), which reports them: no callback runs here any more.
     fn shutdown(&mut self) {
+        let mut farewells = Vec::new();
         for r in self.receivers.values_mut() {
             r.close(error_code::NO_ERROR, "sender stopped");
             r.outbox.send_all_now(&mut r.conn, &self.endpoint.socket);
             if r.admitted {
-                (self.admission.on_receiver)(ReceiverEvent::Disconnected {
+                farewells.push(ReceiverEvent::Disconnected {
                     id: r.id,
                     peer: r.peer,
                     reason: "sender stopped".into(),
                 });
             }
         }
+        self.link.update(|s| s.inner.farewells = farewells);
     }
 }
 

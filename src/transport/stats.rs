@@ -266,6 +266,15 @@ impl<T: Clone> Reporter<T> {
             .map_or(self.next_refresh, |t| t.min(self.next_refresh))
     }
 
+    /// Passes what it posts through `wrap` (the networking thread's callback gate).
+    pub fn wrap_poster(
+        &mut self,
+        wrap: impl FnOnce(Box<dyn Fn(T) + Send>) -> Box<dyn Fn(T) + Send>,
+    ) {
+        let post = std::mem::replace(&mut self.on_stats, Box::new(|_| {}));
+        self.on_stats = wrap(post);
+    }
+
     /// Makes the next poll take a snapshot (for a change the property must show at once).
     pub fn force(&mut self) {
         self.next_refresh = Instant::now();
