@@ -7,7 +7,7 @@ use crate::protocol::FrameHeader;
 use std::collections::VecDeque;
 
 /// Bytes of events waiting for the streaming thread beyond which no more are added (but
-/// always one): with frames of up to 32 MiB, `queue-size` events alone could hold GiBs.
+/// always one): with frames of up to 32 MiB, 64 events alone could hold 2 GiB.
 /// Together with the networking thread's own MAX_BUFFERED, a receiver whose application
 /// stops reading holds at most about 32 MiB plus one frame.
 pub const MAX_EVENT_BYTES: usize = 16 << 20;
@@ -64,7 +64,7 @@ pub struct Inbox {
     events: VecDeque<Event>,
     /// Bytes in `events`.
     bytes: usize,
-    /// Events at most (`queue-size`), and bytes at most (MAX_EVENT_BYTES).
+    /// Events at most (the element's QUEUE_LEN), and bytes at most (MAX_EVENT_BYTES).
     capacity: usize,
     max_bytes: usize,
 }
