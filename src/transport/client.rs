@@ -808,8 +808,9 @@ impl Loop {
         self.control_unread = false;
         for stream in readable {
             if stream == CONTROL_STREAM {
-                // Commands for the application wait in quiche while its queue is full.
-                if self.link.lock().inner.events.has_room() {
+                // Commands for the application wait in quiche once its queue is well past
+                // full (inbox.rs).
+                if self.link.lock().inner.events.has_room_for_commands() {
                     self.read_control()?;
                 }
             } else if stream % 4 != 3 {

@@ -12,6 +12,15 @@ use std::collections::VecDeque;
 /// stops reading holds at most about 32 MiB plus one frame.
 pub const MAX_EVENT_BYTES: usize = 16 << 20;
 
+/// Bytes by which the sender's commands may take the inbox past MAX_EVENT_BYTES: its
+/// control stream (DESCRIBE, END_OF_STREAM) is read while frames wait for room, so that a
+/// stalled application never makes the end of the stream look like a lost connection.
+const CONTROL_SLACK: usize = 1 << 20;
+
+/// What an event counts for besides its bytes, so that a flood of tiny commands is
+/// bounded too.
+const EVENT_OVERHEAD: usize = 64;
+
 /// Bytes of application commands waiting to be sent beyond which `send-command` returns
 /// false: 16 of the longest. They wait while not connected, or while a sender that does
 /// not read its control stream holds them back by flow control.
@@ -51,11 +60,12 @@ pub enum Event {
 
 impl Event {
     fn bytes(&self) -> usize {
-        match self {
-            Event::Frame(f) => f.data.len(),
-            Event::Caps(s) | Event::Command(s) => s.len(),
-            Event::Connected | Event::Eos => 0,
-        }
+        EVENT_OVERHEAD
+            + match self {
+                Event::Frame(f) => f.data.len(),
+                Event::Caps(s) | Event::Command(s) => s.len(),
+                Event::Connected | Event::Eos => 0,
+            }
     }
 }
 
@@ -82,6 +92,12 @@ impl Inbox {
     /// Whether another event may be added: below both bounds, or empty.
     pub fn has_room(&self) -> bool {
         self.events.is_empty() || (self.events.len() < self.capacity && self.bytes < self.max_bytes)
+    }
+
+    /// Whether the sender's control stream may be read: commands may go CONTROL_SLACK
+    /// past the bound frames stop at.
+    pub fn has_room_for_commands(&self) -> bool {
+        self.bytes < self.max_bytes.saturating_add(CONTROL_SLACK)
     }
 
     /// Adds an event whatever the bounds: the caller checks [`Inbox::has_room`] for those

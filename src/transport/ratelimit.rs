@@ -22,6 +22,13 @@ pub const KEYFRAME_REQUESTS: Rate = Rate {
     every: Duration::from_secs(1),
 };
 
+/// INVALID_TOKEN answers from one sink (retry.rs), across all addresses: each costs the
+/// sink a TLS handshake's work, so beyond this an Initial with a bad token is dropped.
+pub const TOKEN_REFUSALS: Rate = Rate {
+    burst: 50,
+    every: Duration::from_millis(20),
+};
+
 /// A token bucket's shape: up to `burst` at once, then one per `every`.
 #[derive(Debug, Clone, Copy)]
 pub struct Rate {
@@ -53,11 +60,13 @@ impl Bucket {
     /// Whether one more may go now; a refusal is counted.
     pub fn take(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.refilled);
-        let earned = (elapsed.as_nanos() / self.rate.every.as_nanos().max(1)) as u32;
-        if self.tokens + earned >= self.rate.burst {
+        let earned = elapsed.as_nanos() / self.rate.every.as_nanos().max(1);
+        if u128::from(self.tokens) + earned >= u128::from(self.rate.burst) {
             self.tokens = self.rate.burst;
             self.refilled = now;
         } else if earned > 0 {
+            // Below the burst, so it fits in a u32.
+            let earned = earned as u32;
             self.tokens += earned;
             // Keep the part of a period not yet earned.
             self.refilled += self.rate.every * earned;

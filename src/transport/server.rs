@@ -43,9 +43,10 @@ static CAT: Lazy<gst::DebugCategory> = Lazy::new(|| {
 /// them every turn, so only an application sending far faster than any receiver reads
 /// meets it.
 const MAX_PENDING_COMMANDS: usize = 1 << 20;
-/// Bytes of commands (caps, application commands) waiting on a receiver's control stream
-/// beyond which it is closed with TOO_SLOW: 16 of the longest commands, where a receiver
-/// that reads keeps nearly nothing there.
+/// Bytes of commands (caps, application commands) that quiche would not take for a
+/// receiver's control stream (they are beyond its flow-control window) beyond which it is
+/// closed with TOO_SLOW: 16 of the longest commands, where a receiver that reads keeps
+/// nothing there.
 const MAX_CONTROL_BYTES: usize = 1 << 20;
 /// Messages waiting on a receiver's control stream beyond which its PINGs go unanswered:
 /// one that floods PINGs and never reads would otherwise pile up a PONG here for each.
@@ -238,7 +239,9 @@ impl Server {
             max: settings.max_receivers,
             token: settings.token,
             join_mode: settings.join_mode,
-            admit: Box::new(move |a| gate.callback(|| admit(a)).unwrap_or(false)),
+            // While stopping nobody is asked: admitted, the receiver is closed with
+            // NO_ERROR at once and connects again to a restarted sender.
+            admit: Box::new(move |a| gate.callback(|| admit(a)).unwrap_or(true)),
             on_receiver: gated(&link, settings.on_receiver),
         };
         let (request, gate) = (settings.request_keyframe, link.clone());
@@ -280,6 +283,7 @@ impl Server {
                     validator,
                     limits,
                     capture: settings.capture,
+                    refusals: Bucket::new(ratelimit::TOKEN_REFUSALS, Instant::now()),
                 },
                 Upstream {
                     keyframes,
@@ -760,8 +764,8 @@ impl Receiver {
         }
     }
 
-    /// Queues a command on the control stream; one that does not read it is closed once
-    /// MAX_CONTROL_BYTES wait there.
+    /// Queues a command on the control stream (see flush for a receiver that does not
+    /// read it).
     fn queue_command(&mut self, cmd: &Command) {
         if self.closing() {
             return;
@@ -769,15 +773,6 @@ impl Receiver {
         let mut bytes = Vec::new();
         cmd.encode(&mut bytes);
         self.queue(CONTROL_STREAM, ChunkData::Owned(bytes), false, None);
-        let waiting = self.control_out.bytes();
-        if waiting > MAX_CONTROL_BYTES {
-            self.out_bytes -= waiting;
-            self.control_out.clear();
-            let why = format!(
-                "{waiting} bytes of commands wait on its control stream: it does not read it"
-            );
-            self.close(error_code::TOO_SLOW, &why);
-        }
     }
 
     /// Closed, or closing: nothing more goes to it.
@@ -810,6 +805,17 @@ impl Receiver {
             gst::warning!(CAT, "receiver {}: control stream: {e}", self.id);
             self.out_bytes -= self.control_out.bytes();
             self.control_out.clear();
+        }
+        // What quiche would not take is beyond the receiver's flow-control window: it does
+        // not read its control stream.
+        let waiting = self.control_out.bytes();
+        if waiting > MAX_CONTROL_BYTES {
+            self.out_bytes -= waiting;
+            self.control_out.clear();
+            let why = format!(
+                "{waiting} bytes of commands wait on its control stream: it does not read it"
+            );
+            self.close(error_code::TOO_SLOW, &why);
         }
         // A frame written now arrives about a round trip later: the congestion window
         // ahead of it drains, then it crosses (more when the network queues). One that
@@ -1862,6 +1868,8 @@ struct Entry {
     validator: Option<AddressValidator>,
     limits: Limits,
     capture: Capture,
+    /// INVALID_TOKEN answers: each costs a TLS handshake's CPU, which Retry exists to spare.
+    refusals: Bucket,
 }
 
 struct Limits {
@@ -1882,7 +1890,7 @@ impl Entry {
     /// Creates a connection for a client's Initial packet, or answers it with a Retry or
     /// version negotiation, or drops it when the limits are reached.
     fn accept(
-        &self,
+        &mut self,
         hdr: &quiche::Header,
         from: SocketAddr,
         endpoint: &Endpoint,
@@ -1926,6 +1934,10 @@ impl Entry {
                 Some(token) => match validator.validate(now, from, &hdr.dcid, token) {
                     // The token names this ID: the connection keeps it.
                     Some(odcid) => (hdr.dcid.to_vec(), Some(odcid)),
+                    None if !self.refusals.take(now) => {
+                        gst::debug!(CAT, "dropping an Initial from {from}: invalid token");
+                        return None;
+                    }
                     None => {
                         gst::info!(CAT, "refusing an Initial from {from}: invalid token");
                         let scid = random_cid();

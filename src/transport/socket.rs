@@ -185,9 +185,10 @@ impl Outbox {
         !self.unsent.is_empty()
     }
 
-    /// When the held packet is due, if one is held.
+    /// When the held packet is due, if one is held; none while the socket refuses (the
+    /// loop waits for it to be writable instead).
     pub fn release_at(&self) -> Option<Instant> {
-        self.held_for.map(|(_, at)| at)
+        self.held_for.filter(|_| !self.blocked()).map(|(_, at)| at)
     }
 
     /// Hands every packet `conn` wants sent by now to the socket; holds the first one that
