@@ -1,6 +1,7 @@
 //! `FrameHeader::decode` alone, input `[limit] [header bytes ...]`.
 //!
-//! Invariants: an accepted header obeys the flag rules and the limit and re-encodes to at
+//! Invariants: an accepted header obeys the flag rules (SHED and END records have no
+//! length, END no other flag) and the limit and re-encodes to at
 //! most the bytes it came from, which decode to it again; and a prefix of the input decodes
 //! to "incomplete" or to the whole input's own error. `GroupDecoder` depends on that last
 //! one: it retries a header from its first byte as more bytes arrive.
@@ -30,11 +31,15 @@ fuzz_target!(|data: &[u8]| {
         Ok(h) => {
             assert!(used <= LONGEST_HEADER);
             assert!(h.len <= max, "length {} over the limit {max}", h.len);
-            assert_eq!(h.len == 0, h.flags.contains(FrameFlags::SHED));
-            assert!(
-                !(h.flags.contains(FrameFlags::SHED) && h.flags.contains(FrameFlags::KEYFRAME))
+            let (shed, end) = (
+                h.flags.contains(FrameFlags::SHED),
+                h.flags.contains(FrameFlags::END),
             );
-            assert_eq!(h.flags.0 & !0x7f, 0, "unknown flags accepted");
+            assert_eq!(h.len == 0, shed || end);
+            assert!(!(shed && h.flags.contains(FrameFlags::KEYFRAME)));
+            // END is a group's end record: no other flag.
+            assert!(!end || h.flags == FrameFlags::END, "END with {:#x}", h.flags.0);
+            assert_eq!(h.flags.0 & !0xff, 0, "unknown flags accepted");
             assert_eq!(h.pts.is_some(), h.flags.contains(FrameFlags::HAS_PTS));
             assert_eq!(h.dts.is_some(), h.flags.contains(FrameFlags::HAS_DTS));
             assert_eq!(
