@@ -120,12 +120,19 @@ mod tests {
         assert_eq!(other.validate(now, a, b"retry-id", &token), None);
     }
 
-    #[test]
-    fn a_token_validates_only_for_the_connection_its_retry_named() {
+    /// A validator, a client address, the time, and a token minted then for that client's
+    /// Retry naming `retry-id`.
+    fn minted() -> (AddressValidator, SocketAddr, Instant, Vec<u8>) {
         let v = AddressValidator::new().unwrap();
         let a: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         let now = Instant::now();
         let token = v.mint(now, a, b"original", b"retry-id");
+        (v, a, now, token)
+    }
+
+    #[test]
+    fn a_token_validates_only_for_the_connection_its_retry_named() {
+        let (v, a, now, token) = minted();
         assert!(v.validate(now, a, b"retry-id", &token).is_some());
         // Replayed in an Initial to another connection ID: refused.
         assert_eq!(v.validate(now, a, b"retry-ie", &token), None);
@@ -134,10 +141,7 @@ mod tests {
 
     #[test]
     fn a_token_is_good_for_its_lifetime_only() {
-        let v = AddressValidator::new().unwrap();
-        let a: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        let now = Instant::now();
-        let token = v.mint(now, a, b"original", b"retry-id");
+        let (v, a, now, token) = minted();
         let at = |ms| v.validate(now + Duration::from_millis(ms), a, b"retry-id", &token);
         assert!(at(LIFETIME.as_millis() as u64).is_some());
         assert_eq!(at(LIFETIME.as_millis() as u64 + 1), None);
