@@ -190,7 +190,7 @@ impl Client {
     }
 
     /// Sends an application command (a serialized GstStructure) to the sender, once
-    /// connected. False if it is longer than the sender takes, or inbox::MAX_COMMAND_BYTES
+    /// connected. False if it is longer than the sender takes, or control::MAX_COMMANDS_WAITING
     /// of commands wait already (not connected, or the sender does not read them).
     pub fn send_command(&self, structure: String) -> bool {
         // Its position varint and the text must fit in one message.

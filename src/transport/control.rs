@@ -11,6 +11,39 @@ pub const CONTROL_STREAM: u64 = 0;
 /// a whole flow-control window: 16 MiB of 2-byte PINGs is 8 million commands held at once.
 pub const MAX_COMMANDS_PER_TURN: usize = 256;
 
+/// Bytes of application commands that may wait for the other side, on either element,
+/// beyond which `send-command` returns false: 16 of the longest. At the sink they wait for
+/// the networking thread, which takes them every turn; at the src, for a connection, or
+/// for a sender that does not read its control stream and holds them back by flow control.
+pub const MAX_COMMANDS_WAITING: usize = 1 << 20;
+
+/// The bytes of application commands waiting, held within MAX_COMMANDS_WAITING.
+#[derive(Debug, Default)]
+pub struct Waiting {
+    bytes: usize,
+}
+
+impl Waiting {
+    /// Counts a command of `len` bytes in if it fits; false if not.
+    pub fn admit(&mut self, len: usize) -> bool {
+        let fits = self.bytes + len <= MAX_COMMANDS_WAITING;
+        if fits {
+            self.bytes += len;
+        }
+        fits
+    }
+
+    /// A command of `len` bytes went.
+    pub fn release(&mut self, len: usize) {
+        self.bytes -= len;
+    }
+
+    /// Every command went.
+    pub fn clear(&mut self) {
+        self.bytes = 0;
+    }
+}
+
 /// Bytes read at a time: the cap is checked between reads, so this bounds what one turn
 /// decodes past it.
 const READ_SIZE: usize = 4096;

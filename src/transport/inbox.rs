@@ -3,6 +3,7 @@
 //! neither a sender's large frames nor an application's commands grow memory while the
 //! other side does not take them.
 
+use super::control::Waiting;
 use crate::protocol::FrameHeader;
 use std::collections::VecDeque;
 
@@ -20,11 +21,6 @@ const CONTROL_SLACK: usize = 1 << 20;
 /// What an event counts for besides its bytes, so that a flood of tiny commands is
 /// bounded too.
 const EVENT_OVERHEAD: usize = 64;
-
-/// Bytes of application commands waiting to be sent beyond which `send-command` returns
-/// false: 16 of the longest. They wait while not connected, or while a sender that does
-/// not read its control stream holds them back by flow control.
-pub const MAX_COMMAND_BYTES: usize = 1 << 20;
 
 /// One access unit as it arrived.
 #[derive(Debug)]
@@ -130,24 +126,23 @@ impl Inbox {
 #[derive(Default)]
 pub struct Outgoing {
     commands: VecDeque<String>,
-    bytes: usize,
+    waiting: Waiting,
 }
 
 impl Outgoing {
-    /// Queues a command; false when MAX_COMMAND_BYTES wait already.
+    /// Queues a command; false when control::MAX_COMMANDS_WAITING bytes wait already.
     pub fn offer(&mut self, structure: String) -> bool {
-        if self.bytes + structure.len() > MAX_COMMAND_BYTES {
-            return false;
+        let fits = self.waiting.admit(structure.len());
+        if fits {
+            self.commands.push_back(structure);
         }
-        self.bytes += structure.len();
-        self.commands.push_back(structure);
-        true
+        fits
     }
 
     /// The next command to send.
     pub fn take(&mut self) -> Option<String> {
         let next = self.commands.pop_front()?;
-        self.bytes -= next.len();
+        self.waiting.release(next.len());
         Some(next)
     }
 }
@@ -155,6 +150,7 @@ impl Outgoing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::control::MAX_COMMANDS_WAITING;
 
     fn frame(len: usize) -> Event {
         Event::Frame(ReceivedFrame {
@@ -211,7 +207,7 @@ mod tests {
         while out.offer(command.clone()) {
             taken += 1;
         }
-        assert_eq!(taken, MAX_COMMAND_BYTES / 60_000);
+        assert_eq!(taken, MAX_COMMANDS_WAITING / 60_000);
         assert!(out.take().is_some());
         assert!(out.offer(command));
     }

@@ -4,7 +4,7 @@
 use super::budget::{self, Deadlines};
 use super::capture::Capture;
 use super::config::{self, CongestionControl, Identity};
-use super::control::{self, Stopped, CONTROL_STREAM};
+use super::control::{self, Stopped, Waiting, CONTROL_STREAM};
 use super::gate;
 use super::join::{CachedFrame, JoinCache, JoinMode};
 use super::link::{gated, Interrupted, Link, NetThread};
@@ -38,11 +38,6 @@ static CAT: Lazy<gst::DebugCategory> = Lazy::new(|| {
     )
 });
 
-/// Bytes of application commands handed to the networking thread and not yet taken beyond
-/// which `send-command` returns false (and a forwarded event is not sent): the thread takes
-/// them every turn, so only an application sending far faster than any receiver reads
-/// meets it.
-const MAX_PENDING_COMMANDS: usize = 1 << 20;
 /// Bytes of commands (caps, application commands) that quiche would not take for a
 /// receiver's control stream (they are beyond its flow-control window) beyond which it is
 /// closed with TOO_SLOW: 16 of the longest commands, where a receiver that reads keeps
@@ -193,7 +188,7 @@ struct Status {
     /// Bytes in `work` plus the backlog of the fastest receiver.
     queued_bytes: usize,
     /// Bytes of application commands in `work`.
-    command_bytes: usize,
+    commands: Waiting,
     ready_receivers: usize,
     /// Ids of the receivers being served.
     served: Vec<u64>,
@@ -356,7 +351,7 @@ impl Server {
 
     /// Sends an application command (a serialized GstStructure) at once to receiver `to`,
     /// or to every receiver (None). Returns false when no such receiver is served, the
-    /// command is longer than a receiver takes, or MAX_PENDING_COMMANDS bytes of commands
+    /// command is longer than a receiver takes, or MAX_COMMANDS_WAITING bytes of commands
     /// wait for the networking thread already.
     pub fn send_command(&self, to: Option<u64>, structure: String) -> bool {
         if !fits(&structure) {
@@ -380,7 +375,7 @@ impl Server {
     /// Sends an application command to every receiver at this point of the stream: each
     /// hands it on after the frames sent before it and before those sent after, or, with
     /// `after_next`, after the next frame too (the access unit still being gathered).
-    /// Returns false if it is longer than a receiver takes, or MAX_PENDING_COMMANDS bytes
+    /// Returns false if it is longer than a receiver takes, or MAX_COMMANDS_WAITING bytes
     /// of commands wait already.
     pub fn send_command_in_stream(&self, structure: String, after_next: bool) -> bool {
         if !fits(&structure) {
@@ -418,23 +413,22 @@ impl Server {
 }
 
 impl Status {
-    /// Queues a command unless MAX_PENDING_COMMANDS bytes of them wait already.
+    /// Queues a command unless MAX_COMMANDS_WAITING bytes of them wait already.
     fn offer_command(&mut self, work: Work) -> bool {
         let Work::Command { structure, .. } = &work else {
             return false;
         };
         let len = structure.len();
-        if self.command_bytes + len > MAX_PENDING_COMMANDS {
-            return false;
+        let fits = self.commands.admit(len);
+        if fits {
+            self.work.push_back(work);
         }
-        self.command_bytes += len;
-        self.work.push_back(work);
-        true
+        fits
     }
 
     /// Everything queued, for the networking thread.
     fn take_work(&mut self) -> Vec<Work> {
-        self.command_bytes = 0;
+        self.commands.clear();
         self.work.drain(..).collect()
     }
 }
@@ -1984,6 +1978,7 @@ fn refuse_token(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::control::MAX_COMMANDS_WAITING;
 
     fn command(len: usize) -> Work {
         Work::Command {
@@ -2000,7 +1995,7 @@ mod tests {
         while status.offer_command(command(60_000)) {
             taken += 1;
         }
-        assert_eq!(taken, MAX_PENDING_COMMANDS / 60_000);
+        assert_eq!(taken, MAX_COMMANDS_WAITING / 60_000);
         // Small ones still fit in what is left; once the thread took the work, all do.
         assert!(status.offer_command(command(10)));
         assert_eq!(status.take_work().len(), taken + 1);
