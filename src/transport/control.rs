@@ -2,10 +2,32 @@
 //! reads. What a peer writes faster than that stays in quiche, whose flow control then
 //! holds the peer back, so neither side's memory grows with what the other sends.
 
-use crate::protocol::{Command, CommandDecoder};
+use crate::protocol::{Command, CommandDecoder, DEFAULT_MAX_COMMAND_SIZE};
 
 /// The control stream: the first client-initiated bidirectional stream.
 pub const CONTROL_STREAM: u64 = 0;
+
+/// The stream of group number `n` (counted from 0): server-initiated unidirectional
+/// streams are 3, 7, 11, ... Saturating: `n` may come from the network (END_OF_STREAM).
+pub fn group_stream(n: u64) -> u64 {
+    n.saturating_mul(4).saturating_add(3)
+}
+
+/// Whether `stream` is one the sender may open for a group.
+pub fn is_group_stream(stream: u64) -> bool {
+    stream % 4 == 3
+}
+
+/// The group stream after `stream`.
+pub fn next_group_stream(stream: u64) -> u64 {
+    stream.saturating_add(4)
+}
+
+/// Whether an application command fits in one APPLICATION message (its position varint, up
+/// to 8 bytes, and the text) that the other side accepts at its default limit.
+pub fn command_fits(structure: &str) -> bool {
+    structure.len() + 8 <= DEFAULT_MAX_COMMAND_SIZE as usize
+}
 
 /// Commands decoded from a peer's control stream in one turn. Without a cap one turn took
 /// a whole flow-control window: 16 MiB of 2-byte PINGs is 8 million commands held at once.
@@ -94,7 +116,7 @@ pub fn read_commands(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{put_preamble, StreamKind, DEFAULT_MAX_COMMAND_SIZE};
+    use crate::protocol::{put_preamble, StreamKind};
 
     /// A control stream holding `bytes`, read as quiche would hand them out.
     fn stream(
