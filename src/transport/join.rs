@@ -2,7 +2,7 @@
 //! pictures from its IRAP and sends it at once, so the new receiver's first decodable frame
 //! comes after one handshake and one group's bytes rather than at the next keyframe.
 
-use super::server::MediaFrame;
+use super::fanout::MediaFrame;
 use crate::protocol::FrameHeader;
 use gst::glib;
 use gst::prelude::*;
@@ -41,7 +41,7 @@ impl JoinMode {
 
 /// Largest group kept for joiners; a longer group is dropped from the cache until the next
 /// IRAP (its joiners then wait for a keyframe asked of upstream). Half what a receiver may
-/// have queued before it is cut off (server.rs, MAX_BACKLOG), so a joiner has room for it.
+/// have queued before it is cut off (fanout, MAX_BACKLOG), so a joiner has room for it.
 pub const MAX_CACHED_BYTES: usize = 8 << 20;
 
 /// One frame of the cached group, as it went to the receivers.
