@@ -3,8 +3,9 @@
 //! - `quicnalusink` serves a parsed H.265 stream to every receiver that connects.
 //! - `quicnalusrc` receives it and outputs a plain H.265 byte-stream.
 //!
-//! See README.md for the properties and docs/PROTOCOL.md for the wire format. [`relay`] is
-//! the impairment relay tests and benchmarks put between them.
+//! See README.md for the properties and docs/PROTOCOL.md for the wire format. With the
+//! `relay` feature (on for the project's tests, benchmarks and examples only), `relay` is
+//! the impairment relay they put between the two.
 
 use gst::glib;
 
@@ -12,6 +13,7 @@ pub mod h265;
 pub mod protocol;
 mod quicnalusink;
 mod quicnalusrc;
+#[cfg(feature = "relay")]
 pub mod relay;
 pub mod transport;
 
