@@ -125,6 +125,10 @@ pub struct AuInfo {
     pub sub_layer_non_reference: bool,
     /// From an SPS in this access unit: the stream's number of temporal sub-layers.
     pub sub_layers: Option<u8>,
+    /// Holds a picture's slice segment.
+    pub vcl: bool,
+    /// Its first NAL unit can only begin an access unit (see [`begins_access_unit`]).
+    pub begins: bool,
 }
 
 /// What dropping an access unit costs the pictures after it in its group, cheapest first.
@@ -141,6 +145,19 @@ pub enum DropCost {
 }
 
 impl AuInfo {
+    /// Adds what the NAL units after this one's hold (`next`), as if inspected together.
+    pub fn merge(&mut self, next: &AuInfo) {
+        self.irap |= next.irap;
+        self.parameter_sets |= next.parameter_sets;
+        self.nal_units += next.nal_units;
+        if next.vcl {
+            self.vcl = true;
+            self.temporal_id = next.temporal_id;
+            self.sub_layer_non_reference = next.sub_layer_non_reference;
+        }
+        self.sub_layers = next.sub_layers.or(self.sub_layers);
+    }
+
     /// The cost of dropping this access unit in a stream of `sub_layers` temporal
     /// sub-layers (ITU-T H.265, 8.1.2: a sub-bitstream without the top layers decodes).
     pub fn drop_cost(&self, sub_layers: u8) -> DropCost {
@@ -176,10 +193,14 @@ pub fn inspect(au: &[u8]) -> Result<AuInfo, String> {
     let mut info = AuInfo::default();
     for nal in nal_units(au) {
         let header = NalHeader::parse(nal)?;
+        if info.nal_units == 0 {
+            info.begins = begins_access_unit(nal);
+        }
         info.irap |= header.is_irap();
         info.parameter_sets |= header.is_parameter_set();
         info.nal_units += 1;
         if header.is_vcl() {
+            info.vcl = true;
             info.temporal_id = header.temporal_id;
             info.sub_layer_non_reference = header.nal_type <= 14 && header.nal_type % 2 == 0;
         }

@@ -1,5 +1,6 @@
 use super::adapt::Adaptation;
-use crate::h265;
+use super::gather::Gatherer;
+use crate::h265::{self, AuInfo};
 use crate::protocol::{DEFAULT_MAX_COMMAND_SIZE, DEFAULT_MAX_FRAME_SIZE};
 use crate::transport::budget;
 use crate::transport::logger::Route;
@@ -126,9 +127,10 @@ enum State {
 #[derive(Default)]
 struct Stream {
     nal_aligned: bool,
-    /// NAL-aligned input: the access unit being gathered and the buffer that began it.
-    pending: Option<(Vec<u8>, gst::Buffer)>,
-    pending_has_vcl: bool,
+    /// NAL-aligned input: the access unit being gathered.
+    gatherer: Gatherer<gst::Buffer>,
+    /// The last buffer prepare() inspected (its address) and what it holds, for render().
+    inspected: Option<(usize, AuInfo)>,
     /// Waiting for the first IRAP: a receiver cannot decode anything before it.
     seen_keyframe: bool,
     /// Access units sent so far: an untimestamped one is paced as frame number `sent`.
@@ -606,6 +608,7 @@ impl QuicNaluSink {
         server: &Server,
         buffer: &gst::Buffer,
         data: Box<dyn AsRef<[u8]> + Send + Sync>,
+        info: AuInfo,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let len = data.as_ref().as_ref().len() as u64;
         let max = self.settings.lock().unwrap().max_frame_size;
@@ -621,10 +624,6 @@ impl QuicNaluSink {
             );
             return Err(gst::FlowError::Error);
         }
-        let info = h265::inspect(data.as_ref().as_ref()).map_err(|e| {
-            gst::element_imp_error!(self, gst::StreamError::Format, ["Invalid H.265: {}", e]);
-            gst::FlowError::Error
-        })?;
         let (untimed_index, drop_cost) = {
             let mut stream = self.stream.lock().unwrap();
             if !stream.seen_keyframe && !info.irap {
@@ -695,30 +694,17 @@ impl QuicNaluSink {
         &self,
         server: &Server,
         buffer: &gst::Buffer,
+        info: AuInfo,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
-        let begins = h265::nal_units(&map)
-            .next()
-            .is_some_and(h265::begins_access_unit);
-        let is_vcl =
-            h265::nal_units(&map).any(|nal| h265::NalHeader::parse(nal).is_ok_and(|h| h.is_vcl()));
-        let complete = {
-            let mut stream = self.stream.lock().unwrap();
-            let done = if begins && stream.pending_has_vcl {
-                stream.pending_has_vcl = false;
-                stream.pending.take()
-            } else {
-                None
-            };
-            match &mut stream.pending {
-                Some((au, _)) => au.extend_from_slice(&map),
-                None => stream.pending = Some((map.to_vec(), buffer.clone())),
-            }
-            stream.pending_has_vcl |= is_vcl;
-            done
-        };
-        if let Some((au, first)) = complete {
-            self.send_au(server, &first, Box::new(au))?;
+        let complete = self
+            .stream
+            .lock()
+            .unwrap()
+            .gatherer
+            .push(&map, info, buffer.clone());
+        if let Some(au) = complete {
+            self.send_au(server, &au.first, Box::new(au.data), au.info)?;
         }
         if buffer.flags().contains(gst::BufferFlags::MARKER) {
             self.flush_pending(server)?;
@@ -727,15 +713,25 @@ impl QuicNaluSink {
     }
 
     fn flush_pending(&self, server: &Server) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let pending = {
-            let mut stream = self.stream.lock().unwrap();
-            stream.pending_has_vcl = false;
-            stream.pending.take()
-        };
+        let pending = self.stream.lock().unwrap().gatherer.flush();
         match pending {
-            Some((au, first)) => self.send_au(server, &first, Box::new(au)),
+            Some(au) => self.send_au(server, &au.first, Box::new(au.data), au.info),
             None => Ok(gst::FlowSuccess::Ok),
         }
+    }
+
+    /// What `buffer` holds: prepare() inspected it just before, unless it was not the one.
+    fn inspected(&self, buffer: &gst::Buffer) -> Result<AuInfo, gst::FlowError> {
+        let key = buffer.as_ptr() as usize;
+        let prepared = self.stream.lock().unwrap().inspected.take();
+        if let Some((_, info)) = prepared.filter(|(k, _)| *k == key) {
+            return Ok(info);
+        }
+        let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+        h265::inspect(&map).map_err(|e| {
+            gst::element_imp_error!(self, gst::StreamError::Format, ["Invalid H.265: {}", e]);
+            gst::FlowError::Error
+        })
     }
 }
 
@@ -959,7 +955,7 @@ impl QuicNaluSink {
         if self.wait_first_receiver(&server).is_err() {
             return false;
         }
-        let after_pending = self.stream.lock().unwrap().pending_has_vcl;
+        let after_pending = self.stream.lock().unwrap().gatherer.holds_picture();
         if !server.send_command_in_stream(structure.to_string(), after_pending) {
             gst::element_imp_warning!(
                 self,
@@ -1080,7 +1076,8 @@ impl BaseSinkImpl for QuicNaluSink {
     fn prepare(&self, buffer: &gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
         // Refuse input that is not Annex B before anything waits or is sent.
         let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
-        if let Err(e) = h265::inspect(&map) {
+        let info = h265::inspect(&map);
+        if let Err(e) = &info {
             gst::element_imp_error!(
                 self,
                 gst::StreamError::Format,
@@ -1093,27 +1090,29 @@ impl BaseSinkImpl for QuicNaluSink {
             return Err(gst::FlowError::Error);
         }
         drop(map);
+        if let Ok(info) = info {
+            self.stream.lock().unwrap().inspected = Some((buffer.as_ptr() as usize, info));
+        }
         let server = self.server()?;
         self.wait_first_receiver(&server)
     }
 
     fn render(&self, buffer: &gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
         let server = self.server()?;
+        let info = self.inspected(buffer)?;
         if self.stream.lock().unwrap().nal_aligned {
-            return self.gather_nal(&server, buffer);
+            return self.gather_nal(&server, buffer, info);
         }
         let map = buffer
             .clone()
             .into_mapped_buffer_readable()
             .map_err(|_| gst::FlowError::Error)?;
-        self.send_au(&server, buffer, Box::new(map))
+        self.send_au(&server, buffer, Box::new(map), info)
     }
 
     fn event(&self, event: gst::Event) -> bool {
         if let gst::EventView::FlushStop(_) = event.view() {
-            let mut stream = self.stream.lock().unwrap();
-            stream.pending = None;
-            stream.pending_has_vcl = false;
+            self.stream.lock().unwrap().gatherer = Gatherer::default();
         }
         if let gst::EventView::CustomDownstream(_) = event.view() {
             self.forward_event(&event);

@@ -21,6 +21,7 @@ use gst::glib;
 use gst::prelude::*;
 
 mod adapt;
+mod gather;
 mod imp;
 
 glib::wrapper! {

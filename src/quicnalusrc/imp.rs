@@ -1,3 +1,4 @@
+use super::timeline::Timeline;
 use crate::protocol::{FrameFlags, DEFAULT_MAX_COMMAND_SIZE, DEFAULT_MAX_FRAME_SIZE};
 use crate::transport::logger::Route;
 use crate::transport::{
@@ -92,26 +93,12 @@ enum State {
     },
 }
 
-/// What only the streaming thread touches.
-#[derive(Default)]
-struct Stream {
-    /// Added to the sender's running times to get ours; set by the first timestamped frame
-    /// of each connection once there is a clock.
-    offset: Option<i128>,
-    /// The latest time output (PTS or DTS): a new connection's timeline starts after it,
-    /// so timestamps never go back.
-    last_time: Option<i128>,
-    /// `last_time` when this connection began: catch-up frames older than it (the cached
-    /// group a reconnection starts from) are clamped to it and marked DECODE_ONLY.
-    resumed_after: Option<i128>,
-    delivered: u64,
-}
-
 #[derive(Default)]
 pub struct QuicNaluSrc {
     settings: Mutex<Settings>,
     state: Mutex<State>,
-    stream: Mutex<Stream>,
+    /// What only the streaming thread touches.
+    timeline: Mutex<Timeline>,
 }
 
 #[glib::object_subclass]
@@ -462,52 +449,18 @@ impl QuicNaluSrc {
 
     fn make_buffer(&self, frame: ReceivedFrame) -> gst::Buffer {
         let h = frame.header;
-        let mut stream = self.stream.lock().unwrap();
-        let now = self.running_time().map(|t| t.nseconds() as i128);
-        if stream.offset.is_none() {
-            // A catch-up frame is as old as the sender says: the live edge maps to now.
-            let age = frame.catch_up_age.unwrap_or(0);
-            if let (Some(reference), Some(now)) = (h.dts.or(h.pts).map(|t| t + age), now) {
-                // After a reconnection the new timeline starts past everything output.
-                let start = stream.last_time.map_or(now, |last| now.max(last + 1));
-                stream.offset = Some(start - reference as i128);
-            }
-        }
-        let offset = stream.offset.unwrap_or(0);
-        // A catch-up frame after a reconnection may be older than what was output before
-        // it: it is still needed to decode, but must not take time back.
-        let floor = stream
-            .resumed_after
-            .filter(|_| frame.catch_up_age.is_some())
-            .map(|t| t.max(0) as u64);
-        if let Some(latest) = h.pts.max(h.dts) {
-            let latest = latest as i128 + offset;
-            stream.last_time = Some(stream.last_time.map_or(latest, |l| l.max(latest)));
-        }
-        let map = |t: Option<u64>| {
-            t.map(|t| {
-                let t = (t as i128 + offset).max(0) as u64;
-                gst::ClockTime::from_nseconds(floor.map_or(t, |f| t.max(f)))
-            })
-        };
-        let (mut pts, dts) = (map(h.pts), map(h.dts));
-        // Shown already, or older than what was: decode it, do not show it.
-        let decode_only =
-            floor.is_some_and(|f| h.pts.is_some_and(|t| t as i128 + offset < f as i128));
-        if pts.is_none() && dts.is_none() {
-            // An untimestamped sender: stamp with arrival, as do-timestamp would.
-            pts = now.map(|n| gst::ClockTime::from_nseconds(n.max(0) as u64));
-        }
+        let now = self.running_time().map(gst::ClockTime::nseconds);
+        let stamped = self
+            .timeline
+            .lock()
+            .unwrap()
+            .map(h.pts, h.dts, frame.catch_up_age, now);
         let keyframe = h.flags.contains(FrameFlags::KEYFRAME);
-        let first = stream.delivered == 0;
-        stream.delivered += 1;
-        drop(stream);
-
         let mut buffer = gst::Buffer::from_mut_slice(frame.data);
         {
             let b = buffer.make_mut();
-            b.set_pts(pts);
-            b.set_dts(dts);
+            b.set_pts(stamped.pts.map(gst::ClockTime::from_nseconds));
+            b.set_dts(stamped.dts.map(gst::ClockTime::from_nseconds));
             b.set_duration(h.duration.map(gst::ClockTime::from_nseconds));
             let mut flags = gst::BufferFlags::empty();
             flags.set(gst::BufferFlags::DELTA_UNIT, !keyframe);
@@ -515,9 +468,9 @@ impl QuicNaluSrc {
                 gst::BufferFlags::HEADER,
                 h.flags.contains(FrameFlags::HEADER),
             );
-            let discont = first || frame.gap || h.flags.contains(FrameFlags::DISCONT);
+            let discont = stamped.first || frame.gap || h.flags.contains(FrameFlags::DISCONT);
             flags.set(gst::BufferFlags::DISCONT, discont);
-            flags.set(gst::BufferFlags::DECODE_ONLY, decode_only);
+            flags.set(gst::BufferFlags::DECODE_ONLY, stamped.decode_only);
             b.set_flags(flags);
             let mut meta_flags = Flags::default();
             if keyframe {
@@ -641,7 +594,7 @@ impl BaseSrcImpl for QuicNaluSrc {
         })
         .map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ["{}", e]))?;
         gst::info!(CAT, imp = self, "connecting to {peer}");
-        *self.stream.lock().unwrap() = Stream::default();
+        *self.timeline.lock().unwrap() = Timeline::default();
         *self.state.lock().unwrap() = State::Started {
             client: Arc::new(client),
         };
@@ -725,9 +678,7 @@ impl PushSrcImpl for QuicNaluSrc {
                 }
                 Ok(Event::Connected) => {
                     // A restarted sender starts its timestamps again: map them afresh.
-                    let mut stream = self.stream.lock().unwrap();
-                    stream.offset = None;
-                    stream.resumed_after = stream.last_time;
+                    self.timeline.lock().unwrap().reconnected();
                 }
                 Ok(Event::Command(structure)) => self.command(&structure),
                 Ok(Event::Frame(frame)) => {
@@ -739,7 +690,7 @@ impl PushSrcImpl for QuicNaluSrc {
                 }
                 Err(Interrupted::Flushing) => return Err(gst::FlowError::Flushing),
                 Err(Interrupted::Failed(msg)) => {
-                    let delivered = self.stream.lock().unwrap().delivered;
+                    let delivered = self.timeline.lock().unwrap().delivered();
                     if delivered == 0 {
                         gst::element_imp_error!(self, gst::ResourceError::OpenRead, ["{}", msg]);
                     } else {

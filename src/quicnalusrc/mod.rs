@@ -18,6 +18,7 @@ use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+mod timeline;
 
 glib::wrapper! {
     pub struct QuicNaluSrc(ObjectSubclass<imp::QuicNaluSrc>)

@@ -1,0 +1,159 @@
+//! The sender's timestamps on this element's running time: one offset per connection,
+//! taken from the first timestamped frame, and never a time that goes back across a
+//! reconnection. Times are in ns; `now` is this element's running time.
+
+/// What one frame gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamped {
+    pub pts: Option<u64>,
+    pub dts: Option<u64>,
+    /// Shown already, or older than what was: decode it, do not show it.
+    pub decode_only: bool,
+    /// The first frame output: it starts a stream (DISCONT).
+    pub first: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Timeline {
+    /// Added to the sender's running times to get ours; set by the first timestamped frame
+    /// of each connection once there is a clock.
+    offset: Option<i128>,
+    /// The latest time output (PTS or DTS): a new connection's timeline starts after it,
+    /// so timestamps never go back.
+    last_time: Option<i128>,
+    /// `last_time` when this connection began: catch-up frames older than it (the cached
+    /// group a reconnection starts from) are clamped to it and marked DECODE_ONLY.
+    resumed_after: Option<i128>,
+    delivered: u64,
+}
+
+impl Timeline {
+    /// A new connection: a restarted sender starts its timestamps again.
+    pub fn reconnected(&mut self) {
+        self.offset = None;
+        self.resumed_after = self.last_time;
+    }
+
+    /// Frames output so far.
+    pub fn delivered(&self) -> u64 {
+        self.delivered
+    }
+
+    /// Maps one frame's sender `pts` and `dts`; `catch_up_age`: how old the sender says a
+    /// catch-up frame is; `now`: our running time, if there is a clock.
+    pub fn map(
+        &mut self,
+        pts: Option<u64>,
+        dts: Option<u64>,
+        catch_up_age: Option<u64>,
+        now: Option<u64>,
+    ) -> Stamped {
+        let now = now.map(i128::from);
+        if self.offset.is_none() {
+            // A catch-up frame is as old as the sender says: the live edge maps to now.
+            let age = catch_up_age.unwrap_or(0);
+            if let (Some(reference), Some(now)) = (dts.or(pts).map(|t| t + age), now) {
+                // After a reconnection the new timeline starts past everything output.
+                let start = self.last_time.map_or(now, |last| now.max(last + 1));
+                self.offset = Some(start - reference as i128);
+            }
+        }
+        let offset = self.offset.unwrap_or(0);
+        // A catch-up frame after a reconnection may be older than what was output before
+        // it: it is still needed to decode, but must not take time back.
+        let floor = self
+            .resumed_after
+            .filter(|_| catch_up_age.is_some())
+            .map(|t| t.max(0) as u64);
+        if let Some(latest) = pts.max(dts) {
+            let latest = latest as i128 + offset;
+            self.last_time = Some(self.last_time.map_or(latest, |l| l.max(latest)));
+        }
+        let map = |t: Option<u64>| {
+            t.map(|t| {
+                let t = (t as i128 + offset).max(0) as u64;
+                floor.map_or(t, |f| t.max(f))
+            })
+        };
+        let (mut out_pts, out_dts) = (map(pts), map(dts));
+        let decode_only =
+            floor.is_some_and(|f| pts.is_some_and(|t| t as i128 + offset < f as i128));
+        if out_pts.is_none() && out_dts.is_none() {
+            // An untimestamped sender: stamp with arrival, as do-timestamp would.
+            out_pts = now.map(|n| n.max(0) as u64);
+        }
+        let first = self.delivered == 0;
+        self.delivered += 1;
+        Stamped {
+            pts: out_pts,
+            dts: out_dts,
+            decode_only,
+            first,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn the_first_frame_maps_to_now_and_the_rest_follow_it() {
+        let mut t = Timeline::default();
+        // The sender is 10 s into its stream; we are 2 s into ours.
+        let s = t.map(Some(10_000 * MS), Some(10_000 * MS), None, Some(2_000 * MS));
+        assert_eq!(
+            (s.pts, s.dts, s.first),
+            (Some(2_000 * MS), Some(2_000 * MS), true)
+        );
+        // Arrival does not matter after that: the sender's spacing is kept.
+        let s = t.map(Some(10_033 * MS), None, None, Some(2_100 * MS));
+        assert_eq!((s.pts, s.dts, s.first), (Some(2_033 * MS), None, false));
+        assert_eq!(t.delivered(), 2);
+    }
+
+    #[test]
+    fn a_catch_up_frame_is_as_old_as_the_sender_says() {
+        let mut t = Timeline::default();
+        // Half a second old at the sender: the live edge is now.
+        let s = t.map(Some(1_000 * MS), None, Some(500 * MS), Some(5_000 * MS));
+        assert_eq!(s.pts, Some(4_500 * MS));
+        assert!(!s.decode_only);
+    }
+
+    #[test]
+    fn after_a_reconnection_time_never_goes_back() {
+        let mut t = Timeline::default();
+        t.map(Some(0), None, None, Some(1_000 * MS));
+        t.map(Some(900 * MS), None, None, Some(1_900 * MS));
+        // A restarted sender starts from 0 again, and our clock has not moved on.
+        t.reconnected();
+        let s = t.map(Some(0), None, None, Some(1_800 * MS));
+        assert_eq!(s.pts, Some(1_900 * MS + 1));
+        assert!(!s.first);
+    }
+
+    #[test]
+    fn old_catch_up_frames_after_a_reconnection_are_decode_only() {
+        let mut t = Timeline::default();
+        t.map(Some(0), None, None, Some(1_000 * MS));
+        t.map(Some(2_000 * MS), None, None, Some(3_000 * MS));
+        t.reconnected();
+        // The cached group a reconnection starts from: its IRAP, 600 ms before the live
+        // edge, is older than what was output, so it is clamped and only decoded.
+        let s = t.map(Some(1_500 * MS), None, Some(600 * MS), Some(3_000 * MS));
+        assert_eq!((s.pts, s.decode_only), (Some(3_000 * MS), true));
+        // The live edge comes just after what was output.
+        let s = t.map(Some(2_100 * MS), None, Some(0), Some(3_000 * MS));
+        assert_eq!((s.pts, s.decode_only), (Some(3_000 * MS + 1), false));
+    }
+
+    #[test]
+    fn an_untimestamped_sender_is_stamped_on_arrival() {
+        let mut t = Timeline::default();
+        let s = t.map(None, None, None, Some(7 * MS));
+        assert_eq!((s.pts, s.dts), (Some(7 * MS), None));
+    }
+}
