@@ -2,9 +2,11 @@
 //! description and the group streams, and hands whole access units to the streaming thread
 //! in group order.
 
+use super::backoff::{Backoff, Next, Reconnect};
 use super::capture::Capture;
 use super::config::{self, CongestionControl};
 use super::control::{self, Stopped, CONTROL_STREAM};
+use super::ending::{self, cannot_create, no_answer, poll_failed, violation, Outcome};
 use super::inbox::{Event, Inbox, Outgoing, ReceivedFrame};
 use super::lateness::{Held, Lateness, Verdict};
 use super::link::{gated, Interrupted, Link, NetThread};
@@ -89,18 +91,6 @@ pub struct ClientSettings {
     pub stats: Reporter<ClientStats>,
     /// Where quiche's log records from the networking thread go.
     pub log: Route,
-}
-
-/// What to do when an established connection is lost (idle timeout, sender stopped).
-/// The first connection is never retried: a receiver pointed at the wrong place fails.
-#[derive(Debug, Clone, Copy)]
-pub struct Reconnect {
-    pub enabled: bool,
-    /// Attempts are made at once, then each gets twice as long as the last to answer, up
-    /// to this.
-    pub max_delay: Duration,
-    /// Give up (and fail) after this long without a connection; None: never.
-    pub give_up: Option<Duration>,
 }
 
 /// A change of connection, for the element to report.
@@ -217,108 +207,51 @@ impl Client {
     }
 }
 
-/// How one connection ended.
-enum Outcome {
-    /// The element is stopping.
-    Shutdown,
-    /// The sender ended the stream and every frame was delivered.
-    Ended,
-    /// A connection that had been established is gone: worth connecting again.
-    Lost(String),
-    /// The handshake did not complete in time, or the peer refused it.
-    Unanswered(String),
-    /// Retrying cannot help (TLS failure, protocol violation).
-    Fatal(String),
-}
-
-/// First reconnect attempt's time to answer; each later one gets twice as long.
-const FIRST_RETRY: Duration = Duration::from_millis(100);
-
-/// Waits out the attempt's `window` (a peer that refuses at once is not hammered), then
-/// doubles it, up to `max`; false if the element is stopping.
-fn back_off(conn: &mut Loop, window: &mut Duration, max: Duration) -> bool {
-    if !conn.pause_until(conn.started + *window) {
-        return false;
-    }
-    *window = (*window * 2).min(max.max(FIRST_RETRY));
-    true
-}
-
 /// Runs connections until the element stops: the first, then, after a lost one, new
-/// attempts with growing patience, each resuming at the next keyframe.
+/// attempts as the reconnect policy (backoff.rs) says, each resuming at the next keyframe.
 fn drive(mut conn: Loop) {
     let peer = conn.settings.peer;
-    let reconnect = conn.settings.reconnect;
-    // Since when we have been without a connection, and why we lost it.
-    let mut lost: Option<(Instant, String)> = None;
-    let mut window = FIRST_RETRY;
+    let mut backoff = Backoff::new(peer, conn.settings.reconnect);
     loop {
-        let failure = match conn.run() {
-            Outcome::Shutdown => return,
-            Outcome::Ended => {
-                conn.notify_disconnected("end of stream".into(), false);
-                None
+        let outcome = conn.run();
+        conn.report(&outcome);
+        let established = match conn.phase {
+            Phase::Serving { since } => Some(since),
+            Phase::Connecting => None,
+        };
+        match backoff.next(outcome, Instant::now(), conn.started, established) {
+            Next::Stop => break,
+            Next::Fail(why) => {
+                conn.fail(why);
+                break;
             }
-            Outcome::Fatal(why) => {
-                if conn.hello_sent {
-                    conn.notify_disconnected(why.clone(), false);
-                }
-                Some(why)
-            }
-            Outcome::Lost(why) => {
-                conn.notify_disconnected(why.clone(), reconnect.enabled);
-                // A connection that ends as soon as it starts is no better than no answer:
-                // keep backing off, and keep counting towards reconnect-timeout.
-                let lasted = conn
-                    .established_at
-                    .is_some_and(|t| t.elapsed() >= reconnect.max_delay);
-                if !reconnect.enabled {
-                    Some(why)
-                } else if lasted || lost.is_none() {
-                    lost = Some((Instant::now(), why));
-                    window = FIRST_RETRY;
-                    None
-                } else if back_off(&mut conn, &mut window, reconnect.max_delay) {
-                    None
-                } else {
+            Next::Retry { after, window } => {
+                if after.is_some_and(|t| !conn.pause_until(t)) {
                     return;
                 }
-            }
-            Outcome::Unanswered(why) => match &lost {
-                None => Some(why),
-                Some((since, first)) => {
-                    gst::debug!(CAT, "reconnect attempt failed: {why}");
-                    let waited = since.elapsed();
-                    match reconnect.give_up {
-                        Some(limit) if waited >= limit => Some(format!(
-                            "lost the connection ({first}) and {peer} did not answer again \
-                             within {} ms",
-                            limit.as_millis()
-                        )),
-                        _ if back_off(&mut conn, &mut window, reconnect.max_delay) => None,
-                        _ => return,
+                gst::info!(CAT, "connecting to {peer} again (answer within {window:?})");
+                conn = match conn.reconnect(window) {
+                    Ok(next) => next,
+                    Err((link, why)) => {
+                        link.update(|s| s.failure = Some(why));
+                        link.wait_shutdown();
+                        return;
                     }
-                }
-            },
-        };
-        if let Some(why) = failure {
-            conn.fail(why);
-        }
-        if conn.link.lock().failure.is_some() || conn.eos_delivered {
-            // Nothing more will happen: wait for stop().
-            conn.link.wait_shutdown();
-            return;
-        }
-        gst::info!(CAT, "connecting to {peer} again (answer within {window:?})");
-        conn = match conn.reconnect(window) {
-            Ok(next) => next,
-            Err((link, why)) => {
-                link.update(|s| s.failure = Some(why));
-                link.wait_shutdown();
-                return;
+                };
             }
-        };
+        }
     }
+    // Nothing more will happen: wait for stop().
+    conn.link.wait_shutdown();
+}
+
+/// Where one connection stands.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The handshake has yet to complete, or the certificate to pass.
+    Connecting,
+    /// HELLO went at `since`, once the handshake completed.
+    Serving { since: Instant },
 }
 
 /// Moves the commands pinned before frame `seq` (None: all) to `events`.
@@ -389,15 +322,13 @@ struct Loop {
     answer_within: Duration,
     /// This connection replaces a lost one: ask for a keyframe at once.
     resumed: bool,
-    /// When the handshake completed.
-    established_at: Option<Instant>,
+    phase: Phase,
     /// Set when retrying cannot help.
     fatal: Option<String>,
     /// For `stats`; carried over to the next connection.
     counters: ReceiverCounters,
     control_in: CommandDecoder,
     control_out: Vec<u8>,
-    hello_sent: bool,
     groups: BTreeMap<u64, Group>,
     /// Bytes of the frames in `groups`, and of the frames they are receiving.
     buffered: usize,
@@ -451,7 +382,7 @@ impl Loop {
             settings.peer,
             &mut config,
         )
-        .map_err(|e| format!("cannot create connection: {e}"))?;
+        .map_err(cannot_create)?;
         settings.capture.attach(&mut conn, "quicnalusrc");
         let o = endpoint.offload;
         gst::info!(
@@ -473,14 +404,13 @@ impl Loop {
             link,
             answer_within: retry.unwrap_or(settings.connect_timeout),
             resumed: retry.is_some(),
-            established_at: None,
+            phase: Phase::Connecting,
             fatal: None,
             settings,
             started: Instant::now(),
             counters,
             control_in,
             control_out: Vec::new(),
-            hello_sent: false,
             groups: BTreeMap::new(),
             buffered: 0,
             described: false,
@@ -523,7 +453,7 @@ impl Loop {
             // Commands left unread in quiche raise no socket event: come straight back.
             let unread = self.unread || self.control_unread;
             if let Err(e) = self.endpoint.wait(&mut events, deadlines, unread) {
-                return Outcome::Fatal(format!("poll failed: {e}"));
+                return Outcome::Fatal(poll_failed(e));
             }
             if self.link.lock().shutdown {
                 if !self.conn.is_closed() {
@@ -553,11 +483,8 @@ impl Loop {
             if !self.conn.is_established() && self.started.elapsed() > self.answer_within {
                 let _ = self.conn.close(false, 0x0, b"connect timeout");
                 self.flush();
-                return Outcome::Unanswered(format!(
-                    "no QUIC answer from {} within {} ms: is quicnalusink running there?",
-                    self.settings.peer,
-                    self.answer_within.as_millis()
-                ));
+                let why = no_answer(self.settings.peer, self.answer_within);
+                return Outcome::Unanswered(why);
             }
             if self.conn.is_established() {
                 self.established();
@@ -589,35 +516,10 @@ impl Loop {
         if self.eos_delivered {
             return Outcome::Ended;
         }
-        let why = self.close_reason();
-        let tls_alert = self
-            .conn
-            .local_error()
-            .is_some_and(|e| !e.is_app && (0x100..=0x1ff).contains(&e.error_code));
-        let full = self
-            .conn
-            .peer_error()
-            .is_some_and(|e| e.is_app && e.error_code == error_code::SERVER_FULL);
-        if full {
-            // Like no answer: fails a first connection, counts towards reconnect-timeout.
-            return Outcome::Unanswered(why);
-        }
-        let refused = self.conn.peer_error().is_some_and(|e| {
-            e.is_app
-                && [
-                    error_code::PROTOCOL_VIOLATION,
-                    error_code::UNSUPPORTED_VERSION,
-                    error_code::REJECTED,
-                ]
-                .contains(&e.error_code)
-        });
-        if tls_alert || refused {
-            Outcome::Fatal(why)
-        } else if self.hello_sent {
-            Outcome::Lost(why)
-        } else {
-            Outcome::Unanswered(why)
-        }
+        let (peer, conn) = (self.settings.peer, &self.conn);
+        let (peer_error, local_error) = (conn.peer_error(), conn.local_error());
+        let served = self.phase != Phase::Connecting;
+        ending::closed(peer, peer_error, local_error, conn.is_timed_out(), served)
     }
 
     /// A fresh connection on the same socket, for after this one was lost. Gives back the
@@ -647,6 +549,25 @@ impl Loop {
             while self.endpoint.recv(&mut self.buf).is_some() {}
         }
         !self.link.lock().shutdown
+    }
+
+    /// Tells the application how the connection ended; a failure to connect is told by the
+    /// failure itself.
+    fn report(&mut self, outcome: &Outcome) {
+        match outcome {
+            Outcome::Ended => self.notify_disconnected("end of stream".into(), false),
+            Outcome::Fatal(why) if self.phase != Phase::Connecting => {
+                self.notify_disconnected(why.clone(), false)
+            }
+            Outcome::Lost(why) => {
+                let reconnecting = self.settings.reconnect.enabled;
+                self.notify_disconnected(why.clone(), reconnecting)
+            }
+            Outcome::Unanswered(why) if self.resumed => {
+                gst::debug!(CAT, "reconnect attempt failed: {why}")
+            }
+            _ => {}
+        }
     }
 
     fn notify_disconnected(&mut self, reason: String, reconnecting: bool) {
@@ -709,14 +630,13 @@ impl Loop {
     }
 
     fn established(&mut self) {
-        if !self.hello_sent {
+        if self.phase == Phase::Connecting {
             if let Some(why) = self.certificate_refusal() {
                 // TLS alert 42, bad_certificate (RFC 9001, 4.8): nothing was sent yet.
                 let _ = self.conn.close(false, 0x100 + 42, b"certificate refused");
                 self.fatal = Some(why);
                 return;
             }
-            self.hello_sent = true;
             put_preamble(&mut self.control_out, StreamKind::Control);
             Command::Hello {
                 version: VERSION,
@@ -727,7 +647,9 @@ impl Loop {
             .encode(&mut self.control_out);
             gst::info!(CAT, "connected to {}", self.settings.peer);
             self.counters.reconnects += u64::from(self.resumed);
-            self.established_at = Some(Instant::now());
+            self.phase = Phase::Serving {
+                since: Instant::now(),
+            };
             self.push(Event::Connected);
             (self.settings.on_connection)(ConnectionEvent::Connected {
                 peer: self.settings.peer,
@@ -742,7 +664,7 @@ impl Loop {
                 let _ = self
                     .conn
                     .close(true, error_code::PROTOCOL_VIOLATION, e.as_bytes());
-                self.fatal = Some(format!("sender violated the protocol: {e}"));
+                self.fatal = Some(violation(&e));
                 return;
             }
             if !self.deliver() {
@@ -752,8 +674,7 @@ impl Loop {
         // While the control stream is full (the sender does not read it) a request stays
         // wanted; one already waiting there serves as well.
         let room = self.control_out.len() < MAX_CONTROL_OUT;
-        if self.hello_sent
-            && room
+        if room
             && self
                 .link
                 .update(|s| std::mem::take(&mut s.inner.keyframe_wanted))
@@ -1233,35 +1154,5 @@ impl Loop {
                 s.failure = Some(message);
             }
         });
-    }
-
-    fn close_reason(&self) -> String {
-        let peer = self.settings.peer;
-        if let Some(e) = self.conn.peer_error() {
-            return format!(
-                "{peer} closed the connection (code {:#x}): {}",
-                e.error_code,
-                String::from_utf8_lossy(&e.reason)
-            );
-        }
-        if let Some(e) = self.conn.local_error() {
-            // Transport codes 0x100..=0x1ff are TLS alerts (RFC 9001, 4.8).
-            if !e.is_app && (0x100..=0x1ff).contains(&e.error_code) {
-                return format!(
-                    "TLS handshake with {peer} failed (alert {}): the server's certificate \
-                     is not trusted; set ca-file to its CA, or tls-verify=false for testing",
-                    e.error_code - 0x100
-                );
-            }
-            return format!(
-                "connection to {peer} failed (code {:#x}): {}",
-                e.error_code,
-                String::from_utf8_lossy(&e.reason)
-            );
-        }
-        if self.conn.is_timed_out() {
-            return format!("connection to {peer} timed out: the sender went silent");
-        }
-        format!("connection to {peer} closed")
     }
 }

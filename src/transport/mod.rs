@@ -2,11 +2,13 @@
 //! UDP socket and every connection (sans-IO loop as in quiche's examples); the streaming
 //! thread talks to it only through a [`link::Link`].
 
+mod backoff;
 pub mod budget;
 mod capture;
 mod client;
 mod config;
 mod control;
+mod ending;
 mod gate;
 mod inbox;
 mod join;
@@ -24,8 +26,9 @@ pub mod stats;
 mod tls;
 mod udp;
 
+pub use backoff::Reconnect;
 pub use capture::Capture;
-pub use client::{Client, ClientSettings, ConnectionEvent, Reconnect};
+pub use client::{Client, ClientSettings, ConnectionEvent};
 pub use config::{CongestionControl, Identity};
 pub use inbox::{Event, ReceivedFrame};
 pub use join::JoinMode;
