@@ -18,6 +18,7 @@ pub mod logger;
 mod pacer;
 mod rate;
 mod ratelimit;
+mod reassembly;
 mod repair;
 mod retry;
 mod server;
