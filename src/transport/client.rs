@@ -2,30 +2,30 @@
 //! description and the group streams, and hands whole access units to the streaming thread
 //! in group order.
 
+use super::backoff::{Backoff, Next, Reconnect};
 use super::capture::Capture;
 use super::config::{self, CongestionControl};
-use super::control::{self, Stopped, CONTROL_STREAM};
-use super::inbox::{Event, Inbox, Outgoing, ReceivedFrame};
-use super::lateness::{Held, Lateness, Verdict};
+use super::control::{self, command_fits, Stopped, CONTROL_STREAM};
+use super::ending::{self, cannot_create, no_answer, poll_failed, violation, Outcome};
+use super::inbox::{Event, Inbox, Outgoing};
 use super::link::{gated, Interrupted, Link, NetThread};
 use super::logger::{self, Route};
 use super::monotonic_ns;
+use super::reassembly::{Reassembly, Reply, StreamSource, MAX_CONTROL_OUT};
 use super::socket::{random_cid, Endpoint, Outbox, MAX_RECV_BATCH, SOCKET};
 use super::stats::{ClientStats, ConnectionStats, ReceiverCounters, Reporter};
 use super::tls::{self, Check, Fingerprint};
-use crate::h265::DropCost;
 use crate::protocol::{
-    error_code, put_preamble, Command, CommandDecoder, FrameFlags, GroupDecoder, GroupFrame,
-    StreamKind, DEFAULT_MAX_COMMAND_SIZE, HELLO_TAKES_SHED, VERSION,
+    error_code, put_preamble, Command, CommandDecoder, StreamKind, HELLO_TAKES_SHED, VERSION,
 };
 use mio::Events;
 use once_cell::sync::Lazy;
-use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-static CAT: Lazy<gst::DebugCategory> = Lazy::new(|| {
+/// The networking thread's, the core's (reassembly) included.
+pub(super) static CAT: Lazy<gst::DebugCategory> = Lazy::new(|| {
     gst::DebugCategory::new(
         "quicnalu-client",
         gst::DebugColorFlags::empty(),
@@ -33,19 +33,6 @@ static CAT: Lazy<gst::DebugCategory> = Lazy::new(|| {
     )
 });
 
-/// First server-initiated unidirectional stream: the first group.
-const FIRST_GROUP: u64 = 3;
-/// Bytes of frames held back (later groups, or a full queue; whole or being received)
-/// before the thread stops reading group streams; QUIC flow control then slows the sender.
-const MAX_BUFFERED: usize = 16 << 20;
-/// Read size between frames: a frame header and a little of the body, which then passes
-/// through one more copy; the rest of the body is read in place.
-const HEADER_READ: usize = 64;
-/// Application commands from the sender pinned to a frame that has not come yet.
-const MAX_PINNED: usize = 256;
-/// Bytes waiting on the control stream beyond which the sender's PINGs go unanswered: one
-/// that floods PINGs and never reads would otherwise grow them without bound.
-const MAX_CONTROL_OUT: usize = DEFAULT_MAX_COMMAND_SIZE as usize;
 /// After this long without a packet from the sender (an outage, or a paused stream) the
 /// receiver sends a PING each time, so the sender learns at once when the link is back.
 const PROBE: Duration = Duration::from_millis(100);
@@ -89,18 +76,6 @@ pub struct ClientSettings {
     pub stats: Reporter<ClientStats>,
     /// Where quiche's log records from the networking thread go.
     pub log: Route,
-}
-
-/// What to do when an established connection is lost (idle timeout, sender stopped).
-/// The first connection is never retried: a receiver pointed at the wrong place fails.
-#[derive(Debug, Clone, Copy)]
-pub struct Reconnect {
-    pub enabled: bool,
-    /// Attempts are made at once, then each gets twice as long as the last to answer, up
-    /// to this.
-    pub max_delay: Duration,
-    /// Give up (and fail) after this long without a connection; None: never.
-    pub give_up: Option<Duration>,
 }
 
 /// A change of connection, for the element to report.
@@ -193,8 +168,7 @@ impl Client {
     /// connected. False if it is longer than the sender takes, or control::MAX_COMMANDS_WAITING
     /// of commands wait already (not connected, or the sender does not read them).
     pub fn send_command(&self, structure: String) -> bool {
-        // Its position varint and the text must fit in one message.
-        if structure.len() + 8 > DEFAULT_MAX_COMMAND_SIZE as usize {
+        if !command_fits(&structure) {
             return false;
         }
         let queued = self.net.update(|s| s.inner.commands_out.offer(structure));
@@ -217,164 +191,56 @@ impl Client {
     }
 }
 
-/// How one connection ended.
-enum Outcome {
-    /// The element is stopping.
-    Shutdown,
-    /// The sender ended the stream and every frame was delivered.
-    Ended,
-    /// A connection that had been established is gone: worth connecting again.
-    Lost(String),
-    /// The handshake did not complete in time, or the peer refused it.
-    Unanswered(String),
-    /// Retrying cannot help (TLS failure, protocol violation).
-    Fatal(String),
-}
-
-/// First reconnect attempt's time to answer; each later one gets twice as long.
-const FIRST_RETRY: Duration = Duration::from_millis(100);
-
-/// Waits out the attempt's `window` (a peer that refuses at once is not hammered), then
-/// doubles it, up to `max`; false if the element is stopping.
-fn back_off(conn: &mut Loop, window: &mut Duration, max: Duration) -> bool {
-    if !conn.pause_until(conn.started + *window) {
-        return false;
-    }
-    *window = (*window * 2).min(max.max(FIRST_RETRY));
-    true
-}
-
 /// Runs connections until the element stops: the first, then, after a lost one, new
-/// attempts with growing patience, each resuming at the next keyframe.
+/// attempts as the reconnect policy (backoff.rs) says, each resuming at the next keyframe.
 fn drive(mut conn: Loop) {
     let peer = conn.settings.peer;
-    let reconnect = conn.settings.reconnect;
-    // Since when we have been without a connection, and why we lost it.
-    let mut lost: Option<(Instant, String)> = None;
-    let mut window = FIRST_RETRY;
+    let mut backoff = Backoff::new(peer, conn.settings.reconnect);
     loop {
-        let failure = match conn.run() {
-            Outcome::Shutdown => return,
-            Outcome::Ended => {
-                conn.notify_disconnected("end of stream".into(), false);
-                None
+        let outcome = conn.run();
+        conn.report(&outcome);
+        let established = match conn.phase {
+            Phase::Serving { since } => Some(since),
+            Phase::Connecting => None,
+        };
+        match backoff.next(outcome, Instant::now(), conn.started, established) {
+            Next::Stop => break,
+            Next::Fail(why) => {
+                conn.fail(why);
+                break;
             }
-            Outcome::Fatal(why) => {
-                if conn.hello_sent {
-                    conn.notify_disconnected(why.clone(), false);
-                }
-                Some(why)
-            }
-            Outcome::Lost(why) => {
-                conn.notify_disconnected(why.clone(), reconnect.enabled);
-                // A connection that ends as soon as it starts is no better than no answer:
-                // keep backing off, and keep counting towards reconnect-timeout.
-                let lasted = conn
-                    .established_at
-                    .is_some_and(|t| t.elapsed() >= reconnect.max_delay);
-                if !reconnect.enabled {
-                    Some(why)
-                } else if lasted || lost.is_none() {
-                    lost = Some((Instant::now(), why));
-                    window = FIRST_RETRY;
-                    None
-                } else if back_off(&mut conn, &mut window, reconnect.max_delay) {
-                    None
-                } else {
+            Next::Retry { after, window } => {
+                if after.is_some_and(|t| !conn.pause_until(t)) {
                     return;
                 }
-            }
-            Outcome::Unanswered(why) => match &lost {
-                None => Some(why),
-                Some((since, first)) => {
-                    gst::debug!(CAT, "reconnect attempt failed: {why}");
-                    let waited = since.elapsed();
-                    match reconnect.give_up {
-                        Some(limit) if waited >= limit => Some(format!(
-                            "lost the connection ({first}) and {peer} did not answer again \
-                             within {} ms",
-                            limit.as_millis()
-                        )),
-                        _ if back_off(&mut conn, &mut window, reconnect.max_delay) => None,
-                        _ => return,
+                gst::info!(CAT, "connecting to {peer} again (answer within {window:?})");
+                conn = match conn.reconnect(window) {
+                    Ok(next) => next,
+                    Err((link, why)) => {
+                        link.update(|s| s.failure = Some(why));
+                        link.wait_shutdown();
+                        return;
                     }
-                }
-            },
-        };
-        if let Some(why) = failure {
-            conn.fail(why);
-        }
-        if conn.link.lock().failure.is_some() || conn.eos_delivered {
-            // Nothing more will happen: wait for stop().
-            conn.link.wait_shutdown();
-            return;
-        }
-        gst::info!(CAT, "connecting to {peer} again (answer within {window:?})");
-        conn = match conn.reconnect(window) {
-            Ok(next) => next,
-            Err((link, why)) => {
-                link.update(|s| s.failure = Some(why));
-                link.wait_shutdown();
-                return;
+                };
             }
-        };
-    }
-}
-
-/// Moves the commands pinned before frame `seq` (None: all) to `events`.
-fn hand_pinned(pinned: &mut VecDeque<(u64, String)>, seq: Option<u64>, events: &mut Inbox) {
-    while let Some((before, _)) = pinned.front() {
-        if seq.is_some_and(|seq| *before > seq) {
-            break;
-        }
-        if let Some((_, structure)) = pinned.pop_front() {
-            events.push(Event::Command(structure));
         }
     }
+    // Nothing more will happen: wait for stop().
+    conn.link.wait_shutdown();
 }
 
-/// The stream ID of group number `n` (counted from 0), saturating: `n` comes from the
-/// network (END_OF_STREAM) and must not overflow.
-fn group_stream(n: u64) -> u64 {
-    n.saturating_mul(4).saturating_add(FIRST_GROUP)
+/// Where one connection stands.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The handshake has yet to complete, or the certificate to pass.
+    Connecting,
+    /// HELLO went at `since`, once the handshake completed.
+    Serving { since: Instant },
 }
 
-/// Frames of one group stream not yet handed over.
-struct Group {
-    decoder: GroupDecoder,
-    frames: VecDeque<ReceivedFrame>,
-    /// Late reference frames (lateness.rs), held until a later frame of the group arrives
-    /// on time and needs them; output before it, or dropped if none does. Frames that are
-    /// late for queueing, not for a repair, are so never output.
-    held: Held<ReceivedFrame>,
-    /// Bytes in `frames` and `held`.
-    bytes: usize,
-    finished: bool,
-    /// Reset by the sender, or abandoned by us: no more frames will come.
-    abandoned: bool,
-    /// When the first bytes of the frame in progress arrived (CLOCK_MONOTONIC ns).
-    started_at: Option<u64>,
-}
-
-impl Group {
-    /// Drops the held late frames: no frame after them came on time. Returns their bytes.
-    fn discard_held(&mut self, counters: &mut ReceiverCounters) -> usize {
-        let (frames, bytes) = self.held.discard();
-        counters.frames_dropped += frames as u64;
-        self.bytes -= bytes;
-        bytes
-    }
-
-    fn new(max_frame: u64) -> Self {
-        Group {
-            decoder: GroupDecoder::new(max_frame),
-            frames: VecDeque::new(),
-            held: Held::default(),
-            bytes: 0,
-            finished: false,
-            abandoned: false,
-            started_at: None,
-        }
+impl StreamSource for quiche::Connection {
+    fn recv(&mut self, stream: u64, buf: &mut [u8]) -> Result<(usize, bool), quiche::Error> {
+        self.stream_recv(stream, buf)
     }
 }
 
@@ -387,39 +253,15 @@ struct Loop {
     started: Instant,
     /// How long this attempt may take to connect.
     answer_within: Duration,
-    /// This connection replaces a lost one: ask for a keyframe at once.
+    /// This connection replaces a lost one.
     resumed: bool,
-    /// When the handshake completed.
-    established_at: Option<Instant>,
+    phase: Phase,
     /// Set when retrying cannot help.
     fatal: Option<String>,
-    /// For `stats`; carried over to the next connection.
-    counters: ReceiverCounters,
+    /// The groups, and what becomes of their frames.
+    core: Reassembly,
     control_in: CommandDecoder,
     control_out: Vec<u8>,
-    hello_sent: bool,
-    groups: BTreeMap<u64, Group>,
-    /// Bytes of the frames in `groups`, and of the frames they are receiving.
-    buffered: usize,
-    /// DESCRIBE arrived: frames may follow it to the element.
-    described: bool,
-    next_group: u64,
-    eos_groups: Option<u64>,
-    eos_end_seq: Option<u64>,
-    eos_delivered: bool,
-    /// A group was skipped: the next frame out is marked as following a gap.
-    gap: bool,
-    /// Decoding (re)starts at the next IRAP: RASL pictures after it reference pictures the
-    /// decoder never got, so they are dropped until the first other picture.
-    skip_rasl: bool,
-    lateness: Lateness,
-    /// Temporal sub-layers, from the last IRAP's SPS (H.265 allows 7).
-    sub_layers: u8,
-    /// JOIN from the sender: frames below `.0` are its cached group, queued at sender
-    /// time `.1`.
-    join: Option<(u64, u64)>,
-    /// Commands pinned before a frame number, oldest first, until that point is handed on.
-    pinned: VecDeque<(u64, String)>,
     last_keepalive: Instant,
     last_rx: Instant,
     last_probe: Instant,
@@ -451,7 +293,7 @@ impl Loop {
             settings.peer,
             &mut config,
         )
-        .map_err(|e| format!("cannot create connection: {e}"))?;
+        .map_err(cannot_create)?;
         settings.capture.attach(&mut conn, "quicnalusrc");
         let o = endpoint.offload;
         gst::info!(
@@ -466,35 +308,29 @@ impl Loop {
         }
         let outbox = Outbox::new(endpoint.offload);
         let control_in = CommandDecoder::new(settings.max_command_size);
+        let resumed = retry.is_some();
+        let epoch = (Instant::now(), monotonic_ns());
+        let core = Reassembly::new(
+            settings.max_frame_size,
+            settings.latency,
+            resumed,
+            counters,
+            epoch,
+        );
         Ok(Loop {
             endpoint,
             config,
             conn,
             link,
             answer_within: retry.unwrap_or(settings.connect_timeout),
-            resumed: retry.is_some(),
-            established_at: None,
+            resumed,
+            phase: Phase::Connecting,
             fatal: None,
             settings,
             started: Instant::now(),
-            counters,
+            core,
             control_in,
             control_out: Vec::new(),
-            hello_sent: false,
-            groups: BTreeMap::new(),
-            buffered: 0,
-            described: false,
-            next_group: FIRST_GROUP,
-            eos_groups: None,
-            eos_end_seq: None,
-            eos_delivered: false,
-            // A resumed stream follows the frames the lost connection never delivered.
-            gap: retry.is_some(),
-            skip_rasl: true,
-            lateness: Lateness::default(),
-            sub_layers: 7,
-            join: None,
-            pinned: VecDeque::new(),
             last_keepalive: Instant::now(),
             last_rx: Instant::now(),
             last_probe: Instant::now(),
@@ -517,13 +353,13 @@ impl Loop {
                 self.conn
                     .is_established()
                     .then(|| self.last_rx.max(self.last_probe) + PROBE),
-                self.skip_deadline(),
+                self.core.skip_deadline(Instant::now()),
                 Some(self.settings.stats.due()),
             ];
             // Commands left unread in quiche raise no socket event: come straight back.
             let unread = self.unread || self.control_unread;
             if let Err(e) = self.endpoint.wait(&mut events, deadlines, unread) {
-                return Outcome::Fatal(format!("poll failed: {e}"));
+                return Outcome::Fatal(poll_failed(e));
             }
             if self.link.lock().shutdown {
                 if !self.conn.is_closed() {
@@ -553,11 +389,8 @@ impl Loop {
             if !self.conn.is_established() && self.started.elapsed() > self.answer_within {
                 let _ = self.conn.close(false, 0x0, b"connect timeout");
                 self.flush();
-                return Outcome::Unanswered(format!(
-                    "no QUIC answer from {} within {} ms: is quicnalusink running there?",
-                    self.settings.peer,
-                    self.answer_within.as_millis()
-                ));
+                let why = no_answer(self.settings.peer, self.answer_within);
+                return Outcome::Unanswered(why);
             }
             if self.conn.is_established() {
                 self.established();
@@ -569,7 +402,7 @@ impl Loop {
 
     /// A new `stats` snapshot when one is due; `connected`: this connection is current.
     fn publish_stats(&mut self, connected: bool) {
-        let (conn, counters) = (&self.conn, self.counters);
+        let (conn, counters) = (&self.conn, self.core.counters);
         let snapshot = self.settings.stats.poll(|| ClientStats {
             peer: Some(self.settings.peer),
             connection: (connected && conn.is_established()).then(|| ConnectionStats::of(conn)),
@@ -582,42 +415,18 @@ impl Loop {
 
     /// Why the closed connection ended, and whether connecting again could help.
     fn closed(&mut self) -> Outcome {
-        if self.eos_groups.is_some() && !self.eos_delivered {
-            // The sender ended the stream and stopped waiting for us (its eos-timeout).
-            self.deliver_remaining();
-        }
-        if self.eos_delivered {
+        let (core, control_out) = (&mut self.core, &mut self.control_out);
+        let now = Instant::now();
+        if self
+            .link
+            .update(|s| core.on_closed(now, &mut s.inner.events, control_out))
+        {
             return Outcome::Ended;
         }
-        let why = self.close_reason();
-        let tls_alert = self
-            .conn
-            .local_error()
-            .is_some_and(|e| !e.is_app && (0x100..=0x1ff).contains(&e.error_code));
-        let full = self
-            .conn
-            .peer_error()
-            .is_some_and(|e| e.is_app && e.error_code == error_code::SERVER_FULL);
-        if full {
-            // Like no answer: fails a first connection, counts towards reconnect-timeout.
-            return Outcome::Unanswered(why);
-        }
-        let refused = self.conn.peer_error().is_some_and(|e| {
-            e.is_app
-                && [
-                    error_code::PROTOCOL_VIOLATION,
-                    error_code::UNSUPPORTED_VERSION,
-                    error_code::REJECTED,
-                ]
-                .contains(&e.error_code)
-        });
-        if tls_alert || refused {
-            Outcome::Fatal(why)
-        } else if self.hello_sent {
-            Outcome::Lost(why)
-        } else {
-            Outcome::Unanswered(why)
-        }
+        let (peer, conn) = (self.settings.peer, &self.conn);
+        let (peer_error, local_error) = (conn.peer_error(), conn.local_error());
+        let served = self.phase != Phase::Connecting;
+        ending::closed(peer, peer_error, local_error, conn.is_timed_out(), served)
     }
 
     /// A fresh connection on the same socket, for after this one was lost. Gives back the
@@ -630,7 +439,7 @@ impl Loop {
             self.link,
             self.settings,
             Some(window),
-            self.counters,
+            self.core.counters,
         )
         .map_err(|e| (link, e))
     }
@@ -647,6 +456,25 @@ impl Loop {
             while self.endpoint.recv(&mut self.buf).is_some() {}
         }
         !self.link.lock().shutdown
+    }
+
+    /// Tells the application how the connection ended; a failure to connect is told by the
+    /// failure itself.
+    fn report(&mut self, outcome: &Outcome) {
+        match outcome {
+            Outcome::Ended => self.notify_disconnected("end of stream".into(), false),
+            Outcome::Fatal(why) if self.phase != Phase::Connecting => {
+                self.notify_disconnected(why.clone(), false)
+            }
+            Outcome::Lost(why) => {
+                let reconnecting = self.settings.reconnect.enabled;
+                self.notify_disconnected(why.clone(), reconnecting)
+            }
+            Outcome::Unanswered(why) if self.resumed => {
+                gst::debug!(CAT, "reconnect attempt failed: {why}")
+            }
+            _ => {}
+        }
     }
 
     fn notify_disconnected(&mut self, reason: String, reconnecting: bool) {
@@ -709,30 +537,14 @@ impl Loop {
     }
 
     fn established(&mut self) {
-        if !self.hello_sent {
+        if self.phase == Phase::Connecting {
             if let Some(why) = self.certificate_refusal() {
                 // TLS alert 42, bad_certificate (RFC 9001, 4.8): nothing was sent yet.
                 let _ = self.conn.close(false, 0x100 + 42, b"certificate refused");
                 self.fatal = Some(why);
                 return;
             }
-            self.hello_sent = true;
-            put_preamble(&mut self.control_out, StreamKind::Control);
-            Command::Hello {
-                version: VERSION,
-                options: HELLO_TAKES_SHED,
-                token: self.settings.token.clone(),
-                latency: Some(self.settings.latency.as_nanos() as u64),
-            }
-            .encode(&mut self.control_out);
-            gst::info!(CAT, "connected to {}", self.settings.peer);
-            self.counters.reconnects += u64::from(self.resumed);
-            self.established_at = Some(Instant::now());
-            self.push(Event::Connected);
-            (self.settings.on_connection)(ConnectionEvent::Connected {
-                peer: self.settings.peer,
-                resumed: self.resumed,
-            });
+            self.hello();
         }
         // Delivering frees room to read more; repeat until neither moves, since a sender
         // held back by flow control sends nothing that would wake us.
@@ -742,25 +554,62 @@ impl Loop {
                 let _ = self
                     .conn
                     .close(true, error_code::PROTOCOL_VIOLATION, e.as_bytes());
-                self.fatal = Some(format!("sender violated the protocol: {e}"));
+                self.fatal = Some(violation(&e));
                 return;
             }
-            if !self.deliver() {
+            let (core, control_out) = (&mut self.core, &mut self.control_out);
+            let now = Instant::now();
+            let progress = self
+                .link
+                .update(|s| core.deliver(now, &mut s.inner.events, control_out));
+            if self.core.ended() {
+                // EOS is out. Closing again while closing does nothing.
+                let _ = self
+                    .conn
+                    .close(true, error_code::NO_ERROR, b"end of stream");
+            }
+            if !progress {
                 break;
             }
         }
+        self.write_control();
+    }
+
+    fn hello(&mut self) {
+        put_preamble(&mut self.control_out, StreamKind::Control);
+        Command::Hello {
+            version: VERSION,
+            options: HELLO_TAKES_SHED,
+            token: self.settings.token.clone(),
+            latency: Some(self.settings.latency.as_nanos() as u64),
+        }
+        .encode(&mut self.control_out);
+        gst::info!(CAT, "connected to {}", self.settings.peer);
+        self.core.counters.reconnects += u64::from(self.resumed);
+        self.phase = Phase::Serving {
+            since: Instant::now(),
+        };
+        self.link.update(|s| s.inner.events.push(Event::Connected));
+        (self.settings.on_connection)(ConnectionEvent::Connected {
+            peer: self.settings.peer,
+            resumed: self.resumed,
+        });
+    }
+
+    /// Keyframe requests and commands from the element, probes and keepalives, and the
+    /// control stream's bytes as far as quiche takes them.
+    fn write_control(&mut self) {
         // While the control stream is full (the sender does not read it) a request stays
         // wanted; one already waiting there serves as well.
         let room = self.control_out.len() < MAX_CONTROL_OUT;
-        if self.hello_sent
-            && room
+        if room
             && self
                 .link
                 .update(|s| std::mem::take(&mut s.inner.keyframe_wanted))
         {
             gst::debug!(CAT, "asking the sender for a keyframe");
             Command::KeyframeRequest.encode(&mut self.control_out);
-            self.counters.keyframe_requests += 1;
+            self.core.counters.keyframe_requests += 1;
         }
         // Commands move to the control stream as far as it has room; the rest wait, bounded
         // (Outgoing), so send-command refuses them once the sender stops reading.
@@ -806,6 +655,11 @@ impl Loop {
         // and group streams wait in quiche until DESCRIBE.
         readable.sort_unstable();
         self.control_unread = false;
+        let one_way = self
+            .conn
+            .path_stats()
+            .next()
+            .map_or(0, |p| p.min_rtt.unwrap_or(p.rtt).as_nanos() as u64 / 2);
         for stream in readable {
             if stream == CONTROL_STREAM {
                 // Commands for the application wait in quiche once its queue is well past
@@ -813,10 +667,10 @@ impl Loop {
                 if self.link.lock().inner.events.has_room_for_commands() {
                     self.read_control()?;
                 }
-            } else if stream % 4 != 3 {
-                return Err(format!("unexpected stream {stream}"));
-            } else if self.described {
-                self.read_group(stream)?;
+            } else {
+                self.core
+                    .read(stream, &mut self.conn, Instant::now(), one_way)
+                    .map_err(|e| e.to_string())?;
             }
         }
         Ok(())
@@ -829,401 +683,20 @@ impl Loop {
         let stopped =
             control::read_commands(&mut self.control_in, read, &mut self.buf, &mut commands)?;
         self.control_unread = stopped == Stopped::Capped;
-        for cmd in commands {
-            gst::debug!(CAT, "command {cmd:?}");
-            match cmd {
-                Command::Describe { caps } => {
-                    if self.resumed && !self.described && self.join.is_none() {
-                        // The sender starts us at its next IRAP, which may be seconds away.
-                        Command::KeyframeRequest.encode(&mut self.control_out);
-                        self.counters.keyframe_requests += 1;
-                    }
-                    self.described = true;
-                    self.push(Event::Caps(caps));
-                }
-                Command::EndOfStream { groups, end_seq } => {
-                    self.eos_groups = Some(groups);
-                    self.eos_end_seq = Some(end_seq);
-                }
-                Command::Ping(n) if self.control_out.len() < MAX_CONTROL_OUT => {
-                    Command::Pong(n).encode(&mut self.control_out)
-                }
-                Command::LatencyBudget(ns) => self.lateness.set_budget(ns),
-                Command::Join {
-                    live_seq,
-                    sender_time,
-                } => self.join = Some((live_seq, sender_time)),
-                Command::Application {
-                    before_seq: Some(seq),
-                    structure,
-                } => {
-                    if self.pinned.len() >= MAX_PINNED {
-                        gst::warning!(CAT, "too many commands wait for their frame: dropped one");
-                        self.pinned.pop_front();
-                    }
-                    self.pinned.push_back((seq, structure));
-                }
-                Command::Application {
-                    before_seq: None,
-                    structure,
-                } => self.push(Event::Command(structure)),
-                Command::Goodbye { code, reason } => {
-                    let _ = self.conn.close(true, error_code::NO_ERROR, b"goodbye");
-                    if code != error_code::NO_ERROR {
-                        return Err(format!("sender said goodbye ({code:#x}): {reason}"));
-                    }
-                }
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
-    fn read_group(&mut self, stream: u64) -> Result<(), String> {
-        if stream < self.next_group {
-            // A group we abandoned (quiche finished ones never turn readable again): its
-            // RESET_STREAM, or bytes that were already on the way. Drop them.
-            while self.conn.stream_recv(stream, &mut self.buf).is_ok() {}
-            return Ok(());
-        }
-        let max_frame = self.settings.max_frame_size;
-        let group = self
-            .groups
-            .entry(stream)
-            .or_insert_with(|| Group::new(max_frame));
-        let mut frames: Vec<GroupFrame> = Vec::new();
-        let one_way = self
-            .conn
-            .path_stats()
-            .next()
-            .map_or(0, |p| p.min_rtt.unwrap_or(p.rtt).as_nanos() as u64 / 2);
-        // Leave media in quiche while we hold enough, so flow control slows the sender
-        // instead of our memory growing. The group being delivered has its own allowance:
-        // later groups filling the buffer must not starve it.
-        let full = |group: &Group, buffered: usize| {
-            if stream == self.next_group {
-                group.bytes >= MAX_BUFFERED
-            } else {
-                buffered >= MAX_BUFFERED
-            }
-        };
-        while !group.finished && !full(group, self.buffered) {
-            let bad = |e| format!("group stream {stream}: {e}");
-            let held = group.decoder.partial_bytes();
-            // Bodies go from quiche straight into the frame; only headers pass through buf.
-            let read = match group.decoder.body_space() {
-                Some(space) => {
-                    let read = self.conn.stream_recv(stream, space);
-                    group.decoder.filled(read.map_or(0, |r| r.0), &mut frames);
-                    read
-                }
-                None => {
-                    let read = self.conn.stream_recv(stream, &mut self.buf[..HEADER_READ]);
-                    if let Ok((n, _)) = read {
-                        group
-                            .decoder
-                            .push(&self.buf[..n], &mut frames)
-                            .map_err(bad)?;
-                    }
-                    read
-                }
-            };
-            // A frame being received counts too: a sender starting a frame on each of many
-            // groups must not make us hold more than MAX_BUFFERED for them.
-            self.buffered = self.buffered + group.decoder.partial_bytes() - held;
-            let fin = match read {
-                Ok((_, fin)) => fin,
-                Err(quiche::Error::Done) => break,
-                Err(quiche::Error::StreamReset(code)) => {
-                    gst::debug!(CAT, "group stream {stream} reset by the sender ({code:#x})");
-                    self.counters.groups_reset += 1;
-                    group.finished = true;
-                    group.abandoned = true;
-                    break;
-                }
-                Err(e) => return Err(format!("group stream {stream}: {e}")),
-            };
-            if fin {
-                group.decoder.finish().map_err(bad)?;
-                group.finished = true;
-            }
-            let arrival = monotonic_ns();
-            // The frame in progress before this read started then; any others, now.
-            let mut started = group.started_at.take();
-            if !group.decoder.between_frames() {
-                group.started_at = Some(if frames.is_empty() {
-                    started.unwrap_or(arrival)
-                } else {
-                    arrival
-                });
-            }
-            for f in frames.drain(..) {
-                let first_byte = started.take().unwrap_or(arrival);
-                if f.header.flags.contains(FrameFlags::SHED) {
-                    // Nothing later references it: decoding goes on without a gap.
-                    gst::debug!(CAT, "frame {} was shed by the sender", f.header.seq);
-                    self.counters.frames_shed += 1;
-                    continue;
-                }
-                self.counters.frames_received += 1;
-                // The NAL scan costs a pass over the frame: only keyframes (for the SPS)
-                // and late frames (for their cost) need it.
-                let inspect = || crate::h265::inspect(&f.data);
-                if f.header.flags.contains(FrameFlags::KEYFRAME) {
-                    if let Some(n) = inspect().ok().and_then(|i| i.sub_layers) {
-                        self.sub_layers = n;
-                    }
-                }
-                // Catch-up frames are old by design: only live frames can be late.
-                let catch_up_age = self
-                    .join
-                    .filter(|&(live_seq, _)| f.header.seq < live_seq)
-                    .map(|(_, sent)| sent.saturating_sub(f.header.send_time));
-                let verdict = if catch_up_age.is_some() {
-                    Verdict::OnTime
-                } else {
-                    let sub_layers = self.sub_layers;
-                    let alone =
-                        || inspect().is_ok_and(|i| i.drop_cost(sub_layers) == DropCost::Alone);
-                    self.lateness
-                        .judge(f.header.send_time, first_byte, arrival, one_way, alone)
-                };
-                let seq = f.header.seq;
-                self.counters.frames_late += u64::from(verdict != Verdict::OnTime);
-                match verdict {
-                    Verdict::OnTime => {
-                        // The late frames it references are worth outputting now.
-                        if group.held.len() > 0 {
-                            gst::debug!(
-                                CAT,
-                                "frame {seq} is on time: outputting {} late frames before it",
-                                group.held.len()
-                            );
-                        }
-                        group.frames.extend(group.held.release());
-                    }
-                    Verdict::Late => gst::debug!(CAT, "frame {seq} is late: held"),
-                    Verdict::Drop => {
-                        gst::debug!(CAT, "frame {seq} is late: dropped");
-                        self.counters.frames_dropped += 1;
-                        continue;
-                    }
-                    Verdict::Abandon => {
-                        // Later frames of the group may reference it: they go too.
-                        gst::debug!(
-                            CAT,
-                            "frame {seq} is too late: skipping the rest of group stream {stream}"
-                        );
-                        self.counters.frames_dropped += 1;
-                        self.buffered -= group.discard_held(&mut self.counters);
-                        group.finished = true;
-                        group.abandoned = true;
-                        self.counters.groups_abandoned += 1;
-                        break;
-                    }
-                }
-                let frame_bytes = f.data.len();
-                group.bytes += frame_bytes;
-                self.buffered += frame_bytes;
-                let frame = ReceivedFrame {
-                    header: f.header,
-                    data: f.data,
-                    arrival,
-                    gap: false,
-                    late: verdict == Verdict::Late,
-                    catch_up_age,
-                };
-                if verdict == Verdict::Late {
-                    group.held.hold(frame, frame_bytes);
-                } else {
-                    group.frames.push_back(frame);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Hands frames over in group order while the queue has room; returns whether anything
-    /// moved (frames handed or a group completed).
-    fn deliver(&mut self) -> bool {
-        let mut progress = false;
-        if !self.described {
-            return false;
-        }
-        self.skip_late_group();
-        loop {
-            self.finish_by_seq();
-            let Some(group) = self.groups.get_mut(&self.next_group) else {
-                break;
-            };
-            let mut handed = 0;
-            let (gap, skip_rasl, pinned) = (&mut self.gap, &mut self.skip_rasl, &mut self.pinned);
-            let counters = &mut self.counters;
-            let stalled = self.link.update(|s| {
-                while s.inner.events.has_room() {
-                    let Some(mut frame) = group.frames.pop_front() else {
-                        break;
-                    };
-                    handed += frame.data.len();
-                    if *skip_rasl {
-                        if crate::h265::is_rasl(&frame.data) {
-                            gst::debug!(CAT, "dropping RASL frame {}", frame.header.seq);
-                            counters.frames_dropped += 1;
-                            continue;
-                        }
-                        *skip_rasl = frame.header.flags.contains(FrameFlags::KEYFRAME);
-                    }
-                    frame.gap = std::mem::take(gap);
-                    hand_pinned(pinned, Some(frame.header.seq), &mut s.inner.events);
-                    s.inner.events.push(Event::Frame(frame));
-                    counters.frames_output += 1;
-                }
-                !group.frames.is_empty()
-            });
-            group.bytes -= handed;
-            self.buffered -= handed;
-            progress |= handed > 0;
-            if stalled || !group.finished {
-                return progress;
-            }
-            let abandoned = group.abandoned;
-            self.buffered -= group.discard_held(counters);
-            if let Some(removed) = self.groups.remove(&self.next_group) {
-                // An abandoned group may end inside a frame.
-                self.buffered -= removed.decoder.partial_bytes();
-            }
-            self.next_group += 4;
-            progress = true;
-            if abandoned {
-                self.gap = true;
-                self.skip_rasl = true;
-                // Unless a later group (which starts at an IRAP) is already on its way,
-                // the next one might be many seconds off: ask for it now.
-                if !self.groups.contains_key(&self.next_group) {
-                    gst::debug!(CAT, "skipped a group: asking for a keyframe");
-                    Command::KeyframeRequest.encode(&mut self.control_out);
-                    self.counters.keyframe_requests += 1;
-                }
-            }
-        }
-        if let Some(groups) = self.eos_groups {
-            if !self.eos_delivered && self.next_group >= group_stream(groups) {
-                self.eos_delivered = true;
-                self.end_events();
-                let _ = self
-                    .conn
-                    .close(true, error_code::NO_ERROR, b"end of stream");
-            }
-        }
-        progress
-    }
-
-    /// Marks the next group finished when the frame numbers say it is: it stands between
-    /// frames at the number the following group (or END_OF_STREAM) starts from. quiche
-    /// 0.30 may never resend a FIN sent on its own once the data before it was acked, so
-    /// the FIN alone cannot be relied on.
-    fn finish_by_seq(&mut self) {
-        let following = self
-            .groups
-            .get(&(self.next_group + 4))
-            .and_then(|g| g.decoder.first_seq());
-        let last = self
-            .eos_groups
-            .is_some_and(|n| self.next_group == group_stream(n.saturating_sub(1)));
-        let end = following.or(self.eos_end_seq.filter(|_| last));
-        if let Some(group) = self.groups.get_mut(&self.next_group) {
-            if !group.finished
-                && group.decoder.between_frames()
-                && group.decoder.next_seq().is_some()
-                && group.decoder.next_seq() == end
-            {
-                gst::debug!(CAT, "group stream {} complete by sequence", self.next_group);
-                group.finished = true;
-            }
-        }
-    }
-
-    /// After the connection closed following END_OF_STREAM: hands over the whole frames
-    /// still held, skipping what never arrived, then EOS. Nothing more can come, so the
-    /// queue's capacity no longer applies.
-    fn deliver_remaining(&mut self) {
-        let last = self.groups.keys().next_back().copied().unwrap_or(0);
-        let max_frame = self.settings.max_frame_size;
-        // Bounded by the streams this connection opened: quiche's stream limit.
-        for stream in (self.next_group..=last).step_by(4) {
-            let group = self
-                .groups
-                .entry(stream)
-                .or_insert_with(|| Group::new(max_frame));
-            group.abandoned |= !group.finished;
-            group.finished = true;
-        }
-        self.link.update(|s| s.inner.events.unbound());
-        self.deliver();
-        if !self.eos_delivered {
-            self.eos_delivered = true;
-            self.end_events();
-        }
-    }
-
-    /// When the next group will have held back a later group's keyframe for `latency`.
-    fn skip_deadline(&self) -> Option<Instant> {
-        if !self.described {
-            return None;
-        }
-        // Only a group starved by the network: frames it holds mean a slow consumer.
-        let next = self.groups.get(&self.next_group);
-        if next.is_some_and(|g| g.finished || !g.frames.is_empty()) {
-            return None;
-        }
-        // A later group reset before its keyframe arrived holds nothing: look past it.
-        let first = self
-            .groups
-            .range(self.next_group + 4..)
-            .find_map(|(_, g)| g.frames.front())?;
-        let waiting = monotonic_ns().saturating_sub(first.arrival);
-        let left = self
-            .settings
-            .latency
-            .saturating_sub(Duration::from_nanos(waiting));
-        Some(Instant::now() + left)
-    }
-
-    /// Abandons the next group when a later group's keyframe has waited behind it for
-    /// `latency`: what is missing would arrive too late, and the keyframe starts afresh.
-    fn skip_late_group(&mut self) {
-        if self.skip_deadline().is_none_or(|t| t > Instant::now()) {
-            return;
-        }
-        let stream = self.next_group;
-        gst::debug!(
-            CAT,
-            "group stream {stream} is late: skipping to the next keyframe"
-        );
-        // No STOP_SENDING: quiche 0.30 never collects a stream shut for reading, so each
-        // would cost a stream credit for good (cloudflare/quiche#1968). Its bytes are read
-        // and dropped instead (read_group), until its FIN or reset.
-        let max_frame = self.settings.max_frame_size;
-        let group = self
-            .groups
-            .entry(stream)
-            .or_insert_with(|| Group::new(max_frame));
-        group.finished = true;
-        group.abandoned = true;
-        self.counters.groups_abandoned += 1;
-    }
-
-    fn push(&self, event: Event) {
-        self.link.update(|s| s.inner.events.push(event));
-    }
-
-    /// The commands pinned anywhere before the end, then EOS.
-    fn end_events(&mut self) {
-        let pinned = &mut self.pinned;
+        let (core, control_out, conn) = (&mut self.core, &mut self.control_out, &mut self.conn);
         self.link.update(|s| {
-            hand_pinned(pinned, None, &mut s.inner.events);
-            s.inner.events.push(Event::Eos);
-        });
+            for cmd in commands {
+                if let Reply::Close(violation) =
+                    core.on_command(cmd, &mut s.inner.events, control_out)
+                {
+                    let _ = conn.close(true, error_code::NO_ERROR, b"goodbye");
+                    if let Some(v) = violation {
+                        return Err(v.to_string());
+                    }
+                }
+            }
+            Ok(())
+        })
     }
 
     fn fail(&self, message: String) {
@@ -1233,35 +706,5 @@ impl Loop {
                 s.failure = Some(message);
             }
         });
-    }
-
-    fn close_reason(&self) -> String {
-        let peer = self.settings.peer;
-        if let Some(e) = self.conn.peer_error() {
-            return format!(
-                "{peer} closed the connection (code {:#x}): {}",
-                e.error_code,
-                String::from_utf8_lossy(&e.reason)
-            );
-        }
-        if let Some(e) = self.conn.local_error() {
-            // Transport codes 0x100..=0x1ff are TLS alerts (RFC 9001, 4.8).
-            if !e.is_app && (0x100..=0x1ff).contains(&e.error_code) {
-                return format!(
-                    "TLS handshake with {peer} failed (alert {}): the server's certificate \
-                     is not trusted; set ca-file to its CA, or tls-verify=false for testing",
-                    e.error_code - 0x100
-                );
-            }
-            return format!(
-                "connection to {peer} failed (code {:#x}): {}",
-                e.error_code,
-                String::from_utf8_lossy(&e.reason)
-            );
-        }
-        if self.conn.is_timed_out() {
-            return format!("connection to {peer} timed out: the sender went silent");
-        }
-        format!("connection to {peer} closed")
     }
 }

@@ -2,11 +2,13 @@
 //! UDP socket and every connection (sans-IO loop as in quiche's examples); the streaming
 //! thread talks to it only through a [`link::Link`].
 
+mod backoff;
 pub mod budget;
 mod capture;
 mod client;
 mod config;
 mod control;
+mod ending;
 mod entry;
 mod fanout;
 mod gate;
@@ -18,6 +20,7 @@ pub mod logger;
 mod pacer;
 mod rate;
 mod ratelimit;
+mod reassembly;
 mod repair;
 mod retry;
 mod server;
@@ -26,8 +29,9 @@ pub mod stats;
 mod tls;
 mod udp;
 
+pub use backoff::Reconnect;
 pub use capture::Capture;
-pub use client::{Client, ClientSettings, ConnectionEvent, Reconnect};
+pub use client::{Client, ClientSettings, ConnectionEvent};
 pub use config::{CongestionControl, Identity};
 pub use fanout::{Admission, Estimate, MediaFrame, ReceiverEvent};
 pub use inbox::{Event, ReceivedFrame};
