@@ -9,6 +9,7 @@
 
 use gst::glib;
 
+mod errors;
 pub mod h265;
 pub mod protocol;
 mod quicnalusink;

@@ -156,7 +156,7 @@ fn the_application_admits_or_refuses_receivers() {
     let intruder = receive("token=intruder");
     let error = intruder.expect_error();
     assert!(
-        error.contains("0x4") && error.contains("refused"),
+        error.contains("0x4") && error.contains("refused") && error.contains("[NotAuthorized]"),
         "{error}"
     );
 
@@ -167,7 +167,7 @@ fn the_application_admits_or_refuses_receivers() {
     let third = receive("token=friend");
     let error = third.expect_error();
     assert!(
-        error.contains("0x5") && error.contains("maximum of 2"),
+        error.contains("0x5") && error.contains("maximum of 2") && error.contains("[Busy]"),
         "{error}"
     );
     drop((first, second));

@@ -31,6 +31,7 @@ fn missing_certificate() {
         e.contains("cannot read certificate file '/nonexistent/cert.pem'"),
         "{e}"
     );
+    assert!(e.contains("[Settings]"), "{e}");
 }
 
 #[test]
@@ -62,7 +63,7 @@ fn port_already_in_use() {
         certs().key
     )));
     assert!(e.contains("cannot bind UDP socket"), "{e}");
-    assert!(e.contains("in use"), "{e}");
+    assert!(e.contains("in use") && e.contains("[OpenWrite]"), "{e}");
 }
 
 #[test]
@@ -74,6 +75,7 @@ fn no_server_at_the_address() {
         "quicnalusrc address=127.0.0.1 port={port} timeout=500 ! fakesink"
     ));
     assert!(e.contains("no QUIC answer from 127.0.0.1"), "{e}");
+    assert!(e.contains("[OpenRead]"), "{e}");
 }
 
 #[test]
@@ -84,7 +86,10 @@ fn self_signed_certificate_without_ca() {
         "quicnalusrc address=127.0.0.1 port={port} tls-verify=true ! fakesink"
     ));
     assert!(e.contains("TLS handshake"), "{e}");
-    assert!(e.contains("not trusted"), "{e}");
+    assert!(
+        e.contains("not trusted") && e.contains("[NotAuthorized]"),
+        "{e}"
+    );
     drop(sender);
 }
 

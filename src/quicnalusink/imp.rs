@@ -1,5 +1,6 @@
 use super::adapt::Adaptation;
 use super::gather::Gatherer;
+use crate::errors::{self, Direction};
 use crate::h265::{self, AuInfo};
 use crate::protocol::{DEFAULT_MAX_COMMAND_SIZE, DEFAULT_MAX_FRAME_SIZE};
 use crate::transport::budget;
@@ -594,8 +595,8 @@ impl QuicNaluSink {
                 Err(Interrupted::Flushing) => {
                     self.obj().wait_preroll()?;
                 }
-                Err(Interrupted::Failed(msg)) => {
-                    gst::element_imp_error!(self, gst::ResourceError::Write, ["{}", msg]);
+                Err(Interrupted::Failed(e)) => {
+                    self.post_error_message(errors::message(&e, Direction::Send, true));
                     return Err(gst::FlowError::Error);
                 }
             }
@@ -1014,7 +1015,7 @@ impl BaseSinkImpl for QuicNaluSink {
             on_receiver: self.receiver_reporter(),
             budget: budget::Policy::from_ms(settings.latency_budget_ms),
         })
-        .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ["{}", e]))?;
+        .map_err(|e| errors::message(&e, Direction::Send, false))?;
         let bound_port = server.local_addr().port();
         gst::info!(
             CAT,

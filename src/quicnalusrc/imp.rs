@@ -1,4 +1,5 @@
 use super::timeline::Timeline;
+use crate::errors::{self, Direction};
 use crate::protocol::{FrameFlags, DEFAULT_MAX_COMMAND_SIZE, DEFAULT_MAX_FRAME_SIZE};
 use crate::transport::logger::Route;
 use crate::transport::{
@@ -592,7 +593,7 @@ impl BaseSrcImpl for QuicNaluSrc {
             },
             on_connection: self.connection_messages(),
         })
-        .map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ["{}", e]))?;
+        .map_err(|e| errors::message(&e, Direction::Receive, false))?;
         gst::info!(CAT, imp = self, "connecting to {peer}");
         *self.timeline.lock().unwrap() = Timeline::default();
         *self.state.lock().unwrap() = State::Started {
@@ -689,13 +690,9 @@ impl PushSrcImpl for QuicNaluSrc {
                     return Err(gst::FlowError::Eos);
                 }
                 Err(Interrupted::Flushing) => return Err(gst::FlowError::Flushing),
-                Err(Interrupted::Failed(msg)) => {
-                    let delivered = self.timeline.lock().unwrap().delivered();
-                    if delivered == 0 {
-                        gst::element_imp_error!(self, gst::ResourceError::OpenRead, ["{}", msg]);
-                    } else {
-                        gst::element_imp_error!(self, gst::ResourceError::Read, ["{}", msg]);
-                    }
+                Err(Interrupted::Failed(e)) => {
+                    let flowing = self.timeline.lock().unwrap().delivered() > 0;
+                    self.post_error_message(errors::message(&e, Direction::Receive, flowing));
                     return Err(gst::FlowError::Error);
                 }
             }

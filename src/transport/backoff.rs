@@ -3,6 +3,7 @@
 //! The first connection is never retried: a receiver pointed at the wrong place fails.
 
 use super::ending::{gave_up, Outcome};
+use super::Error;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -30,7 +31,7 @@ pub enum Next {
         window: Duration,
     },
     /// The element fails with this message.
-    Fail(String),
+    Fail(Error),
     /// Nothing more will happen: wait for the element to stop.
     Stop,
 }
@@ -40,7 +41,7 @@ pub struct Backoff {
     peer: SocketAddr,
     reconnect: Reconnect,
     /// Since when we have been without a connection, and why we lost it.
-    lost: Option<(Instant, String)>,
+    lost: Option<(Instant, Error)>,
     /// The next attempt's time to answer.
     window: Duration,
 }
@@ -130,7 +131,7 @@ mod tests {
     }
 
     fn no_answer() -> Outcome {
-        Outcome::Unanswered("no QUIC answer".into())
+        Outcome::Unanswered(Error::Timeout("no QUIC answer".into()))
     }
 
     /// Attempts that go unanswered from `t` on, each timing out after its window: the
@@ -157,7 +158,7 @@ mod tests {
         let mut b = policy(1000, None);
         // Lost after an hour: the first attempt is made at once.
         let t = t0 + ms(3_600_000);
-        let lost = b.next(Outcome::Lost("gone".into()), t, t0, Some(t0));
+        let lost = b.next(Outcome::Lost(Error::Lost("gone".into())), t, t0, Some(t0));
         let window = ms(100);
         assert_eq!(
             lost,
@@ -170,7 +171,12 @@ mod tests {
         assert_eq!(windows, [200, 400, 800, 1000, 1000, 1000, 1000]);
         // A peer that refuses at once is not hammered: the next attempt waits out the window.
         let t = t + ms(60_000);
-        let refused = b.next(Outcome::Unanswered("full".into()), t + ms(3), t, None);
+        let refused = b.next(
+            Outcome::Unanswered(Error::ServerFull("full".into())),
+            t + ms(3),
+            t,
+            None,
+        );
         let (after, window) = (Some(t + ms(1000)), ms(1000));
         assert_eq!(refused, Next::Retry { after, window });
     }
@@ -178,7 +184,7 @@ mod tests {
     #[test]
     fn a_connection_that_lasted_starts_the_schedule_again() {
         let t0 = Instant::now();
-        let lost = |why: &str| Outcome::Lost(why.into());
+        let lost = |why: &str| Outcome::Lost(Error::Lost(why.into()));
         let mut b = policy(1000, Some(5_000));
         // Connected at t0, lost at t.
         let t = t0 + ms(10_000);
@@ -193,7 +199,10 @@ mod tests {
         let Next::Fail(why) = b.next(no_answer(), t + ms(5000), t + ms(4000), None) else {
             panic!("did not give up");
         };
-        assert!(why.starts_with("lost the connection (first)"), "{why}");
+        assert!(
+            why.to_string().starts_with("lost the connection (first)"),
+            "{why}"
+        );
         // A connection that lasted max_delay: back to the first window, counting from the
         // new loss.
         let mut b = policy(1000, Some(5_000));
@@ -221,26 +230,41 @@ mod tests {
         let t0 = Instant::now();
         let mut b = policy(200, Some(500));
         let t = t0 + ms(1000);
-        b.next(Outcome::Lost("sender stopped".into()), t, t0, Some(t0));
+        b.next(
+            Outcome::Lost(Error::Lost("sender stopped".into())),
+            t,
+            t0,
+            Some(t0),
+        );
         assert_eq!(unanswered(&mut b, t, ms(100), 10), [200, 200]);
         let Next::Fail(why) = b.next(no_answer(), t + ms(500), t + ms(300), None) else {
             panic!("did not give up");
         };
         assert_eq!(
             why,
-            "lost the connection (sender stopped) and 127.0.0.1:5000 did not answer again \
-             within 500 ms"
+            Error::Timeout(
+                "lost the connection (sender stopped) and 127.0.0.1:5000 did not answer \
+                 again within 500 ms"
+                    .into()
+            )
         );
     }
 
     #[test]
     fn the_first_connection_is_never_retried() {
         let t0 = Instant::now();
-        let fail = |why: &str| Next::Fail(why.into());
+        let fail = |e: Error| Next::Fail(e);
         let mut b = policy(1000, None);
-        assert_eq!(b.next(no_answer(), t0, t0, None), fail("no QUIC answer"));
-        let fatal = Outcome::Fatal("TLS".into());
-        assert_eq!(b.next(fatal, t0, t0, None), fail("TLS"));
+        assert_eq!(
+            b.next(no_answer(), t0, t0, None),
+            fail(Error::Timeout("no QUIC answer".into()))
+        );
+        let tls = Error::Tls {
+            alert: 48,
+            message: "TLS".into(),
+        };
+        let fatal = Outcome::Fatal(tls.clone());
+        assert_eq!(b.next(fatal, t0, t0, None), fail(tls));
         assert_eq!(b.next(Outcome::Ended, t0, t0, Some(t0)), Next::Stop);
         assert_eq!(b.next(Outcome::Shutdown, t0, t0, None), Next::Stop);
         // Reconnecting disabled: a lost connection fails too.
@@ -250,7 +274,10 @@ mod tests {
             give_up: None,
         };
         let mut b = Backoff::new(PEER.parse().unwrap(), reconnect);
-        let lost = Outcome::Lost("gone".into());
-        assert_eq!(b.next(lost, t0 + ms(5000), t0, Some(t0)), fail("gone"));
+        let lost = Outcome::Lost(Error::Lost("gone".into()));
+        assert_eq!(
+            b.next(lost, t0 + ms(5000), t0, Some(t0)),
+            fail(Error::Lost("gone".into()))
+        );
     }
 }

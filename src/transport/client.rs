@@ -15,6 +15,7 @@ use super::reassembly::{Reassembly, Reply, StreamSource, MAX_CONTROL_OUT};
 use super::socket::{random_cid, Endpoint, Outbox, MAX_RECV_BATCH, SOCKET};
 use super::stats::{ClientStats, ConnectionStats, ReceiverCounters, Reporter};
 use super::tls::{self, Check, Fingerprint};
+use super::Error;
 use crate::protocol::{
     error_code, put_preamble, Command, CommandDecoder, StreamKind, HELLO_TAKES_SHED, VERSION,
 };
@@ -111,13 +112,14 @@ pub struct Client {
 impl Client {
     /// Binds a socket and starts connecting; failures to connect arrive through
     /// [`Client::next`].
-    pub fn start(settings: ClientSettings) -> Result<Client, String> {
+    pub fn start(settings: ClientSettings) -> Result<Client, Error> {
         let mut config = config::client(
             settings.verify && settings.pin.is_none(),
             settings.ca_file.as_deref(),
             settings.congestion_control,
             settings.connect_timeout.max(MIN_IDLE_TIMEOUT),
-        )?;
+        )
+        .map_err(Error::Setup)?;
         if settings.capture.logs_keys() {
             config.log_keys();
         }
@@ -127,7 +129,7 @@ impl Client {
             Ipv6Addr::UNSPECIFIED.into()
         };
         let bind = SocketAddr::new(any, 0);
-        let endpoint = Endpoint::bind(bind)?;
+        let endpoint = Endpoint::bind(bind).map_err(Error::Bind)?;
         let link = Arc::new(Link::new(Queue {
             events: Inbox::new(settings.queue_len),
             keyframe_wanted: false,
@@ -257,7 +259,7 @@ struct Loop {
     resumed: bool,
     phase: Phase,
     /// Set when retrying cannot help.
-    fatal: Option<String>,
+    fatal: Option<Error>,
     /// The groups, and what becomes of their frames.
     core: Reassembly,
     control_in: CommandDecoder,
@@ -282,7 +284,7 @@ impl Loop {
         settings: ClientSettings,
         retry: Option<Duration>,
         counters: ReceiverCounters,
-    ) -> Result<Loop, String> {
+    ) -> Result<Loop, Error> {
         let scid = random_cid();
         let scid = quiche::ConnectionId::from_ref(&scid);
         let server_name = settings.server_name.as_deref().filter(|s| !s.is_empty());
@@ -431,7 +433,7 @@ impl Loop {
 
     /// A fresh connection on the same socket, for after this one was lost. Gives back the
     /// link and the reason if it cannot even be created.
-    fn reconnect(self, window: Duration) -> Result<Loop, (Arc<Link<Queue>>, String)> {
+    fn reconnect(self, window: Duration) -> Result<Loop, (Arc<Link<Queue>>, Error)> {
         let link = self.link.clone();
         Loop::new(
             self.endpoint,
@@ -464,11 +466,11 @@ impl Loop {
         match outcome {
             Outcome::Ended => self.notify_disconnected("end of stream".into(), false),
             Outcome::Fatal(why) if self.phase != Phase::Connecting => {
-                self.notify_disconnected(why.clone(), false)
+                self.notify_disconnected(why.to_string(), false)
             }
             Outcome::Lost(why) => {
                 let reconnecting = self.settings.reconnect.enabled;
-                self.notify_disconnected(why.clone(), reconnecting)
+                self.notify_disconnected(why.to_string(), reconnecting)
             }
             Outcome::Unanswered(why) if self.resumed => {
                 gst::debug!(CAT, "reconnect attempt failed: {why}")
@@ -501,7 +503,7 @@ impl Loop {
     }
 
     /// Why the sender's certificate, which TLS accepted, is still not the sender's.
-    fn certificate_refusal(&self) -> Option<String> {
+    fn certificate_refusal(&self) -> Option<Error> {
         let s = &self.settings;
         let named = s.server_name.as_deref().is_some_and(|n| !n.is_empty());
         let check = match s.pin {
@@ -509,7 +511,7 @@ impl Loop {
             None if s.verify && !named => Check::Address,
             None => Check::Done,
         };
-        tls::refusal(check, s.peer, self.conn.peer_cert())
+        tls::refusal(check, s.peer, self.conn.peer_cert()).map(Error::Certificate)
     }
 
     /// Reads up to a batch of datagrams; returns whether the socket was drained.
@@ -699,7 +701,7 @@ impl Loop {
         })
     }
 
-    fn fail(&self, message: String) {
+    fn fail(&self, message: Error) {
         gst::warning!(CAT, "{message}");
         self.link.update(|s| {
             if s.failure.is_none() {

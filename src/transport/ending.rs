@@ -1,5 +1,5 @@
 //! How a receiver's connection ended (the [`Outcome`] the reconnect policy takes), and the
-//! words for it. The receiver's failure texts are made here, as they are the element's
+//! [`Error`] for it. The receiver's failure texts are made here, as they are the element's
 //! error messages and tests match on them; only the sender's violations (reassembly) and
 //! the certificate checks (tls.rs) word their own.
 
@@ -7,6 +7,7 @@ use quiche::ConnectionError;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::Error;
 use crate::protocol::error_code;
 
 /// How one connection ended.
@@ -17,38 +18,38 @@ pub enum Outcome {
     /// The sender ended the stream and every frame was delivered.
     Ended,
     /// A connection that had been established is gone: worth connecting again.
-    Lost(String),
+    Lost(Error),
     /// The handshake did not complete in time, or the peer refused it.
-    Unanswered(String),
+    Unanswered(Error),
     /// Retrying cannot help (TLS failure, protocol violation).
-    Fatal(String),
+    Fatal(Error),
 }
 
-pub fn cannot_create(e: quiche::Error) -> String {
-    format!("cannot create connection: {e}")
+pub fn cannot_create(e: quiche::Error) -> Error {
+    Error::Setup(format!("cannot create connection: {e}"))
 }
 
-pub fn poll_failed(e: std::io::Error) -> String {
-    format!("poll failed: {e}")
+pub fn poll_failed(e: std::io::Error) -> Error {
+    Error::System(format!("poll failed: {e}"))
 }
 
-pub fn no_answer(peer: SocketAddr, within: Duration) -> String {
-    format!(
+pub fn no_answer(peer: SocketAddr, within: Duration) -> Error {
+    Error::Timeout(format!(
         "no QUIC answer from {peer} within {} ms: is quicnalusink running there?",
         within.as_millis()
-    )
+    ))
 }
 
-pub fn violation(e: &str) -> String {
-    format!("sender violated the protocol: {e}")
+pub fn violation(e: &str) -> Error {
+    Error::Protocol(format!("sender violated the protocol: {e}"))
 }
 
 /// Reconnecting failed for `limit` since the connection was lost, for `first`.
-pub fn gave_up(first: &str, peer: SocketAddr, limit: Duration) -> String {
-    format!(
+pub fn gave_up(first: &Error, peer: SocketAddr, limit: Duration) -> Error {
+    Error::Timeout(format!(
         "lost the connection ({first}) and {peer} did not answer again within {} ms",
         limit.as_millis()
-    )
+    ))
 }
 
 /// How a connection to `peer` that quiche closed ended, by the errors either side closed
@@ -61,13 +62,19 @@ pub fn closed(
     served: bool,
 ) -> Outcome {
     let why = close_reason(peer, peer_error, local_error, timed_out);
-    let tls_alert = local_error.is_some_and(is_tls_alert);
     let full = peer_error.is_some_and(|e| e.is_app && e.error_code == error_code::SERVER_FULL);
     if full {
         // Like no answer: fails a first connection, counts towards reconnect-timeout.
-        return Outcome::Unanswered(why);
+        return Outcome::Unanswered(Error::ServerFull(why));
     }
-    let refused = peer_error.is_some_and(|e| {
+    if let Some(alert) = local_error.filter(|e| is_tls_alert(e)) {
+        let alert = (alert.error_code - 0x100) as u8;
+        return Outcome::Fatal(Error::Tls {
+            alert,
+            message: why,
+        });
+    }
+    let refused = peer_error.filter(|e| {
         e.is_app
             && [
                 error_code::PROTOCOL_VIOLATION,
@@ -76,12 +83,19 @@ pub fn closed(
             ]
             .contains(&e.error_code)
     });
-    if tls_alert || refused {
-        Outcome::Fatal(why)
-    } else if served {
-        Outcome::Lost(why)
+    if let Some(e) = refused {
+        let code = e.error_code;
+        return Outcome::Fatal(Error::Refused { code, message: why });
+    }
+    let error = if timed_out {
+        Error::Timeout(why)
     } else {
-        Outcome::Unanswered(why)
+        Error::Lost(why)
+    };
+    if served {
+        Outcome::Lost(error)
+    } else {
+        Outcome::Unanswered(error)
     }
 }
 
@@ -140,7 +154,7 @@ mod tests {
         let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         let full = error(true, error_code::SERVER_FULL, "maximum of 2");
         let outcome = closed(peer, Some(&full), None, false, true);
-        let Outcome::Unanswered(why) = outcome else {
+        let Outcome::Unanswered(Error::ServerFull(why)) = outcome else {
             panic!("{outcome:?}");
         };
         assert_eq!(
@@ -149,22 +163,32 @@ mod tests {
         );
         let refused = error(true, error_code::REJECTED, "refused");
         let outcome = closed(peer, Some(&refused), None, false, true);
-        assert!(matches!(outcome, Outcome::Fatal(_)), "{outcome:?}");
+        let code = error_code::REJECTED;
+        assert!(
+            matches!(outcome, Outcome::Fatal(Error::Refused { code: c, .. }) if c == code),
+            "{outcome:?}"
+        );
         let alert = error(false, 0x100 + 48, "");
         let outcome = closed(peer, None, Some(&alert), false, false);
-        let Outcome::Fatal(why) = outcome else {
+        let Outcome::Fatal(Error::Tls { alert: 48, message }) = outcome else {
             panic!("{outcome:?}");
         };
-        assert!(
-            why.contains("(alert 48)") && why.contains("not trusted"),
-            "{why}"
-        );
+        assert!(message.contains("(alert 48)") && message.contains("not trusted"));
         let outcome = closed(peer, None, None, true, true);
-        let Outcome::Lost(why) = outcome else {
+        let Outcome::Lost(Error::Timeout(why)) = outcome else {
             panic!("{outcome:?}");
         };
         assert!(why.contains("timed out"), "{why}");
         let outcome = closed(peer, None, None, true, false);
-        assert!(matches!(outcome, Outcome::Unanswered(_)), "{outcome:?}");
+        assert!(
+            matches!(outcome, Outcome::Unanswered(Error::Timeout(_))),
+            "{outcome:?}"
+        );
+        let stopped = error(true, error_code::NO_ERROR, "sender stopped");
+        let outcome = closed(peer, Some(&stopped), None, false, true);
+        assert!(
+            matches!(outcome, Outcome::Lost(Error::Lost(_))),
+            "{outcome:?}"
+        );
     }
 }

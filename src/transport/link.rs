@@ -6,6 +6,7 @@
 //! through [`Link::callback`], so that stopping never waits on it: a handler may change the
 //! element's state, which stop() holds the state lock for while it ends the thread.
 
+use super::Error;
 use std::ops::Deref;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -16,8 +17,8 @@ use std::time::Instant;
 pub enum Interrupted {
     /// `unlock()`: the element is flushing or changing state.
     Flushing,
-    /// The networking side failed; the message says why.
-    Failed(String),
+    /// The networking side failed.
+    Failed(Error),
 }
 
 /// Shared state `S` plus the flags every link has.
@@ -29,7 +30,7 @@ pub struct Link<S> {
 pub struct Shared<S> {
     pub flushing: bool,
     pub shutdown: bool,
-    pub failure: Option<String>,
+    pub failure: Option<Error>,
     pub inner: S,
     /// The networking thread is in application code (Link::callback).
     in_callback: bool,
@@ -133,11 +134,11 @@ impl<S> NetThread<S> {
         link: Arc<Link<S>>,
         waker: Arc<mio::Waker>,
         body: impl FnOnce() + Send + 'static,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, Error> {
         let thread = std::thread::Builder::new()
             .name(name.into())
             .spawn(body)
-            .map_err(|e| format!("cannot start networking thread: {e}"))?;
+            .map_err(|e| Error::System(format!("cannot start networking thread: {e}")))?;
         Ok(NetThread {
             link,
             waker,

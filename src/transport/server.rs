@@ -20,6 +20,7 @@ use super::retry::AddressValidator;
 use super::socket::{Endpoint, Outbox, MAX_RECV_BATCH, SOCKET};
 use super::stats::{ConnectionStats, Reporter, SenderStats};
 use super::tls::Fingerprint;
+use super::Error;
 use crate::protocol::CommandDecoder;
 use mio::Events;
 use std::collections::{HashMap, VecDeque};
@@ -114,14 +115,15 @@ pub struct Server {
 
 impl Server {
     /// Binds the socket, loads the certificate and starts the networking thread.
-    pub fn start(settings: ServerSettings) -> Result<Server, String> {
+    pub fn start(settings: ServerSettings) -> Result<Server, Error> {
         let (mut config, fingerprint) =
-            config::server(&settings.identity, settings.congestion_control)?;
+            config::server(&settings.identity, settings.congestion_control)
+                .map_err(Error::Setup)?;
         if settings.capture.logs_keys() {
             config.log_keys();
         }
         let validator = if settings.address_validation {
-            Some(AddressValidator::new()?)
+            Some(AddressValidator::new().map_err(Error::System)?)
         } else {
             None
         };
@@ -156,7 +158,7 @@ impl Server {
             budget: settings.budget,
             keyframe_interval: settings.keyframe_interval,
         };
-        let endpoint = Endpoint::bind(settings.addr)?;
+        let endpoint = Endpoint::bind(settings.addr).map_err(Error::Bind)?;
         let local = endpoint.local;
         let o = endpoint.offload;
         gst::info!(
@@ -449,7 +451,7 @@ impl Loop {
             let unread = self.unread || self.fanout.receivers().any(|r| r.conn().control_unread);
             if let Err(e) = self.endpoint.wait(&mut events, deadlines, unread) {
                 self.link
-                    .update(|s| s.failure = Some(format!("poll failed: {e}")));
+                    .update(|s| s.failure = Some(Error::System(format!("poll failed: {e}"))));
                 return;
             }
             if self.link.lock().shutdown {

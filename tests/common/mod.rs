@@ -132,10 +132,17 @@ impl Drop for Running {
     }
 }
 
+/// The error's text, its debug text, and its kind in brackets, such as `[OpenRead]`.
 pub fn error_text(e: &gst::message::Error) -> String {
+    let err = e.error();
+    let kind = err
+        .kind::<gst::ResourceError>()
+        .map(|k| format!("{k:?}"))
+        .or_else(|| err.kind::<gst::StreamError>().map(|k| format!("{k:?}")))
+        .unwrap_or_default();
     format!(
-        "{} ({})",
-        e.error(),
+        "{} ({}) [{kind}]",
+        err,
         e.debug().map(|d| d.to_string()).unwrap_or_default()
     )
 }
