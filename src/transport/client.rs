@@ -12,7 +12,7 @@ use super::link::{gated, Interrupted, Link, NetThread};
 use super::logger::{self, Route};
 use super::monotonic_ns;
 use super::reassembly::{Reassembly, Reply, StreamSource, MAX_CONTROL_OUT};
-use super::socket::{random_cid, Endpoint, Outbox, MAX_RECV_BATCH, SOCKET};
+use super::socket::{random_cid, Endpoint, Outbox, RecvBatch, SOCKET};
 use super::stats::{ClientStats, ConnectionStats, ReceiverCounters, Reporter};
 use super::tls::{self, Check, Fingerprint};
 use super::Error;
@@ -516,12 +516,8 @@ impl Loop {
 
     /// Reads up to a batch of datagrams; returns whether the socket was drained.
     fn receive(&mut self) -> bool {
-        let mut budget = MAX_RECV_BATCH;
-        while budget > 0 {
-            let Some(d) = self.endpoint.recv(&mut self.buf) else {
-                return true;
-            };
-            budget = budget.saturating_sub(d.count());
+        let mut batch = RecvBatch::default();
+        while let Some(d) = batch.next(&self.endpoint, &mut self.buf) {
             let info = quiche::RecvInfo {
                 from: d.from,
                 to: self.endpoint.local,
@@ -535,7 +531,7 @@ impl Loop {
                 }
             }
         }
-        false
+        batch.drained()
     }
 
     fn established(&mut self) {

@@ -1,5 +1,5 @@
 //! How a receiver's connection ended (the [`Outcome`] the reconnect policy takes), and the
-//! [`Error`] for it. The receiver's failure texts are made here, as they are the element's
+//! [`Error`] for it; and, at the sender, the words for a receiver gone. The receiver's failure texts are made here, as they are the element's
 //! error messages and tests match on them; only the sender's violations (reassembly) and
 //! the certificate checks (tls.rs) word their own.
 
@@ -135,6 +135,25 @@ fn close_reason(
         return format!("connection to {peer} timed out: the sender went silent");
     }
     format!("connection to {peer} closed")
+}
+
+/// At the sender: why a receiver's connection closed, for the log and
+/// receiver-disconnected.
+pub fn receiver_gone(conn: &quiche::Connection) -> String {
+    match (conn.peer_error(), conn.local_error()) {
+        (Some(e), _) => format!(
+            "closed by receiver (code {:#x}: {})",
+            e.error_code,
+            String::from_utf8_lossy(&e.reason)
+        ),
+        (None, Some(e)) => format!(
+            "closed (code {:#x}: {})",
+            e.error_code,
+            String::from_utf8_lossy(&e.reason)
+        ),
+        _ if conn.is_timed_out() => "timed out".to_string(),
+        _ => "closed".to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -3,12 +3,12 @@
 //! refused with INVALID_TOKEN, or it opens a connection.
 
 use super::capture::Capture;
+use super::conn::Conn;
 use super::fanout::Fanout;
 use super::fanout::CAT;
 use super::gate;
 use super::ratelimit::Bucket;
 use super::retry::{AddressValidator, INVALID_TOKEN};
-use super::server::Conn;
 use super::socket::{random_cid, Endpoint};
 use std::net::SocketAddr;
 use std::time::Instant;

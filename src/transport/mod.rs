@@ -7,6 +7,7 @@ pub mod budget;
 mod capture;
 mod client;
 mod config;
+mod conn;
 mod control;
 mod ending;
 mod entry;

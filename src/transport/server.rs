@@ -6,9 +6,11 @@
 use super::budget;
 use super::capture::Capture;
 use super::config::{self, CongestionControl, Identity};
-use super::control::{self, command_fits, Stopped, Waiting, CONTROL_STREAM};
+use super::conn::Conn;
+use super::control::{command_fits, Waiting};
+use super::ending;
 use super::entry::{refuse_token, Entered, Entry, Limits};
-use super::fanout::{self, Fanout, Path, Streams, CAT, MAX_BACKLOG};
+use super::fanout::{self, Fanout, CAT, MAX_BACKLOG};
 use super::gate;
 use super::join::JoinMode;
 use super::link::{gated, Interrupted, Link, NetThread};
@@ -17,8 +19,8 @@ use super::monotonic_ns;
 use super::ratelimit::{self, Bucket};
 use super::repair::TailProbe;
 use super::retry::AddressValidator;
-use super::socket::{Endpoint, Outbox, MAX_RECV_BATCH, SOCKET};
-use super::stats::{ConnectionStats, Reporter, SenderStats};
+use super::socket::{Endpoint, Outbox, RecvBatch, SOCKET};
+use super::stats::{Reporter, SenderStats};
 use super::tls::Fingerprint;
 use super::Error;
 use crate::protocol::CommandDecoder;
@@ -338,60 +340,6 @@ struct App {
     reporter: Reporter<SenderStats>,
 }
 
-/// One receiver's connection, and what reading and sending it needs.
-pub(super) struct Conn {
-    pub quiche: quiche::Connection,
-    control_in: CommandDecoder,
-    /// The last turn stopped reading its control stream at the cap (control.rs).
-    control_unread: bool,
-    outbox: Outbox,
-    /// Probe packets after each burst of media, so a lost tail is found in a round trip.
-    tail: TailProbe,
-}
-
-impl Streams for Conn {
-    fn send(&mut self, stream: u64, data: &[u8], fin: bool) -> Result<usize, quiche::Error> {
-        self.quiche.stream_send(stream, data, fin)
-    }
-
-    fn prioritize(&mut self, stream: u64, urgency: u8, incremental: bool) {
-        let _ = self.quiche.stream_priority(stream, urgency, incremental);
-    }
-
-    fn reset(&mut self, stream: u64, code: u64) {
-        let _ = self
-            .quiche
-            .stream_shutdown(stream, quiche::Shutdown::Write, code);
-    }
-
-    fn close(&mut self, code: u64, reason: &str) {
-        let _ = self.quiche.close(true, code, reason.as_bytes());
-    }
-
-    fn closed_by_us(&self) -> bool {
-        self.quiche.local_error().is_some()
-    }
-
-    fn closing(&self) -> bool {
-        let c = &self.quiche;
-        c.local_error().is_some() || c.is_draining() || c.is_closed()
-    }
-
-    fn path(&self) -> Option<Path> {
-        self.quiche.path_stats().next().map(|p| Path {
-            rtt: p.rtt,
-            min_rtt: p.min_rtt.unwrap_or(p.rtt),
-            delivery_rate: p.delivery_rate,
-            sent_bytes: p.sent_bytes,
-            lost_bytes: p.lost_bytes,
-        })
-    }
-
-    fn stats(&self) -> ConnectionStats {
-        ConnectionStats::of(&self.quiche)
-    }
-}
-
 struct Loop {
     endpoint: Endpoint,
     config: quiche::Config,
@@ -489,18 +437,13 @@ impl Loop {
 
     /// Reads up to a batch of datagrams; returns whether the socket was drained.
     fn receive(&mut self) -> bool {
-        // Bounded, so a flood cannot keep the loop from serving, or from seeing shutdown.
-        let mut budget = MAX_RECV_BATCH;
-        while budget > 0 {
-            let Some(d) = self.endpoint.recv(&mut self.buf) else {
-                return true;
-            };
-            budget = budget.saturating_sub(d.count());
+        let mut batch = RecvBatch::default();
+        while let Some(d) = batch.next(&self.endpoint, &mut self.buf) {
             for range in d.ranges() {
                 self.receive_one(range, d.from);
             }
         }
-        false
+        batch.drained()
     }
 
     /// Hands one datagram, `buf[range]`, to its connection, or accepts a new one.
@@ -599,7 +542,7 @@ impl Loop {
         };
         let mut wrote_media = false;
         if r.conn().quiche.is_established() {
-            let (commands, violation) = read_control(r.conn_mut(), &mut self.buf);
+            let (commands, violation) = r.conn_mut().read_control(&mut self.buf);
             let now = Instant::now();
             self.fanout.receive_commands(id, commands, now);
             if let Some(why) = violation {
@@ -656,7 +599,11 @@ impl Loop {
             .map(|r| r.id())
             .collect();
         for id in closed {
-            let Some(why) = self.fanout.get(id).map(|r| close_reason(&r.conn().quiche)) else {
+            let Some(why) = self
+                .fanout
+                .get(id)
+                .map(|r| ending::receiver_gone(&r.conn().quiche))
+            else {
                 continue;
             };
             if let Some(r) = self.fanout.remove(id, why.clone()) {
@@ -702,48 +649,6 @@ impl Loop {
             c.outbox.send_all_now(&mut c.quiche, &self.endpoint.socket);
         }
         self.link.update(|s| s.inner.farewells = farewells);
-    }
-}
-
-/// Reads what a receiver sent on its control stream this turn: the commands, and a
-/// protocol violation if it broke the protocol (a stream it may not open, bad bytes).
-fn read_control(
-    conn: &mut Conn,
-    buf: &mut [u8],
-) -> (Vec<crate::protocol::Command>, Option<String>) {
-    let mut commands = Vec::new();
-    let readable: Vec<u64> = conn.quiche.readable().collect();
-    conn.control_unread = false;
-    for stream in readable {
-        if stream != CONTROL_STREAM {
-            return (commands, Some("unexpected stream from receiver".into()));
-        }
-        let quiche = &mut conn.quiche;
-        let read = |buf: &mut [u8]| quiche.stream_recv(CONTROL_STREAM, buf);
-        let result = control::read_commands(&mut conn.control_in, read, buf, &mut commands);
-        conn.control_unread = result == Ok(Stopped::Capped);
-        if let Err(e) = result {
-            return (commands, Some(e));
-        }
-    }
-    (commands, None)
-}
-
-/// Why a receiver's connection closed, for the log and receiver-disconnected.
-fn close_reason(conn: &quiche::Connection) -> String {
-    match (conn.peer_error(), conn.local_error()) {
-        (Some(e), _) => format!(
-            "closed by receiver (code {:#x}: {})",
-            e.error_code,
-            String::from_utf8_lossy(&e.reason)
-        ),
-        (None, Some(e)) => format!(
-            "closed (code {:#x}: {})",
-            e.error_code,
-            String::from_utf8_lossy(&e.reason)
-        ),
-        _ if conn.is_timed_out() => "timed out".to_string(),
-        _ => "closed".to_string(),
     }
 }
 

@@ -14,7 +14,7 @@ pub const SOCKET: Token = Token(0);
 pub const WAKER: Token = Token(1);
 /// Datagrams read per loop turn, so a flood cannot keep a loop from its other work or from
 /// seeing shutdown. The rest are read on the next turn.
-pub const MAX_RECV_BATCH: usize = 1024;
+const MAX_RECV_BATCH: usize = 1024;
 
 /// What a networking thread starts with: a bound socket registered for reading and a waker
 /// the streaming thread uses to interrupt the poll.
@@ -117,6 +117,43 @@ impl Endpoint {
             }
         }
         None
+    }
+}
+
+/// One turn's reading of the socket, bounded at MAX_RECV_BATCH datagrams, so a flood
+/// cannot keep the loop from serving its connections, or from seeing shutdown.
+pub struct RecvBatch {
+    left: usize,
+    drained: bool,
+}
+
+impl Default for RecvBatch {
+    fn default() -> Self {
+        RecvBatch {
+            left: MAX_RECV_BATCH,
+            drained: false,
+        }
+    }
+}
+
+impl RecvBatch {
+    /// The next datagrams into `buf` (see [`Endpoint::recv`]); None once the socket is
+    /// drained or the batch spent.
+    pub fn next(&mut self, endpoint: &Endpoint, buf: &mut [u8]) -> Option<Datagrams> {
+        if self.left == 0 {
+            return None;
+        }
+        let d = endpoint.recv(buf);
+        match &d {
+            Some(d) => self.left = self.left.saturating_sub(d.count()),
+            None => self.drained = true,
+        }
+        d
+    }
+
+    /// Whether the socket was read dry: if not, come back at once (mio is edge-triggered).
+    pub fn drained(&self) -> bool {
+        self.drained
     }
 }
 
