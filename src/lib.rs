@@ -11,6 +11,7 @@ use gst::glib;
 
 mod errors;
 pub mod h265;
+mod properties;
 pub mod protocol;
 mod quicnalusink;
 mod quicnalusrc;

@@ -2,11 +2,12 @@ use super::adapt::Adaptation;
 use super::gather::Gatherer;
 use crate::errors::{self, Direction};
 use crate::h265::{self, AuInfo};
+use crate::properties;
 use crate::protocol::{DEFAULT_MAX_COMMAND_SIZE, DEFAULT_MAX_FRAME_SIZE};
 use crate::transport::budget;
 use crate::transport::logger::Route;
 use crate::transport::{
-    message_poster, stats, Admission, Capture, CongestionControl, Estimate, Identity, Interrupted,
+    message_poster, Admission, Capture, CongestionControl, Estimate, Identity, Interrupted,
     JoinMode, MediaFrame, ReceiverEvent, Reporter, SelfSigned, SenderStats, Server, ServerSettings,
     Snapshot,
 };
@@ -320,7 +321,7 @@ impl ObjectImpl for QuicNaluSink {
                     .default_value(DEFAULT_LATENCY_BUDGET_MS)
                     .mutable_ready()
                     .build(),
-                CongestionControl::param_spec(),
+                properties::congestion_control(),
                 glib::ParamSpecBoolean::builder("adapt-bitrate")
                     .nick("Adapt bitrate")
                     .blurb(
@@ -356,7 +357,7 @@ impl ObjectImpl for QuicNaluSink {
                     .default_value(DEFAULT_MAX_RECEIVERS)
                     .mutable_ready()
                     .build(),
-                JoinMode::param_spec(),
+                properties::join_mode(),
                 glib::ParamSpecBoolean::builder("forward-events")
                     .nick("Forward events")
                     .blurb(
@@ -368,8 +369,8 @@ impl ObjectImpl for QuicNaluSink {
                     .mutable_ready()
                     .build(),
             ];
-            specs.extend(Capture::param_specs());
-            specs.extend(stats::param_specs("quicnalusink"));
+            specs.extend(properties::capture());
+            specs.extend(properties::stats("quicnalusink"));
             specs
         });
         PROPERTIES.as_ref()

@@ -1,9 +1,10 @@
 use super::timeline::Timeline;
 use crate::errors::{self, Direction};
+use crate::properties;
 use crate::protocol::{FrameFlags, DEFAULT_MAX_COMMAND_SIZE, DEFAULT_MAX_FRAME_SIZE};
 use crate::transport::logger::Route;
 use crate::transport::{
-    message_poster, stats, Capture, Client, ClientSettings, ClientStats, CongestionControl,
+    message_poster, Capture, Client, ClientSettings, ClientStats, CongestionControl,
     ConnectionEvent, Event, Fingerprint, Interrupted, ReceivedFrame, Reconnect, Reporter, Snapshot,
 };
 use gst::glib;
@@ -170,7 +171,7 @@ impl ObjectImpl for QuicNaluSrc {
                     .default_value(DEFAULT_TIMEOUT_MS)
                     .mutable_ready()
                     .build(),
-                CongestionControl::param_spec(),
+                properties::congestion_control(),
                 glib::ParamSpecBoolean::builder("reconnect")
                     .nick("Reconnect")
                     .blurb(
@@ -240,8 +241,8 @@ impl ObjectImpl for QuicNaluSrc {
                     .mutable_ready()
                     .build(),
             ];
-            specs.extend(Capture::param_specs());
-            specs.extend(stats::param_specs("quicnalusrc"));
+            specs.extend(properties::capture());
+            specs.extend(properties::stats("quicnalusrc"));
             specs
         });
         PROPERTIES.as_ref()

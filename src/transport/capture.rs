@@ -3,8 +3,6 @@
 //! Wireshark reads to decrypt a capture). Both are for debugging: the key log lets anyone
 //! with the capture read the stream.
 
-use gst::glib;
-use gst::prelude::*;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -18,28 +16,6 @@ pub struct Capture {
 }
 
 impl Capture {
-    /// `qlog-dir` and `keylog-file`, which both elements have.
-    pub fn param_specs() -> [glib::ParamSpec; 2] {
-        [
-            glib::ParamSpecString::builder("qlog-dir")
-                .nick("qlog folder")
-                .blurb(
-                    "Write a qlog file (JSON-SEQ) per connection into this folder, made if \
-                     missing (NULL: none)",
-                )
-                .mutable_ready()
-                .build(),
-            glib::ParamSpecString::builder("keylog-file")
-                .nick("Key log file")
-                .blurb(
-                    "Append the TLS secrets of every connection to this file, in the NSS key \
-                     log format Wireshark reads; for debugging only (NULL: none)",
-                )
-                .mutable_ready()
-                .build(),
-        ]
-    }
-
     /// Checks that `qlog_dir` is a writable folder (made if missing) and opens `keylog_file`
     /// for appending (made if missing). Empty strings mean off.
     pub fn open(qlog_dir: Option<&str>, keylog_file: Option<&str>) -> Result<Self, String> {

@@ -4,7 +4,6 @@ use super::tls::{Fingerprint, SelfSigned};
 use crate::protocol::ALPN;
 use boring::ssl::{SslContextBuilder, SslMethod};
 use gst::glib;
-use gst::prelude::*;
 use std::path::Path;
 use std::time::Duration;
 
@@ -28,15 +27,6 @@ pub enum CongestionControl {
 }
 
 impl CongestionControl {
-    /// The `congestion-control` property both elements have.
-    pub fn param_spec() -> glib::ParamSpec {
-        glib::ParamSpecEnum::builder_with_default("congestion-control", Self::default())
-            .nick("Congestion control")
-            .blurb("quiche's congestion controller for this element's connections")
-            .mutable_ready()
-            .build()
-    }
-
     fn algorithm(self) -> quiche::CongestionControlAlgorithm {
         match self {
             CongestionControl::Reno => quiche::CongestionControlAlgorithm::Reno,

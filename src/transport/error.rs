@@ -15,7 +15,7 @@ pub enum Error {
     /// The sender's certificate is not the pinned one, or not for the address dialled.
     Certificate(String),
     /// The peer closed the connection with one of the protocol's codes (REJECTED,
-    /// UNSUPPORTED_VERSION, PROTOCOL_VIOLATION, a GOODBYE with an error).
+    /// UNSUPPORTED_VERSION, or PROTOCOL_VIOLATION: it says we broke the protocol).
     Refused { code: u64, message: String },
     /// The sender serves its maximum of receivers.
     ServerFull(String),
@@ -23,7 +23,7 @@ pub enum Error {
     Timeout(String),
     /// An established connection ended: the peer stopped or went silent.
     Lost(String),
-    /// The peer broke the protocol.
+    /// The peer broke the protocol (or said GOODBYE with an error).
     Protocol(String),
     /// The system failed us (poll, threads).
     System(String),

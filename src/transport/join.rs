@@ -5,7 +5,6 @@
 use super::fanout::MediaFrame;
 use crate::protocol::FrameHeader;
 use gst::glib;
-use gst::prelude::*;
 use std::sync::Arc;
 
 /// The sink's `join-mode` property.
@@ -23,20 +22,6 @@ pub enum JoinMode {
         nick = "request"
     )]
     Request,
-}
-
-impl JoinMode {
-    pub fn param_spec() -> glib::ParamSpec {
-        glib::ParamSpecEnum::builder_with_default("join-mode", Self::default())
-            .nick("Join mode")
-            .blurb(
-                "How a receiver connecting mid-stream starts: with the current group from \
-                 its IRAP sent at once (cached), at the next keyframe (keyframe), or at a \
-                 keyframe asked of upstream (request)",
-            )
-            .mutable_ready()
-            .build()
-    }
 }
 
 /// Largest group kept for joiners; a longer group is dropped from the cache until the next

@@ -548,8 +548,10 @@ impl Loop {
             if let Some(why) = violation {
                 self.fanout.violation(id, &why);
             }
-            wrote_media = self.fanout.serve(id, now, &mut |a| (self.app.admit)(a));
+            self.fanout.answer(id, now, &mut |a| (self.app.admit)(a));
+            // The handlers run before the receiver is described or written to.
             self.dispatch();
+            wrote_media = self.fanout.serve(id, Instant::now());
         }
         let Some(r) = self.fanout.get_mut(id) else {
             return;

@@ -3,7 +3,6 @@
 //! [`REFRESH`] (and at every `stats-interval`), so reading the property never waits on
 //! the network. Field names and units are documented in README.md.
 
-use gst::glib;
 use gst::prelude::*;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -111,28 +110,6 @@ pub struct SenderStats {
     /// Receivers closed at HELLO (token, limit, application).
     pub receivers_rejected: u64,
     pub receivers: Vec<ReceiverStats>,
-}
-
-/// `stats` and `stats-interval`, which both elements have; `element` names the structure.
-pub fn param_specs(element: &str) -> [glib::ParamSpec; 2] {
-    [
-        glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
-            .nick("Statistics")
-            .blurb(&format!(
-                "{element}-stats: counters of frames and groups, and per connection RTT, \
-                 cwnd, delivery rate, packets and bytes (README.md); at most 100 ms old"
-            ))
-            .read_only()
-            .build(),
-        glib::ParamSpecUInt::builder("stats-interval")
-            .nick("Statistics interval")
-            .blurb(&format!(
-                "Milliseconds between {element}-stats element messages carrying the stats \
-                 (0: none)"
-            ))
-            .mutable_ready()
-            .build(),
-    ]
 }
 
 /// A snapshot as the `stats` property and the stats messages carry it.

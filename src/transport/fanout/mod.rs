@@ -356,16 +356,11 @@ impl<C: Streams> Fanout<C> {
         }
     }
 
-    /// One turn for an established receiver, after its commands: admission (asking
-    /// `admit` unless the token or the limit decides), its commands and keyframe requests
-    /// for upstream, the stream description, then writing what waits. Returns whether
-    /// media was written.
-    pub fn serve(
-        &mut self,
-        id: u64,
-        now: Instant,
-        admit: &mut dyn FnMut(&Admission) -> bool,
-    ) -> bool {
+    /// Answers what receiver `id` asked this turn, after its commands: admission if it
+    /// said HELLO (asking `admit` unless the token or the limit decides), then its
+    /// application commands (as events) and keyframe requests, which count only once it
+    /// is admitted.
+    pub fn answer(&mut self, id: u64, now: Instant, admit: &mut dyn FnMut(&Admission) -> bool) {
         let asking = self
             .receivers
             .get(&id)
@@ -380,16 +375,14 @@ impl<C: Streams> Fanout<C> {
         } else {
             0
         };
-        let eos = self.eos.then_some(self.next_seq);
-        let now_ns = self.monotonic_ns(now);
         let Some(r) = self.receivers.get_mut(&id) else {
-            return false;
+            return;
         };
         if asking && !r.conn.closed_by_us() {
             self.admit(id, served, admit);
         }
         let Some(r) = self.receivers.get_mut(&id) else {
-            return false;
+            return;
         };
         // What came with HELLO counts once the receiver is admitted, never before.
         if !r.admitted() {
@@ -406,6 +399,18 @@ impl<C: Streams> Fanout<C> {
         if std::mem::take(&mut r.keyframe_requested) {
             self.keyframes.want();
         }
+    }
+
+    /// One turn's writing for an established receiver, after [`Fanout::answer`] (and the
+    /// application's handlers, which may take a while: `now` is read after them): the
+    /// stream description for one just admitted, then what waits. Returns whether media
+    /// was written.
+    pub fn serve(&mut self, id: u64, now: Instant) -> bool {
+        let eos = self.eos.then_some(self.next_seq);
+        let now_ns = self.monotonic_ns(now);
+        let Some(r) = self.receivers.get_mut(&id) else {
+            return false;
+        };
         if r.phase == Phase::Admitted {
             if let Some(caps) = &self.caps {
                 let cached = self.policy.join_mode == JoinMode::Cached;
@@ -527,8 +532,11 @@ impl<C: Streams> Fanout<C> {
         let per_receiver = self.receivers.values().flat_map(|r| {
             // When a backlogged receiver would count as quiet.
             let quiet_at = (r.out_bytes > 0 && !r.quiet(now)).then_some(r.last_rx + GONE_QUIET);
+            // Once closed for it, a receiver draining is no longer due anything.
             let hello = match r.phase {
-                Phase::Greeting { opened } => gate::hello_due(opened, false),
+                Phase::Greeting { opened } if !r.conn.closed_by_us() => {
+                    gate::hello_due(opened, false)
+                }
                 _ => None,
             };
             [

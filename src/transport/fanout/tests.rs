@@ -124,6 +124,12 @@ fn fanout(t0: Instant, join_mode: JoinMode) -> Fanout<Recorder> {
     f
 }
 
+/// One turn for receiver `id`, at `now`: admitting it if it asks, then writing.
+fn turn(f: &mut Fanout<Recorder>, id: u64, now: Instant) {
+    f.answer(id, now, &mut |_| true);
+    f.serve(id, now);
+}
+
 /// A core whose receivers have no latency budget: only backlog drops frames.
 fn unbudgeted(t0: Instant) -> Fanout<Recorder> {
     let never = Policy {
@@ -146,7 +152,7 @@ fn join(f: &mut Fanout<Recorder>, id: u64, conn: Recorder, now: Instant) {
         latency: Some(BUDGET.as_nanos() as u64),
     };
     f.receive_commands(id, vec![hello], now);
-    f.serve(id, now, &mut |_| true);
+    turn(f, id, now);
     assert!(f.get(id).unwrap().described());
 }
 
@@ -194,9 +200,9 @@ fn a_group_expires_once_a_round_trip_would_take_it_past_the_budget() {
     join(&mut f, 1, Recorder::stuck(50 * MS), t0);
     push(&mut f, irap(), t0);
     // Written now, it would arrive at 149 + 50 ms: within the 200 ms budget.
-    f.serve(1, t0 + 149 * MS, &mut |_| true);
+    turn(&mut f, 1, t0 + 149 * MS);
     assert!(conn(&f, 1).resets.is_empty());
-    f.serve(1, t0 + 150 * MS, &mut |_| true);
+    turn(&mut f, 1, t0 + 150 * MS);
     assert_eq!(conn(&f, 1).resets, [(3, error_code::GROUP_EXPIRED)]);
     let stats = f.stats().receivers[0].clone();
     assert_eq!((stats.groups_reset, stats.frames_dropped), (1, 1));
@@ -221,7 +227,7 @@ fn cheap_frames_are_shed_first_and_irap_never() {
     push(&mut f, frame(false, DropCost::Alone, 2, nal(0, 500)), t0);
     // A non-reference picture goes at half the budget, a sub-layer at three quarters.
     let shed = |f: &mut Fanout<Recorder>, ms: u32| {
-        f.serve(1, t0 + ms * MS, &mut |_| true);
+        turn(f, 1, t0 + ms * MS);
         f.stats().receivers[0].frames_shed
     };
     assert_eq!(shed(&mut f, 99), 0);
@@ -236,7 +242,7 @@ fn cheap_frames_are_shed_first_and_irap_never() {
     );
     assert_eq!(f.stats().receivers[0].frames_shed, 3);
     open(&mut f, 1);
-    f.serve(1, t0 + 160 * MS, &mut |_| true);
+    turn(&mut f, 1, t0 + 160 * MS);
     let frames = conn(&f, 1).frames(3);
     let shed: Vec<bool> = frames
         .iter()
@@ -254,7 +260,7 @@ fn fall_behind(f: &mut Fanout<Recorder>, at: Instant) {
         push(f, frame(false, DropCost::Group, 0, nal(1, 1 << 20)), at);
     }
     f.heard_from(1, at);
-    f.serve(1, at, &mut |_| true);
+    turn(f, 1, at);
 }
 
 #[test]
@@ -281,7 +287,7 @@ fn a_receiver_that_takes_a_whole_group_between_drops_stays() {
     open(&mut f, 1);
     push(&mut f, irap(), t0 + 20 * MS);
     push(&mut f, irap(), t0 + 20 * MS);
-    f.serve(1, t0 + 20 * MS, &mut |_| true);
+    turn(&mut f, 1, t0 + 20 * MS);
     f.get_mut(1).unwrap().conn_mut().window = Some(0);
     fall_behind(&mut f, t0 + 30 * MS);
     // Dropped again (the rest of the group it took, and the new one), and kept.
@@ -313,7 +319,7 @@ fn a_quiet_receiver_holds_back_neither_the_stream_nor_its_end() {
     // Receiver 1 takes everything, and closes once it has the end: the quiet one neither
     // paces the stream nor holds up its end.
     open(&mut f, 1);
-    f.serve(1, at(1100), &mut |_| true);
+    turn(&mut f, 1, at(1100));
     assert_eq!(f.pressure(at(1100)).backlog, 0);
     f.end_of_stream();
     assert!(!f.pressure(at(1100)).drained);
@@ -321,7 +327,7 @@ fn a_quiet_receiver_holds_back_neither_the_stream_nor_its_end() {
     let p = f.pressure(at(1100));
     assert_eq!((p.ready, p.backlog, p.drained), (1, 0, true));
     // Quiet with more than MAX_BACKLOG queued, its queue is dropped.
-    f.serve(2, at(1100), &mut |_| true);
+    turn(&mut f, 2, at(1100));
     assert_eq!(f.stats().receivers[0].groups_reset, 1);
     assert!(!f.get(2).unwrap().has_media_queued());
 }
@@ -384,7 +390,7 @@ fn keyframe_requests_are_merged_and_an_irap_answers_them_all() {
     push(&mut f, irap(), t0);
     let ask = |f: &mut Fanout<Recorder>, id: u64, now: Instant| {
         f.receive_commands(id, vec![Command::KeyframeRequest], now);
-        f.serve(id, now, &mut |_| true);
+        turn(f, id, now);
     };
     let at = |ms: u32| t0 + ms * MS;
     // Two receivers ask: one request upstream.
@@ -425,7 +431,7 @@ fn admission_checks_the_token_and_the_limit_before_the_application() {
     for (id, token) in [(1, &b"secret"[..]), (2, b"wrong"), (3, b"secret")] {
         f.add(id, Recorder::default(), peer(id as u16), t0);
         f.receive_commands(id, vec![hello(token)], t0);
-        f.serve(id, t0, &mut |_| {
+        f.answer(id, t0, &mut |_| {
             asked += 1;
             true
         });

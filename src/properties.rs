@@ -1,0 +1,71 @@
+//! The properties both elements have, whose values the transport takes.
+
+use crate::transport::{CongestionControl, JoinMode};
+use gst::glib;
+use gst::prelude::*;
+
+/// The `congestion-control` property both elements have.
+pub fn congestion_control() -> glib::ParamSpec {
+    glib::ParamSpecEnum::builder_with_default("congestion-control", CongestionControl::default())
+        .nick("Congestion control")
+        .blurb("quiche's congestion controller for this element's connections")
+        .mutable_ready()
+        .build()
+}
+
+/// `qlog-dir` and `keylog-file`, which both elements have.
+pub fn capture() -> [glib::ParamSpec; 2] {
+    [
+        glib::ParamSpecString::builder("qlog-dir")
+            .nick("qlog folder")
+            .blurb(
+                "Write a qlog file (JSON-SEQ) per connection into this folder, made if \
+                 missing (NULL: none)",
+            )
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("keylog-file")
+            .nick("Key log file")
+            .blurb(
+                "Append the TLS secrets of every connection to this file, in the NSS key \
+                 log format Wireshark reads; for debugging only (NULL: none)",
+            )
+            .mutable_ready()
+            .build(),
+    ]
+}
+
+/// `stats` and `stats-interval`, which both elements have; `element` names the structure.
+pub fn stats(element: &str) -> [glib::ParamSpec; 2] {
+    [
+        glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+            .nick("Statistics")
+            .blurb(&format!(
+                "{element}-stats: counters of frames and groups, and per connection RTT, \
+                 cwnd, delivery rate, packets and bytes (README.md); at most 100 ms old"
+            ))
+            .read_only()
+            .build(),
+        glib::ParamSpecUInt::builder("stats-interval")
+            .nick("Statistics interval")
+            .blurb(&format!(
+                "Milliseconds between {element}-stats element messages carrying the stats \
+                 (0: none)"
+            ))
+            .mutable_ready()
+            .build(),
+    ]
+}
+
+/// `join-mode` (quicnalusink).
+pub fn join_mode() -> glib::ParamSpec {
+    glib::ParamSpecEnum::builder_with_default("join-mode", JoinMode::default())
+        .nick("Join mode")
+        .blurb(
+            "How a receiver connecting mid-stream starts: with the current group from \
+             its IRAP sent at once (cached), at the next keyframe (keyframe), or at a \
+             keyframe asked of upstream (request)",
+        )
+        .mutable_ready()
+        .build()
+}
