@@ -30,6 +30,9 @@ pub enum Next {
         after: Option<Instant>,
         window: Duration,
     },
+    /// Listening (knock.rs): wait for the sender to call again, until `until` (None:
+    /// for ever), then connect to it; at `until`, [`Backoff::expired`] says why we fail.
+    AwaitCaller { until: Option<Instant> },
     /// The element fails with this message.
     Fail(Error),
     /// Nothing more will happen: wait for the element to stop.
@@ -40,6 +43,8 @@ pub enum Next {
 pub struct Backoff {
     peer: SocketAddr,
     reconnect: Reconnect,
+    /// The sender calls us: it decides when to try again; we only wait.
+    listening: bool,
     /// Since when we have been without a connection, and why we lost it.
     lost: Option<(Instant, Error)>,
     /// The next attempt's time to answer.
@@ -51,6 +56,7 @@ impl Backoff {
         Backoff {
             peer,
             reconnect,
+            listening: false,
             lost: None,
             window: FIRST_RETRY,
         }
@@ -66,6 +72,9 @@ impl Backoff {
         established: Option<Instant>,
     ) -> Next {
         let reconnect = self.reconnect;
+        if self.listening {
+            return self.listen(outcome, now);
+        }
         match outcome {
             Outcome::Shutdown | Outcome::Ended => Next::Stop,
             Outcome::Fatal(why) => Next::Fail(why),
@@ -96,6 +105,49 @@ impl Backoff {
                     _ => self.back_off(started),
                 },
             },
+        }
+    }
+
+    /// A listening receiver whose caller `peer` knocked, and which was answered as `outcome`
+    /// says. A knock that led to no connection (the caller went, or it was spoofed) is not
+    /// a failure: the next one may.
+    pub fn listening(peer: SocketAddr, reconnect: Reconnect) -> Self {
+        Backoff {
+            listening: true,
+            ..Backoff::new(peer, reconnect)
+        }
+    }
+
+    /// The caller that knocked last.
+    pub fn set_peer(&mut self, peer: SocketAddr) {
+        self.peer = peer;
+    }
+
+    fn listen(&mut self, outcome: Outcome, now: Instant) -> Next {
+        let give_up = self.reconnect.give_up;
+        match outcome {
+            Outcome::Shutdown | Outcome::Ended => Next::Stop,
+            Outcome::Fatal(why) => Next::Fail(why),
+            Outcome::Lost(why) if !self.reconnect.enabled => Next::Fail(why),
+            Outcome::Lost(why) => {
+                self.lost = Some((now, why));
+                Next::AwaitCaller {
+                    until: give_up.map(|limit| now + limit),
+                }
+            }
+            Outcome::Unanswered(_) => Next::AwaitCaller {
+                until: give_up
+                    .zip(self.lost.as_ref())
+                    .map(|(l, (since, _))| *since + l),
+            },
+        }
+    }
+
+    /// Why we fail when no caller came by [`Next::AwaitCaller`]'s `until`.
+    pub fn expired(&self) -> Error {
+        match (&self.lost, self.reconnect.give_up) {
+            (Some((_, first)), Some(limit)) => gave_up(first, self.peer, limit),
+            _ => Error::Timeout(format!("{} did not call again", self.peer)),
         }
     }
 
@@ -248,6 +300,50 @@ mod tests {
                     .into()
             )
         );
+    }
+
+    #[test]
+    fn a_listener_waits_for_its_caller_until_reconnect_timeout() {
+        let reconnect = Reconnect {
+            enabled: true,
+            max_delay: ms(2000),
+            give_up: Some(ms(5000)),
+        };
+        let mut b = Backoff::listening(PEER.parse().unwrap(), reconnect);
+        let t0 = Instant::now();
+        let lost = || Outcome::Lost(Error::Lost("gone".into()));
+        let unanswered = || Outcome::Unanswered(Error::Timeout("no answer".into()));
+        // A knock that leads nowhere, before any connection: wait for the next, for ever.
+        assert_eq!(
+            b.next(unanswered(), t0, t0, None),
+            Next::AwaitCaller { until: None }
+        );
+        let at = t0 + ms(100);
+        assert_eq!(
+            b.next(lost(), at, t0, Some(t0)),
+            Next::AwaitCaller {
+                until: Some(at + ms(5000))
+            }
+        );
+        assert_eq!(
+            b.next(unanswered(), at + ms(300), at, None),
+            Next::AwaitCaller {
+                until: Some(at + ms(5000))
+            },
+            "reconnect-timeout counts from the loss"
+        );
+        assert!(b
+            .expired()
+            .to_string()
+            .contains("did not answer again within 5000 ms"));
+        let mut once = Backoff::listening(
+            PEER.parse().unwrap(),
+            Reconnect {
+                enabled: false,
+                ..reconnect
+            },
+        );
+        assert!(matches!(once.next(lost(), at, t0, Some(t0)), Next::Fail(_)));
     }
 
     #[test]

@@ -13,9 +13,14 @@ use boring::x509::extension::SubjectAlternativeName;
 use boring::x509::{X509Name, X509};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 
-/// How long a generated certificate is valid: one process, one session.
+/// How long a throw-away certificate is valid: one process, one session.
 const SELF_SIGNED_DAYS: u32 = 30;
+/// How long the kept one is: receivers trust it by fingerprint, not by date.
+const KEPT_DAYS: u32 = 3650;
+/// The names the kept certificate carries, for receivers that check names (ca-file).
+const KEPT_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
 /// The SHA-256 digest of a DER certificate.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -85,10 +90,70 @@ pub struct SelfSigned {
 impl SelfSigned {
     /// Valid for `names` (DNS names or IP addresses) from now for SELF_SIGNED_DAYS.
     pub fn generate(names: &[&str]) -> Result<Self, String> {
-        Self::build(names).map_err(|e| format!("cannot make a self-signed certificate: {e}"))
+        Self::build(names, SELF_SIGNED_DAYS)
+            .map_err(|e| format!("cannot make a self-signed certificate: {e}"))
     }
 
-    fn build(names: &[&str]) -> Result<Self, boring::error::ErrorStack> {
+    /// The certificate kept in `path` (key and certificate, PEM), made and saved there
+    /// first if there is none: the sender's lasting identity when none is configured, so
+    /// that receivers which trusted it on first use trust it again. True when made now.
+    pub fn kept_in(path: &Path) -> Result<(Self, bool), String> {
+        let shown = path.display();
+        match std::fs::read(path) {
+            Ok(pem) => {
+                return Self::from_pem(&pem).map(|kept| (kept, false)).map_err(|e| {
+                    format!(
+                        "'{shown}' holds no certificate and key: {e} (delete it to make a new one)"
+                    )
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot read '{shown}': {e}")),
+        }
+        let made = Self::build(&KEPT_NAMES, KEPT_DAYS)
+            .map_err(|e| format!("cannot make a self-signed certificate: {e}"))?;
+        match made.save(path) {
+            Ok(()) => Ok((made, true)),
+            // Another sender made one first: that one is ours.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::kept_in(path),
+            Err(e) => Err(format!("cannot save the certificate in '{shown}': {e}")),
+        }
+    }
+
+    /// Writes key and certificate to `path`, readable by the user only, all at once: a
+    /// sender starting at the same moment finds either no file or the whole of it.
+    fn save(&self, path: &Path) -> std::io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut pem = self
+            .key
+            .private_key_to_pem_pkcs8()
+            .map_err(std::io::Error::other)?;
+        pem.extend(self.cert.to_pem().map_err(std::io::Error::other)?);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let draft = path.with_extension(format!("new-{}", std::process::id()));
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&draft)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &pem));
+        // A hard link fails if the name exists, where a rename would replace it.
+        let linked = written.and_then(|()| std::fs::hard_link(&draft, path));
+        let _ = std::fs::remove_file(&draft);
+        linked
+    }
+
+    fn from_pem(pem: &[u8]) -> Result<Self, boring::error::ErrorStack> {
+        Ok(SelfSigned {
+            cert: X509::from_pem(pem)?,
+            key: PKey::private_key_from_pem(pem)?,
+        })
+    }
+
+    fn build(names: &[&str], days: u32) -> Result<Self, boring::error::ErrorStack> {
         let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
         let key = PKey::from_ec_key(EcKey::generate(&group)?)?;
         let mut name = X509Name::builder()?;
@@ -104,10 +169,7 @@ impl SelfSigned {
         b.set_subject_name(&name)?;
         b.set_issuer_name(&name)?;
         b.set_pubkey(&key)?;
-        let (from, until) = (
-            Asn1Time::days_from_now(0)?,
-            Asn1Time::days_from_now(SELF_SIGNED_DAYS)?,
-        );
+        let (from, until) = (Asn1Time::days_from_now(0)?, Asn1Time::days_from_now(days)?);
         b.set_not_before(&from)?;
         b.set_not_after(&until)?;
         let mut san = SubjectAlternativeName::new();
@@ -267,6 +329,23 @@ mod tests {
         assert!(Fingerprint::parse(&shown[3..]).is_err());
         assert!(Fingerprint::parse(&"zz".repeat(32)).is_err());
         assert!(Fingerprint::parse(&"é".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn the_kept_certificate_is_made_once_and_found_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("quicnalu").join("sender.pem");
+        let (made, new) = SelfSigned::kept_in(&path).unwrap();
+        assert!(new);
+        let (found, new) = SelfSigned::kept_in(&path).unwrap();
+        assert!(!new);
+        assert_eq!(made.fingerprint(), found.fingerprint());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::write(&path, b"junk").unwrap();
+        let e = SelfSigned::kept_in(&path).err().unwrap();
+        assert!(e.contains("holds no certificate and key"), "{e}");
     }
 
     #[test]
