@@ -4,6 +4,30 @@ use crate::transport::{CongestionControl, JoinMode};
 use gst::glib;
 use gst::prelude::*;
 
+/// Who dials whom, the `mode` property both elements have (as srtsink and srtsrc have it).
+/// QUIC roles stay the same either way: the sender is the QUIC server; a calling sender
+/// knocks and the listening receiver connects back (transport/knock.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, glib::Enum)]
+#[enum_type(name = "GstQuicNaluMode")]
+pub enum Mode {
+    #[enum_value(name = "Caller: dial address:port", nick = "caller")]
+    Caller,
+    #[enum_value(
+        name = "Listener: wait on address:port to be called",
+        nick = "listener"
+    )]
+    Listener,
+}
+
+/// The `mode` property, with the element's default and what `address` then means.
+pub fn mode(default: Mode, blurb: &str) -> glib::ParamSpec {
+    glib::ParamSpecEnum::builder_with_default("mode", default)
+        .nick("Mode")
+        .blurb(blurb)
+        .mutable_ready()
+        .build()
+}
+
 /// The `congestion-control` property both elements have.
 pub fn congestion_control() -> glib::ParamSpec {
     glib::ParamSpecEnum::builder_with_default("congestion-control", CongestionControl::default())

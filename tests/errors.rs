@@ -37,7 +37,10 @@ fn missing_certificate() {
 #[test]
 fn missing_key_property() {
     let e = error_of(&clip_sender(&format!("port=0 cert-file={}", certs().cert)));
-    assert!(e.contains("cert-file and key-file must both be set"), "{e}");
+    assert!(
+        e.contains("cert-file and key-file must be set together"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -74,7 +74,7 @@ fn receivers_pin_the_self_signed_certificate_by_fingerprint() {
     let receive = |fingerprint: Option<&str>| {
         let r = Running::launch(&format!(
             "quicnalusrc name=src address=127.0.0.1 port={port} reconnect=false \
-             timeout=20000 ! fakesink"
+             timeout=20000 tls-verify=true ! fakesink"
         ));
         r.by_name("src")
             .set_property("certificate-fingerprint", fingerprint);
@@ -82,7 +82,7 @@ fn receivers_pin_the_self_signed_certificate_by_fingerprint() {
         r
     };
 
-    // tls-verify stays on: without a pin or a CA the self-signed certificate is refused.
+    // tls-verify=true asks for a CA: without a pin the self-signed certificate is refused.
     let error = receive(None).expect_error();
     assert!(error.contains("not trusted"), "{error}");
 

@@ -2,22 +2,23 @@ use super::adapt::Adaptation;
 use super::gather::Gatherer;
 use crate::errors::{self, Direction};
 use crate::h265::{self, AuInfo};
-use crate::properties;
+use crate::properties::{self, Mode};
 use crate::protocol::{DEFAULT_MAX_COMMAND_SIZE, DEFAULT_MAX_FRAME_SIZE};
 use crate::transport::budget;
 use crate::transport::logger::Route;
 use crate::transport::{
-    message_poster, Admission, Capture, CongestionControl, Estimate, Identity, Interrupted,
-    JoinMode, MediaFrame, ReceiverEvent, Reporter, SelfSigned, SenderStats, Server, ServerSettings,
-    Snapshot,
+    message_poster, user_file, Admission, Capture, CongestionControl, Estimate, Identity,
+    Interrupted, JoinMode, MediaFrame, ReceiverEvent, Reporter, SelfSigned, SenderStats, Server,
+    ServerSettings, Snapshot,
 };
+use crate::uri;
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 use once_cell::sync::Lazy;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,6 +30,7 @@ pub(super) static CAT: Lazy<gst::DebugCategory> = Lazy::new(|| {
     )
 });
 
+const DEFAULT_MODE: Mode = Mode::Listener;
 const DEFAULT_ADDRESS: &str = "0.0.0.0";
 const DEFAULT_PORT: u32 = 4443;
 const DEFAULT_FRAMERATE: gst::Fraction = gst::Fraction::from_integer(0);
@@ -54,6 +56,7 @@ const DEFAULT_MAX_HANDSHAKES: u32 = 512;
 
 #[derive(Debug, Clone)]
 struct Settings {
+    mode: Mode,
     address: String,
     port: u32,
     cert_file: Option<String>,
@@ -85,6 +88,7 @@ struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
+            mode: DEFAULT_MODE,
             address: DEFAULT_ADDRESS.into(),
             port: DEFAULT_PORT,
             cert_file: None,
@@ -158,52 +162,66 @@ impl ObjectSubclass for QuicNaluSink {
     const NAME: &'static str = "GstQuicNaluSink";
     type Type = super::QuicNaluSink;
     type ParentType = gst_base::BaseSink;
+    type Interfaces = (gst::URIHandler,);
 }
 
 impl ObjectImpl for QuicNaluSink {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: Lazy<Vec<glib::ParamSpec>> = Lazy::new(|| {
             let mut specs = vec![
+                properties::mode(
+                    DEFAULT_MODE,
+                    "listener: receivers connect to address:port. caller: call the \
+                     quicnalusrc listening (mode=listener) at address:port, as a camera \
+                     behind NAT pushes to a studio; it connects back, and while no receiver \
+                     is connected the sink calls again, at once then backing off to every 2 s",
+                ),
                 glib::ParamSpecString::builder("address")
                     .nick("Address")
-                    .blurb("Local address to listen on")
+                    .blurb(
+                        "Local address to listen on; with mode=caller, the address or host \
+                         name of the listening quicnalusrc",
+                    )
                     .default_value(Some(DEFAULT_ADDRESS))
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("port")
                     .nick("Port")
-                    .blurb("UDP port to listen on (0 picks a free port; read bound-port)")
+                    .blurb(
+                        "UDP port to listen on (0 picks a free port; read bound-port); with \
+                         mode=caller, the listening quicnalusrc's port",
+                    )
                     .maximum(u16::MAX.into())
                     .default_value(DEFAULT_PORT)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("bound-port")
                     .nick("Bound port")
-                    .blurb("The UDP port actually listened on, once started")
+                    .blurb("The local UDP port, once started")
                     .maximum(u16::MAX.into())
                     .read_only()
                     .build(),
                 glib::ParamSpecString::builder("cert-file")
                     .nick("Certificate file")
                     .blurb(
-                        "PEM file with the server's certificate chain (required unless \
-                         self-signed)",
+                        "PEM file with the server's certificate chain, with key-file. Neither \
+                         set (and self-signed off): the sender's own self-signed certificate, \
+                         made once and kept in $XDG_DATA_HOME/quicnalu/sender.pem, which \
+                         receivers trust on first use",
                     )
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("key-file")
                     .nick("Key file")
-                    .blurb(
-                        "PEM file with the certificate's private key (required unless self-signed)",
-                    )
+                    .blurb("PEM file with the certificate's private key (with cert-file)")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecBoolean::builder("self-signed")
                     .nick("Self-signed")
                     .blurb(
-                        "Make a throw-away self-signed certificate at start instead of \
-                         cert-file/key-file; receivers pin its certificate-fingerprint \
-                         (logged at start)",
+                        "Make a throw-away self-signed certificate at each start instead of \
+                         cert-file/key-file or the kept one; receivers pin its \
+                         certificate-fingerprint (posted at start)",
                     )
                     .default_value(DEFAULT_SELF_SIGNED)
                     .mutable_ready()
@@ -379,6 +397,7 @@ impl ObjectImpl for QuicNaluSink {
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
         let mut s = self.settings.lock().unwrap();
         match pspec.name() {
+            "mode" => s.mode = value.get().expect("type checked upstream"),
             "address" => {
                 s.address = value
                     .get::<Option<String>>()
@@ -425,6 +444,7 @@ impl ObjectImpl for QuicNaluSink {
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         let s = self.settings.lock().unwrap();
         match pspec.name() {
+            "mode" => s.mode.to_value(),
             "address" => s.address.to_value(),
             "port" => s.port.to_value(),
             "bound-port" => match *self.state.lock().unwrap() {
@@ -543,6 +563,22 @@ impl ObjectImpl for QuicNaluSink {
 }
 
 impl GstObjectImpl for QuicNaluSink {}
+
+impl URIHandlerImpl for QuicNaluSink {
+    const URI_TYPE: gst::URIType = gst::URIType::Sink;
+
+    fn protocols() -> &'static [&'static str] {
+        &[uri::SCHEME]
+    }
+
+    fn uri(&self) -> Option<String> {
+        Some(uri::of(self.obj().upcast_ref()))
+    }
+
+    fn set_uri(&self, uri: &str) -> Result<(), glib::Error> {
+        uri::apply(self.obj().upcast_ref(), uri)
+    }
+}
 
 impl ElementImpl for QuicNaluSink {
     fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
@@ -797,36 +833,91 @@ impl QuicNaluSink {
     }
 }
 
+impl Settings {
+    /// Where to bind, and with mode=caller whom to call.
+    fn endpoints(&self) -> Result<(SocketAddr, Option<SocketAddr>), gst::ErrorMessage> {
+        let settings_error =
+            |why: String| gst::error_msg!(gst::ResourceError::Settings, ["{}", why]);
+        match self.mode {
+            Mode::Listener => {
+                let ip: IpAddr = self.address.parse().map_err(|_| {
+                    settings_error(format!("address '{}' is not an IP address", self.address))
+                })?;
+                Ok((SocketAddr::new(ip, self.port as u16), None))
+            }
+            Mode::Caller => {
+                let listener = (self.address.as_str(), self.port as u16)
+                    .to_socket_addrs()
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| {
+                        gst::error_msg!(
+                            gst::ResourceError::NotFound,
+                            ["cannot resolve address '{}'", self.address]
+                        )
+                    })?;
+                if listener.ip().is_unspecified() || listener.port() == 0 {
+                    return Err(settings_error(format!(
+                        "mode=caller calls the quicnalusrc listening at address:port; \
+                         {listener} is not one: set address and port"
+                    )));
+                }
+                let any: IpAddr = if listener.is_ipv4() {
+                    Ipv4Addr::UNSPECIFIED.into()
+                } else {
+                    Ipv6Addr::UNSPECIFIED.into()
+                };
+                Ok((SocketAddr::new(any, 0), Some(listener)))
+            }
+        }
+    }
+}
+
 impl QuicNaluSink {
-    /// The certificate: the PEM files, or with `self-signed` one made now.
+    /// The certificate: the PEM files; with `self-signed` one made now; with neither the
+    /// one kept in the user's data directory, made there on first use.
     fn identity(&self, settings: &Settings, ip: IpAddr) -> Result<Identity, gst::ErrorMessage> {
         let files = settings.cert_file.is_some() || settings.key_file.is_some();
-        if !settings.self_signed {
+        let settings_error = |e: String| gst::error_msg!(gst::ResourceError::Settings, ["{}", e]);
+        if files && settings.self_signed {
+            return Err(settings_error(
+                "self-signed and cert-file/key-file exclude each other".into(),
+            ));
+        }
+        if files {
             return Ok(Identity::Files {
                 cert: settings.cert_file.clone().unwrap_or_default(),
                 key: settings.key_file.clone().unwrap_or_default(),
             });
         }
-        if files {
-            return Err(gst::error_msg!(
-                gst::ResourceError::Settings,
-                ["self-signed and cert-file/key-file exclude each other"]
-            ));
-        }
-        let address = ip.to_string();
-        let mut names = vec!["localhost"];
-        if !ip.is_unspecified() {
-            names.push(&address);
-        }
-        let made = SelfSigned::generate(&names)
-            .map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ["{}", e]))?;
-        gst::info!(
-            CAT,
-            imp = self,
-            "made a self-signed certificate, SHA-256 {}",
-            made.fingerprint()
+        let (identity, told) = if settings.self_signed {
+            let address = ip.to_string();
+            let mut names = vec!["localhost"];
+            if !ip.is_unspecified() {
+                names.push(&address);
+            }
+            let made = SelfSigned::generate(&names).map_err(settings_error)?;
+            (made, "a throw-away self-signed certificate".to_string())
+        } else {
+            let path = user_file(&glib::user_data_dir(), "sender.pem");
+            let (kept, new) = SelfSigned::kept_in(&path).map_err(settings_error)?;
+            let how = if new { "made and kept" } else { "kept" };
+            (
+                kept,
+                format!("the self-signed certificate {how} in {}", path.display()),
+            )
+        };
+        // Posted, so gst-launch-1.0 prints it: the receiving side checks it against this.
+        let text = format!("serving with {told}, SHA-256 {}", identity.fingerprint());
+        gst::info!(CAT, imp = self, "{text}");
+        // gst-launch-1.0 prints an INFO message's debug text, not its message.
+        gst::element_imp_info!(
+            self,
+            gst::ResourceError::Settings,
+            ("{}", text),
+            ["{}", text]
         );
-        Ok(Identity::SelfSigned(made))
+        Ok(Identity::SelfSigned(identity))
     }
 
     /// What the networking thread asks before serving a receiver: `receiver-connecting`.
@@ -978,13 +1069,8 @@ impl QuicNaluSink {
 impl BaseSinkImpl for QuicNaluSink {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = self.settings.lock().unwrap().clone();
-        let ip: IpAddr = settings.address.parse().map_err(|_| {
-            gst::error_msg!(
-                gst::ResourceError::Settings,
-                ["address '{}' is not an IP address", settings.address]
-            )
-        })?;
-        let identity = self.identity(&settings, ip)?;
+        let (bind, call) = settings.endpoints()?;
+        let identity = self.identity(&settings, bind.ip())?;
         let capture = Capture::open(
             settings.qlog_dir.as_deref(),
             settings.keylog_file.as_deref(),
@@ -993,7 +1079,8 @@ impl BaseSinkImpl for QuicNaluSink {
         let stats_interval = (settings.stats_interval_ms > 0)
             .then(|| Duration::from_millis(settings.stats_interval_ms.into()));
         let server = Server::start(ServerSettings {
-            addr: SocketAddr::new(ip, settings.port as u16),
+            addr: bind,
+            call,
             identity,
             address_validation: settings.address_validation,
             max_connections: settings.max_connections as usize,
@@ -1018,13 +1105,15 @@ impl BaseSinkImpl for QuicNaluSink {
         })
         .map_err(|e| errors::message(&e, Direction::Send, false))?;
         let bound_port = server.local_addr().port();
-        gst::info!(
-            CAT,
-            imp = self,
-            "listening on {}, certificate SHA-256 {}",
-            server.local_addr(),
-            server.fingerprint()
-        );
+        match call {
+            Some(listener) => gst::info!(
+                CAT,
+                imp = self,
+                "calling {listener} from {}",
+                server.local_addr()
+            ),
+            None => gst::info!(CAT, imp = self, "listening on {}", server.local_addr()),
+        }
         *self.stream.lock().unwrap() = Stream::default();
         *self.adaptation.lock().unwrap() = settings
             .adapt_bitrate

@@ -12,7 +12,13 @@
 //! carry the application's side; serialized custom downstream events go to every receiver
 //! in stream order.
 //!
+//! With no certificate configured it serves with its own self-signed one, kept in the
+//! user's data directory, whose fingerprint it posts at start; receivers trust it on first
+//! use. `mode=caller` calls a listening quicnalusrc instead (a camera behind NAT), and
+//! `quicnalu://host:port?property=value` URIs set it up.
+//!
 //! ```text
+//! gst-launch-1.0 filesrc location=in.h265 ! h265parse ! quicnalusink
 //! gst-launch-1.0 filesrc location=in.h265 ! h265parse ! \
 //!     quicnalusink port=4443 cert-file=cert.pem key-file=key.pem
 //! ```
@@ -26,7 +32,8 @@ mod imp;
 
 glib::wrapper! {
     pub struct QuicNaluSink(ObjectSubclass<imp::QuicNaluSink>)
-        @extends gst_base::BaseSink, gst::Element, gst::Object;
+        @extends gst_base::BaseSink, gst::Element, gst::Object,
+        @implements gst::URIHandler;
 }
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {

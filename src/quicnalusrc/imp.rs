@@ -1,12 +1,14 @@
 use super::timeline::Timeline;
 use crate::errors::{self, Direction};
-use crate::properties;
+use crate::properties::{self, Mode};
 use crate::protocol::{FrameFlags, DEFAULT_MAX_COMMAND_SIZE, DEFAULT_MAX_FRAME_SIZE};
 use crate::transport::logger::Route;
 use crate::transport::{
-    message_poster, Capture, Client, ClientSettings, ClientStats, CongestionControl,
-    ConnectionEvent, Event, Fingerprint, Interrupted, ReceivedFrame, Reconnect, Reporter, Snapshot,
+    host_key, message_poster, user_file, Capture, Client, ClientSettings, ClientStats,
+    CongestionControl, ConnectionEvent, Event, Fingerprint, Interrupted, KnownHosts, ReceivedFrame,
+    Reconnect, Reporter, Snapshot,
 };
+use crate::uri;
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
@@ -16,6 +18,7 @@ use gst_base::subclass::prelude::*;
 use gst_plugin_meta::{Flags, QuicNaluMeta};
 use once_cell::sync::Lazy;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,7 +30,10 @@ static CAT: Lazy<gst::DebugCategory> = Lazy::new(|| {
     )
 });
 
+const DEFAULT_MODE: Mode = Mode::Caller;
+/// Where a caller calls, and where a listener listens, when `address` is unset.
 const DEFAULT_ADDRESS: &str = "127.0.0.1";
+const DEFAULT_LISTEN_ADDRESS: &str = "0.0.0.0";
 const DEFAULT_PORT: u32 = 4443;
 const DEFAULT_TLS_VERIFY: bool = true;
 const DEFAULT_LATENCY_MS: u32 = 200;
@@ -41,11 +47,15 @@ const QUEUE_LEN: usize = 64;
 
 #[derive(Debug, Clone)]
 struct Settings {
-    address: String,
+    mode: Mode,
+    /// None: DEFAULT_ADDRESS, or DEFAULT_LISTEN_ADDRESS when listening.
+    address: Option<String>,
     port: u32,
     server_name: Option<String>,
     ca_file: Option<String>,
-    tls_verify: bool,
+    /// None: not set, which lets trust on first use apply.
+    tls_verify: Option<bool>,
+    known_hosts: Option<String>,
     latency_ms: u32,
     timeout_ms: u32,
     congestion_control: CongestionControl,
@@ -64,11 +74,13 @@ struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            address: DEFAULT_ADDRESS.into(),
+            mode: DEFAULT_MODE,
+            address: None,
             port: DEFAULT_PORT,
             server_name: None,
             ca_file: None,
-            tls_verify: DEFAULT_TLS_VERIFY,
+            tls_verify: None,
+            known_hosts: None,
             latency_ms: DEFAULT_LATENCY_MS,
             timeout_ms: DEFAULT_TIMEOUT_MS,
             congestion_control: CongestionControl::default(),
@@ -108,25 +120,45 @@ impl ObjectSubclass for QuicNaluSrc {
     const NAME: &'static str = "GstQuicNaluSrc";
     type Type = super::QuicNaluSrc;
     type ParentType = gst_base::PushSrc;
+    type Interfaces = (gst::URIHandler,);
 }
 
 impl ObjectImpl for QuicNaluSrc {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: Lazy<Vec<glib::ParamSpec>> = Lazy::new(|| {
             let mut specs = vec![
+                properties::mode(
+                    DEFAULT_MODE,
+                    "caller: connect to the quicnalusink at address:port. listener: wait on \
+                     address:port for a quicnalusink with mode=caller to call (a camera \
+                     behind NAT pushing to a studio), connect back to it, and after a lost \
+                     connection wait for it to call again (until reconnect-timeout)",
+                ),
                 glib::ParamSpecString::builder("address")
                     .nick("Address")
-                    .blurb("Address or host name of the quicnalusink to receive from")
+                    .blurb(
+                        "Address or host name of the quicnalusink to receive from; with \
+                         mode=listener the local address to listen on (then 0.0.0.0 by \
+                         default)",
+                    )
                     .default_value(Some(DEFAULT_ADDRESS))
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("port")
                     .nick("Port")
-                    .blurb("UDP port of the quicnalusink")
-                    .minimum(1)
+                    .blurb(
+                        "UDP port of the quicnalusink; with mode=listener, the port to listen \
+                         on (0 picks a free one: read bound-port)",
+                    )
                     .maximum(u16::MAX.into())
                     .default_value(DEFAULT_PORT)
                     .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("bound-port")
+                    .nick("Bound port")
+                    .blurb("The local UDP port, once started")
+                    .maximum(u16::MAX.into())
+                    .read_only()
                     .build(),
                 glib::ParamSpecString::builder("server-name")
                     .nick("Server name")
@@ -144,8 +176,26 @@ impl ObjectImpl for QuicNaluSrc {
                     .build(),
                 glib::ParamSpecBoolean::builder("tls-verify")
                     .nick("TLS verify")
-                    .blurb("Verify the sender's certificate (turn off only for testing)")
+                    .blurb(
+                        "Verify the sender's certificate chain against ca-file or the system's \
+                         CAs, and its name (server-name) or address. Left unset, with no \
+                         ca-file, server-name or certificate-fingerprint either, the sender is \
+                         trusted on first use (known-hosts). false: no check at all (testing \
+                         only)",
+                    )
                     .default_value(DEFAULT_TLS_VERIFY)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("known-hosts")
+                    .nick("Known hosts")
+                    .blurb(
+                        "File of senders trusted on first use (host:port and SHA-256 \
+                         fingerprint, as SSH's known_hosts): a sender not in it is trusted \
+                         and added with a warning, one whose certificate changed is refused. \
+                         Used only when tls-verify, ca-file, server-name and \
+                         certificate-fingerprint are all unset. NULL: \
+                         $XDG_DATA_HOME/quicnalu/known_hosts",
+                    )
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("latency")
@@ -251,16 +301,18 @@ impl ObjectImpl for QuicNaluSrc {
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
         let mut s = self.settings.lock().unwrap();
         match pspec.name() {
+            "mode" => s.mode = value.get().expect("type checked upstream"),
             "address" => {
                 s.address = value
                     .get::<Option<String>>()
                     .expect("type checked upstream")
-                    .unwrap_or_else(|| DEFAULT_ADDRESS.into())
+                    .filter(|a| !a.is_empty())
             }
             "port" => s.port = value.get().expect("type checked upstream"),
             "server-name" => s.server_name = value.get().expect("type checked upstream"),
             "ca-file" => s.ca_file = value.get().expect("type checked upstream"),
-            "tls-verify" => s.tls_verify = value.get().expect("type checked upstream"),
+            "tls-verify" => s.tls_verify = Some(value.get().expect("type checked upstream")),
+            "known-hosts" => s.known_hosts = value.get().expect("type checked upstream"),
             "latency" => s.latency_ms = value.get().expect("type checked upstream"),
             "timeout" => s.timeout_ms = value.get().expect("type checked upstream"),
             "congestion-control" => {
@@ -289,11 +341,18 @@ impl ObjectImpl for QuicNaluSrc {
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         let s = self.settings.lock().unwrap();
         match pspec.name() {
-            "address" => s.address.to_value(),
+            "mode" => s.mode.to_value(),
+            "address" => s.address().to_value(),
             "port" => s.port.to_value(),
+            "bound-port" => match &*self.state.lock().unwrap() {
+                State::Started { client } => u32::from(client.local_addr().port()),
+                State::Stopped => 0,
+            }
+            .to_value(),
             "server-name" => s.server_name.to_value(),
             "ca-file" => s.ca_file.to_value(),
-            "tls-verify" => s.tls_verify.to_value(),
+            "tls-verify" => s.tls_verify.unwrap_or(DEFAULT_TLS_VERIFY).to_value(),
+            "known-hosts" => s.known_hosts.to_value(),
             "latency" => s.latency_ms.to_value(),
             "timeout" => s.timeout_ms.to_value(),
             "congestion-control" => s.congestion_control.to_value(),
@@ -350,6 +409,22 @@ impl ObjectImpl for QuicNaluSrc {
 
 impl GstObjectImpl for QuicNaluSrc {}
 
+impl URIHandlerImpl for QuicNaluSrc {
+    const URI_TYPE: gst::URIType = gst::URIType::Src;
+
+    fn protocols() -> &'static [&'static str] {
+        &[uri::SCHEME]
+    }
+
+    fn uri(&self) -> Option<String> {
+        Some(uri::of(self.obj().upcast_ref()))
+    }
+
+    fn set_uri(&self, uri: &str) -> Result<(), glib::Error> {
+        uri::apply(self.obj().upcast_ref(), uri)
+    }
+}
+
 impl ElementImpl for QuicNaluSrc {
     fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
         static METADATA: Lazy<gst::subclass::ElementMetadata> = Lazy::new(|| {
@@ -378,6 +453,31 @@ impl ElementImpl for QuicNaluSrc {
             .expect("valid template")]
         });
         TEMPLATES.as_ref()
+    }
+}
+
+impl Settings {
+    fn address(&self) -> &str {
+        match (&self.address, self.mode) {
+            (Some(address), _) => address,
+            (None, Mode::Caller) => DEFAULT_ADDRESS,
+            (None, Mode::Listener) => DEFAULT_LISTEN_ADDRESS,
+        }
+    }
+
+    /// The known_hosts name of the sender: the host and port dialled; a listener's
+    /// caller has no fixed address, so it is whoever calls this port.
+    fn host_key(&self) -> String {
+        match self.mode {
+            Mode::Caller => host_key(self.address(), self.port as u16),
+            Mode::Listener => host_key("*", self.port as u16),
+        }
+    }
+
+    /// Trust on first use applies when nothing stricter is asked for.
+    fn trusts_on_first_use(&self, pinned: bool) -> bool {
+        let set = |o: &Option<String>| o.as_deref().is_some_and(|v| !v.is_empty());
+        !pinned && self.tls_verify.is_none() && !set(&self.ca_file) && !set(&self.server_name)
     }
 }
 
@@ -436,6 +536,25 @@ impl QuicNaluSrc {
                         .field("reason", reason)
                         .field("reconnecting", reconnecting)
                         .build()
+                }
+                ConnectionEvent::FirstUse {
+                    peer,
+                    fingerprint,
+                    known_hosts,
+                } => {
+                    let mut who = known_hosts.host.clone();
+                    if who != peer.to_string() {
+                        who.push_str(&format!(" ({peer})"));
+                    }
+                    let text = format!(
+                        "trusting {who} on first use: its certificate is SHA-256 \
+                         {fingerprint}, now remembered in {}; check it against the \
+                         fingerprint quicnalusink printed, and pin it with \
+                         certificate-fingerprint in production",
+                        known_hosts.path.display()
+                    );
+                    gst::element_warning!(element, gst::ResourceError::Settings, ("{}", text));
+                    return;
                 }
             };
             let _ = element.post_message(gst::message::Element::builder(s).src(&element).build());
@@ -535,21 +654,25 @@ impl QuicNaluSrc {
 impl BaseSrcImpl for QuicNaluSrc {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let s = self.settings.lock().unwrap().clone();
-        let peer = (s.address.as_str(), s.port as u16)
+        if s.mode == Mode::Caller && s.port == 0 {
+            return Err(gst::error_msg!(
+                gst::ResourceError::Settings,
+                ["port 0 is no sender's port (only mode=listener may pick a free one)"]
+            ));
+        }
+        let peer = (s.address(), s.port as u16)
             .to_socket_addrs()
             .ok()
             .and_then(|mut addrs| addrs.next())
             .ok_or_else(|| {
                 gst::error_msg!(
                     gst::ResourceError::NotFound,
-                    ["cannot resolve address '{}'", s.address]
+                    ["cannot resolve address '{}'", s.address()]
                 )
             })?;
         let server_name = s.server_name.clone().or_else(|| {
-            s.address
-                .parse::<IpAddr>()
-                .is_err()
-                .then(|| s.address.clone())
+            let named = s.mode == Mode::Caller && s.address().parse::<IpAddr>().is_err();
+            named.then(|| s.address().to_string())
         });
         let pin = s
             .certificate_fingerprint
@@ -563,16 +686,25 @@ impl BaseSrcImpl for QuicNaluSrc {
                     ["certificate-fingerprint: {}", e]
                 )
             })?;
+        let known_hosts = s.trusts_on_first_use(pin.is_some()).then(|| KnownHosts {
+            path: s.known_hosts.clone().filter(|p| !p.is_empty()).map_or_else(
+                || user_file(&glib::user_data_dir(), "known_hosts"),
+                PathBuf::from,
+            ),
+            host: s.host_key(),
+        });
         let capture = Capture::open(s.qlog_dir.as_deref(), s.keylog_file.as_deref())
             .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ["{}", e]))?;
         let stats_interval =
             (s.stats_interval_ms > 0).then(|| Duration::from_millis(s.stats_interval_ms.into()));
         let client = Client::start(ClientSettings {
             peer: SocketAddr::new(peer.ip(), peer.port()),
+            listen: s.mode == Mode::Listener,
             server_name,
             ca_file: s.ca_file.clone(),
-            verify: s.tls_verify,
+            verify: s.tls_verify.unwrap_or(DEFAULT_TLS_VERIFY),
             pin,
+            known_hosts,
             max_command_size: s.max_command_size.into(),
             capture,
             stats: Reporter::new(stats_interval, message_poster(self.obj().upcast_ref())),
@@ -595,7 +727,15 @@ impl BaseSrcImpl for QuicNaluSrc {
             on_connection: self.connection_messages(),
         })
         .map_err(|e| errors::message(&e, Direction::Receive, false))?;
-        gst::info!(CAT, imp = self, "connecting to {peer}");
+        match s.mode {
+            Mode::Caller => gst::info!(CAT, imp = self, "connecting to {peer}"),
+            Mode::Listener => gst::info!(
+                CAT,
+                imp = self,
+                "waiting on {} for a sender to call",
+                client.local_addr()
+            ),
+        }
         *self.timeline.lock().unwrap() = Timeline::default();
         *self.state.lock().unwrap() = State::Started {
             client: Arc::new(client),

@@ -8,6 +8,8 @@ use super::config::{self, CongestionControl};
 use super::control::{self, command_fits, Stopped, CONTROL_STREAM};
 use super::ending::{self, cannot_create, no_answer, poll_failed, violation, Outcome};
 use super::inbox::{Event, Inbox, Outgoing};
+use super::knock;
+use super::known_hosts::{KnownHosts, Verdict};
 use super::link::{gated, Interrupted, Link, NetThread};
 use super::logger::{self, Route};
 use super::monotonic_ns;
@@ -44,13 +46,20 @@ const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 const KEEPALIVE: Duration = Duration::from_secs(5);
 
 pub struct ClientSettings {
+    /// The sender; when `listen`, the local address to listen on until one calls.
     pub peer: SocketAddr,
+    /// `mode=listener`: wait for a calling sender's knock (knock.rs), then connect to
+    /// where it came from; after a lost connection, wait for the next.
+    pub listen: bool,
     pub server_name: Option<String>,
     pub ca_file: Option<String>,
     pub verify: bool,
     /// The sender's leaf certificate must have this SHA-256 fingerprint; replaces `verify`
     /// and `ca_file`.
     pub pin: Option<Fingerprint>,
+    /// Trust on first use (when there is no pin): the sender's certificate must be the one
+    /// this file remembers for it, or is remembered now. TLS then checks no chain.
+    pub known_hosts: Option<KnownHosts>,
     /// How long the handshake may take, and, once connected, how long the sender may stay
     /// silent (the idle timeout, at least 1 s) before the connection counts as lost.
     pub connect_timeout: Duration,
@@ -92,6 +101,12 @@ pub enum ConnectionEvent {
         reason: String,
         reconnecting: bool,
     },
+    /// A sender not seen before, trusted on first use and remembered.
+    FirstUse {
+        peer: SocketAddr,
+        fingerprint: Fingerprint,
+        known_hosts: KnownHosts,
+    },
 }
 
 struct Queue {
@@ -107,6 +122,7 @@ struct Queue {
 /// Handle to a running client; dropping it stops the thread and joins it.
 pub struct Client {
     net: NetThread<Queue>,
+    local: SocketAddr,
 }
 
 impl Client {
@@ -114,7 +130,7 @@ impl Client {
     /// [`Client::next`].
     pub fn start(settings: ClientSettings) -> Result<Client, Error> {
         let mut config = config::client(
-            settings.verify && settings.pin.is_none(),
+            settings.verify && settings.pin.is_none() && settings.known_hosts.is_none(),
             settings.ca_file.as_deref(),
             settings.congestion_control,
             settings.connect_timeout.max(MIN_IDLE_TIMEOUT),
@@ -128,7 +144,11 @@ impl Client {
         } else {
             Ipv6Addr::UNSPECIFIED.into()
         };
-        let bind = SocketAddr::new(any, 0);
+        let bind = if settings.listen {
+            settings.peer
+        } else {
+            SocketAddr::new(any, 0)
+        };
         let endpoint = Endpoint::bind(bind).map_err(Error::Bind)?;
         let link = Arc::new(Link::new(Queue {
             events: Inbox::new(settings.queue_len),
@@ -142,13 +162,26 @@ impl Client {
         let mut settings = settings;
         settings.on_connection = gated(&link, settings.on_connection);
         settings.stats.wrap_poster(|post| gated(&link, post));
-        let first = Loop::new(endpoint, config, link.clone(), settings, None, counters)?;
-        let route = first.settings.log.clone();
+        let route = settings.log.clone();
+        let local = endpoint.local;
+        let run: Box<dyn FnOnce() + Send> = if settings.listen {
+            gst::info!(CAT, "listening on {local} for a calling sender");
+            let link = link.clone();
+            Box::new(move || answer_first_caller(endpoint, config, link, settings, counters))
+        } else {
+            let first = Loop::new(endpoint, config, link.clone(), settings, None, counters)?;
+            Box::new(move || drive(first))
+        };
         let net = NetThread::spawn("quicnalu-src-net", link, waker, move || {
             logger::route(route);
-            drive(first)
+            run()
         })?;
-        Ok(Client { net })
+        Ok(Client { net, local })
+    }
+
+    /// The local address: with `listen`, where callers knock.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
     }
 
     /// The latest snapshot of the counters (at most stats::REFRESH old).
@@ -197,7 +230,11 @@ impl Client {
 /// attempts as the reconnect policy (backoff.rs) says, each resuming at the next keyframe.
 fn drive(mut conn: Loop) {
     let peer = conn.settings.peer;
-    let mut backoff = Backoff::new(peer, conn.settings.reconnect);
+    let mut backoff = if conn.settings.listen {
+        Backoff::listening(peer, conn.settings.reconnect)
+    } else {
+        Backoff::new(peer, conn.settings.reconnect)
+    };
     loop {
         let outcome = conn.run();
         conn.report(&outcome);
@@ -210,6 +247,29 @@ fn drive(mut conn: Loop) {
             Next::Fail(why) => {
                 conn.fail(why);
                 break;
+            }
+            Next::AwaitCaller { until } => {
+                let caller = match await_knock(&mut conn.endpoint, &conn.link, &mut conn.buf, until)
+                {
+                    Waited::Knock(from) => from,
+                    Waited::Stopping => return,
+                    Waited::Expired => {
+                        conn.fail(backoff.expired());
+                        break;
+                    }
+                };
+                gst::info!(CAT, "{caller} called: connecting to it");
+                conn.settings.peer = caller;
+                backoff.set_peer(caller);
+                let window = conn.settings.connect_timeout;
+                conn = match conn.reconnect(window) {
+                    Ok(next) => next,
+                    Err((link, why)) => {
+                        link.update(|s| s.failure = Some(why));
+                        link.wait_shutdown();
+                        return;
+                    }
+                };
             }
             Next::Retry { after, window } => {
                 if after.is_some_and(|t| !conn.pause_until(t)) {
@@ -229,6 +289,66 @@ fn drive(mut conn: Loop) {
     }
     // Nothing more will happen: wait for stop().
     conn.link.wait_shutdown();
+}
+
+/// Listening: waits for the first caller's knock, then connects to it and carries on as
+/// [`drive`].
+fn answer_first_caller(
+    mut endpoint: Endpoint,
+    config: quiche::Config,
+    link: Arc<Link<Queue>>,
+    mut settings: ClientSettings,
+    counters: ReceiverCounters,
+) {
+    let mut buf = vec![0; 65536];
+    match await_knock(&mut endpoint, &link, &mut buf, None) {
+        Waited::Knock(caller) => {
+            gst::info!(CAT, "{caller} called: connecting to it");
+            settings.peer = caller;
+        }
+        Waited::Stopping | Waited::Expired => return,
+    }
+    match Loop::new(endpoint, config, link.clone(), settings, None, counters) {
+        Ok(first) => drive(first),
+        Err(why) => {
+            link.update(|s| s.failure = Some(why));
+            link.wait_shutdown();
+        }
+    }
+}
+
+enum Waited {
+    Knock(SocketAddr),
+    Stopping,
+    Expired,
+}
+
+/// Reads datagrams until a knock comes (knock.rs), the element stops, or `until` passes;
+/// anything else (a lost connection's late packets) is dropped.
+fn await_knock(
+    endpoint: &mut Endpoint,
+    link: &Link<Queue>,
+    buf: &mut [u8],
+    until: Option<Instant>,
+) -> Waited {
+    let mut events = Events::with_capacity(4);
+    loop {
+        if link.lock().shutdown {
+            return Waited::Stopping;
+        }
+        while let Some(d) = endpoint.recv(buf) {
+            if d.ranges().any(|r| knock::is_knock(&buf[r])) {
+                return Waited::Knock(d.from);
+            }
+        }
+        if until.is_some_and(|t| Instant::now() >= t) {
+            return Waited::Expired;
+        }
+        if let Err(e) = endpoint.wait(&mut events, [until], false) {
+            link.update(|s| s.failure = Some(poll_failed(e)));
+            return Waited::Stopping;
+        }
+    }
 }
 
 /// Where one connection stands.
@@ -505,6 +625,27 @@ impl Loop {
     /// Why the sender's certificate, which TLS accepted, is still not the sender's.
     fn certificate_refusal(&self) -> Option<Error> {
         let s = &self.settings;
+        if let (None, Some(known)) = (s.pin, &s.known_hosts) {
+            let Some(der) = self.conn.peer_cert() else {
+                return Some(Error::Certificate(format!(
+                    "{} presented no certificate to trust",
+                    s.peer
+                )));
+            };
+            let fingerprint = Fingerprint::of_der(der);
+            return match known.check(fingerprint) {
+                Ok(Verdict::New) => {
+                    (s.on_connection)(ConnectionEvent::FirstUse {
+                        peer: s.peer,
+                        fingerprint,
+                        known_hosts: known.clone(),
+                    });
+                    None
+                }
+                Ok(_) => None,
+                Err(why) => Some(Error::Certificate(why)),
+            };
+        }
         let named = s.server_name.as_deref().is_some_and(|n| !n.is_empty());
         let check = match s.pin {
             Some(pin) => Check::Pin(pin),

@@ -103,7 +103,7 @@ fn check_readable(what: &str, path: &str) -> Result<(), String> {
 pub enum Identity {
     /// A PEM certificate chain and its private key.
     Files { cert: String, key: String },
-    /// Made at start for this run (receivers pin its fingerprint).
+    /// Made by us: for this run (`self-signed`), or kept from the first.
     SelfSigned(SelfSigned),
 }
 
@@ -116,9 +116,7 @@ pub fn server(
     let (mut config, fingerprint) = match identity {
         Identity::Files { cert, key } => {
             if cert.is_empty() || key.is_empty() {
-                return Err("cert-file and key-file must both be set (PEM files), \
-                            or self-signed enabled"
-                    .into());
+                return Err("cert-file and key-file must be set together (PEM files)".into());
             }
             check_readable("certificate file", cert)?;
             check_readable("key file", key)?;

@@ -13,6 +13,7 @@ use super::entry::{refuse_token, Entered, Entry, Limits};
 use super::fanout::{self, Fanout, CAT, MAX_BACKLOG};
 use super::gate;
 use super::join::JoinMode;
+use super::knock::{self, Knocker};
 use super::link::{gated, Interrupted, Link, NetThread};
 use super::logger::{self, Route};
 use super::monotonic_ns;
@@ -33,7 +34,11 @@ use std::time::{Duration, Instant};
 use fanout::{Admission, Estimate, MediaFrame, ReceiverEvent};
 
 pub struct ServerSettings {
+    /// Where to listen; with `call`, the local address to send from.
     pub addr: SocketAddr,
+    /// A listening receiver to knock at while no receiver is connected (`mode=caller`,
+    /// knock.rs): it connects back to us.
+    pub call: Option<SocketAddr>,
     pub identity: Identity,
     /// Answer a new client with a QUIC Retry first, so that only a client that receives at
     /// its source address gets a connection (see retry.rs).
@@ -183,7 +188,8 @@ impl Server {
                 capture: settings.capture,
                 refusals: Bucket::new(ratelimit::TOKEN_REFUSALS, Instant::now()),
             };
-            Loop::new(endpoint, config, thread_link, policy, entry, app).run()
+            let knocker = settings.call.map(|to| (to, Knocker::default()));
+            Loop::new(endpoint, config, thread_link, policy, entry, app, knocker).run()
         })?;
         Ok(Server {
             net,
@@ -352,6 +358,8 @@ struct Loop {
     unread: bool,
     app: App,
     entry: Entry,
+    /// With `mode=caller`: whom to knock at, and when.
+    knocker: Option<(SocketAddr, Knocker)>,
     buf: Vec<u8>,
     out: Vec<u8>,
 }
@@ -364,6 +372,7 @@ impl Loop {
         policy: fanout::Policy,
         entry: Entry,
         app: App,
+        knocker: Option<(SocketAddr, Knocker)>,
     ) -> Self {
         Loop {
             endpoint,
@@ -375,6 +384,7 @@ impl Loop {
             unread: false,
             app,
             entry,
+            knocker,
             buf: vec![0; 65536],
             out: vec![0; config::MAX_DATAGRAM_SIZE],
         }
@@ -393,7 +403,11 @@ impl Loop {
                         r.conn().outbox.release_at(),
                     ]
                 })
-                .chain([self.fanout.timeout(now), Some(self.app.reporter.due())])
+                .chain([
+                    self.fanout.timeout(now),
+                    Some(self.app.reporter.due()),
+                    self.knocker.as_ref().and_then(|(_, k)| k.due()),
+                ])
                 .collect();
             // Commands left unread in quiche raise no socket event: come straight back.
             let unread = self.unread || self.fanout.receivers().any(|r| r.conn().control_unread);
@@ -428,10 +442,25 @@ impl Loop {
                 (self.app.on_estimate)(estimate);
             }
             self.reap();
+            self.knock(now);
             self.report();
             self.publish();
             let blocked = self.fanout.receivers().any(|r| r.conn().outbox.blocked());
             self.endpoint.watch_writable(blocked);
+        }
+    }
+
+    /// With `mode=caller`, knocks at the listening receiver while none is connected.
+    fn knock(&mut self, now: Instant) {
+        let connected = self.fanout.receivers().next().is_some();
+        let Some((to, knocker)) = &mut self.knocker else {
+            return;
+        };
+        if knocker.poll(now, connected) {
+            gst::debug!(CAT, "knocking at {to}");
+            if let Err(e) = self.endpoint.socket.send_to(&knock::knock(), *to) {
+                gst::debug!(CAT, "knock at {to}: {e}");
+            }
         }
     }
 

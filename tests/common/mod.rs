@@ -586,3 +586,15 @@ pub fn fingerprints(pad: &gst::Pad) -> Fingerprints {
     });
     out
 }
+
+/// A folder holding only the plugin library this test run built, for GST_PLUGIN_PATH in
+/// child processes. `cargo test` builds it as target/<profile>/deps/libgstquicnalu.so and
+/// leaves target/<profile>/libgstquicnalu.so as the last `cargo build` made it.
+pub fn plugin_dir() -> tempfile::TempDir {
+    let exe = std::env::current_exe().expect("test binary path");
+    let built = exe.with_file_name("libgstquicnalu.so");
+    assert!(built.is_file(), "no plugin library at {}", built.display());
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::os::unix::fs::symlink(&built, dir.path().join("libgstquicnalu.so")).expect("link");
+    dir
+}

@@ -1,0 +1,131 @@
+//! `quicnalu://host:port?property=value&...`, the URI both elements take as GstURIHandlers
+//! (as srt:// does): host and port are the `address` and `port` properties, and every query
+//! key names a property, its value in gst-launch-1.0's syntax, percent-encoded where needed.
+
+use gst::glib;
+use gst::prelude::*;
+
+pub const SCHEME: &str = "quicnalu";
+
+/// Sets `element`'s properties from `uri`. Every value is checked before any is set, so a
+/// bad URI changes nothing.
+pub fn apply(element: &gst::Element, uri: &str) -> Result<(), glib::Error> {
+    if element.current_state() > gst::State::Ready {
+        return Err(glib::Error::new(
+            gst::URIError::BadState,
+            "the URI can only be changed in the NULL or READY state",
+        ));
+    }
+    let bad = |why: String| glib::Error::new(gst::URIError::BadUri, &why);
+    let parsed = glib::Uri::parse(uri, glib::UriFlags::ENCODED_QUERY)
+        .map_err(|e| bad(format!("'{uri}' is not a URI: {e}")))?;
+    if !parsed.scheme().eq_ignore_ascii_case(SCHEME) {
+        return Err(glib::Error::new(
+            gst::URIError::UnsupportedProtocol,
+            &format!("'{uri}' is not a {SCHEME}:// URI"),
+        ));
+    }
+    let mut values: Vec<(String, glib::Value)> = Vec::new();
+    if let Some(host) = parsed.host().filter(|h| !h.is_empty()) {
+        values.push(("address".into(), host.to_value()));
+    }
+    // -1: no port in the URI.
+    if parsed.port() >= 0 {
+        values.push(("port".into(), (parsed.port() as u32).to_value()));
+    }
+    let query = parsed.query().unwrap_or_default();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, text) = pair
+            .split_once('=')
+            .ok_or_else(|| bad(format!("'{pair}' in '{uri}' is not property=value")))?;
+        let unescape = |s: &str| {
+            glib::Uri::unescape_string(s, None::<&str>)
+                .map(String::from)
+                .ok_or_else(|| bad(format!("'{s}' in '{uri}' is not percent-encoded right")))
+        };
+        let (key, text): (String, String) = (unescape(key)?, unescape(text)?);
+        let pspec = element
+            .find_property(&key)
+            .filter(|p| p.flags().contains(glib::ParamFlags::WRITABLE))
+            .ok_or_else(|| {
+                bad(format!(
+                    "{} has no property '{key}' to set (from '{uri}')",
+                    element.factory().map_or("the element".into(), |f| f.name())
+                ))
+            })?;
+        let value = glib::Value::deserialize_with_pspec(&text, &pspec)
+            .map_err(|_| bad(format!("'{text}' is not a value for {key} (from '{uri}')")))?;
+        values.push((key, value));
+    }
+    for (key, value) in values {
+        element.set_property_from_value(&key, &value);
+    }
+    Ok(())
+}
+
+/// The URI for `element`'s address and port.
+pub fn of(element: &gst::Element) -> String {
+    let address = element
+        .property::<Option<String>>("address")
+        .unwrap_or_default();
+    let port = element.property::<u32>("port");
+    let host = if address.contains(':') {
+        format!("[{address}]")
+    } else {
+        address
+    };
+    format!("{SCHEME}://{host}:{port}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src() -> gst::Element {
+        gst::init().unwrap();
+        crate::plugin_register_static().unwrap();
+        gst::ElementFactory::make("quicnalusrc").build().unwrap()
+    }
+
+    #[test]
+    fn host_port_and_query_set_properties() {
+        let e = src();
+        apply(
+            &e,
+            "quicnalu://[::1]:5000?latency=80&token=a%20b%26c&reconnect=false&congestion-control=bbr2",
+        )
+        .unwrap();
+        assert_eq!(e.property::<Option<String>>("address").unwrap(), "::1");
+        assert_eq!(e.property::<u32>("port"), 5000);
+        assert_eq!(e.property::<u32>("latency"), 80);
+        assert_eq!(e.property::<Option<String>>("token").unwrap(), "a b&c");
+        assert!(!e.property::<bool>("reconnect"));
+        assert_eq!(of(&e), "quicnalu://[::1]:5000");
+    }
+
+    #[test]
+    fn a_bad_uri_changes_nothing() {
+        let e = src();
+        for (uri, says) in [
+            (
+                "quicnalu://h:1?latency=80&nonsense=1",
+                "no property 'nonsense'",
+            ),
+            (
+                "quicnalu://h:1?latency=soon",
+                "'soon' is not a value for latency",
+            ),
+            ("quicnalu://h:1?stats=x", "no property 'stats'"),
+            ("quicnalu://h:1?latency", "is not property=value"),
+            ("srt://h:1", "not a quicnalu:// URI"),
+        ] {
+            let err = apply(&e, uri).unwrap_err();
+            assert!(err.message().contains(says), "{uri}: {err}");
+        }
+        assert_eq!(e.property::<u32>("latency"), 200);
+        assert_eq!(
+            e.property::<Option<String>>("address").unwrap(),
+            "127.0.0.1"
+        );
+    }
+}
