@@ -586,3 +586,15 @@ pub fn fingerprints(pad: &gst::Pad) -> Fingerprints {
     });
     out
 }
+
+/// The plugin's cdylib as this `cargo test` built it: next to the test binary
+/// (target/<profile>/deps/), or one level up where `cargo build` copies it.
+pub fn plugin_library() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let deps = exe.parent().expect("deps folder");
+    [deps, deps.parent().expect("profile folder")]
+        .iter()
+        .map(|dir| dir.join("libgstquicnalu.so"))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("libgstquicnalu.so not built next to {}", exe.display()))
+}
