@@ -32,8 +32,11 @@ install: plugin
 uninstall:
 	$(INSTALL_ENV) ./scripts/install-plugin.sh uninstall
 
-demo: build
-	$(CARGO) run --release --example loopback
+# Builds only the loopback example (and the plugin it links), so the first frame is not
+# behind a build of every test and bench. It shows the video when there is a display, and
+# otherwise writes a decoded picture to target/demo-frame.png.
+demo: deps
+	$(CARGO) run --release -p gst-plugin-quicnalu --example loopback
 
 test: deps
 	$(CARGO) test --release --workspace

@@ -1,6 +1,7 @@
 //! The application examples run as a user runs them and tell what they saw: examples/app.rs
 //! (which `cargo test` builds into target/<profile>/examples/) and examples/app.py under the
-//! system Python with GST_PLUGIN_PATH pointing at the built plugin.
+//! system Python with GST_PLUGIN_PATH pointing at the built plugin; and `make demo`'s
+//! loopback example without a display.
 
 mod common;
 
@@ -43,6 +44,7 @@ fn rust_example(name: &str) -> PathBuf {
     let root = manifest_dir();
     for source in [
         root.join(format!("examples/{name}.rs")),
+        root.join("examples/common"),
         root.join("src"),
         root.join("gst-plugin-meta/src"),
     ] {
@@ -155,4 +157,30 @@ fn python_app_fails_without_the_plugin() {
         "{}",
         text(&out)
     );
+}
+
+/// Without a display the demo never builds autovideosink (it can crash while probing) and
+/// writes the first decoded picture to target/demo-frame.png instead.
+#[test]
+fn demo_writes_a_png_without_a_display() {
+    let loopback = rust_example("loopback");
+    // target/<profile>/examples/loopback -> target/demo-frame.png
+    let expected = loopback.ancestors().nth(3).unwrap().join("demo-frame.png");
+    let out = Command::new(&loopback)
+        .args(["-s", "1"])
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .output()
+        .expect("run the loopback example");
+    let all = text(&out);
+    assert!(out.status.success(), "demo failed: {all}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("result:               OK"), "{all}");
+    let png = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("first decoded frame:  "))
+        .unwrap_or_else(|| panic!("no PNG reported: {all}"));
+    assert_eq!(Path::new(png), expected, "{all}");
+    let bytes = std::fs::read(png).expect("the PNG file");
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG: {png}");
 }
