@@ -219,10 +219,11 @@ class App:
             metas, decoded = list(self.metas), self.decoded
         if metas:
             latencies = sorted((arrived - sent) / 1e6 for _, sent, arrived, _ in metas)
+            keyframes = sum(1 for m in metas if m[3] & KEYFRAME)
             gaps = sum(1 for m in metas if m[3] & GAP)
             say(
-                f"receiver: {len(metas)} buffers with QuicNaluMeta, seq {metas[0][0]}..{metas[-1][0]}, "
-                f"{sum(1 for m in metas if m[3] & KEYFRAME)} keyframes, {gaps} after a gap; "
+                f"receiver: {len(metas)} buffers with QuicNaluMeta, "
+                f"seq {metas[0][0]}..{metas[-1][0]}, {keyframes} keyframes, {gaps} after a gap; "
                 f"latency p50 {latencies[len(latencies) // 2]:.2f} ms, max {latencies[-1]:.2f} ms"
             )
         say(f"receiver: {decoded} pictures decoded")
