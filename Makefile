@@ -4,9 +4,15 @@
 # rustup installs cargo here; CI shells may not have it on PATH.
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
-PLUGIN_DIR := $(CURDIR)/target/release
+PLUGIN_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/release
+# make install PREFIX=/usr/local [DESTDIR=stage] [LIBDIR=lib64]; no PREFIX: the user's
+# plugin folder. Set here so stray variables in the environment do not pick the place.
+PREFIX :=
+DESTDIR :=
+LIBDIR :=
+INSTALL_ENV = PREFIX="$(PREFIX)" DESTDIR="$(DESTDIR)" LIBDIR="$(LIBDIR)"
 
-.PHONY: all deps build demo test bench fuzz inspect clean
+.PHONY: all deps build plugin demo test bench fuzz inspect install uninstall clean
 
 all: build
 
@@ -16,8 +22,21 @@ deps:
 build: deps
 	$(CARGO) build --release --workspace --all-targets
 
-demo: build
-	$(CARGO) run --release --example loopback
+# The plugin library alone: no tests, benches or examples.
+plugin: deps
+	$(CARGO) build --release -p gst-plugin-quicnalu --lib
+
+install: plugin
+	$(INSTALL_ENV) ./scripts/install-plugin.sh install $(PLUGIN_DIR)/libgstquicnalu.so
+
+uninstall:
+	$(INSTALL_ENV) ./scripts/install-plugin.sh uninstall
+
+# Builds only the loopback example (and the plugin it links), so the first frame is not
+# behind a build of every test and bench. It shows the video when there is a display, and
+# otherwise writes a decoded picture to target/demo-frame.png.
+demo: deps
+	$(CARGO) run --release -p gst-plugin-quicnalu --example loopback
 
 test: deps
 	$(CARGO) test --release --workspace
@@ -41,7 +60,7 @@ fuzz: deps
 	done
 
 # Show both elements as gst-inspect-1.0 sees them from the build folder.
-inspect: build
+inspect: plugin
 	GST_PLUGIN_PATH=$(PLUGIN_DIR) gst-inspect-1.0 quicnalusink
 	GST_PLUGIN_PATH=$(PLUGIN_DIR) gst-inspect-1.0 quicnalusrc
 

@@ -1,20 +1,23 @@
 //! `make demo`: encodes a clip with x265enc, makes a throw-away certificate, streams the clip
-//! over QUIC on 127.0.0.1 with real-time pacing, decodes it, and prints what happened.
+//! over QUIC on 127.0.0.1 with real-time pacing, decodes it, shows it (or, without a display,
+//! writes the first decoded picture to a PNG file), and prints what happened.
 //!
-//!     cargo run --release --example loopback -- [-s SECONDS] [--show]
+//!     cargo run --release --example loopback -- [-s SECONDS] [--show | --png FILE]
 
 mod common;
 
 use gst::prelude::*;
 use gst_plugin_meta::QuicNaluMeta;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-const USAGE: &str = "usage: loopback [-s SECONDS] [--show]
+const USAGE: &str = "usage: loopback [-s SECONDS] [--show | --png FILE]
   -s SECONDS  length of the generated 720p30 clip (default 5)
-  --show      display the decoded video (needs a display); default: decode only";
+  --show      display the decoded video (default when DISPLAY or WAYLAND_DISPLAY is set)
+  --png FILE  write the first decoded picture to FILE instead (default without a display:
+              demo-frame.png in the build's target folder)";
 
 #[derive(Default)]
 struct Tally {
@@ -26,7 +29,7 @@ struct Tally {
 }
 
 fn main() {
-    let flags = common::parse_flags(USAGE, &["-s"], &["--show"]);
+    let flags = common::parse_flags(USAGE, &["-s", "--png"], &["--show"]);
     let seconds: u32 = flags
         .get("-s")
         .map(|s| {
@@ -34,6 +37,16 @@ fn main() {
                 .unwrap_or_else(|_| common::die(USAGE, "-s takes seconds"))
         })
         .unwrap_or(5);
+    if flags.contains_key("--show") && flags.contains_key("--png") {
+        common::die(USAGE, "--show and --png exclude each other");
+    }
+    // autovideosink without a display probes sinks that can crash (dfbvideosink), so a
+    // headless run never builds one.
+    let output = match flags.get("--png") {
+        Some(png) => Output::Png(png.into()),
+        None if flags.contains_key("--show") || has_display() => Output::Window,
+        None => Output::Png(default_png()),
+    };
     common::init();
     let dir = std::env::temp_dir().join(format!("quicnalu-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -58,10 +71,9 @@ fn main() {
         .unwrap_or_else(|_| common::die("", "sender failed to start"));
     let port: u32 = sender.by_name("sink").expect("sink").property("bound-port");
 
-    let video_sink = if flags.contains_key("--show") {
-        "videoconvert ! autovideosink"
-    } else {
-        "fakesink sync=true"
+    let video_sink = match &output {
+        Output::Window => "videoconvert ! autovideosink",
+        Output::Png(_) => "fakesink sync=true",
     };
     let receiver = common::launch(&format!(
         "quicnalusrc name=src address=127.0.0.1 port={port} ca-file={} ! \
@@ -79,6 +91,27 @@ fn main() {
         t.decoded += 1;
         t.first_decoded.get_or_insert_with(Instant::now);
     });
+    // The first decoded picture, encoded to PNG after the run so it costs the stream nothing
+    // (and probed after the count above, so its copy is not in the time to the first frame).
+    let first_picture = Arc::new(Mutex::new(None::<gst::Sample>));
+    if let Output::Png(_) = &output {
+        let store = first_picture.clone();
+        let pad = receiver.by_name("dec").and_then(|d| d.static_pad("src"));
+        pad.expect("decoder src pad")
+            .add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+                let mut first = store.lock().unwrap();
+                if let (None, Some(buffer)) = (&*first, info.buffer()) {
+                    // A copy: holding the decoder's own buffer could starve its pool.
+                    *first = Some(
+                        gst::Sample::builder()
+                            .buffer(&buffer.copy_deep().expect("copyable picture"))
+                            .caps_if_some(pad.current_caps().as_ref())
+                            .build(),
+                    );
+                }
+                gst::PadProbeReturn::Ok
+            });
+    }
 
     let started = Instant::now();
     eprintln!("streaming over QUIC on 127.0.0.1:{port} ...");
@@ -121,14 +154,77 @@ fn main() {
         pct(0.99),
         pct(1.0)
     );
-    let ok = sent == Some(true) && t.sent == t.received && t.received == t.decoded;
-    println!(
-        "result:               {}",
-        if ok { "OK" } else { "FRAMES MISSING" }
-    );
-    if !ok {
+    let mut failed = Vec::new();
+    if sent != Some(true) {
+        failed.push("SENDER DID NOT FINISH");
+    }
+    if t.sent != t.received || t.received != t.decoded {
+        failed.push("FRAMES MISSING");
+    }
+    match &output {
+        Output::Window => println!("shown:                in a window (autovideosink)"),
+        Output::Png(png) => {
+            let picture = first_picture.lock().unwrap().take();
+            match picture.ok_or_else(|| "nothing decoded".to_string()) {
+                Ok(sample) => match write_png(&sample, png) {
+                    Ok(()) => println!("first decoded frame:  {}", png.display()),
+                    Err(e) => {
+                        println!(
+                            "first decoded frame:  not written to {}: {e}",
+                            png.display()
+                        );
+                        failed.push("NO PNG");
+                    }
+                },
+                Err(e) => {
+                    println!("first decoded frame:  none: {e}");
+                    failed.push("NO PNG");
+                }
+            }
+        }
+    }
+    if failed.is_empty() {
+        println!("result:               OK");
+    } else {
+        println!("result:               {}", failed.join(", "));
         std::process::exit(1);
     }
+}
+
+/// Where the decoded pictures go.
+enum Output {
+    Window,
+    Png(PathBuf),
+}
+
+fn has_display() -> bool {
+    ["DISPLAY", "WAYLAND_DISPLAY"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|d| !d.is_empty()))
+}
+
+/// target/demo-frame.png: this binary is target/<profile>/examples/loopback.
+fn default_png() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.join("demo-frame.png")))
+        .unwrap_or_else(|| PathBuf::from("demo-frame.png"))
+}
+
+/// Encodes the picture in `sample` to a PNG file at `png`.
+fn write_png(sample: &gst::Sample, png: &Path) -> Result<(), String> {
+    let pipeline = common::launch(&format!(
+        "appsrc name=in ! videoconvert ! pngenc ! filesink location={}",
+        png.display()
+    ));
+    let appsrc = pipeline
+        .by_name("in")
+        .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+        .expect("appsrc");
+    appsrc.set_caps(sample.caps_owned().as_ref());
+    appsrc.push_sample(sample).map_err(|e| e.to_string())?;
+    appsrc.end_of_stream().map_err(|e| e.to_string())?;
+    common::run(&pipeline)
 }
 
 /// Calls `f` for every buffer leaving `element`'s `pad`.

@@ -10,6 +10,7 @@ PACKAGES=(
   gstreamer1.0-plugins-base-apps                       # gst-play-1.0, for the URI tests
   gstreamer1.0-plugins-bad gstreamer1.0-libav          # h265parse, x265enc, srt, avdec_h265
   libx265-dev x265 ffmpeg openssl
+  python3 python3-gi gir1.2-gstreamer-1.0              # examples/app.py (PyGObject)
 )
 
 missing=()

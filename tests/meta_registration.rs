@@ -8,19 +8,6 @@ mod common;
 
 use gst::prelude::*;
 use gst_plugin_meta::QuicNaluMeta;
-use std::path::PathBuf;
-
-/// The plugin's cdylib: cargo builds it next to this test binary (target/<profile>/deps/)
-/// and copies it one level up only on `cargo build`.
-fn plugin_library() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    [deps, deps.parent().unwrap()]
-        .iter()
-        .map(|dir| dir.join("libgstquicnalu.so"))
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("libgstquicnalu.so not built next to {}", exe.display()))
-}
 
 #[test]
 fn app_and_plugin_both_register() {
@@ -29,7 +16,7 @@ fn app_and_plugin_both_register() {
     assert!(gst::meta::CustomMeta::is_registered(
         gst_plugin_meta::META_NAME
     ));
-    let library = plugin_library();
+    let library = common::plugin_library();
     let plugin = gst::Plugin::load_file(&library)
         .unwrap_or_else(|e| panic!("load {}: {e}", library.display()));
     assert_eq!(plugin.plugin_name(), "quicnalu");

@@ -587,14 +587,24 @@ pub fn fingerprints(pad: &gst::Pad) -> Fingerprints {
     out
 }
 
-/// A folder holding only the plugin library this test run built, for GST_PLUGIN_PATH in
-/// child processes. `cargo test` builds it as target/<profile>/deps/libgstquicnalu.so and
-/// leaves target/<profile>/libgstquicnalu.so as the last `cargo build` made it.
-pub fn plugin_dir() -> tempfile::TempDir {
+/// The plugin's cdylib as this `cargo test` built it: next to the test binary
+/// (target/<profile>/deps/), or one level up where `cargo build` copies it. (`cargo test`
+/// leaves the copy one level up as the last `cargo build` made it.)
+pub fn plugin_library() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let built = exe.with_file_name("libgstquicnalu.so");
-    assert!(built.is_file(), "no plugin library at {}", built.display());
+    let deps = exe.parent().expect("deps folder");
+    [deps, deps.parent().expect("profile folder")]
+        .iter()
+        .map(|dir| dir.join("libgstquicnalu.so"))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("libgstquicnalu.so not built next to {}", exe.display()))
+}
+
+/// A folder holding only [`plugin_library`], for GST_PLUGIN_PATH in child processes (the
+/// build folders hold other libraries GStreamer would try to load).
+pub fn plugin_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::os::unix::fs::symlink(&built, dir.path().join("libgstquicnalu.so")).expect("link");
+    std::os::unix::fs::symlink(plugin_library(), dir.path().join("libgstquicnalu.so"))
+        .expect("link");
     dir
 }

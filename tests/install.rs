@@ -1,0 +1,175 @@
+//! `make install`'s copy step (scripts/install-plugin.sh, run directly: cargo holds the build
+//! lock while tests run) puts the plugin where GStreamer finds it without GST_PLUGIN_PATH,
+//! and `make uninstall`'s takes away everything it put there.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Variables that would change where the plugin goes or where GStreamer looks, removed so
+/// only what a test sets counts.
+const AMBIENT: [&str; 8] = [
+    "PREFIX",
+    "DESTDIR",
+    "LIBDIR",
+    "XDG_DATA_HOME",
+    "GST_PLUGIN_PATH",
+    "GST_PLUGIN_PATH_1_0",
+    "GST_REGISTRY",
+    "GST_REGISTRY_1_0",
+];
+
+fn command(program: impl AsRef<std::ffi::OsStr>, env: &[(&str, &Path)]) -> Command {
+    let mut c = Command::new(program);
+    for var in AMBIENT {
+        c.env_remove(var);
+    }
+    c.envs(env.iter().map(|(k, v)| (k, v)));
+    c
+}
+
+fn succeed(mut c: Command) -> String {
+    let out = c.output().unwrap_or_else(|e| panic!("{c:?}: {e}"));
+    assert!(out.status.success(), "{c:?} failed: {}", describe(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "{}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn script(action: &str, env: &[(&str, &Path)]) -> String {
+    let mut c = command(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install-plugin.sh"),
+        env,
+    );
+    c.arg(action);
+    if action == "install" {
+        c.arg(common::plugin_library());
+    }
+    succeed(c)
+}
+
+/// `gst-inspect-1.0 quicnalusink` with `env` and nothing else pointing at plugins.
+fn inspect(env: &[(&str, &Path)]) -> Output {
+    command("gst-inspect-1.0", env)
+        .arg("quicnalusink")
+        .output()
+        .expect("run gst-inspect-1.0")
+}
+
+/// Every file and folder under `dir`.
+fn contents(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(contents(&path));
+        }
+        found.push(path);
+    }
+    found
+}
+
+#[test]
+fn user_plugin_folder_by_default() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let registry = tmp.path().join("registry.bin");
+    let env = [
+        ("XDG_DATA_HOME", data.as_path()),
+        ("GST_REGISTRY", registry.as_path()),
+    ];
+
+    let said = script("install", &env);
+    let installed = data.join("gstreamer-1.0/plugins/libgstquicnalu.so");
+    assert!(
+        installed.is_file(),
+        "not at {}: {said}",
+        installed.display()
+    );
+    assert_eq!(contents(&data).len(), 3, "only the library and its folders");
+
+    let found = inspect(&env);
+    assert!(found.status.success(), "not found: {}", describe(&found));
+    let text = String::from_utf8_lossy(&found.stdout);
+    assert!(
+        text.contains(&*installed.to_string_lossy()),
+        "loaded from somewhere else: {text}"
+    );
+
+    script("uninstall", &env);
+    assert_eq!(contents(&data), Vec::<PathBuf>::new(), "left behind");
+    // The same registry notices the plugin is gone.
+    let gone = inspect(&env);
+    assert!(!gone.status.success(), "still found: {}", describe(&gone));
+}
+
+#[test]
+fn prefix_with_destdir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let stage = tmp.path().join("stage");
+    std::fs::create_dir(&stage).unwrap();
+    let env = [
+        ("PREFIX", Path::new("/usr/local")),
+        ("DESTDIR", stage.as_path()),
+    ];
+
+    script("install", &env);
+    let files: Vec<PathBuf> = contents(&stage)
+        .into_iter()
+        .filter(|p| p.is_file())
+        .collect();
+    assert_eq!(files.len(), 1, "one file: {files:?}");
+    let installed = &files[0];
+    // $DESTDIR/usr/local/lib[/<multiarch>]/gstreamer-1.0/libgstquicnalu.so
+    let folder = installed.parent().unwrap();
+    assert!(
+        folder.ends_with("gstreamer-1.0") && folder.starts_with(stage.join("usr/local/lib")),
+        "{}",
+        installed.display()
+    );
+    assert_eq!(
+        installed.file_name().unwrap().to_string_lossy(),
+        "libgstquicnalu.so"
+    );
+
+    // GStreamer loads it from there (pointed at it, as it would be with the prefix live).
+    let registry = tmp.path().join("registry.bin");
+    let data = tmp.path().join("data");
+    let found = inspect(&[
+        ("GST_PLUGIN_PATH", folder),
+        ("GST_REGISTRY", &registry),
+        ("XDG_DATA_HOME", &data),
+    ]);
+    assert!(found.status.success(), "not found: {}", describe(&found));
+
+    script("uninstall", &env);
+    assert_eq!(contents(&stage), Vec::<PathBuf>::new(), "left behind");
+}
+
+#[test]
+fn prefix_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prefix = tmp.path().join("prefix");
+    std::fs::create_dir(&prefix).unwrap();
+    let env = [("PREFIX", prefix.as_path())];
+
+    script("install", &env);
+    let files: Vec<PathBuf> = contents(&prefix)
+        .into_iter()
+        .filter(|p| p.is_file())
+        .collect();
+    assert_eq!(files.len(), 1, "one file: {files:?}");
+    assert!(files[0].ends_with("gstreamer-1.0/libgstquicnalu.so"));
+
+    script("uninstall", &env);
+    assert_eq!(contents(&prefix), Vec::<PathBuf>::new(), "left behind");
+}
