@@ -227,7 +227,8 @@ impl Client {
 }
 
 /// Runs connections until the element stops: the first, then, after a lost one, new
-/// attempts as the reconnect policy (backoff.rs) says, each resuming at the next keyframe.
+/// attempts as the reconnect policy (backoff.rs) says (listening: each when the sender
+/// calls again), each resuming at the next keyframe.
 fn drive(mut conn: Loop) {
     let peer = conn.settings.peer;
     let mut backoff = if conn.settings.listen {
@@ -235,6 +236,7 @@ fn drive(mut conn: Loop) {
     } else {
         Backoff::new(peer, conn.settings.reconnect)
     };
+    let mut served = false;
     loop {
         let outcome = conn.run();
         conn.report(&outcome);
@@ -242,7 +244,8 @@ fn drive(mut conn: Loop) {
             Phase::Serving { since } => Some(since),
             Phase::Connecting => None,
         };
-        match backoff.next(outcome, Instant::now(), conn.started, established) {
+        served |= established.is_some();
+        let window = match backoff.next(outcome, Instant::now(), conn.started, established) {
             Next::Stop => break,
             Next::Fail(why) => {
                 conn.fail(why);
@@ -261,31 +264,25 @@ fn drive(mut conn: Loop) {
                 gst::info!(CAT, "{caller} called: connecting to it");
                 conn.settings.peer = caller;
                 backoff.set_peer(caller);
-                let window = conn.settings.connect_timeout;
-                conn = match conn.reconnect(window) {
-                    Ok(next) => next,
-                    Err((link, why)) => {
-                        link.update(|s| s.failure = Some(why));
-                        link.wait_shutdown();
-                        return;
-                    }
-                };
+                // A caller after a knock that led nowhere is still the first connection.
+                served.then_some(conn.settings.connect_timeout)
             }
             Next::Retry { after, window } => {
                 if after.is_some_and(|t| !conn.pause_until(t)) {
                     return;
                 }
                 gst::info!(CAT, "connecting to {peer} again (answer within {window:?})");
-                conn = match conn.reconnect(window) {
-                    Ok(next) => next,
-                    Err((link, why)) => {
-                        link.update(|s| s.failure = Some(why));
-                        link.wait_shutdown();
-                        return;
-                    }
-                };
+                Some(window)
             }
-        }
+        };
+        conn = match conn.reconnect(window) {
+            Ok(next) => next,
+            Err((link, why)) => {
+                link.update(|s| s.failure = Some(why));
+                link.wait_shutdown();
+                return;
+            }
+        };
     }
     // Nothing more will happen: wait for stop().
     conn.link.wait_shutdown();
@@ -551,16 +548,17 @@ impl Loop {
         ending::closed(peer, peer_error, local_error, conn.is_timed_out(), served)
     }
 
-    /// A fresh connection on the same socket, for after this one was lost. Gives back the
-    /// link and the reason if it cannot even be created.
-    fn reconnect(self, window: Duration) -> Result<Loop, (Arc<Link<Queue>>, Error)> {
+    /// A fresh connection on the same socket: with `window`, replacing a lost one, which
+    /// must answer within that long; None: still the first. Gives back the link and the
+    /// reason if it cannot even be created.
+    fn reconnect(self, window: Option<Duration>) -> Result<Loop, (Arc<Link<Queue>>, Error)> {
         let link = self.link.clone();
         Loop::new(
             self.endpoint,
             self.config,
             self.link,
             self.settings,
-            Some(window),
+            window,
             self.core.counters,
         )
         .map_err(|e| (link, e))
