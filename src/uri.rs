@@ -82,8 +82,12 @@ mod tests {
     use super::*;
 
     fn src() -> gst::Element {
-        gst::init().unwrap();
-        crate::plugin_register_static().unwrap();
+        // Once per process: two tests registering the plugin at once race in GStreamer.
+        static REGISTERED: std::sync::Once = std::sync::Once::new();
+        REGISTERED.call_once(|| {
+            gst::init().unwrap();
+            crate::plugin_register_static().unwrap();
+        });
         gst::ElementFactory::make("quicnalusrc").build().unwrap()
     }
 
