@@ -9,7 +9,7 @@ use super::control::{self, command_fits, Stopped, CONTROL_STREAM};
 use super::ending::{self, cannot_create, no_answer, poll_failed, violation, Outcome};
 use super::inbox::{Event, Inbox, Outgoing};
 use super::knock;
-use super::known_hosts::{KnownHosts, Verdict};
+use super::known_hosts::KnownHosts;
 use super::link::{gated, Interrupted, Link, NetThread};
 use super::logger::{self, Route};
 use super::monotonic_ns;
@@ -624,15 +624,8 @@ impl Loop {
     fn certificate_refusal(&self) -> Option<Error> {
         let s = &self.settings;
         if let (None, Some(known)) = (s.pin, &s.known_hosts) {
-            let Some(der) = self.conn.peer_cert() else {
-                return Some(Error::Certificate(format!(
-                    "{} presented no certificate to trust",
-                    s.peer
-                )));
-            };
-            let fingerprint = Fingerprint::of_der(der);
-            return match known.check(fingerprint) {
-                Ok(Verdict::New) => {
+            return match known.check_peer(s.peer, self.conn.peer_cert()) {
+                Ok(Some(fingerprint)) => {
                     (s.on_connection)(ConnectionEvent::FirstUse {
                         peer: s.peer,
                         fingerprint,
@@ -640,7 +633,7 @@ impl Loop {
                     });
                     None
                 }
-                Ok(_) => None,
+                Ok(None) => None,
                 Err(why) => Some(Error::Certificate(why)),
             };
         }

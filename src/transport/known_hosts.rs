@@ -7,6 +7,7 @@
 
 use super::tls::Fingerprint;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// What a known_hosts file says of a sender presenting a certificate.
@@ -87,6 +88,19 @@ impl KnownHosts {
         Ok(verdict)
     }
 
+    /// What [`KnownHosts::check`] says of the certificate `peer` presented (DER), if any:
+    /// Some(fingerprint) when it was trusted now, for the first time.
+    pub fn check_peer(
+        &self,
+        peer: SocketAddr,
+        der: Option<&[u8]>,
+    ) -> Result<Option<Fingerprint>, String> {
+        let der = der.ok_or_else(|| format!("{peer} presented no certificate to trust"))?;
+        let fingerprint = Fingerprint::of_der(der);
+        let verdict = self.check(fingerprint)?;
+        Ok((verdict == Verdict::New).then_some(fingerprint))
+    }
+
     fn record(&self, got: Fingerprint, fresh: bool) -> std::io::Result<()> {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir)?;
@@ -159,6 +173,11 @@ mod tests {
             ..known.clone()
         };
         assert_eq!(other.check(b), Ok(Verdict::New));
+        let peer = "192.0.2.1:4444".parse().unwrap();
+        assert!(other
+            .check_peer(peer, None)
+            .unwrap_err()
+            .contains("no certificate"));
         let text = std::fs::read_to_string(&known.path).unwrap();
         assert_eq!(text.lines().count(), 3, "{text}");
     }
