@@ -99,6 +99,51 @@ fn find_start_code(data: &[u8]) -> Option<(usize, usize)> {
         .map(|i| (i - 2, i + 1))
 }
 
+/// The general profile, tier and level of a sequence (7.3.3): what codec strings name
+/// (`hev1.1.6.L93.B0`, ISO/IEC 14496-15, E.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProfileTierLevel {
+    pub profile_space: u8,
+    pub high_tier: bool,
+    pub profile_idc: u8,
+    /// general_profile_compatibility_flags, as the bitstream orders them.
+    pub compatibility: [u8; 4],
+    /// The 48 bits after them (progressive_source_flag onwards).
+    pub constraints: [u8; 6],
+    pub level_idc: u8,
+}
+
+/// The profile, tier and level of the first SPS in `au`, if it has one.
+pub fn profile_tier_level(au: &[u8]) -> Option<ProfileTierLevel> {
+    let sps = nal_units(au)
+        .find(|nal| NalHeader::parse(nal).is_ok_and(|h| h.nal_type == nal_type::SPS))?;
+    // The RBSP: emulation prevention bytes (00 00 03) removed from what we read.
+    let mut rbsp = Vec::with_capacity(16);
+    let mut zeros = 0;
+    for &b in &sps[2..] {
+        if zeros >= 2 && b == 3 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        rbsp.push(b);
+        if rbsp.len() == 13 {
+            break;
+        }
+    }
+    // sps_video_parameter_set_id, sps_max_sub_layers_minus1 and the nesting flag fill the
+    // first byte; profile_tier_level(1, ...) follows, byte-aligned.
+    let p: [u8; 13] = rbsp.try_into().ok()?;
+    Some(ProfileTierLevel {
+        profile_space: p[1] >> 6,
+        high_tier: p[1] & 0x20 != 0,
+        profile_idc: p[1] & 0x1f,
+        compatibility: [p[2], p[3], p[4], p[5]],
+        constraints: [p[6], p[7], p[8], p[9], p[10], p[11]],
+        level_idc: p[12],
+    })
+}
+
 /// Whether the access unit's picture is RASL (random access skipped leading, types 8 and
 /// 9): it references pictures from before its IRAP, so it cannot be decoded when decoding
 /// starts at that IRAP.

@@ -93,3 +93,27 @@ pub fn join_mode() -> glib::ParamSpec {
         .mutable_ready()
         .build()
 }
+
+/// `moq-broadcast`'s default: hang broadcasts are named `*.hang` by moq-dev's tools.
+pub const DEFAULT_MOQ_BROADCAST: &str = "live.hang";
+
+/// `moq-url` and `moq-broadcast`, which both elements have; `role` says what the element
+/// does with the broadcast.
+pub fn moq(role: &str) -> [glib::ParamSpec; 2] {
+    [
+        glib::ParamSpecString::builder("moq-url")
+            .nick("MoQ relay URL")
+            .blurb(&format!(
+                "A Media over QUIC relay (moq-relay), moql://host:port[/path]: {role} \
+                 (NULL: none; README.md, 'Running at scale with relays')"
+            ))
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("moq-broadcast")
+            .nick("MoQ broadcast")
+            .blurb("The broadcast's name on the relay, below the URL's path")
+            .default_value(Some(DEFAULT_MOQ_BROADCAST))
+            .mutable_ready()
+            .build(),
+    ]
+}

@@ -6,10 +6,11 @@ use crate::properties::{self, Mode};
 use crate::protocol::{DEFAULT_MAX_COMMAND_SIZE, DEFAULT_MAX_FRAME_SIZE};
 use crate::transport::budget;
 use crate::transport::logger::Route;
+use crate::transport::moq::{self, Dial, Picture, Publisher, PublisherSettings, RelayUrl, Trust};
 use crate::transport::{
-    message_poster, user_file, Admission, Capture, CongestionControl, Estimate, Identity,
-    Interrupted, JoinMode, MediaFrame, ReceiverEvent, Reporter, SelfSigned, SenderStats, Server,
-    ServerSettings, Snapshot,
+    host_key, message_poster, user_file, Admission, Capture, CongestionControl, Estimate,
+    Fingerprint, Identity, Interrupted, JoinMode, KnownHosts, MediaFrame, ReceiverEvent, Reporter,
+    SelfSigned, SenderStats, Server, ServerSettings, Snapshot,
 };
 use crate::uri;
 use gst::glib;
@@ -53,6 +54,8 @@ const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
 /// Handshakes in progress hold state before anyone is admitted. Above the 384 receivers
 /// the fan-out bench starts at once, which must not wait for retransmitted Initials.
 const DEFAULT_MAX_HANDSHAKES: u32 = 512;
+/// How long the relay may take to answer, and stay silent once connected.
+const MOQ_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -83,6 +86,9 @@ struct Settings {
     qlog_dir: Option<String>,
     keylog_file: Option<String>,
     stats_interval_ms: u32,
+    moq_url: Option<String>,
+    moq_broadcast: String,
+    moq_fingerprint: Option<String>,
 }
 
 impl Default for Settings {
@@ -115,6 +121,9 @@ impl Default for Settings {
             qlog_dir: None,
             keylog_file: None,
             stats_interval_ms: 0,
+            moq_url: None,
+            moq_broadcast: properties::DEFAULT_MOQ_BROADCAST.into(),
+            moq_fingerprint: None,
         }
     }
 }
@@ -126,6 +135,8 @@ enum State {
     Started {
         server: Arc<Server>,
         bound_port: u16,
+        /// With moq-url: the broadcast on the relay.
+        publisher: Option<Arc<Publisher>>,
     },
 }
 
@@ -146,6 +157,15 @@ struct Stream {
     /// The caps' framerate, the pacing fallback when the property is 0/1.
     caps_framerate: Option<gst::Fraction>,
     connected_once: bool,
+}
+
+/// An access unit's bytes as moq-net's `Bytes`, without a copy.
+struct SharedAu(Box<dyn AsRef<[u8]> + Send + Sync>);
+
+impl AsRef<[u8]> for SharedAu {
+    fn as_ref(&self) -> &[u8] {
+        (*self.0).as_ref()
+    }
 }
 
 #[derive(Default)]
@@ -389,6 +409,21 @@ impl ObjectImpl for QuicNaluSink {
             ];
             specs.extend(properties::capture());
             specs.extend(properties::stats("quicnalusink"));
+            specs.extend(properties::moq(
+                "also publish the stream there as a hang broadcast, for moq-dev's players \
+                 and quicnalusrc moq-url=; keyframe requests and commands stay on direct \
+                 connections",
+            ));
+            specs.push(
+                glib::ParamSpecString::builder("moq-certificate-fingerprint")
+                    .nick("MoQ relay certificate fingerprint")
+                    .blurb(
+                        "SHA-256 of the relay's certificate, hex (NULL: trust it on first \
+                         use and remember it in the user's known_hosts, as quicnalusrc does)",
+                    )
+                    .mutable_ready()
+                    .build(),
+            );
             specs
         });
         PROPERTIES.as_ref()
@@ -437,6 +472,16 @@ impl ObjectImpl for QuicNaluSink {
             "qlog-dir" => s.qlog_dir = value.get().expect("type checked upstream"),
             "keylog-file" => s.keylog_file = value.get().expect("type checked upstream"),
             "stats-interval" => s.stats_interval_ms = value.get().expect("type checked upstream"),
+            "moq-url" => s.moq_url = value.get().expect("type checked upstream"),
+            "moq-broadcast" => {
+                s.moq_broadcast = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_default()
+            }
+            "moq-certificate-fingerprint" => {
+                s.moq_fingerprint = value.get().expect("type checked upstream")
+            }
             name => unreachable!("property {name}"),
         }
     }
@@ -486,6 +531,9 @@ impl ObjectImpl for QuicNaluSink {
             .to_structure()
             .to_value(),
             "stats-interval" => s.stats_interval_ms.to_value(),
+            "moq-url" => s.moq_url.to_value(),
+            "moq-broadcast" => s.moq_broadcast.to_value(),
+            "moq-certificate-fingerprint" => s.moq_fingerprint.to_value(),
             name => unreachable!("property {name}"),
         }
     }
@@ -619,6 +667,62 @@ impl QuicNaluSink {
         }
     }
 
+    fn publisher_handle(&self) -> Option<Arc<Publisher>> {
+        match &*self.state.lock().unwrap() {
+            State::Started { publisher, .. } => publisher.clone(),
+            State::Stopped => None,
+        }
+    }
+
+    /// With moq-url: connects to the relay and announces the broadcast.
+    fn publisher(&self, s: &Settings) -> Result<Option<Publisher>, gst::ErrorMessage> {
+        let Some(url) = s.moq_url.as_deref().filter(|u| !u.is_empty()) else {
+            return Ok(None);
+        };
+        let settings = |e: String| gst::error_msg!(gst::ResourceError::Settings, ["{}", e]);
+        let url = RelayUrl::parse(url).map_err(|e| settings(format!("moq-url: {e}")))?;
+        if s.moq_broadcast.is_empty() {
+            return Err(settings("moq-broadcast is empty".into()));
+        }
+        let peer = moq::resolve(&url)
+            .map_err(|e| gst::error_msg!(gst::ResourceError::NotFound, ["{}", e]))?;
+        let trust = match s.moq_fingerprint.as_deref().filter(|f| !f.is_empty()) {
+            Some(pin) => Trust::Pin(
+                Fingerprint::parse(pin)
+                    .map_err(|e| settings(format!("moq-certificate-fingerprint: {e}")))?,
+            ),
+            None => Trust::FirstUse(KnownHosts {
+                path: user_file(&glib::user_data_dir(), "known_hosts"),
+                host: host_key(&url.host, url.port),
+            }),
+        };
+        let dial = Dial {
+            url,
+            peer,
+            trust,
+            timeout: MOQ_TIMEOUT,
+            congestion_control: s.congestion_control,
+        };
+        gst::info!(
+            CAT,
+            imp = self,
+            "publishing '{}' to {}",
+            s.moq_broadcast,
+            dial.url
+        );
+        Publisher::start(PublisherSettings {
+            dial,
+            broadcast: s.moq_broadcast.clone(),
+            log: Route {
+                category: *CAT,
+                element: self.obj().upcast_ref::<gst::Element>().downgrade(),
+            },
+            on_event: moq::reporter(self.obj().upcast_ref(), "quicnalusink"),
+        })
+        .map(Some)
+        .map_err(|e| errors::message(&e, Direction::Send, false))
+    }
+
     /// Runs a wait on the network from the streaming thread. `unlock()` ends it; when that
     /// was a PLAYING -> PAUSED change rather than a flush, BaseSink's `wait_preroll()` holds
     /// us until PLAYING again and the wait resumes, so no buffer is dropped.
@@ -690,6 +794,10 @@ impl QuicNaluSink {
             pts = self.pace_untimed(n)?;
         }
         self.wait_network(|| server.wait_for_room())?;
+        let data = match self.publisher_handle() {
+            Some(publisher) => self.publish(&publisher, data, pts, info.irap)?,
+            None => data,
+        };
         server.send(MediaFrame {
             pts,
             dts,
@@ -702,6 +810,27 @@ impl QuicNaluSink {
             data,
         });
         Ok(gst::FlowSuccess::Ok)
+    }
+
+    /// Hands the access unit to the relay's broadcast too; returns it for the direct
+    /// receivers, shared rather than copied.
+    fn publish(
+        &self,
+        publisher: &Publisher,
+        data: Box<dyn AsRef<[u8]> + Send + Sync>,
+        pts: Option<u64>,
+        irap: bool,
+    ) -> Result<Box<dyn AsRef<[u8]> + Send + Sync>, gst::FlowError> {
+        if let Some(e) = publisher.failure() {
+            self.post_error_message(errors::message(&e, Direction::Send, true));
+            return Err(gst::FlowError::Error);
+        }
+        let bytes = moq_net::bytes::Bytes::from_owner(SharedAu(data));
+        if let Err(e) = publisher.send(bytes.clone(), pts, irap) {
+            self.post_error_message(errors::message(&e, Direction::Send, true));
+            return Err(gst::FlowError::Error);
+        }
+        Ok(Box::new(bytes))
     }
 
     /// Frame-rate fallback (the `framerate` property, else the caps' framerate): waits for
@@ -1025,7 +1154,11 @@ impl QuicNaluSink {
             && !self.stream.lock().unwrap().connected_once;
         if wait {
             gst::debug!(CAT, imp = self, "waiting for the first receiver");
-            self.wait_network(|| server.wait_for_receiver())?;
+            // Publishing to a relay: the first receiver is the relay's first subscriber.
+            match self.publisher_handle() {
+                Some(publisher) => self.wait_network(|| publisher.wait_for_subscriber())?,
+                None => self.wait_network(|| server.wait_for_receiver())?,
+            }
             self.stream.lock().unwrap().connected_once = true;
         }
         Ok(gst::FlowSuccess::Ok)
@@ -1118,9 +1251,11 @@ impl BaseSinkImpl for QuicNaluSink {
         *self.adaptation.lock().unwrap() = settings
             .adapt_bitrate
             .then(|| Adaptation::new(settings.min_bitrate_kbps, settings.max_bitrate_kbps));
+        let publisher = self.publisher(&settings)?.map(Arc::new);
         *self.state.lock().unwrap() = State::Started {
             server: Arc::new(server),
             bound_port,
+            publisher,
         };
         self.obj().notify("bound-port");
         self.obj().notify("certificate-fingerprint");
@@ -1161,6 +1296,24 @@ impl BaseSinkImpl for QuicNaluSink {
         self.server()
             .map_err(|_| gst::loggable_error!(CAT, "caps before start"))?
             .set_caps(described.to_string());
+        if let Some(publisher) = self.publisher_handle() {
+            let picture = Picture {
+                width: s
+                    .get::<i32>("width")
+                    .ok()
+                    .and_then(|w| u32::try_from(w).ok()),
+                height: s
+                    .get::<i32>("height")
+                    .ok()
+                    .and_then(|h| u32::try_from(h).ok()),
+                framerate: s
+                    .get::<gst::Fraction>("framerate")
+                    .ok()
+                    .filter(|r| r.numer() > 0 && r.denom() > 0)
+                    .map(|r| f64::from(r.numer()) / f64::from(r.denom())),
+            };
+            publisher.set_caps(described.to_string(), picture);
+        }
         Ok(())
     }
 
@@ -1179,6 +1332,13 @@ impl BaseSinkImpl for QuicNaluSink {
                 ]
             );
             return Err(gst::FlowError::Error);
+        }
+        if let Some(publisher) = self.publisher_handle() {
+            // The catalog goes out before the wait for a subscriber, who needs it first.
+            if let Err(e) = publisher.describe(&map) {
+                self.post_error_message(errors::message(&e, Direction::Send, false));
+                return Err(gst::FlowError::Error);
+            }
         }
         drop(map);
         if let Ok(info) = info {
@@ -1221,6 +1381,19 @@ impl BaseSinkImpl for QuicNaluSink {
                         ),
                         Err(e) => gst::debug!(CAT, imp = self, "EOS drain interrupted: {e:?}"),
                     }
+                    if let Some(publisher) = self.publisher_handle() {
+                        match publisher.finish(Duration::from_millis(timeout.into())) {
+                            Ok(true) => gst::debug!(CAT, imp = self, "the relay has it all"),
+                            Ok(false) => gst::warning!(
+                                CAT,
+                                imp = self,
+                                "the relay did not acknowledge the end within {timeout} ms"
+                            ),
+                            Err(e) => {
+                                gst::debug!(CAT, imp = self, "relay drain interrupted: {e:?}")
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -1231,12 +1404,18 @@ impl BaseSinkImpl for QuicNaluSink {
         if let Ok(server) = self.server() {
             server.set_flushing(true);
         }
+        if let Some(publisher) = self.publisher_handle() {
+            publisher.set_flushing(true);
+        }
         Ok(())
     }
 
     fn unlock_stop(&self) -> Result<(), gst::ErrorMessage> {
         if let Ok(server) = self.server() {
             server.set_flushing(false);
+        }
+        if let Some(publisher) = self.publisher_handle() {
+            publisher.set_flushing(false);
         }
         Ok(())
     }

@@ -3,6 +3,7 @@ use crate::errors::{self, Direction};
 use crate::properties::{self, Mode};
 use crate::protocol::{FrameFlags, DEFAULT_MAX_COMMAND_SIZE, DEFAULT_MAX_FRAME_SIZE};
 use crate::transport::logger::Route;
+use crate::transport::moq::{self, Dial, RelayUrl, Subscriber, SubscriberSettings, Trust};
 use crate::transport::{
     host_key, message_poster, user_file, Capture, Client, ClientSettings, ClientStats,
     CongestionControl, ConnectionEvent, Event, Fingerprint, Interrupted, KnownHosts, ReceivedFrame,
@@ -69,6 +70,8 @@ struct Settings {
     qlog_dir: Option<String>,
     keylog_file: Option<String>,
     stats_interval_ms: u32,
+    moq_url: Option<String>,
+    moq_broadcast: String,
 }
 
 impl Default for Settings {
@@ -94,6 +97,8 @@ impl Default for Settings {
             qlog_dir: None,
             keylog_file: None,
             stats_interval_ms: 0,
+            moq_url: None,
+            moq_broadcast: properties::DEFAULT_MOQ_BROADCAST.into(),
         }
     }
 }
@@ -103,8 +108,33 @@ enum State {
     #[default]
     Stopped,
     Started {
-        client: Arc<Client>,
+        source: Source,
     },
+}
+
+/// Where the stream comes from.
+#[derive(Clone)]
+enum Source {
+    /// A quicnalusink, over our protocol.
+    Direct(Arc<Client>),
+    /// A broadcast on a MoQ relay (moq-url).
+    Relay(Arc<Subscriber>),
+}
+
+impl Source {
+    fn next(&self) -> Result<Event, Interrupted> {
+        match self {
+            Source::Direct(client) => client.next(),
+            Source::Relay(subscriber) => subscriber.next(),
+        }
+    }
+
+    fn set_flushing(&self, flushing: bool) {
+        match self {
+            Source::Direct(client) => client.set_flushing(flushing),
+            Source::Relay(subscriber) => subscriber.set_flushing(flushing),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -293,6 +323,11 @@ impl ObjectImpl for QuicNaluSrc {
             ];
             specs.extend(properties::capture());
             specs.extend(properties::stats("quicnalusrc"));
+            specs.extend(properties::moq(
+                "subscribe to the broadcast there instead of connecting to a quicnalusink; \
+                 the TLS properties apply to the relay, and keyframe requests and commands \
+                 are not carried",
+            ));
             specs
         });
         PROPERTIES.as_ref()
@@ -334,6 +369,13 @@ impl ObjectImpl for QuicNaluSrc {
             "qlog-dir" => s.qlog_dir = value.get().expect("type checked upstream"),
             "keylog-file" => s.keylog_file = value.get().expect("type checked upstream"),
             "stats-interval" => s.stats_interval_ms = value.get().expect("type checked upstream"),
+            "moq-url" => s.moq_url = value.get().expect("type checked upstream"),
+            "moq-broadcast" => {
+                s.moq_broadcast = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_default()
+            }
             name => unreachable!("property {name}"),
         }
     }
@@ -345,8 +387,10 @@ impl ObjectImpl for QuicNaluSrc {
             "address" => s.address().to_value(),
             "port" => s.port.to_value(),
             "bound-port" => match &*self.state.lock().unwrap() {
-                State::Started { client } => u32::from(client.local_addr().port()),
-                State::Stopped => 0,
+                State::Started {
+                    source: Source::Direct(client),
+                } => u32::from(client.local_addr().port()),
+                _ => 0,
             }
             .to_value(),
             "server-name" => s.server_name.to_value(),
@@ -366,12 +410,16 @@ impl ObjectImpl for QuicNaluSrc {
             "qlog-dir" => s.qlog_dir.to_value(),
             "keylog-file" => s.keylog_file.to_value(),
             "stats" => match &*self.state.lock().unwrap() {
-                State::Started { client } => client.stats(),
-                State::Stopped => ClientStats::default(),
+                State::Started {
+                    source: Source::Direct(client),
+                } => client.stats(),
+                _ => ClientStats::default(),
             }
             .to_structure()
             .to_value(),
             "stats-interval" => s.stats_interval_ms.to_value(),
+            "moq-url" => s.moq_url.to_value(),
+            "moq-broadcast" => s.moq_broadcast.to_value(),
             name => unreachable!("property {name}"),
         }
     }
@@ -482,10 +530,18 @@ impl Settings {
 }
 
 impl QuicNaluSrc {
-    fn client(&self) -> Result<Arc<Client>, gst::FlowError> {
+    fn source(&self) -> Result<Source, gst::FlowError> {
         match &*self.state.lock().unwrap() {
-            State::Started { client } => Ok(client.clone()),
+            State::Started { source } => Ok(source.clone()),
             State::Stopped => Err(gst::FlowError::Flushing),
+        }
+    }
+
+    /// The direct connection: none when subscribed through a relay.
+    fn client(&self) -> Result<Arc<Client>, gst::FlowError> {
+        match self.source()? {
+            Source::Direct(client) => Ok(client),
+            Source::Relay(_) => Err(gst::FlowError::NotSupported),
         }
     }
 
@@ -651,9 +707,76 @@ impl QuicNaluSrc {
     }
 }
 
+impl QuicNaluSrc {
+    /// With moq-url: subscribes to the broadcast on the relay.
+    fn subscriber(&self, s: &Settings, url: &str) -> Result<Subscriber, gst::ErrorMessage> {
+        let settings = |e: String| gst::error_msg!(gst::ResourceError::Settings, ["{}", e]);
+        let url = RelayUrl::parse(url).map_err(|e| settings(format!("moq-url: {e}")))?;
+        if s.moq_broadcast.is_empty() {
+            return Err(settings("moq-broadcast is empty".into()));
+        }
+        let peer = moq::resolve(&url)
+            .map_err(|e| gst::error_msg!(gst::ResourceError::NotFound, ["{}", e]))?;
+        let pin = s
+            .certificate_fingerprint
+            .as_deref()
+            .filter(|f| !f.is_empty())
+            .map(Fingerprint::parse)
+            .transpose()
+            .map_err(|e| settings(format!("certificate-fingerprint: {e}")))?;
+        let trust = match pin {
+            Some(pin) => Trust::Pin(pin),
+            None if s.trusts_on_first_use(false) => Trust::FirstUse(KnownHosts {
+                path: s.known_hosts.clone().filter(|p| !p.is_empty()).map_or_else(
+                    || user_file(&glib::user_data_dir(), "known_hosts"),
+                    PathBuf::from,
+                ),
+                host: host_key(&url.host, url.port),
+            }),
+            None if s.tls_verify == Some(false) => Trust::None,
+            None => Trust::Verify {
+                ca_file: s.ca_file.clone().filter(|c| !c.is_empty()),
+            },
+        };
+        gst::info!(
+            CAT,
+            imp = self,
+            "subscribing to '{}' on {url}",
+            s.moq_broadcast
+        );
+        Subscriber::start(SubscriberSettings {
+            dial: Dial {
+                url,
+                peer,
+                trust,
+                timeout: Duration::from_millis(s.timeout_ms.into()),
+                congestion_control: s.congestion_control,
+            },
+            broadcast: s.moq_broadcast.clone(),
+            queue_len: QUEUE_LEN,
+            max_frame_size: s.max_frame_size.into(),
+            latency: Duration::from_millis(s.latency_ms.into()),
+            log: Route {
+                category: *CAT,
+                element: self.obj().upcast_ref::<gst::Element>().downgrade(),
+            },
+            on_event: moq::reporter(self.obj().upcast_ref(), "quicnalusrc"),
+        })
+        .map_err(|e| errors::message(&e, Direction::Receive, false))
+    }
+}
+
 impl BaseSrcImpl for QuicNaluSrc {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let s = self.settings.lock().unwrap().clone();
+        if let Some(url) = s.moq_url.as_deref().filter(|u| !u.is_empty()) {
+            let subscriber = self.subscriber(&s, url)?;
+            *self.timeline.lock().unwrap() = Timeline::default();
+            *self.state.lock().unwrap() = State::Started {
+                source: Source::Relay(Arc::new(subscriber)),
+            };
+            return Ok(());
+        }
         if s.mode == Mode::Caller && s.port == 0 {
             return Err(gst::error_msg!(
                 gst::ResourceError::Settings,
@@ -738,7 +861,7 @@ impl BaseSrcImpl for QuicNaluSrc {
         }
         *self.timeline.lock().unwrap() = Timeline::default();
         *self.state.lock().unwrap() = State::Started {
-            client: Arc::new(client),
+            source: Source::Direct(Arc::new(client)),
         };
         Ok(())
     }
@@ -786,15 +909,15 @@ impl BaseSrcImpl for QuicNaluSrc {
     }
 
     fn unlock(&self) -> Result<(), gst::ErrorMessage> {
-        if let Ok(client) = self.client() {
-            client.set_flushing(true);
+        if let Ok(source) = self.source() {
+            source.set_flushing(true);
         }
         Ok(())
     }
 
     fn unlock_stop(&self) -> Result<(), gst::ErrorMessage> {
-        if let Ok(client) = self.client() {
-            client.set_flushing(false);
+        if let Ok(source) = self.source() {
+            source.set_flushing(false);
         }
         Ok(())
     }
@@ -805,9 +928,9 @@ impl PushSrcImpl for QuicNaluSrc {
         &self,
         _buffer: Option<&mut gst::BufferRef>,
     ) -> Result<CreateSuccess, gst::FlowError> {
-        let client = self.client()?;
+        let source = self.source()?;
         loop {
-            match client.next() {
+            match source.next() {
                 Ok(Event::Caps(described)) => {
                     let caps = self.output_caps(&described).map_err(|e| {
                         gst::element_imp_error!(self, gst::StreamError::Format, ["{}", e]);

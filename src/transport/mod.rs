@@ -21,6 +21,7 @@ mod known_hosts;
 mod lateness;
 mod link;
 pub mod logger;
+pub mod moq;
 mod pacer;
 mod rate;
 mod ratelimit;

@@ -1,0 +1,325 @@
+//! quicnalusink's publishing side: the stream as a hang broadcast, written by the
+//! streaming thread into moq-net's in-memory model (which never blocks) and carried to the
+//! relay by the networking thread, which reconnects when the relay goes away.
+//!
+//! Each IRAP starts a group, as the relay and every player expect; access units before the
+//! first IRAP are dropped, as in the direct path.
+
+use super::catalog::{self, Picture, VIDEO_TRACK};
+use super::quic::Wire;
+use super::session::{Connection, Dial, Step, Watch};
+use super::RelayEvent;
+use crate::h265;
+use crate::transport::link::{gated, Interrupted, Link, NetThread};
+use crate::transport::logger::{self, Route};
+use crate::transport::Error;
+use hang::catalog::Catalog;
+use moq_net::{broadcast, group, origin, track, Timestamp};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// After a lost session, the first retry's delay; it doubles up to MAX_RETRY.
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const MAX_RETRY: Duration = Duration::from_secs(2);
+/// After the end of stream, how long every group stream must have stayed acknowledged
+/// before the session closes: moq-net writes the subscription's end (SUBSCRIBE_END, on the
+/// relay's request stream, which is not counted) in the turns after the last group.
+const SETTLE: Duration = Duration::from_millis(50);
+
+pub struct PublisherSettings {
+    pub dial: Dial,
+    /// The broadcast's name, below the URL's path.
+    pub broadcast: String,
+    pub log: Route,
+    /// Told of connections. Called on the networking thread: it must not block.
+    pub on_event: Box<dyn Fn(RelayEvent) + Send>,
+}
+
+#[derive(Default)]
+struct Shared {
+    /// The relay subscribed to the media track (someone watches).
+    subscribed: bool,
+    /// End of stream: the tracks are finished; close once all of it is acknowledged.
+    ending: bool,
+    /// Everything was acknowledged by the relay after the end of stream.
+    drained: bool,
+}
+
+/// The model's side of the broadcast, written by the streaming thread.
+struct Media {
+    video: track::Producer,
+    catalog: track::Producer,
+    group: Option<group::Producer>,
+    /// The caps and picture to describe, and whether the catalog says so already.
+    caps: Option<(String, Picture)>,
+    described: bool,
+}
+
+pub struct Publisher {
+    net: NetThread<Shared>,
+    media: Mutex<Media>,
+    // Kept so that the broadcast stays announced while the element runs.
+    _broadcast: broadcast::Producer,
+}
+
+impl Publisher {
+    pub fn start(settings: PublisherSettings) -> Result<Publisher, Error> {
+        let mut endpoint = settings.dial.bind()?;
+        let (origin, mut origin_driver) =
+            origin::Producer::new(origin::Config::new(moq_net::Hop::random()));
+        let bad =
+            |e: moq_net::Error| Error::Setup(format!("broadcast '{}': {e}", settings.broadcast));
+        let broadcast = origin
+            .publish(settings.broadcast.as_str(), Default::default())
+            .map_err(bad)?;
+        let video = broadcast
+            .create_track(
+                VIDEO_TRACK,
+                hang::container::track_info(hang::catalog::PRIORITY.video),
+            )
+            .map_err(bad)?;
+        let catalog_track = broadcast
+            .create_track(Catalog::DEFAULT_NAME, Catalog::default_track_info())
+            .map_err(bad)?;
+        let link = Arc::new(Link::new(Shared::default()));
+        let waker = endpoint.waker.clone();
+        let on_event = gated(&link, settings.on_event);
+        let (dial, route) = (settings.dial, settings.log);
+        let thread_link = link.clone();
+        let demand = video.clone();
+        let net = NetThread::spawn("quicnalu-moq-pub", link, waker, move || {
+            logger::route(route);
+            let mut watch = PublishWatch {
+                link: thread_link.clone(),
+                settled_since: None,
+            };
+            let relay = dial.url.to_string();
+            let mut first_use = |fingerprint| {
+                if let crate::transport::moq::Trust::FirstUse(known) = &dial.trust {
+                    on_event(RelayEvent::FirstUse {
+                        relay: relay.clone(),
+                        fingerprint,
+                        known_hosts: known.clone(),
+                    });
+                }
+            };
+            let mut retry = FIRST_RETRY;
+            let mut resumed = false;
+            loop {
+                let opened = Connection::open(&dial, &mut endpoint, &mut watch, &mut first_use);
+                let connection = match opened {
+                    Ok(Some(c)) => c,
+                    Ok(None) => return,
+                    // Before any session, and for a certificate, failing is the answer.
+                    Err(e)
+                        if !resumed || matches!(e, Error::Certificate(_) | Error::Tls { .. }) =>
+                    {
+                        thread_link.update(|s| s.failure = Some(e));
+                        return;
+                    }
+                    Err(e) => {
+                        gst::debug!(super::CAT, "relay not back yet: {e}");
+                        if sleep(&mut endpoint, &mut watch, &mut retry) {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                on_event(RelayEvent::Connected {
+                    relay: relay.clone(),
+                    resumed,
+                });
+                resumed = true;
+                retry = FIRST_RETRY;
+                let client = moq_net::Client::new()
+                    .with_publisher(&origin)
+                    .with_path(dial.url.path.clone());
+                let link = thread_link.clone();
+                let demand = demand.clone();
+                let task = async move {
+                    demand
+                        .used()
+                        .await
+                        .map_err(|e| Error::Lost(e.to_string()))?;
+                    link.update(|s| s.inner.subscribed = true);
+                    std::future::pending::<Result<(), Error>>().await
+                };
+                let ended = connection.run(client, &mut [&mut origin_driver], task, &mut watch);
+                if thread_link.lock().shutdown || thread_link.lock().inner.drained {
+                    thread_link.wait_shutdown();
+                    return;
+                }
+                let reason = match ended {
+                    Ok(()) => "closed".to_string(),
+                    Err(e) => e.to_string(),
+                };
+                on_event(RelayEvent::Disconnected {
+                    relay: relay.clone(),
+                    reason,
+                });
+                if sleep(&mut endpoint, &mut watch, &mut retry) {
+                    return;
+                }
+            }
+        })?;
+        Ok(Publisher {
+            net,
+            media: Mutex::new(Media {
+                video,
+                catalog: catalog_track,
+                group: None,
+                caps: None,
+                described: false,
+            }),
+            _broadcast: broadcast,
+        })
+    }
+
+    pub fn set_flushing(&self, flushing: bool) {
+        self.net.set_flushing(flushing);
+    }
+
+    /// The stream's caps; the catalog is written with the next IRAP's parameter sets.
+    pub fn set_caps(&self, caps: String, picture: Picture) {
+        let mut media = self.media.lock().unwrap();
+        media.caps = Some((caps, picture));
+        media.described = false;
+    }
+
+    /// Writes the catalog from the parameter sets in `au`, if it has them and the caps
+    /// are not described yet. Called before waiting for a subscriber too: a subscriber
+    /// reads the catalog before it subscribes to the media.
+    pub fn describe(&self, au: &[u8]) -> Result<(), Error> {
+        self.media.lock().unwrap().describe(au)
+    }
+
+    /// Waits until the relay subscribes to the stream: someone watches.
+    pub fn wait_for_subscriber(&self) -> Result<(), Interrupted> {
+        self.net
+            .wait(None, |s| s.subscribed.then_some(()))
+            .map(|_| ())
+    }
+
+    /// The networking thread's failure, if it failed.
+    pub fn failure(&self) -> Option<Error> {
+        self.net.lock().failure.clone()
+    }
+
+    /// Publishes one access unit: an IRAP starts a group. `pts`: running time, ns.
+    pub fn send(
+        &self,
+        au: moq_net::bytes::Bytes,
+        pts: Option<u64>,
+        irap: bool,
+    ) -> Result<(), Error> {
+        let mut media = self.media.lock().unwrap();
+        let media = &mut *media;
+        if irap {
+            media.describe(&au)?;
+            if let Some(group) = media.group.take() {
+                group.finish().map_err(model)?;
+            }
+            media.group = Some(media.video.append_group().map_err(model)?);
+        }
+        let Some(group) = &mut media.group else {
+            return Ok(());
+        };
+        let frame = hang::container::Frame {
+            timestamp: Timestamp::from_micros(pts.unwrap_or(0) / 1000)
+                .map_err(|e| Error::Setup(e.to_string()))?,
+            payload: au,
+        };
+        frame
+            .write_to(group)
+            .map_err(|e| Error::Protocol(format!("cannot publish an access unit: {e}")))
+    }
+
+    /// Ends the broadcast and waits up to `timeout` until the relay has all of it.
+    pub fn finish(&self, timeout: Duration) -> Result<bool, Interrupted> {
+        {
+            let mut media = self.media.lock().unwrap();
+            if let Some(group) = media.group.take() {
+                let _ = group.finish();
+            }
+            let _ = media.video.finish();
+            let _ = media.catalog.finish();
+        }
+        self.net.update(|s| s.inner.ending = true);
+        self.net.wake();
+        let drained = self
+            .net
+            .wait(Some(Instant::now() + timeout), |s| s.drained.then_some(()))?;
+        Ok(drained.is_some())
+    }
+}
+
+impl Media {
+    fn describe(&mut self, au: &[u8]) -> Result<(), Error> {
+        if self.described {
+            return Ok(());
+        }
+        let (Some((caps, picture)), Some(ptl)) = (&self.caps, h265::profile_tier_level(au)) else {
+            return Ok(());
+        };
+        let json = catalog::describe(caps, *picture, ptl).map_err(Error::Setup)?;
+        let mut group = self.catalog.append_group().map_err(model)?;
+        group
+            .write_frame(Timestamp::ZERO, json.into_bytes())
+            .map_err(model)?;
+        group.finish().map_err(model)?;
+        self.described = true;
+        Ok(())
+    }
+}
+
+fn model(e: moq_net::Error) -> Error {
+    Error::Protocol(format!("cannot publish: {e}"))
+}
+
+/// Waits `retry` (or until the element stops: true), then doubles it.
+fn sleep(
+    endpoint: &mut crate::transport::socket::Endpoint,
+    watch: &mut PublishWatch,
+    retry: &mut Duration,
+) -> bool {
+    let until = Instant::now() + *retry;
+    *retry = (*retry * 2).min(MAX_RETRY);
+    let mut events = mio::Events::with_capacity(8);
+    while Instant::now() < until {
+        if watch.stopping() {
+            return true;
+        }
+        let _ = endpoint.wait(&mut events, [Some(until)], false);
+        // Stray datagrams from the last connection are not for anyone now.
+        let mut buf = [0u8; 2048];
+        while endpoint.recv(&mut buf).is_some() {}
+    }
+    watch.stopping()
+}
+
+struct PublishWatch {
+    link: Arc<Link<Shared>>,
+    settled_since: Option<Instant>,
+}
+
+impl Watch for PublishWatch {
+    fn stopping(&mut self) -> bool {
+        self.link.lock().shutdown
+    }
+
+    fn turn(&mut self, wire: &mut Wire) -> Step {
+        if !self.link.lock().inner.ending {
+            return Step::Wait(None);
+        }
+        if !wire.all_sent() {
+            self.settled_since = None;
+            return Step::Wait(None);
+        }
+        let since = *self.settled_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < SETTLE {
+            return Step::Wait(Some(since + SETTLE));
+        }
+        self.link.update(|s| s.inner.drained = true);
+        Step::Done
+    }
+}

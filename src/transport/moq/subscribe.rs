@@ -1,0 +1,275 @@
+//! quicnalusrc's subscribing side: waits for the broadcast to be announced, reads its hang
+//! catalog, subscribes to the H.265 rendition and hands each access unit to the streaming
+//! thread as the direct path does ([`Event`]s in an [`Inbox`]), so timestamps, DISCONT and
+//! QuicNaluMeta come from the same code.
+//!
+//! What MoQ tells a receiver differs from our protocol: the first frame of each group is
+//! the keyframe; a group that does not follow the last one, a group cut short, or a group
+//! joined after its first frame is a gap; the only timestamp is the PTS (hang carries no
+//! DTS), and there is no sender clock, so QuicNaluMeta's sender_time is 0.
+
+use super::catalog::{self, Extension};
+use super::session::{Connection, Dial, Step, Watch};
+use super::RelayEvent;
+use crate::protocol::{FrameFlags, FrameHeader};
+use crate::transport::inbox::{Event, Inbox, ReceivedFrame};
+use crate::transport::link::{gated, Interrupted, Link, NetThread};
+use crate::transport::logger::{self, Route};
+use crate::transport::{monotonic_ns, Error};
+use hang::catalog::Catalog;
+use moq_net::{origin, track};
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+pub struct SubscriberSettings {
+    pub dial: Dial,
+    /// The broadcast's name, below the URL's path.
+    pub broadcast: String,
+    /// Events the streaming thread may leave unread before reading stops.
+    pub queue_len: usize,
+    /// Largest access unit taken; a larger one is a protocol error.
+    pub max_frame_size: u64,
+    /// How far a group may fall behind the newest before it is skipped (the subscription's
+    /// max_age, which the relay applies too): the element's latency.
+    pub latency: Duration,
+    pub log: Route,
+    /// Told of connections. Called on the networking thread: it must not block.
+    pub on_event: Box<dyn Fn(RelayEvent) + Send>,
+}
+
+/// Handle to a running subscriber; dropping it stops the thread and joins it.
+pub struct Subscriber {
+    net: NetThread<Inbox>,
+}
+
+impl Subscriber {
+    pub fn start(settings: SubscriberSettings) -> Result<Subscriber, Error> {
+        let mut endpoint = settings.dial.bind()?;
+        let link = Arc::new(Link::new(Inbox::new(settings.queue_len)));
+        let waker = endpoint.waker.clone();
+        let on_event = gated(&link, settings.on_event);
+        let thread_link = link.clone();
+        let SubscriberSettings {
+            dial,
+            broadcast,
+            max_frame_size,
+            latency,
+            log,
+            ..
+        } = settings;
+        let net = NetThread::spawn("quicnalu-moq-sub", link, waker, move || {
+            logger::route(log);
+            let mut watch = SubscribeWatch(thread_link.clone());
+            let relay = dial.url.to_string();
+            let mut first_use = |fingerprint| {
+                if let super::Trust::FirstUse(known) = &dial.trust {
+                    on_event(RelayEvent::FirstUse {
+                        relay: relay.clone(),
+                        fingerprint,
+                        known_hosts: known.clone(),
+                    });
+                }
+            };
+            let connection =
+                match Connection::open(&dial, &mut endpoint, &mut watch, &mut first_use) {
+                    Ok(Some(c)) => c,
+                    Ok(None) => return,
+                    Err(e) => {
+                        thread_link.update(|s| s.failure = Some(e));
+                        return;
+                    }
+                };
+            on_event(RelayEvent::Connected {
+                relay: relay.clone(),
+                resumed: false,
+            });
+            let (origin, mut origin_driver) =
+                origin::Producer::new(origin::Config::new(moq_net::Hop::random()));
+            let client = moq_net::Client::new()
+                .with_subscriber(origin.clone())
+                .with_path(dial.url.path.clone());
+            let task = receive(
+                origin.consume(),
+                broadcast,
+                max_frame_size,
+                latency,
+                thread_link.clone(),
+            );
+            let ended = connection.run(client, &mut [&mut origin_driver], task, &mut watch);
+            if let Err(e) = ended {
+                on_event(RelayEvent::Disconnected {
+                    relay,
+                    reason: e.to_string(),
+                });
+                thread_link.update(|s| s.failure = Some(e));
+            }
+            thread_link.wait_shutdown();
+        })?;
+        Ok(Subscriber { net })
+    }
+
+    pub fn set_flushing(&self, flushing: bool) {
+        self.net.set_flushing(flushing);
+    }
+
+    /// Waits for the next event. Events queued before a failure are delivered first.
+    pub fn next(&self) -> Result<Event, Interrupted> {
+        let mut was_full = false;
+        let event = self.net.wait(None, |inbox| {
+            let (event, full) = inbox.pop();
+            was_full = full;
+            event
+        })?;
+        if was_full {
+            self.net.wake();
+        }
+        event.ok_or(Interrupted::Flushing)
+    }
+}
+
+struct SubscribeWatch(Arc<Link<Inbox>>);
+
+impl Watch for SubscribeWatch {
+    fn stopping(&mut self) -> bool {
+        self.0.lock().shutdown
+    }
+
+    fn turn(&mut self, _wire: &mut super::quic::Wire) -> Step {
+        Step::Wait(None)
+    }
+}
+
+fn protocol(what: &str) -> impl Fn(moq_net::Error) -> Error + '_ {
+    move |e| Error::Protocol(format!("{what}: {e}"))
+}
+
+/// The subscription, from the announcement to the end of the track.
+async fn receive(
+    origin: origin::Consumer,
+    name: String,
+    max_frame_size: u64,
+    max_age: Duration,
+    link: Arc<Link<Inbox>>,
+) -> Result<(), Error> {
+    let broadcast = origin
+        .routed_broadcast(name.as_str())
+        .await
+        .map_err(protocol(&format!("broadcast '{name}'")))?;
+    let catalog_track = broadcast
+        .track(Catalog::DEFAULT_NAME)
+        .map_err(protocol("catalog"))?
+        .subscribe(Catalog::default_subscription())
+        .await
+        .map_err(protocol("catalog"))?;
+    let mut catalogs = hang::catalog::Consumer::<Extension>::new(catalog_track);
+    let described = catalogs
+        .next()
+        .await
+        .map_err(|e| Error::Protocol(format!("the broadcast's catalog: {e}")))?
+        .ok_or_else(|| Error::Protocol(format!("broadcast '{name}' ended before its catalog")))?;
+    let chosen = catalog::choose(&described).map_err(Error::Protocol)?;
+    push(&link, Event::Connected).await;
+    push(&link, Event::Caps(chosen.caps)).await;
+    let mut video = broadcast
+        .track(chosen.track.as_str())
+        .map_err(protocol("video track"))?
+        .subscribe(track::Subscription::default().with_max_age(max_age))
+        .await
+        .map_err(protocol("video track"))?;
+    let mut next_group: Option<u64> = None;
+    let mut seq = 0u64;
+    let mut gap = false;
+    loop {
+        let Some(mut group) = video.recv_group().await.map_err(protocol("video track"))? else {
+            push(&link, Event::Eos).await;
+            return Ok(());
+        };
+        gst::debug!(
+            super::CAT,
+            "group {} from frame {}",
+            group.sequence,
+            group.index()
+        );
+        if next_group.is_some_and(|n| group.sequence < n) {
+            // Older than what was output already: too late to show.
+            continue;
+        }
+        gap |= next_group.is_some_and(|n| group.sequence != n);
+        next_group = Some(group.sequence + 1);
+        if group.index() > 0 {
+            // Joined after its keyframe: nothing in it decodes.
+            gap = true;
+            continue;
+        }
+        let mut first = true;
+        loop {
+            let frame = match group.read_frame().await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                // Cut short (the relay dropped it): what follows starts at the next group.
+                Err(e) => {
+                    gst::debug!(super::CAT, "group {} cut short: {e}", group.sequence);
+                    gap = true;
+                    break;
+                }
+            };
+            let hang::container::Frame { timestamp, payload } =
+                hang::container::Frame::decode(frame.payload)
+                    .map_err(|e| Error::Protocol(format!("not a hang frame: {e}")))?;
+            if payload.len() as u64 > max_frame_size {
+                return Err(Error::Protocol(format!(
+                    "access unit of {} bytes exceeds max-frame-size ({max_frame_size})",
+                    payload.len()
+                )));
+            }
+            gst::trace!(
+                super::CAT,
+                "group {} frame: {} bytes at {timestamp:?}",
+                group.sequence,
+                payload.len()
+            );
+            let mut flags = FrameFlags::default();
+            flags.set(FrameFlags::KEYFRAME, first);
+            let pts = u64::try_from(timestamp.as_nanos()).ok();
+            let header = FrameHeader {
+                seq,
+                flags,
+                pts,
+                dts: None,
+                duration: None,
+                send_time: 0,
+                len: payload.len() as u64,
+            };
+            seq += 1;
+            let frame = ReceivedFrame {
+                header,
+                data: payload.to_vec(),
+                arrival: monotonic_ns(),
+                gap: std::mem::take(&mut gap),
+                late: false,
+                catch_up_age: None,
+            };
+            push(&link, Event::Frame(frame)).await;
+            first = false;
+        }
+    }
+}
+
+/// Hands `event` to the streaming thread once its inbox has room (the streaming thread
+/// wakes the loop when it takes from a full one).
+async fn push(link: &Link<Inbox>, event: Event) {
+    let mut event = Some(event);
+    poll_fn(|_| {
+        link.update(|s| {
+            if s.inner.has_room() {
+                s.inner.push(event.take().expect("pushed once"));
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    })
+    .await
+}
