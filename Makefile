@@ -12,12 +12,17 @@ DESTDIR :=
 LIBDIR :=
 INSTALL_ENV = PREFIX="$(PREFIX)" DESTDIR="$(DESTDIR)" LIBDIR="$(LIBDIR)"
 
-.PHONY: all deps build plugin demo test bench fuzz inspect install uninstall clean
+.PHONY: all deps moq-relay build plugin demo test bench fuzz inspect install uninstall clean
 
 all: build
 
 deps:
 	./scripts/install-deps.sh
+
+# moq-dev's moq-relay at the version the MoQ tests and benchmark pin, built once into
+# .cache/ (several minutes the first time; nothing after).
+moq-relay: deps
+	./scripts/install-moq-relay.sh
 
 build: deps
 	$(CARGO) build --release --workspace --all-targets
@@ -38,11 +43,11 @@ uninstall:
 demo: deps
 	$(CARGO) run --release -p gst-plugin-quicnalu --example loopback
 
-test: deps
+test: deps moq-relay
 	$(CARGO) test --release --workspace
 
 # Transport benchmark against srt, tcp and RTP/UDP; writes docs/BENCHMARKS.md and plots.
-bench: deps
+bench: deps moq-relay
 	$(CARGO) bench --bench transport -- --out docs
 
 # Fuzz the wire decoders (nightly, cargo-fuzz): FUZZ_TIME seconds per target, starting from

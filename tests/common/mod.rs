@@ -10,6 +10,7 @@ use std::process::Command;
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+pub mod moq;
 pub mod raw;
 
 /// Upper bound for anything a test waits on; reaching it is a failure, never a sync point.

@@ -1,0 +1,152 @@
+//! A real moq-dev `moq-relay` on loopback, on ports it picks (port 0, read back from its
+//! log), for the MoQ tests and the benchmark. The binary is the one
+//! scripts/install-moq-relay.sh builds (`make test` runs it first); a test run without it
+//! builds it once.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, OnceLock};
+
+/// The moq-relay binary: `$QUICNALU_MOQ_RELAY`, or the install script's cache.
+pub fn relay_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            if let Some(path) = std::env::var_os("QUICNALU_MOQ_RELAY") {
+                return PathBuf::from(path);
+            }
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install-moq-relay.sh");
+            let out = Command::new(script)
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("run scripts/install-moq-relay.sh");
+            assert!(out.status.success(), "install-moq-relay.sh failed: {out:?}");
+            let path = String::from_utf8_lossy(&out.stdout);
+            PathBuf::from(
+                path.lines()
+                    .last()
+                    .expect("the script prints the binary")
+                    .trim(),
+            )
+        })
+        .clone()
+}
+
+/// A running relay; killed on drop.
+pub struct MoqRelay {
+    child: Child,
+    pub quic: SocketAddr,
+    pub http: SocketAddr,
+}
+
+impl MoqRelay {
+    /// One relay with a generated certificate for localhost and no authentication.
+    pub fn start() -> MoqRelay {
+        Self::start_with(&[])
+    }
+
+    /// A relay that joins `peer`'s cluster.
+    pub fn clustered_with(peer: &MoqRelay) -> MoqRelay {
+        let url = format!("https://localhost:{}/", peer.quic.port());
+        Self::start_with(&["--cluster-connect", &url, "--connect-tls-insecure"])
+    }
+
+    fn start_with(extra: &[&str]) -> MoqRelay {
+        let mut child = Command::new(relay_binary())
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--listen-tls-generate",
+                "localhost",
+            ])
+            .args(["--auth-public", "**", "--web-http-listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start moq-relay");
+        // Its log names the bound addresses; the rest is drained so the pipe never fills.
+        let (tx, rx) = mpsc::channel();
+        for pipe in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if std::env::var_os("QUICNALU_MOQ_RELAY_LOG").is_some() {
+                        eprintln!("moq-relay: {line}");
+                    }
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let (mut quic, mut http) = (None, None);
+        while quic.is_none() || http.is_none() {
+            let line = rx
+                .recv_timeout(super::WATCHDOG)
+                .expect("moq-relay says where it listens");
+            let addr = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("addr="))
+                .and_then(|a| a.parse::<SocketAddr>().ok());
+            if line.contains("listening") && line.contains("kind=\"quic\"") {
+                quic = addr;
+            } else if line.contains("listening") && line.contains("kind=\"http\"") {
+                http = addr;
+            }
+        }
+        MoqRelay {
+            child,
+            quic: quic.unwrap(),
+            http: http.unwrap(),
+        }
+    }
+
+    /// `moql://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("moql://{}", self.quic)
+    }
+
+    /// The SHA-256 of the relay's certificate, from its HTTP endpoint.
+    pub fn fingerprint(&self) -> String {
+        let mut stream = TcpStream::connect(self.http).expect("relay's HTTP port");
+        write!(
+            stream,
+            "GET /certificate.sha256 HTTP/1.0\r\nHost: localhost\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let body = response.split("\r\n\r\n").nth(1).expect("an HTTP body");
+        body.trim().to_string()
+    }
+
+    /// quicnalusink properties publishing `broadcast` here.
+    pub fn sink_props(&self, broadcast: &str) -> String {
+        format!(
+            "moq-url={} moq-broadcast={broadcast} moq-certificate-fingerprint={}",
+            self.url(),
+            self.fingerprint()
+        )
+    }
+
+    /// quicnalusrc properties subscribing to `broadcast` here.
+    pub fn src_props(&self, broadcast: &str) -> String {
+        format!(
+            "moq-url={} moq-broadcast={broadcast} certificate-fingerprint={}",
+            self.url(),
+            self.fingerprint()
+        )
+    }
+}
+
+impl Drop for MoqRelay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
