@@ -155,7 +155,7 @@ pub fn run(
         live,
         receivers,
     };
-    if t != Transport::Quicnalu {
+    if !t.is_quicnalu() {
         job.port = crate::free_udp_port();
     }
     let start = Duration::from_secs(30);

@@ -11,6 +11,10 @@
 //! leave the sender's pacer (see stamp.rs) and read where they leave the transport's source.
 
 mod fanout;
+// The tests' relay fixture; the bench uses part of it.
+#[allow(dead_code)]
+#[path = "../../tests/common/moq.rs"]
+mod moq_relay;
 mod report;
 mod roles;
 mod stamp;
@@ -29,6 +33,8 @@ pub enum Transport {
     /// quicnalu with every property at its default (the budget is negotiated from
     /// quicnalusrc's `latency`).
     QuicnaluDefaults,
+    /// quicnalusink to a moq-relay, quicnalusrc from it, every property at its default.
+    QuicnaluMoq,
     Srt,
     /// SRT at latency 120, its usual live setting: the loss sweep's reference.
     Srt120,
@@ -59,6 +65,7 @@ impl Transport {
         match self {
             Transport::Quicnalu => "quicnalu",
             Transport::QuicnaluDefaults => "quicnalu-defaults",
+            Transport::QuicnaluMoq => "quicnalu-moq",
             Transport::Srt => "srt",
             Transport::Srt120 => "srt-120",
             Transport::SrtLow => "srt-20ms",
@@ -70,12 +77,16 @@ impl Transport {
     fn from_name(name: &str) -> Transport {
         ALL.into_iter()
             .chain(SWEEP)
+            .chain([Transport::QuicnaluMoq])
             .find(|t| t.name() == name)
             .unwrap_or_else(|| panic!("unknown transport {name}"))
     }
 
     pub fn is_quicnalu(self) -> bool {
-        matches!(self, Transport::Quicnalu | Transport::QuicnaluDefaults)
+        matches!(
+            self,
+            Transport::Quicnalu | Transport::QuicnaluDefaults | Transport::QuicnaluMoq
+        )
     }
 
     pub fn is_srt(self) -> bool {
@@ -446,7 +457,50 @@ fn orchestrate(args: &[String]) {
             ));
         }
     }
+    // Through a MoQ relay: moq-dev's moq-relay (pinned by scripts/install-moq-relay.sh),
+    // against the direct connection in the same run, then N subscribers behind it.
+    let mut moq_pairs = Vec::new();
+    let mut moq_fanouts = Vec::new();
+    if !relay_only && wanted("(moq)") {
+        let relay = moq_relay::MoqRelay::start();
+        // The child processes find the relay here.
+        std::env::set_var(
+            roles::MOQ_ENV,
+            format!("{} {}", relay.url(), relay.fingerprint()),
+        );
+        for t in [Transport::QuicnaluDefaults, Transport::QuicnaluMoq] {
+            eprintln!("moq: {} latency", t.name());
+            moq_pairs.push(run_pair(&work, t, &clip, seconds * 30, 30.0, None));
+        }
+        let (counts, fan_seconds): (&[u32], u64) = if quick {
+            (&[1, 8, 32], 4)
+        } else {
+            (&[1, 8, 32, 64, 128, 256], 8)
+        };
+        for &n in counts {
+            eprintln!("moq: fan-out to {n} subscribers");
+            let cpu0 = relay.cpu_seconds();
+            let f = fanout::run(
+                &work,
+                Transport::QuicnaluMoq,
+                n,
+                fan_seconds * 30,
+                &clip,
+                None,
+                None,
+            );
+            let relay_cpu = relay.cpu_seconds() - cpu0;
+            let on_time = f.all_on_time();
+            moq_fanouts.push((f, relay_cpu));
+            if !on_time {
+                break;
+            }
+        }
+    }
     let mut md = String::new();
+    if !moq_pairs.is_empty() {
+        md.push_str(&report::moq(&moq_pairs, &moq_fanouts));
+    }
     if standard || !sweep.is_empty() {
         md.push_str(&report::markdown(&latency, &sweep, seconds));
     }

@@ -117,6 +117,16 @@ pub fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// Where the orchestrator's moq-relay is, for quicnalu-moq: "URL FINGERPRINT".
+pub const MOQ_ENV: &str = "QUICNALU_BENCH_MOQ";
+
+/// The relay's URL and certificate fingerprint.
+fn moq_relay() -> (String, String) {
+    let v = std::env::var(MOQ_ENV).expect("the orchestrator's moq-relay");
+    let (url, fp) = v.split_once(' ').expect("URL FINGERPRINT");
+    (url.into(), fp.into())
+}
+
 /// quicnalu's `congestion-control` for a comparison run (`QUICNALU_BENCH_CC=cubic`); the
 /// elements' default otherwise.
 fn cc() -> String {
@@ -202,6 +212,14 @@ fn sink_description(job: &Job) -> String {
             "quicnalusink name=sink address=127.0.0.1 port=0 sync=false cert-file={} key-file={}",
             job.cert, job.key
         ),
+        Transport::QuicnaluMoq => {
+            let (url, fp) = moq_relay();
+            format!(
+                "quicnalusink name=sink address=127.0.0.1 port=0 sync=false cert-file={} \
+                 key-file={} moq-url={url} moq-certificate-fingerprint={fp}",
+                job.cert, job.key
+            )
+        }
         Transport::Srt | Transport::SrtLow | Transport::Srt120 => format!(
             "srtsink name=sink uri=srt://127.0.0.1:{}?mode=listener latency={} sync=false \
              wait-for-connection=true",
@@ -414,6 +432,10 @@ pub fn receiver(job: &Job) {
             "quicnalusrc name=tap address=127.0.0.1 port={} ca-file={}",
             job.port, job.cert
         ),
+        Transport::QuicnaluMoq => {
+            let (url, fp) = moq_relay();
+            format!("quicnalusrc name=tap moq-url={url} certificate-fingerprint={fp}")
+        }
         Transport::Srt | Transport::SrtLow | Transport::Srt120 => format!(
             "srtsrc name=tap uri=srt://127.0.0.1:{}?mode=caller latency={}",
             job.port, job.srt_latency_ms
@@ -465,10 +487,12 @@ pub fn receiver(job: &Job) {
             .bus()
             .expect("bus")
             .set_sync_handler(move |_, msg| {
-                if msg
-                    .structure()
-                    .is_some_and(|s| s.name() == "quicnalusrc-connected")
-                {
+                if msg.structure().is_some_and(|s| {
+                    matches!(
+                        s.name().as_str(),
+                        "quicnalusrc-connected" | "quicnalusrc-moq-connected"
+                    )
+                }) {
                     connected.fetch_add(1, Ordering::Relaxed);
                 }
                 gst::BusSyncReply::Pass

@@ -795,7 +795,7 @@ impl QuicNaluSink {
         }
         self.wait_network(|| server.wait_for_room())?;
         let data = match self.publisher_handle() {
-            Some(publisher) => self.publish(&publisher, data, pts, info.irap)?,
+            Some(publisher) => self.publish(&publisher, data, pts, &info)?,
             None => data,
         };
         server.send(MediaFrame {
@@ -819,14 +819,14 @@ impl QuicNaluSink {
         publisher: &Publisher,
         data: Box<dyn AsRef<[u8]> + Send + Sync>,
         pts: Option<u64>,
-        irap: bool,
+        info: &AuInfo,
     ) -> Result<Box<dyn AsRef<[u8]> + Send + Sync>, gst::FlowError> {
         if let Some(e) = publisher.failure() {
             self.post_error_message(errors::message(&e, Direction::Send, true));
             return Err(gst::FlowError::Error);
         }
         let bytes = moq_net::bytes::Bytes::from_owner(SharedAu(data));
-        if let Err(e) = publisher.send(bytes.clone(), pts, irap) {
+        if let Err(e) = publisher.send(bytes.clone(), pts, info.irap, info.parameter_sets) {
             self.post_error_message(errors::message(&e, Direction::Send, true));
             return Err(gst::FlowError::Error);
         }

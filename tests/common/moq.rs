@@ -1,13 +1,17 @@
 //! A real moq-dev `moq-relay` on loopback, on ports it picks (port 0, read back from its
 //! log), for the MoQ tests and the benchmark. The binary is the one
 //! scripts/install-moq-relay.sh builds (`make test` runs it first); a test run without it
-//! builds it once.
+//! builds it once. Shared with the benchmark (benches/transport), so it stands alone.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, OnceLock};
+use std::time::Duration;
+
+/// How long the relay may take to say where it listens.
+const STARTUP: Duration = Duration::from_secs(60);
 
 /// The moq-relay binary: `$QUICNALU_MOQ_RELAY`, or the install script's cache.
 pub fn relay_binary() -> PathBuf {
@@ -37,6 +41,8 @@ pub fn relay_binary() -> PathBuf {
 /// A running relay; killed on drop.
 pub struct MoqRelay {
     child: Child,
+    /// The certificate and key files it serves with, or None: one it made.
+    tls: Option<(String, String)>,
     pub quic: SocketAddr,
     pub http: SocketAddr,
 }
@@ -44,23 +50,40 @@ pub struct MoqRelay {
 impl MoqRelay {
     /// One relay with a generated certificate for localhost and no authentication.
     pub fn start() -> MoqRelay {
-        Self::start_with(&[])
+        Self::start_with(0, None, &[])
+    }
+
+    /// One relay serving with this certificate and key (PEM files).
+    pub fn with_certificate(cert: &str, key: &str) -> MoqRelay {
+        Self::start_with(0, Some((cert.into(), key.into())), &[])
+    }
+
+    /// Stops this relay and starts another on the same QUIC port with the same
+    /// certificate: what a publisher sees when its relay restarts.
+    pub fn restart(self) -> MoqRelay {
+        let (port, tls) = (self.quic.port(), self.tls.clone());
+        drop(self);
+        Self::start_with(port, tls, &[])
     }
 
     /// A relay that joins `peer`'s cluster.
     pub fn clustered_with(peer: &MoqRelay) -> MoqRelay {
         let url = format!("https://localhost:{}/", peer.quic.port());
-        Self::start_with(&["--cluster-connect", &url, "--connect-tls-insecure"])
+        Self::start_with(
+            0,
+            None,
+            &["--cluster-connect", &url, "--connect-tls-insecure"],
+        )
     }
 
-    fn start_with(extra: &[&str]) -> MoqRelay {
+    fn start_with(port: u16, tls: Option<(String, String)>, extra: &[&str]) -> MoqRelay {
+        let identity = match &tls {
+            Some((cert, key)) => vec!["--listen-tls-cert", cert, "--listen-tls-key", key],
+            None => vec!["--listen-tls-generate", "localhost"],
+        };
         let mut child = Command::new(relay_binary())
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--listen-tls-generate",
-                "localhost",
-            ])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(identity)
             .args(["--auth-public", "**", "--web-http-listen", "127.0.0.1:0"])
             .args(extra)
             .env("NO_COLOR", "1")
@@ -87,7 +110,7 @@ impl MoqRelay {
         let (mut quic, mut http) = (None, None);
         while quic.is_none() || http.is_none() {
             let line = rx
-                .recv_timeout(super::WATCHDOG)
+                .recv_timeout(STARTUP)
                 .expect("moq-relay says where it listens");
             let addr = line
                 .split_whitespace()
@@ -101,9 +124,22 @@ impl MoqRelay {
         }
         MoqRelay {
             child,
+            tls,
             quic: quic.unwrap(),
             http: http.unwrap(),
         }
+    }
+
+    /// CPU seconds the relay has used (user + system).
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let fields: Vec<f64> = rest
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0.0))
+            .collect();
+        (fields.get(11).unwrap_or(&0.0) + fields.get(12).unwrap_or(&0.0)) / 100.0
     }
 
     /// `moql://127.0.0.1:PORT`.

@@ -94,39 +94,6 @@ pub enum RelayEvent {
     },
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn relay_urls() {
-        let url = RelayUrl::parse("moql://127.0.0.1:4443/live/").unwrap();
-        assert_eq!(
-            url,
-            RelayUrl {
-                host: "127.0.0.1".into(),
-                port: 4443,
-                path: "live".into()
-            }
-        );
-        let url = RelayUrl::parse("moql://[::1]").unwrap();
-        assert_eq!(
-            (url.host.as_str(), url.port, url.path.as_str()),
-            ("::1", 443, "")
-        );
-        assert_eq!(url.to_string(), "moql://[::1]:443/");
-        for (bad, says) in [
-            ("https://relay/", "WebTransport"),
-            ("udp://relay", "not moql"),
-            ("moql:///x", "no host"),
-            ("not a url", "not a URL"),
-        ] {
-            let e = RelayUrl::parse(bad).unwrap_err();
-            assert!(e.contains(says), "{bad}: {e}");
-        }
-    }
-}
-
 /// Posts `{element}-moq-connected` and `{element}-moq-disconnected` element messages (field
 /// `relay`; `resumed`, `reason`), and a WARNING when a relay is trusted on first use.
 pub fn reporter(element: &gst::Element, name: &'static str) -> Box<dyn Fn(RelayEvent) + Send> {
@@ -177,4 +144,37 @@ pub fn resolve(url: &RelayUrl) -> Result<std::net::SocketAddr, String> {
         .ok()
         .and_then(|mut addrs| addrs.next())
         .ok_or_else(|| format!("cannot resolve the relay's host '{}'", url.host))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_urls() {
+        let url = RelayUrl::parse("moql://127.0.0.1:4443/live/").unwrap();
+        assert_eq!(
+            url,
+            RelayUrl {
+                host: "127.0.0.1".into(),
+                port: 4443,
+                path: "live".into()
+            }
+        );
+        let url = RelayUrl::parse("moql://[::1]").unwrap();
+        assert_eq!(
+            (url.host.as_str(), url.port, url.path.as_str()),
+            ("::1", 443, "")
+        );
+        assert_eq!(url.to_string(), "moql://[::1]:443/");
+        for (bad, says) in [
+            ("https://relay/", "WebTransport"),
+            ("udp://relay", "not moql"),
+            ("moql:///x", "no host"),
+            ("not a url", "not a URL"),
+        ] {
+            let e = RelayUrl::parse(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
 }

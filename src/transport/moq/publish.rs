@@ -14,6 +14,7 @@ use crate::transport::link::{gated, Interrupted, Link, NetThread};
 use crate::transport::logger::{self, Route};
 use crate::transport::Error;
 use hang::catalog::Catalog;
+use moq_net::bytes::Bytes;
 use moq_net::{broadcast, group, origin, track, Timestamp};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -50,6 +51,8 @@ struct Media {
     video: track::Producer,
     catalog: track::Producer,
     group: Option<group::Producer>,
+    /// The latest VPS, SPS and PPS, for groups whose IRAP comes without them.
+    parameter_sets: Vec<u8>,
     /// The caps and picture to describe, and whether the catalog says so already.
     caps: Option<(String, Picture)>,
     described: bool,
@@ -168,6 +171,7 @@ impl Publisher {
                 video,
                 catalog: catalog_track,
                 group: None,
+                parameter_sets: Vec::new(),
                 caps: None,
                 described: false,
             }),
@@ -205,29 +209,31 @@ impl Publisher {
         self.net.lock().failure.clone()
     }
 
-    /// Publishes one access unit: an IRAP starts a group. `pts`: running time, ns.
-    pub fn send(
-        &self,
-        au: moq_net::bytes::Bytes,
-        pts: Option<u64>,
-        irap: bool,
-    ) -> Result<(), Error> {
+    /// Publishes one access unit: an IRAP starts a group. `pts`: running time, ns; `sets`:
+    /// the access unit carries parameter sets.
+    pub fn send(&self, au: Bytes, pts: Option<u64>, irap: bool, sets: bool) -> Result<(), Error> {
         let mut media = self.media.lock().unwrap();
         let media = &mut *media;
-        if irap {
+        if sets {
+            media.parameter_sets = h265::merge_parameter_sets(&media.parameter_sets, &au);
+        }
+        let payload = if irap {
             media.describe(&au)?;
             if let Some(group) = media.group.take() {
                 group.finish().map_err(model)?;
             }
             media.group = Some(media.video.append_group().map_err(model)?);
-        }
+            group_start(&media.parameter_sets, au, sets)
+        } else {
+            au
+        };
         let Some(group) = &mut media.group else {
             return Ok(());
         };
         let frame = hang::container::Frame {
             timestamp: Timestamp::from_micros(pts.unwrap_or(0) / 1000)
                 .map_err(|e| Error::Setup(e.to_string()))?,
-            payload: au,
+            payload,
         };
         frame
             .write_to(group)
@@ -270,6 +276,19 @@ impl Media {
         self.described = true;
         Ok(())
     }
+}
+
+/// A group's first access unit: every group must decode alone, as a subscriber may start
+/// at any of them, so an IRAP without parameter sets (encoders send them once, by default)
+/// gets the latest ones in front. One with its own is left as it is.
+fn group_start(parameter_sets: &[u8], irap: Bytes, has_sets: bool) -> Bytes {
+    if has_sets || parameter_sets.is_empty() {
+        return irap;
+    }
+    let mut out = Vec::with_capacity(parameter_sets.len() + irap.len());
+    out.extend_from_slice(parameter_sets);
+    out.extend_from_slice(&irap);
+    out.into()
 }
 
 fn model(e: moq_net::Error) -> Error {
@@ -321,5 +340,22 @@ impl Watch for PublishWatch {
         }
         self.link.update(|s| s.inner.drained = true);
         Step::Done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_starts_with_parameter_sets() {
+        let sets = [0, 0, 0, 1, 0x40, 1, 0xaa, 0, 0, 0, 1, 0x42, 1, 0xbb];
+        let irap = Bytes::from_static(&[0, 0, 0, 1, 0x26, 1, 0xcc]);
+        let started = group_start(&sets, irap.clone(), false);
+        assert_eq!(&started[..sets.len()], &sets);
+        assert_eq!(&started[sets.len()..], &irap[..]);
+        // Its own sets, or none known yet: as it came.
+        assert_eq!(group_start(&sets, irap.clone(), true), irap);
+        assert_eq!(group_start(&[], irap.clone(), false), irap);
     }
 }

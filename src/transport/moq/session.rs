@@ -216,7 +216,7 @@ impl<'a> Connection<'a> {
         let mut wire = self.wire.borrow_mut();
         let mut heard = false;
         let mut batch = RecvBatch::default();
-        while let Some(d) = batch.next(&self.endpoint, &mut self.buf) {
+        while let Some(d) = batch.next(self.endpoint, &mut self.buf) {
             let info = quiche::RecvInfo {
                 from: d.from,
                 to: self.endpoint.local,

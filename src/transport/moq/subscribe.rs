@@ -262,13 +262,16 @@ async fn receive(
 async fn push(link: &Link<Inbox>, event: Event) {
     let mut event = Some(event);
     poll_fn(|_| {
-        link.update(|s| {
-            if s.inner.has_room() {
-                s.inner.push(event.take().expect("pushed once"));
-                Poll::Ready(())
-            } else {
+        link.update(|s| match event.take() {
+            Some(e) if !s.inner.has_room() => {
+                event = Some(e);
                 Poll::Pending
             }
+            Some(e) => {
+                s.inner.push(e);
+                Poll::Ready(())
+            }
+            None => Poll::Ready(()),
         })
     })
     .await
