@@ -12,7 +12,7 @@ DESTDIR :=
 LIBDIR :=
 INSTALL_ENV = PREFIX="$(PREFIX)" DESTDIR="$(DESTDIR)" LIBDIR="$(LIBDIR)"
 
-.PHONY: all deps moq-relay build plugin demo test bench fuzz inspect install uninstall clean
+.PHONY: all deps moq-relay moq-gst build plugin demo test bench fuzz inspect install uninstall clean
 
 all: build
 
@@ -23,6 +23,11 @@ deps:
 # .cache/ (several minutes the first time; nothing after).
 moq-relay: deps
 	./scripts/install-moq-relay.sh
+
+# moq-dev's own GStreamer elements (moqsink, moqsrc), for the interoperability tests and
+# the benchmark: built once into .cache/, apart from our workspace.
+moq-gst: deps
+	./scripts/install-moq-gst.sh
 
 build: deps
 	$(CARGO) build --release --workspace --all-targets
@@ -43,11 +48,11 @@ uninstall:
 demo: deps
 	$(CARGO) run --release -p gst-plugin-quicnalu --example loopback
 
-test: deps moq-relay
+test: deps moq-relay moq-gst
 	$(CARGO) test --release --workspace
 
 # Transport benchmark against srt, tcp and RTP/UDP; writes docs/BENCHMARKS.md and plots.
-bench: deps moq-relay
+bench: deps moq-relay moq-gst
 	$(CARGO) bench --bench transport -- --out docs
 
 # Fuzz the wire decoders (nightly, cargo-fuzz): FUZZ_TIME seconds per target, starting from

@@ -277,3 +277,55 @@ fn a_publisher_reconnects_when_its_relay_restarts() {
     assert_decodes(&received, "after the restart");
     drop(sender);
 }
+
+/// moq-dev's moqsink (crate moq-gst, pinned by scripts/install-moq-gst.sh) publishes a live
+/// x265 stream; quicnalusrc plays it. Their importer rewrites start codes and repeats the
+/// parameter sets, so the check is that every frame arrives and decodes.
+#[test]
+fn a_broadcast_from_moq_devs_moqsink_plays_in_quicnalusrc() {
+    init();
+    common::moq::load_moq_gst();
+    let relay = MoqRelay::start();
+    let (receiver, received, _) = subscriber(&relay, "theirs.hang");
+    let sender = Running::launch(&format!(
+        "videotestsrc is-live=true num-buffers=90 pattern=ball ! \
+         video/x-raw,format=I420,width=320,height=240,framerate=30/1 ! \
+         x265enc speed-preset=ultrafast tune=zerolatency key-int-max=30 bitrate=800 ! \
+         h265parse ! moqsink url={} broadcast=theirs.hang tls-disable-verify=true",
+        relay.url()
+    ));
+    sender.pipeline.set_state(gst::State::Playing).unwrap();
+    sender.finish(WATCHDOG).expect("moqsink reaches EOS");
+    receiver.finish(WATCHDOG).expect("quicnalusrc reaches EOS");
+    let received = received.lock().unwrap().clone();
+    assert_eq!(received.len(), 90, "access units");
+    assert!(!received[0].flags.contains(gst::BufferFlags::DELTA_UNIT));
+    assert_decodes(&received, "moqsink's broadcast");
+}
+
+/// quicnalusink publishes; moq-dev's moqsrc plays it, and gets exactly what we sent.
+#[test]
+fn a_broadcast_from_quicnalusink_plays_in_moq_devs_moqsrc() {
+    init();
+    common::moq::load_moq_gst();
+    let relay = MoqRelay::start();
+    let receiver = Running::launch(&format!(
+        "moqsrc url={} broadcast=ours.hang tls-disable-verify=true ! \
+         appsink name=out sync=false",
+        relay.url()
+    ));
+    let (received, _) = collect(&receiver, "out");
+    receiver.pipeline.set_state(gst::State::Playing).unwrap();
+    let (sender, sent) = publisher(
+        &relay,
+        "videotestsrc is-live=true num-buffers=90 pattern=ball ! \
+         video/x-raw,format=I420,width=320,height=240,framerate=30/1 ! \
+         x265enc speed-preset=ultrafast tune=zerolatency key-int-max=30 bitrate=800",
+        "ours.hang",
+    );
+    sender.finish(WATCHDOG).expect("quicnalusink reaches EOS");
+    receiver.finish(WATCHDOG).expect("moqsrc reaches EOS");
+    let received = received.lock().unwrap().clone();
+    assert_exact(&received, &sent.lock().unwrap(), "moqsrc");
+    assert_decodes(&received, "in moqsrc");
+}

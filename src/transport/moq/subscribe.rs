@@ -218,6 +218,10 @@ async fn receive(
             let hang::container::Frame { timestamp, payload } =
                 hang::container::Frame::decode(frame.payload)
                     .map_err(|e| Error::Protocol(format!("not a hang frame: {e}")))?;
+            if payload.is_empty() {
+                // moq-dev's moqsink ends each group with an empty frame: nothing to decode.
+                continue;
+            }
             if payload.len() as u64 > max_frame_size {
                 return Err(Error::Protocol(format!(
                     "access unit of {} bytes exceeds max-frame-size ({max_frame_size})",
