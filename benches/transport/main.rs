@@ -35,6 +35,8 @@ pub enum Transport {
     QuicnaluDefaults,
     /// quicnalusink to a moq-relay, quicnalusrc from it, every property at its default.
     QuicnaluMoq,
+    /// moq-dev's own moqsink and moqsrc through the same moq-relay.
+    MoqDev,
     Srt,
     /// SRT at latency 120, its usual live setting: the loss sweep's reference.
     Srt120,
@@ -66,6 +68,7 @@ impl Transport {
             Transport::Quicnalu => "quicnalu",
             Transport::QuicnaluDefaults => "quicnalu-defaults",
             Transport::QuicnaluMoq => "quicnalu-moq",
+            Transport::MoqDev => "moq-dev",
             Transport::Srt => "srt",
             Transport::Srt120 => "srt-120",
             Transport::SrtLow => "srt-20ms",
@@ -77,7 +80,7 @@ impl Transport {
     fn from_name(name: &str) -> Transport {
         ALL.into_iter()
             .chain(SWEEP)
-            .chain([Transport::QuicnaluMoq])
+            .chain([Transport::QuicnaluMoq, Transport::MoqDev])
             .find(|t| t.name() == name)
             .unwrap_or_else(|| panic!("unknown transport {name}"))
     }
@@ -463,12 +466,18 @@ fn orchestrate(args: &[String]) {
     let mut moq_fanouts = Vec::new();
     if !relay_only && wanted("(moq)") {
         let relay = moq_relay::MoqRelay::start();
+        // moq-dev's elements too (scripts/install-moq-gst.sh), found by the children here.
+        std::env::set_var("QUICNALU_MOQ_GST", moq_relay::moq_gst_dir());
         // The child processes find the relay here.
         std::env::set_var(
             roles::MOQ_ENV,
             format!("{} {}", relay.url(), relay.fingerprint()),
         );
-        for t in [Transport::QuicnaluDefaults, Transport::QuicnaluMoq] {
+        for t in [
+            Transport::QuicnaluDefaults,
+            Transport::QuicnaluMoq,
+            Transport::MoqDev,
+        ] {
             eprintln!("moq: {} latency", t.name());
             moq_pairs.push(run_pair(&work, t, &clip, seconds * 30, 30.0, None));
         }

@@ -597,6 +597,7 @@ pub fn moq(pairs: &[PairResult], fanouts: &[(Fanout, f64)]) -> String {
             "| {} | {} / {} | {:.1}% | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
             match p.transport {
                 Transport::QuicnaluMoq => "quicnalu through moq-relay",
+                Transport::MoqDev => "moq-dev moqsink/moqsrc through moq-relay",
                 _ => "quicnalu direct",
             },
             p.frames.len(),
@@ -607,18 +608,32 @@ pub fn moq(pairs: &[PairResult], fanouts: &[(Fanout, f64)]) -> String {
             p.percentile_ms(1.0),
             100.0 * p.cpu_send / seconds,
             100.0 * p.cpu_recv / seconds,
-            p.error.as_deref().unwrap_or("")
+            // First line only: moqsrc's errors carry a backtrace.
+            p.error
+                .as_deref()
+                .and_then(|e| e.split("\\n").next())
+                .unwrap_or("")
         );
     }
-    if let (Some(d), Some(m)) = (
-        direct,
-        pairs.iter().find(|p| p.transport == Transport::QuicnaluMoq),
-    ) {
+    let ours = pairs.iter().find(|p| p.transport == Transport::QuicnaluMoq);
+    let theirs = pairs.iter().find(|p| p.transport == Transport::MoqDev);
+    if let (Some(d), Some(m)) = (direct, ours) {
         let _ = writeln!(
             md,
             "\nThrough the relay over direct: p50 {:.2}x, p99 {:.2}x.",
             m.percentile_ms(0.5) / d.percentile_ms(0.5),
             m.percentile_ms(0.99) / d.percentile_ms(0.99)
+        );
+    }
+    if let (Some(m), Some(t)) = (ours, theirs) {
+        let _ = writeln!(
+            md,
+            "quicnalu over moq-dev's elements, both through the relay: p50 {:.2}x, p99 \
+             {:.2}x, sender CPU {:.2}x, receiver CPU {:.2}x.",
+            m.percentile_ms(0.5) / t.percentile_ms(0.5),
+            m.percentile_ms(0.99) / t.percentile_ms(0.99),
+            m.cpu_send / t.cpu_send,
+            m.cpu_recv / t.cpu_recv
         );
     }
     md.push_str(

@@ -220,6 +220,12 @@ fn sink_description(job: &Job) -> String {
                 job.cert, job.key
             )
         }
+        Transport::MoqDev => {
+            crate::moq_relay::load_moq_gst();
+            let (url, _) = moq_relay();
+            // moqsink has no `sync`: the identity before it paces the clip.
+            format!("moqsink name=sink url={url} broadcast=moq-dev.hang tls-disable-verify=true")
+        }
         Transport::Srt | Transport::SrtLow | Transport::Srt120 => format!(
             "srtsink name=sink uri=srt://127.0.0.1:{}?mode=listener latency={} sync=false \
              wait-for-connection=true",
@@ -436,6 +442,11 @@ pub fn receiver(job: &Job) {
             let (url, fp) = moq_relay();
             format!("quicnalusrc name=tap moq-url={url} certificate-fingerprint={fp}")
         }
+        Transport::MoqDev => {
+            crate::moq_relay::load_moq_gst();
+            let (url, _) = moq_relay();
+            format!("moqsrc name=tap url={url} broadcast=moq-dev.hang tls-disable-verify=true")
+        }
         Transport::Srt | Transport::SrtLow | Transport::Srt120 => format!(
             "srtsrc name=tap uri=srt://127.0.0.1:{}?mode=caller latency={}",
             job.port, job.srt_latency_ms
@@ -457,11 +468,7 @@ pub fn receiver(job: &Job) {
     let connected = Arc::new(AtomicU32::new(0));
     for (pipeline, records) in pipelines.iter().zip(&tallies) {
         let records = records.clone();
-        let pad = pipeline
-            .by_name("tap")
-            .and_then(|p| p.static_pad("src"))
-            .expect("tap pad");
-        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        let tally = move |_: &gst::Pad, info: &mut gst::PadProbeInfo| {
             if let Some(buffer) = info.buffer() {
                 let now = now_ns();
                 let mut guard = records.lock().unwrap();
@@ -480,7 +487,21 @@ pub fn receiver(job: &Job) {
                 }
             }
             gst::PadProbeReturn::Ok
-        });
+        };
+        let tap = pipeline.by_name("tap").expect("tap");
+        match tap.static_pad("src") {
+            Some(pad) => {
+                pad.add_probe(gst::PadProbeType::BUFFER, tally);
+            }
+            // moqsrc's pads come with the catalog.
+            None => {
+                let tally = Arc::new(tally);
+                tap.connect_pad_added(move |_, pad| {
+                    let tally = tally.clone();
+                    pad.add_probe(gst::PadProbeType::BUFFER, move |p, i| tally(p, i));
+                });
+            }
+        }
         // Counted as posted; the messages stay on the bus for error_of.
         let connected = connected.clone();
         pipeline

@@ -38,29 +38,32 @@ pub fn relay_binary() -> PathBuf {
         .clone()
 }
 
-/// moq-dev's GStreamer plugin (moqsink, moqsrc), loaded into this process:
-/// `$QUICNALU_MOQ_GST` (a folder holding libgstmoq.so), or scripts/install-moq-gst.sh's.
+/// The folder holding moq-dev's GStreamer plugin (moqsink, moqsrc: libgstmoq.so):
+/// `$QUICNALU_MOQ_GST`, or the one scripts/install-moq-gst.sh builds.
+pub fn moq_gst_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("QUICNALU_MOQ_GST") {
+        return PathBuf::from(dir);
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install-moq-gst.sh");
+    let out = Command::new(script)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run scripts/install-moq-gst.sh");
+    assert!(out.status.success(), "install-moq-gst.sh failed: {out:?}");
+    let path = String::from_utf8_lossy(&out.stdout);
+    PathBuf::from(
+        path.lines()
+            .last()
+            .expect("the script prints the folder")
+            .trim(),
+    )
+}
+
+/// Loads moq-dev's plugin into this process, once.
 pub fn load_moq_gst() {
     static LOADED: OnceLock<()> = OnceLock::new();
     LOADED.get_or_init(|| {
-        let dir = std::env::var_os("QUICNALU_MOQ_GST")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install-moq-gst.sh");
-                let out = Command::new(script)
-                    .stderr(Stdio::inherit())
-                    .output()
-                    .expect("run scripts/install-moq-gst.sh");
-                assert!(out.status.success(), "install-moq-gst.sh failed: {out:?}");
-                let path = String::from_utf8_lossy(&out.stdout);
-                PathBuf::from(
-                    path.lines()
-                        .last()
-                        .expect("the script prints the folder")
-                        .trim(),
-                )
-            });
-        gst::Plugin::load_file(dir.join("libgstmoq.so")).expect("load moq-dev's plugin");
+        gst::Plugin::load_file(moq_gst_dir().join("libgstmoq.so")).expect("load moq-dev's plugin");
     });
 }
 
