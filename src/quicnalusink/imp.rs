@@ -6,7 +6,7 @@ use crate::properties::{self, Mode};
 use crate::protocol::{DEFAULT_MAX_COMMAND_SIZE, DEFAULT_MAX_FRAME_SIZE};
 use crate::transport::budget;
 use crate::transport::logger::Route;
-use crate::transport::moq::{self, Dial, Picture, Publisher, PublisherSettings, RelayUrl, Trust};
+use crate::transport::moq::{self, Dial, Picture, Publisher, PublisherSettings, Trust};
 use crate::transport::{
     host_key, message_poster, user_file, Admission, Capture, CongestionControl, Estimate,
     Fingerprint, Identity, Interrupted, JoinMode, KnownHosts, MediaFrame, ReceiverEvent, Reporter,
@@ -680,12 +680,7 @@ impl QuicNaluSink {
             return Ok(None);
         };
         let settings = |e: String| gst::error_msg!(gst::ResourceError::Settings, ["{}", e]);
-        let url = RelayUrl::parse(url).map_err(|e| settings(format!("moq-url: {e}")))?;
-        if s.moq_broadcast.is_empty() {
-            return Err(settings("moq-broadcast is empty".into()));
-        }
-        let peer = moq::resolve(&url)
-            .map_err(|e| gst::error_msg!(gst::ResourceError::NotFound, ["{}", e]))?;
+        let (url, peer) = moq::relay_target(url, &s.moq_broadcast)?;
         let trust = match s.moq_fingerprint.as_deref().filter(|f| !f.is_empty()) {
             Some(pin) => Trust::Pin(
                 Fingerprint::parse(pin)

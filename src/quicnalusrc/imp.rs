@@ -3,7 +3,7 @@ use crate::errors::{self, Direction};
 use crate::properties::{self, Mode};
 use crate::protocol::{FrameFlags, DEFAULT_MAX_COMMAND_SIZE, DEFAULT_MAX_FRAME_SIZE};
 use crate::transport::logger::Route;
-use crate::transport::moq::{self, Dial, RelayUrl, Subscriber, SubscriberSettings, Trust};
+use crate::transport::moq::{self, Dial, Subscriber, SubscriberSettings, Trust};
 use crate::transport::{
     host_key, message_poster, user_file, Capture, Client, ClientSettings, ClientStats,
     CongestionControl, ConnectionEvent, Event, Fingerprint, Interrupted, KnownHosts, ReceivedFrame,
@@ -711,12 +711,7 @@ impl QuicNaluSrc {
     /// With moq-url: subscribes to the broadcast on the relay.
     fn subscriber(&self, s: &Settings, url: &str) -> Result<Subscriber, gst::ErrorMessage> {
         let settings = |e: String| gst::error_msg!(gst::ResourceError::Settings, ["{}", e]);
-        let url = RelayUrl::parse(url).map_err(|e| settings(format!("moq-url: {e}")))?;
-        if s.moq_broadcast.is_empty() {
-            return Err(settings("moq-broadcast is empty".into()));
-        }
-        let peer = moq::resolve(&url)
-            .map_err(|e| gst::error_msg!(gst::ResourceError::NotFound, ["{}", e]))?;
+        let (url, peer) = moq::relay_target(url, &s.moq_broadcast)?;
         let pin = s
             .certificate_fingerprint
             .as_deref()

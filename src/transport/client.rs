@@ -7,7 +7,7 @@ use super::capture::Capture;
 use super::config::{self, CongestionControl};
 use super::control::{self, command_fits, Stopped, CONTROL_STREAM};
 use super::ending::{self, cannot_create, no_answer, poll_failed, violation, Outcome};
-use super::inbox::{Event, Inbox, Outgoing};
+use super::inbox::{next_event, Event, Inbox, Outgoing};
 use super::knock;
 use super::known_hosts::KnownHosts;
 use super::link::{gated, Interrupted, Link, NetThread};
@@ -213,16 +213,7 @@ impl Client {
 
     /// Waits for the next event. Events queued before a failure are delivered first.
     pub fn next(&self) -> Result<Event, Interrupted> {
-        let mut was_full = false;
-        let event = self.net.wait(None, |q| {
-            let (event, full) = q.events.pop();
-            was_full = full;
-            event
-        })?;
-        if was_full {
-            self.net.wake();
-        }
-        event.ok_or(Interrupted::Flushing)
+        next_event(&self.net, |q| &mut q.events)
     }
 }
 

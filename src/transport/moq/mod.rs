@@ -136,14 +136,32 @@ pub fn reporter(element: &gst::Element, name: &'static str) -> Box<dyn Fn(RelayE
     })
 }
 
-/// Resolves the relay's address.
-pub fn resolve(url: &RelayUrl) -> Result<std::net::SocketAddr, String> {
+/// What `moq-url` and `moq-broadcast` name: the URL parsed and the relay's host resolved,
+/// or the element's error.
+pub fn relay_target(
+    url: &str,
+    broadcast: &str,
+) -> Result<(RelayUrl, std::net::SocketAddr), gst::ErrorMessage> {
     use std::net::ToSocketAddrs;
-    (url.host.as_str(), url.port)
+    let url = RelayUrl::parse(url)
+        .map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ["moq-url: {}", e]))?;
+    if broadcast.is_empty() {
+        return Err(gst::error_msg!(
+            gst::ResourceError::Settings,
+            ["moq-broadcast is empty"]
+        ));
+    }
+    let peer = (url.host.as_str(), url.port)
         .to_socket_addrs()
         .ok()
         .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| format!("cannot resolve the relay's host '{}'", url.host))
+        .ok_or_else(|| {
+            gst::error_msg!(
+                gst::ResourceError::NotFound,
+                ["cannot resolve the relay's host '{}'", url.host]
+            )
+        })?;
+    Ok((url, peer))
 }
 
 #[cfg(test)]

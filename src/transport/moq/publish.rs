@@ -98,7 +98,7 @@ impl Publisher {
             };
             let relay = dial.url.to_string();
             let mut first_use = |fingerprint| {
-                if let crate::transport::moq::Trust::FirstUse(known) = &dial.trust {
+                if let super::Trust::FirstUse(known) = &dial.trust {
                     on_event(RelayEvent::FirstUse {
                         relay: relay.clone(),
                         fingerprint,
@@ -148,7 +148,11 @@ impl Publisher {
                     std::future::pending::<Result<(), Error>>().await
                 };
                 let ended = connection.run(client, &mut [&mut origin_driver], task, &mut watch);
-                if thread_link.lock().shutdown || thread_link.lock().inner.drained {
+                let finished = {
+                    let shared = thread_link.lock();
+                    shared.shutdown || shared.inner.drained
+                };
+                if finished {
                     thread_link.wait_shutdown();
                     return;
                 }

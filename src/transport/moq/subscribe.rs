@@ -12,7 +12,7 @@ use super::catalog::{self, Extension};
 use super::session::{Connection, Dial, Step, Watch};
 use super::RelayEvent;
 use crate::protocol::{FrameFlags, FrameHeader};
-use crate::transport::inbox::{Event, Inbox, ReceivedFrame};
+use crate::transport::inbox::{next_event, Event, Inbox, ReceivedFrame};
 use crate::transport::link::{gated, Interrupted, Link, NetThread};
 use crate::transport::logger::{self, Route};
 use crate::transport::{monotonic_ns, Error};
@@ -116,16 +116,7 @@ impl Subscriber {
 
     /// Waits for the next event. Events queued before a failure are delivered first.
     pub fn next(&self) -> Result<Event, Interrupted> {
-        let mut was_full = false;
-        let event = self.net.wait(None, |inbox| {
-            let (event, full) = inbox.pop();
-            was_full = full;
-            event
-        })?;
-        if was_full {
-            self.net.wake();
-        }
-        event.ok_or(Interrupted::Flushing)
+        next_event(&self.net, |inbox| inbox)
     }
 }
 
