@@ -408,18 +408,6 @@ pub fn next_message(messages: &mpsc::Receiver<gst::Structure>, name: &str) -> gs
     }
 }
 
-/// This process's resident memory in bytes.
-pub fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS");
-    kb * 1024
-}
-
 /// A live 30 fps x265 pipeline ending in a quicnalusink named `sink` with a 200 ms
 /// latency budget; `sink_port` 0 binds any port.
 pub fn live_sender_description(size: &str, extra: &str, key_int: u32, sink_port: u16) -> String {

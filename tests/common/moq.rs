@@ -1,7 +1,7 @@
 //! A real moq-dev `moq-relay` on loopback, on ports it picks (port 0, read back from its
 //! log), for the MoQ tests and the benchmark. The binary is the one
-//! scripts/install-moq-relay.sh builds (`make test` runs it first); a test run without it
-//! builds it once. Shared with the benchmark (benches/transport), so it stands alone.
+//! scripts/install-moq-peers.sh builds once per machine (`make test` runs it first).
+//! Shared with the benchmark (benches/transport), so it stands alone.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -13,50 +13,43 @@ use std::time::Duration;
 /// How long the relay may take to say where it listens.
 const STARTUP: Duration = Duration::from_secs(60);
 
-/// The moq-relay binary: `$QUICNALU_MOQ_RELAY`, or the install script's cache.
-pub fn relay_binary() -> PathBuf {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY
-        .get_or_init(|| {
-            if let Some(path) = std::env::var_os("QUICNALU_MOQ_RELAY") {
-                return PathBuf::from(path);
-            }
-            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install-moq-relay.sh");
-            let out = Command::new(script)
-                .stderr(Stdio::inherit())
-                .output()
-                .expect("run scripts/install-moq-relay.sh");
-            assert!(out.status.success(), "install-moq-relay.sh failed: {out:?}");
-            let path = String::from_utf8_lossy(&out.stdout);
-            PathBuf::from(
-                path.lines()
-                    .last()
-                    .expect("the script prints the binary")
-                    .trim(),
-            )
-        })
-        .clone()
-}
-
-/// The folder holding moq-dev's GStreamer plugin (moqsink, moqsrc: libgstmoq.so):
-/// `$QUICNALU_MOQ_GST`, or the one scripts/install-moq-gst.sh builds.
-pub fn moq_gst_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("QUICNALU_MOQ_GST") {
-        return PathBuf::from(dir);
+/// What scripts/install-moq-peers.sh prints for `peer` (building it once per machine), or
+/// the path in the environment variable `env`.
+fn peer_path(peer: &str, env: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env) {
+        return PathBuf::from(path);
     }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install-moq-gst.sh");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install-moq-peers.sh");
     let out = Command::new(script)
+        .arg(peer)
         .stderr(Stdio::inherit())
         .output()
-        .expect("run scripts/install-moq-gst.sh");
-    assert!(out.status.success(), "install-moq-gst.sh failed: {out:?}");
+        .expect("run scripts/install-moq-peers.sh");
+    assert!(
+        out.status.success(),
+        "install-moq-peers.sh {peer} failed: {out:?}"
+    );
     let path = String::from_utf8_lossy(&out.stdout);
     PathBuf::from(
         path.lines()
             .last()
-            .expect("the script prints the folder")
+            .expect("the script prints a path")
             .trim(),
     )
+}
+
+/// The moq-relay binary: `$QUICNALU_MOQ_RELAY`, or the one the install script built.
+pub fn relay_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| peer_path("relay", "QUICNALU_MOQ_RELAY"))
+        .clone()
+}
+
+/// The folder holding moq-dev's GStreamer plugin (moqsink, moqsrc: libgstmoq.so):
+/// `$QUICNALU_MOQ_GST`, or the one the install script built.
+pub fn moq_gst_dir() -> PathBuf {
+    peer_path("gst", "QUICNALU_MOQ_GST")
 }
 
 /// Loads moq-dev's plugin into this process, once.

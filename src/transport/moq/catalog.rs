@@ -157,6 +157,7 @@ mod tests {
 
     #[test]
     fn a_catalog_from_elsewhere_gives_caps_from_its_fields() {
+        gst::init().unwrap();
         let json = r#"{"video":{"renditions":{"cam":{"codec":"hev1.1.6.L93.B0",
             "codedWidth":640,"codedHeight":360,"framerate":29.97,
             "container":{"kind":"legacy"}}}}}"#;

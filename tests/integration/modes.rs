@@ -2,9 +2,7 @@
 //! mode=listener, as a camera behind NAT pushes to a studio. The sender stays the QUIC
 //! server: it knocks, the listener connects back (docs/PROTOCOL.md, "Reversed dialling").
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use gst::prelude::*;
 use gstquicnalu::relay::{Impairment, Relay, RelayConfig};
 use gstquicnalu::transport::Fingerprint;

@@ -1,9 +1,7 @@
 //! quicnalu:// URIs: both elements are GstURIHandlers whose query keys set properties, and
 //! playbin, uridecodebin and gst-play-1.0 pick quicnalusrc for them.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use gst::prelude::*;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -4,43 +4,21 @@
 //! Each test bounds the growth of the process's peak resident memory while the peer
 //! pushes or holds more than that. They read the process's memory, so they take turns.
 
-mod common;
-
-use common::raw::{self, hello_bytes, RawPeer, Windows};
-use common::*;
+use crate::common::raw::{self, hello_bytes, RawPeer, Windows};
+use crate::common::*;
+use crate::{status_bytes, turn};
 use gst::prelude::*;
 use gstquicnalu::protocol::{
     error_code, put_group_opening, put_preamble, put_varint, Command, CommandDecoder, FrameFlags,
     FrameHeader, StreamKind, DEFAULT_MAX_COMMAND_SIZE, DEFAULT_MAX_FRAME_SIZE,
 };
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::{mpsc, Mutex, MutexGuard};
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
-
-/// One memory measurement at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
 
 const MIB: u64 = 1 << 20;
 /// How much the process's peak RSS may grow while a peer attacks.
 const MAX_GROWTH: u64 = 256 * MIB;
-
-fn turn() -> MutexGuard<'static, ()> {
-    let turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    init();
-    turn
-}
-
-/// A field of /proc/self/status, in bytes.
-fn status_bytes(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{field} in /proc/self/status"));
-    kb * 1024
-}
 
 /// The process's peak RSS from now on: VmHWM, reset first (clear_refs 5) so that it covers
 /// only what follows. Where the reset is refused it is the peak since the process

@@ -1,9 +1,7 @@
 //! Live by default: each receiver's `latency` reaches the sender in HELLO and becomes its
 //! latency budget, unless quicnalusink's `latency-budget` fixes one or turns budgets off.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use gst::prelude::*;
 
 /// The budgets the sink reports for its admitted receivers, in ms, once `n` are admitted.

@@ -2,9 +2,7 @@
 //! budget, it drops non-reference pictures before it gives up a group, and decoding goes on
 //! across them.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use gstquicnalu::h265;
 use std::collections::HashMap;
 

@@ -3,7 +3,7 @@
 //! system Python with GST_PLUGIN_PATH pointing at the built plugin; and `make demo`'s
 //! loopback example without a display.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -34,8 +34,8 @@ fn rust_example(name: &str) -> PathBuf {
     let profile = exe.parent().and_then(Path::parent).unwrap();
     let app = profile.join("examples").join(name);
     let build = format!(
-        "`cargo test --release` builds the examples; before `cargo test --test apps` \
-         alone, run `cargo build --release --example {name}`"
+        "`cargo test --profile testing` builds the examples with the tests; when a \
+         test is built alone, run `cargo build --profile testing --example {name}` first"
     );
     let built = app
         .metadata()

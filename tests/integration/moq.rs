@@ -1,10 +1,10 @@
 //! quicnalusink publishing to, and quicnalusrc subscribing from, a real moq-dev moq-relay
 //! (the version scripts/install-moq-relay.sh pins) on loopback.
 
-mod common;
+use crate::common;
 
-use common::moq::MoqRelay;
-use common::*;
+use crate::common::moq::MoqRelay;
+use crate::common::*;
 use gst::prelude::*;
 use gst_plugin_meta::Flags;
 use std::sync::{mpsc, Arc, Mutex};

@@ -1,8 +1,6 @@
 //! Each misconfiguration ends with a clear error on the bus, and nothing hangs.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use gst::prelude::*;
 use std::net::UdpSocket;
 

@@ -1,8 +1,6 @@
 //! Application commands both ways, receiver lifecycle messages, and admission.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use gst::prelude::*;
 use std::sync::{Arc, Mutex};
 

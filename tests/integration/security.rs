@@ -1,9 +1,9 @@
 //! Access control and observability: the shared token, certificate pinning and the
 //! self-signed certificate, connection limits, qlog and key log files, and `stats`.
 
-mod common;
+use crate::common;
 
-use common::*;
+use crate::common::*;
 use gst::prelude::*;
 use std::path::Path;
 

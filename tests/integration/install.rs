@@ -2,7 +2,7 @@
 //! lock while tests run) puts the plugin where GStreamer finds it without GST_PLUGIN_PATH,
 //! and `make uninstall`'s takes away everything it put there.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

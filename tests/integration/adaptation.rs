@@ -1,9 +1,7 @@
 //! quicnalusink's `adapt-bitrate`: behind a link narrower than the encoder's target, the
 //! sink steers x265enc's bitrate under the link's rate, and what arrives decodes.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use gst::prelude::*;
 
 #[test]

@@ -1,9 +1,7 @@
 //! Keyframe requests: a GstForceKeyUnit event sent upstream into quicnalusrc reaches the
 //! sender, whose quicnalusink asks its encoder for a keyframe; requests are merged.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use gst::prelude::*;
 use std::sync::mpsc;
 

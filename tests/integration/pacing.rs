@@ -1,8 +1,6 @@
 //! sync=true paces a 3 s, 30 fps clip at real time; sync=false sends it much faster.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::path::Path;
 use std::sync::OnceLock;
 

@@ -1,8 +1,6 @@
 //! Every stream in ../shared/media goes sink -> QUIC -> src byte-exact and decodes the same.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use gst::prelude::*;
 
 /// Sends `name` with sync=false, as a file transfer (no latency budget: a file sent as fast

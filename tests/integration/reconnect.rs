@@ -1,9 +1,7 @@
 //! Connections that end: quicnalusrc reconnects after its sender restarts or the link times
 //! out, and resumes at a keyframe; quicnalusink keeps serving when a receiver vanishes.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use gst::prelude::*;
 use gstquicnalu::relay::Impairment;
 use std::time::Duration;

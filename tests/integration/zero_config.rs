@@ -8,9 +8,7 @@
 //! fingerprint, the source trusts it on first use and remembers it, and refuses a sender
 //! on that port whose certificate changed.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::path::Path;
 use std::process::Command;
 

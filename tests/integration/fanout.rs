@@ -1,9 +1,7 @@
 //! Many receivers: eight at once with one behind a slow link, and a receiver joining
 //! mid-group.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use gst::prelude::*;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -1,9 +1,9 @@
 //! quicnalu through the impairment relay: a lossy, delayed link and an outage. Whatever
 //! quicnalusrc outputs must decode, and after an outage playback must resume quickly.
 
-mod common;
+use crate::common;
 
-use common::*;
+use crate::common::*;
 use gst::prelude::*;
 use gstquicnalu::relay::Impairment;
 use std::time::Duration;
