@@ -12,27 +12,24 @@ DESTDIR :=
 LIBDIR :=
 INSTALL_ENV = PREFIX="$(PREFIX)" DESTDIR="$(DESTDIR)" LIBDIR="$(LIBDIR)"
 
-.PHONY: all deps moq-relay moq-gst build plugin demo test bench fuzz inspect install uninstall clean
+.PHONY: all deps moq-peers build plugin demo test bench fuzz inspect install uninstall clean
 
 all: build
 
 deps:
 	./scripts/install-deps.sh
 
-# moq-dev's moq-relay at the version the MoQ tests and benchmark pin, built once into
-# .cache/ (several minutes the first time; nothing after).
-moq-relay: deps
-	./scripts/install-moq-relay.sh
+# moq-dev's moq-relay and its GStreamer elements (moqsink, moqsrc) at the versions the MoQ
+# tests and the benchmark pin: built once per machine into ~/.cache/quicnalu (or
+# $$QUICNALU_CACHE), apart from our workspace. Several minutes the first time, nothing after.
+moq-peers: deps
+	./scripts/install-moq-peers.sh relay gst
 
-# moq-dev's own GStreamer elements (moqsink, moqsrc), for the interoperability tests and
-# the benchmark: built once into .cache/, apart from our workspace.
-moq-gst: deps
-	./scripts/install-moq-gst.sh
+# What ships: the plugin library (with gst-plugin-meta inside), release profile. Tests,
+# examples and benches build with the `testing` profile (Cargo.toml says why) in make test
+# and make bench.
+build: plugin
 
-build: deps
-	$(CARGO) build --release --workspace --all-targets
-
-# The plugin library alone: no tests, benches or examples.
 plugin: deps
 	$(CARGO) build --release -p gst-plugin-quicnalu --lib
 
@@ -48,12 +45,14 @@ uninstall:
 demo: deps
 	$(CARGO) run --release -p gst-plugin-quicnalu --example loopback
 
-test: deps moq-relay moq-gst
-	$(CARGO) test --release --workspace
+# Every test, even after a failure, each in its own process (cargo-nextest, installed once
+# when missing); the last line says `N passed, M failed`.
+test: deps moq-peers
+	./scripts/run-tests.sh
 
 # Transport benchmark against srt, tcp and RTP/UDP; writes docs/BENCHMARKS.md and plots.
-bench: deps moq-relay moq-gst
-	$(CARGO) bench --bench transport -- --out docs
+bench: deps moq-peers
+	$(CARGO) bench --profile testing --bench transport -- --out docs
 
 # Fuzz the wire decoders (nightly, cargo-fuzz): FUZZ_TIME seconds per target, starting from
 # the committed corpus. New inputs go to fuzz/new-corpus so the committed one stays minimal;

@@ -1,9 +1,10 @@
 //! quicnalu's transport benchmark: quicnalu against srtsink/srtsrc, tcpserversink/
 //! tcpclientsrc and RTP over raw udpsink/udpsrc (the floor), on the same content, in one run.
 //!
-//!     make bench            # = cargo bench --bench transport -- --out docs
-//!     cargo bench --bench transport -- [--quick] [--only quicnalu] [--rates 400,1000]
-//!         [--relay] [--scenarios a,e,fanout,throughput,l] [--match '5% loss'] [--runs 3]
+//!     make bench            # = cargo bench --profile testing --bench transport -- --out docs
+//!     cargo bench --profile testing --bench transport -- [--quick] [--only quicnalu]
+//!         [--rates 400,1000] [--relay] [--scenarios a,e,fanout,throughput,l]
+//!         [--match '5% loss'] [--runs 3]
 //!     QUICNALU_BENCH_CC=cubic cargo bench ...   # another congestion-control for quicnalu
 //!
 //! Every pair runs as two child processes (sender, receiver) on loopback, both timing on
@@ -460,13 +461,13 @@ fn orchestrate(args: &[String]) {
             ));
         }
     }
-    // Through a MoQ relay: moq-dev's moq-relay (pinned by scripts/install-moq-relay.sh),
+    // Through a MoQ relay: moq-dev's moq-relay (pinned by scripts/install-moq-peers.sh),
     // against the direct connection in the same run, then N subscribers behind it.
     let mut moq_pairs = Vec::new();
     let mut moq_fanouts = Vec::new();
     if !relay_only && wanted("(moq)") {
         let relay = moq_relay::MoqRelay::start();
-        // moq-dev's elements too (scripts/install-moq-gst.sh), found by the children here.
+        // moq-dev's elements too (the same script), found by the children here.
         std::env::set_var("QUICNALU_MOQ_GST", moq_relay::moq_gst_dir());
         // The child processes find the relay here.
         std::env::set_var(

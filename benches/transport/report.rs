@@ -422,9 +422,9 @@ fn reconverge(r: &PairResult) -> String {
 
 pub fn write(out: &Path, md: &str, latency: &[PairResult], sweep: &[(f64, PairResult)]) {
     let doc = format!(
-        "# Benchmarks\n\nMade by `make bench` (`cargo bench --bench transport -- --out docs`) on \
-         the project's 2-core machine; every transport in the same run, sender and receiver as \
-         separate processes on loopback. Plots: [latency CDF](bench-latency-cdf.svg), \
+        "# Benchmarks\n\nMade by `make bench` (`cargo bench --profile testing --bench \
+         transport -- --out docs`) on the project's 2-core machine; every transport in the same \
+         run, sender and receiver as separate processes on loopback. Plots: [latency CDF](bench-latency-cdf.svg), \
          [throughput vs CPU](bench-throughput-cpu.svg). Where quicnalu's CPU goes: \
          [PROFILE.md](PROFILE.md).\n\n{md}\n"
     );
