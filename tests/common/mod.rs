@@ -7,6 +7,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -355,8 +356,24 @@ pub fn framemd5_cached(path: &Path) -> String {
         return hit;
     }
     let fresh = framemd5(path);
-    let _ = std::fs::write(&cache, &fresh);
+    let partial = partial_beside(&cache);
+    if std::fs::write(&partial, &fresh).is_ok() {
+        let _ = std::fs::rename(&partial, &cache);
+    }
     fresh
+}
+
+/// A file name beside `path` that no other test writes to, for a file renamed into place
+/// once whole: tests run in several processes at once, and any of them may fill a cache.
+pub fn partial_beside(path: &Path) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let mut name = path.file_name().expect("a file name").to_os_string();
+    name.push(format!(
+        ".{}-{}.partial",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    path.with_file_name(name)
 }
 
 /// Encodes a test clip with x265enc into a raw .h265 file.
@@ -510,7 +527,7 @@ pub fn noise_clip() -> PathBuf {
 pub fn cached_clip(name: &str, encoder: &str) -> PathBuf {
     let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
     if !path.exists() {
-        let partial = path.with_extension("partial");
+        let partial = partial_beside(&path);
         let encode = Running::launch(&format!(
             "{encoder} ! h265parse ! filesink location={}",
             partial.display()
