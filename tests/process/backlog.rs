@@ -126,8 +126,20 @@ fn sink_keeps_serving_when_a_receiver_vanishes() {
         longest_gap_ms < 1000.0,
         "the steady receiver stalled {longest_gap_ms:.1} ms"
     );
-    // The vanished receiver's backlog is capped at 8 MiB, then dropped.
-    assert!(growth_mib < 16.0, "the heap grew {growth_mib:.1} MiB");
+    // What the vanished receiver can cost: the sink's queue for it (MAX_BACKLOG, then it
+    // is dropped) and what quiche took for it. Mostly the latter is nothing and the heap
+    // grows 2-3 MiB. But while a probe timeout is pending quiche ignores the congestion
+    // window (quiche's cwnd_available), so a write then hands it everything the sink holds
+    // and what follows, up to the receiver's flow-control window (transport/config.rs:
+    // 64 MiB). The budget and MAX_BACKLOG no longer reach those frames; they stay until the
+    // connection ends. About one run in four does that, and grows 30 MiB here.
+    const MAX_BACKLOG_MIB: f64 = 8.0;
+    const FLOW_CONTROL_WINDOW_MIB: f64 = 64.0;
+    let bound = MAX_BACKLOG_MIB + FLOW_CONTROL_WINDOW_MIB;
+    assert!(
+        growth_mib < bound,
+        "the heap grew {growth_mib:.1} MiB, beyond {bound} MiB"
+    );
 }
 
 #[test]
