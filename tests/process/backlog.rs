@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 /// The process's memory two ways. `heap` is what is allocated and not yet freed: malloc's
 /// bytes in use over every arena plus its mmapped blocks (mallinfo2's uordblks + hblkhd),
-/// which is what the elements keep. `rss` adds what malloc has had back but keeps for
-/// reuse (`kept`, fordblks), and that depends on which thread's arena a buffer came from
-/// and on glibc's mmap threshold, not on the elements.
-#[derive(Clone, Copy, Default)]
+/// which is what the elements keep. `rss` also counts what malloc has had back and keeps
+/// for reuse (`kept`, fordblks), less the pages an earlier test in the process already
+/// touched: it depends on what ran before, not only on the elements.
+#[derive(Clone, Copy)]
 struct Memory {
     heap: u64,
     kept: u64,
