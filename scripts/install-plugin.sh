@@ -14,6 +14,8 @@
 #
 # uninstall removes the library and then the folders on its path that are left empty, up to
 # the data folder, PREFIX or DESTDIR (whichever bounds the install): install made them.
+#
+# PREFIX and LIBDIR may not have a `..` component: the plugin would land outside the prefix.
 set -euo pipefail
 
 NAME=libgstquicnalu.so
@@ -38,6 +40,13 @@ trim() {
   printf '%s' "$p"
 }
 
+# A `..` would take the install, and uninstall's removals, outside the prefix.
+no_dotdot() {
+  case "/$2/" in
+    */../*) echo "$1 may not contain a '..' component: $2" >&2; exit 2 ;;
+  esac
+}
+
 PREFIX="$(trim "${PREFIX:-}")"
 DESTDIR="$(trim "${DESTDIR:-}")"
 if [ -z "$PREFIX" ]; then
@@ -46,6 +55,8 @@ if [ -z "$PREFIX" ]; then
   dir="$root/gstreamer-1.0/plugins"
 else
   case "$PREFIX" in /*) ;; *) echo "PREFIX must be an absolute path: $PREFIX" >&2; exit 2 ;; esac
+  no_dotdot PREFIX "$PREFIX"
+  no_dotdot LIBDIR "${LIBDIR:-}"
   if [ -z "${LIBDIR:-}" ]; then
     arch="$(multiarch)"
     LIBDIR="lib${arch:+/$arch}"

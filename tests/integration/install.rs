@@ -44,7 +44,7 @@ fn describe(out: &Output) -> String {
     )
 }
 
-fn script(action: &str, env: &[(&str, &Path)]) -> String {
+fn script_command(action: &str, env: &[(&str, &Path)]) -> Command {
     let mut c = command(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install-plugin.sh"),
         env,
@@ -53,7 +53,11 @@ fn script(action: &str, env: &[(&str, &Path)]) -> String {
     if action == "install" {
         c.arg(common::plugin_library());
     }
-    succeed(c)
+    c
+}
+
+fn script(action: &str, env: &[(&str, &Path)]) -> String {
+    succeed(script_command(action, env))
 }
 
 /// `gst-inspect-1.0 quicnalusink` with `env` and nothing else pointing at plugins.
@@ -74,6 +78,7 @@ fn contents(dir: &Path) -> Vec<PathBuf> {
         }
         found.push(path);
     }
+    found.sort();
     found
 }
 
@@ -172,4 +177,63 @@ fn prefix_alone() {
 
     script("uninstall", &env);
     assert_eq!(contents(&prefix), Vec::<PathBuf>::new(), "left behind");
+}
+
+/// Runs `action`, which must refuse with exit 2, name `var`, and change nothing under `tree`.
+fn refused(action: &str, env: &[(&str, &Path)], var: &str, tree: &Path) {
+    let before = contents(tree);
+    let mut c = script_command(action, env);
+    let out = c.output().unwrap_or_else(|e| panic!("{c:?}: {e}"));
+    assert_eq!(out.status.code(), Some(2), "{c:?}: {}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with(var),
+        "{c:?} does not name {var}: {stderr}"
+    );
+    assert_eq!(contents(tree), before, "{c:?} changed {}", tree.display());
+}
+
+/// A `..` in LIBDIR or PREFIX would put the plugin outside the prefix, and the walk up in
+/// uninstall would remove folders there: both refuse it and touch nothing.
+#[test]
+fn dot_dot_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let prefix = t.join("a/b/prefix");
+    // (PREFIX, LIBDIR, the variable the error names, where the library would have gone)
+    let cases = [
+        (
+            prefix.clone(),
+            "lib/../../..",
+            "LIBDIR",
+            t.join("a/gstreamer-1.0"),
+        ),
+        (
+            prefix.clone(),
+            "../../x",
+            "LIBDIR",
+            t.join("a/x/gstreamer-1.0"),
+        ),
+        (
+            prefix.join("../../c"),
+            "lib",
+            "PREFIX",
+            t.join("a/c/lib/gstreamer-1.0"),
+        ),
+    ];
+    for (prefix_var, libdir, var, target) in cases {
+        // A lived-in prefix: `lib/..` resolves only where lib exists.
+        std::fs::create_dir_all(prefix.join("lib")).unwrap();
+        let env = [
+            ("PREFIX", prefix_var.as_path()),
+            ("LIBDIR", Path::new(libdir)),
+        ];
+        refused("install", &env, var, t);
+        // An empty folder where the library would be: the walk up used to remove it.
+        std::fs::create_dir_all(&target).unwrap();
+        refused("uninstall", &env, var, t);
+        for entry in std::fs::read_dir(t).unwrap() {
+            std::fs::remove_dir_all(entry.unwrap().path()).unwrap();
+        }
+    }
 }
