@@ -12,13 +12,16 @@
 #                          lib/<multiarch> (lib/x86_64-linux-gnu) as Debian lays it out
 #   DESTDIR:               a staging root put in front of PREFIX (packaging)
 #
-# uninstall removes the library and then the folders on its path that are left empty, up to
-# the data folder, PREFIX or DESTDIR (whichever bounds the install): install made them.
+# install records the folders it made (those missing before) in .libgstquicnalu.so.dirs next
+# to the library; uninstall removes the library, the record, and those of the folders that
+# are left empty, below the data folder, PREFIX or DESTDIR (whichever bounds the install).
+# Folders that were there before install, or with no record (an older install), stay.
 #
 # PREFIX and LIBDIR may not have a `..` component: the plugin would land outside the prefix.
 set -euo pipefail
 
 NAME=libgstquicnalu.so
+DIRS=".$NAME.dirs"
 here="$(cd "$(dirname "$0")/.." && pwd)"
 
 usage() {
@@ -72,7 +75,21 @@ case "${1:-}" in
     [ $# -le 2 ] || usage
     lib="${2:-${CARGO_TARGET_DIR:-$here/target}/release/$NAME}"
     [ -f "$lib" ] || { echo "no plugin at $lib: build it first (make install does)" >&2; exit 1; }
+    # The folders mkdir -p is about to make, deepest first (only below the bound: uninstall
+    # never removes the bound itself).
+    made=()
+    d="$dir"
+    while [ ! -e "$d" ] && case "$d" in "$root"/?*) true ;; *) false ;; esac; do
+      made+=("$d")
+      d="$(dirname "$d")"
+    done
     mkdir -p "$dir"
+    # Only a fresh folder gets a record; over an earlier install, its record stays as it is.
+    if [ "${#made[@]}" -gt 0 ]; then
+      tmp="$dir/$DIRS.$$"
+      printf '%s\n' "${made[@]}" >"$tmp"
+      mv -f "$tmp" "$dir/$DIRS"
+    fi
     # Copy then rename: a process that has the old library mapped keeps it intact.
     tmp="$dir/.$NAME.$$"
     cp "$lib" "$tmp"
@@ -95,10 +112,17 @@ case "${1:-}" in
     else
       echo "nothing installed at $dir/$NAME"
     fi
-    # Only folders strictly below the bound, and only empty ones.
-    d="$dir"
-    while case "$d" in "$root"/?*) true ;; *) false ;; esac && rmdir "$d" 2>/dev/null; do
-      d="$(dirname "$d")"
+    made=()
+    if [ -f "$dir/$DIRS" ]; then
+      mapfile -t made <"$dir/$DIRS"
+      rm -f "$dir/$DIRS"
+    fi
+    # Only what the record lists, and of that only the library's folder and those above it,
+    # strictly below the bound, and empty.
+    for d in "${made[@]}"; do
+      case "$dir/" in "$d"/*) ;; *) continue ;; esac
+      case "$d" in "$root"/?*) ;; *) continue ;; esac
+      rmdir "$d" 2>/dev/null || break
     done
     ;;
   *) usage ;;

@@ -1,6 +1,6 @@
 //! `make install`'s copy step (scripts/install-plugin.sh, run directly: cargo holds the build
 //! lock while tests run) puts the plugin where GStreamer finds it without GST_PLUGIN_PATH,
-//! and `make uninstall`'s takes away everything it put there.
+//! and `make uninstall`'s takes away everything it put there, and nothing else.
 
 use crate::common;
 
@@ -19,6 +19,10 @@ const AMBIENT: [&str; 8] = [
     "GST_REGISTRY",
     "GST_REGISTRY_1_0",
 ];
+
+const LIBRARY: &str = "libgstquicnalu.so";
+/// Next to the library: the folders install made, which uninstall may remove.
+const RECORD: &str = ".libgstquicnalu.so.dirs";
 
 fn command(program: impl AsRef<std::ffi::OsStr>, env: &[(&str, &Path)]) -> Command {
     let mut c = Command::new(program);
@@ -82,6 +86,19 @@ fn contents(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// The library installed under `dir`, the one file there besides its record.
+fn library_and_record(dir: &Path) -> PathBuf {
+    let files: Vec<PathBuf> = contents(dir).into_iter().filter(|p| p.is_file()).collect();
+    let library = files
+        .iter()
+        .find(|p| p.ends_with(LIBRARY))
+        .unwrap_or_else(|| panic!("no library: {files:?}"))
+        .clone();
+    let expected = [library.with_file_name(RECORD), library.clone()];
+    assert_eq!(files, expected, "the library and its record");
+    library
+}
+
 #[test]
 fn user_plugin_folder_by_default() {
     let tmp = tempfile::tempdir().unwrap();
@@ -94,13 +111,17 @@ fn user_plugin_folder_by_default() {
     ];
 
     let said = script("install", &env);
-    let installed = data.join("gstreamer-1.0/plugins/libgstquicnalu.so");
+    let installed = data.join("gstreamer-1.0/plugins").join(LIBRARY);
     assert!(
         installed.is_file(),
         "not at {}: {said}",
         installed.display()
     );
-    assert_eq!(contents(&data).len(), 3, "only the library and its folders");
+    assert_eq!(
+        contents(&data).len(),
+        4,
+        "only the library, its record and its folders"
+    );
 
     let found = inspect(&env);
     assert!(found.status.success(), "not found: {}", describe(&found));
@@ -128,22 +149,13 @@ fn prefix_with_destdir() {
     ];
 
     script("install", &env);
-    let files: Vec<PathBuf> = contents(&stage)
-        .into_iter()
-        .filter(|p| p.is_file())
-        .collect();
-    assert_eq!(files.len(), 1, "one file: {files:?}");
-    let installed = &files[0];
+    let installed = &library_and_record(&stage);
     // $DESTDIR/usr/local/lib[/<multiarch>]/gstreamer-1.0/libgstquicnalu.so
     let folder = installed.parent().unwrap();
     assert!(
         folder.ends_with("gstreamer-1.0") && folder.starts_with(stage.join("usr/local/lib")),
         "{}",
         installed.display()
-    );
-    assert_eq!(
-        installed.file_name().unwrap().to_string_lossy(),
-        "libgstquicnalu.so"
     );
 
     // GStreamer loads it from there (pointed at it, as it would be with the prefix live).
@@ -168,15 +180,63 @@ fn prefix_alone() {
     let env = [("PREFIX", prefix.as_path())];
 
     script("install", &env);
-    let files: Vec<PathBuf> = contents(&prefix)
+    let installed = library_and_record(&prefix);
+    assert!(installed.ends_with("gstreamer-1.0/libgstquicnalu.so"));
+    // Every folder it made (all of them: the prefix was empty), deepest first.
+    let record = std::fs::read_to_string(installed.with_file_name(RECORD)).unwrap();
+    let mut made: Vec<PathBuf> = contents(&prefix)
         .into_iter()
-        .filter(|p| p.is_file())
+        .filter(|p| p.is_dir())
         .collect();
-    assert_eq!(files.len(), 1, "one file: {files:?}");
-    assert!(files[0].ends_with("gstreamer-1.0/libgstquicnalu.so"));
+    made.reverse();
+    assert_eq!(record.lines().map(PathBuf::from).collect::<Vec<_>>(), made);
 
     script("uninstall", &env);
     assert_eq!(contents(&prefix), Vec::<PathBuf>::new(), "left behind");
+}
+
+/// A folder that was there before install is not uninstall's to remove, even when empty.
+#[test]
+fn uninstall_keeps_folders_it_did_not_make() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mine = data.join("gstreamer-1.0");
+    std::fs::create_dir_all(&mine).unwrap();
+    let env = [("XDG_DATA_HOME", data.as_path())];
+
+    script("install", &env);
+    assert!(mine.join("plugins").join(LIBRARY).is_file());
+    script("uninstall", &env);
+    assert_eq!(
+        contents(&data),
+        vec![mine],
+        "only the folder that was there before"
+    );
+}
+
+/// Installing again over an install keeps the record of the folders the first one made, and
+/// an install from before there was one (no record) loses only its library.
+#[test]
+fn reinstall_and_install_without_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prefix = tmp.path().join("prefix");
+    std::fs::create_dir(&prefix).unwrap();
+    let env = [("PREFIX", prefix.as_path())];
+
+    script("install", &env);
+    script("install", &env);
+    script("uninstall", &env);
+    assert_eq!(contents(&prefix), Vec::<PathBuf>::new(), "left behind");
+
+    script("install", &env);
+    let record = library_and_record(&prefix).with_file_name(RECORD);
+    std::fs::remove_file(&record).unwrap();
+    let folders: Vec<PathBuf> = contents(&prefix)
+        .into_iter()
+        .filter(|p| p.is_dir())
+        .collect();
+    script("uninstall", &env);
+    assert_eq!(contents(&prefix), folders, "only the library goes");
 }
 
 /// Runs `action`, which must refuse with exit 2, name `var`, and change nothing under `tree`.
