@@ -1,11 +1,36 @@
 //! `quicnalu://host:port?property=value&...`, the URI both elements take as GstURIHandlers
-//! (as srt:// does): host and port are the `address` and `port` properties, and every query
+//! (as srt:// does): host and port are the `address` and `port` properties, and each query
 //! key names a property, its value in gst-launch-1.0's syntax, percent-encoded where needed.
+//!
+//! A URI comes from wherever a player got it (a playlist, a web page), so it may set only
+//! [`PROPERTIES`]: where the stream is and how to receive it. Never a file path (a FIFO or
+//! /dev/zero there would hang or exhaust the process), never a weaker trust (`tls-verify`).
 
 use gst::glib;
 use gst::prelude::*;
 
 pub const SCHEME: &str = "quicnalu";
+
+/// What a URI's query may set, on the elements that have it.
+pub const PROPERTIES: &[&str] = &[
+    "mode",
+    "latency",
+    "latency-budget",
+    "timeout",
+    "token",
+    "certificate-fingerprint",
+    "server-name",
+    "congestion-control",
+    "join-mode",
+    "reconnect",
+    "reconnect-delay-max",
+    "reconnect-timeout",
+    "moq-url",
+    "moq-broadcast",
+    "moq-certificate-fingerprint",
+    "self-signed",
+    "max-receivers",
+];
 
 /// Sets `element`'s properties from `uri`. Every value is checked before any is set, so a
 /// bad URI changes nothing.
@@ -44,6 +69,12 @@ pub fn apply(element: &gst::Element, uri: &str) -> Result<(), glib::Error> {
                 .ok_or_else(|| bad(format!("'{s}' in '{uri}' is not percent-encoded right")))
         };
         let (key, text): (String, String) = (unescape(key)?, unescape(text)?);
+        if !PROPERTIES.contains(&key.as_str()) {
+            return Err(bad(format!(
+                "a URI cannot set '{key}' (from '{uri}'): only {}; set it on the element",
+                PROPERTIES.join(", ")
+            )));
+        }
         let pspec = element
             .find_property(&key)
             .filter(|p| p.flags().contains(glib::ParamFlags::WRITABLE))
@@ -113,13 +144,23 @@ mod tests {
         for (uri, says) in [
             (
                 "quicnalu://h:1?latency=80&nonsense=1",
-                "no property 'nonsense'",
+                "cannot set 'nonsense'",
             ),
             (
                 "quicnalu://h:1?latency=soon",
                 "'soon' is not a value for latency",
             ),
-            ("quicnalu://h:1?stats=x", "no property 'stats'"),
+            ("quicnalu://h:1?stats=x", "cannot set 'stats'"),
+            (
+                "quicnalu://h:1?known-hosts=/dev/zero",
+                "cannot set 'known-hosts'",
+            ),
+            ("quicnalu://h:1?qlog-dir=/tmp/x", "cannot set 'qlog-dir'"),
+            ("quicnalu://h:1?tls-verify=false", "cannot set 'tls-verify'"),
+            (
+                "quicnalu://h:1?latency-budget=5",
+                "no property 'latency-budget'",
+            ),
             ("quicnalu://h:1?latency", "is not property=value"),
             ("srt://h:1", "not a quicnalu:// URI"),
         ] {

@@ -593,6 +593,12 @@ impl QuicNaluSrc {
                         .field("reconnecting", reconnecting)
                         .build()
                 }
+                ConnectionEvent::CallbackFailed { peer, reason } => {
+                    gst::Structure::builder("quicnalusrc-callback-failed")
+                        .field("peer", peer.to_string())
+                        .field("reason", reason)
+                        .build()
+                }
                 ConnectionEvent::FirstUse {
                     peer,
                     fingerprint,
@@ -811,6 +817,15 @@ impl BaseSrcImpl for QuicNaluSrc {
             ),
             host: s.host_key(),
         });
+        if s.mode == Mode::Listener && known_hosts.is_some() {
+            gst::element_warning!(
+                self.obj(),
+                gst::ResourceError::Settings,
+                ("listening with trust on first use: the first sender to call this port \
+                     is remembered and played, whoever it is; set certificate-fingerprint, \
+                     or a token both ends share, to answer only your own sender")
+            );
+        }
         let capture = Capture::open(s.qlog_dir.as_deref(), s.keylog_file.as_deref())
             .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ["{}", e]))?;
         let stats_interval =

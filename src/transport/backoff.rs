@@ -127,7 +127,7 @@ impl Backoff {
         let give_up = self.reconnect.give_up;
         match outcome {
             Outcome::Shutdown | Outcome::Ended => Next::Stop,
-            Outcome::Fatal(why) => Next::Fail(why),
+            Outcome::Fatal(why) if why.is_local() => Next::Fail(why),
             Outcome::Lost(why) if !self.reconnect.enabled => Next::Fail(why),
             Outcome::Lost(why) => {
                 self.lost = Some((now, why));
@@ -135,7 +135,9 @@ impl Backoff {
                     until: give_up.map(|limit| now + limit),
                 }
             }
-            Outcome::Unanswered(_) => Next::AwaitCaller {
+            // Whoever knocked (a stray, or a caller that refused us): anyone may knock, so
+            // nothing they do fails the listener.
+            Outcome::Unanswered(_) | Outcome::Fatal(_) => Next::AwaitCaller {
                 until: give_up
                     .zip(self.lost.as_ref())
                     .map(|(l, (since, _))| *since + l),

@@ -8,13 +8,13 @@ use super::config::{self, CongestionControl};
 use super::control::{self, command_fits, Stopped, CONTROL_STREAM};
 use super::ending::{self, cannot_create, no_answer, poll_failed, violation, Outcome};
 use super::inbox::{next_event, Event, Inbox, Outgoing};
-use super::knock;
+use super::knock::{self, Doorman, Knock, AMPLIFICATION, HEAR_BACK, KNOCK_LEN};
 use super::known_hosts::KnownHosts;
 use super::link::{gated, Interrupted, Link, NetThread};
 use super::logger::{self, Route};
 use super::monotonic_ns;
 use super::reassembly::{Reassembly, Reply, StreamSource, MAX_CONTROL_OUT};
-use super::socket::{random_cid, Endpoint, Outbox, RecvBatch, SOCKET};
+use super::socket::{random_cid, Endpoint, Outbox, RecvBatch, Wire, SOCKET};
 use super::stats::{ClientStats, ConnectionStats, ReceiverCounters, Reporter};
 use super::tls::{self, Check, Fingerprint};
 use super::Error;
@@ -101,6 +101,9 @@ pub enum ConnectionEvent {
         reason: String,
         reconnecting: bool,
     },
+    /// Listening: the call-back to a knock's source failed (no answer, another
+    /// certificate, a refusal); still listening.
+    CallbackFailed { peer: SocketAddr, reason: String },
     /// A sender not seen before, trusted on first use and remembered.
     FirstUse {
         peer: SocketAddr,
@@ -222,7 +225,7 @@ impl Client {
 /// calls again), each resuming at the next keyframe.
 fn drive(mut conn: Loop) {
     let peer = conn.settings.peer;
-    let mut backoff = if conn.settings.listen {
+    let mut backoff = if conn.door.is_some() {
         Backoff::listening(peer, conn.settings.reconnect)
     } else {
         Backoff::new(peer, conn.settings.reconnect)
@@ -243,8 +246,18 @@ fn drive(mut conn: Loop) {
                 break;
             }
             Next::AwaitCaller { until } => {
-                let caller = match await_knock(&mut conn.endpoint, &conn.link, &mut conn.buf, until)
-                {
+                let Some(door) = conn.door.as_mut() else {
+                    break;
+                };
+                let waiting = Waiting {
+                    endpoint: &mut conn.endpoint,
+                    link: &conn.link,
+                    buf: &mut conn.buf,
+                    token: &conn.settings.token,
+                    counters: &mut conn.core.counters,
+                    stats: &mut conn.settings.stats,
+                };
+                let caller = match waiting.wait(door, until) {
                     Waited::Knock(from) => from,
                     Waited::Stopping => return,
                     Waited::Expired => {
@@ -286,10 +299,19 @@ fn answer_first_caller(
     config: quiche::Config,
     link: Arc<Link<Queue>>,
     mut settings: ClientSettings,
-    counters: ReceiverCounters,
+    mut counters: ReceiverCounters,
 ) {
     let mut buf = vec![0; 65536];
-    match await_knock(&mut endpoint, &link, &mut buf, None) {
+    let mut door = Doorman::default();
+    let waiting = Waiting {
+        endpoint: &mut endpoint,
+        link: &link,
+        buf: &mut buf,
+        token: &settings.token,
+        counters: &mut counters,
+        stats: &mut settings.stats,
+    };
+    match waiting.wait(&mut door, None) {
         Waited::Knock(caller) => {
             gst::info!(CAT, "{caller} called: connecting to it");
             settings.peer = caller;
@@ -297,7 +319,11 @@ fn answer_first_caller(
         Waited::Stopping | Waited::Expired => return,
     }
     match Loop::new(endpoint, config, link.clone(), settings, None, counters) {
-        Ok(first) => drive(first),
+        Ok(mut first) => {
+            first.door = Some(door);
+            first.hear_back = Some(HearBack::new(first.started));
+            drive(first)
+        }
         Err(why) => {
             link.update(|s| s.failure = Some(why));
             link.wait_shutdown();
@@ -311,30 +337,106 @@ enum Waited {
     Expired,
 }
 
-/// Reads datagrams until a knock comes (knock.rs), the element stops, or `until` passes;
-/// anything else (a lost connection's late packets) is dropped.
-fn await_knock(
-    endpoint: &mut Endpoint,
-    link: &Link<Queue>,
-    buf: &mut [u8],
-    until: Option<Instant>,
-) -> Waited {
-    let mut events = Events::with_capacity(4);
-    loop {
-        if link.lock().shutdown {
-            return Waited::Stopping;
-        }
-        while let Some(d) = endpoint.recv(buf) {
-            if d.ranges().any(|r| knock::is_knock(&buf[r])) {
-                return Waited::Knock(d.from);
+/// A listener between connections: what it reads while it waits for a knock.
+struct Waiting<'a> {
+    endpoint: &'a mut Endpoint,
+    link: &'a Link<Queue>,
+    buf: &'a mut [u8],
+    /// Knocks must be signed with it, if not empty (knock.rs).
+    token: &'a [u8],
+    counters: &'a mut ReceiverCounters,
+    stats: &'a mut Reporter<ClientStats>,
+}
+
+impl Waiting<'_> {
+    /// Reads datagrams, a batch at a time, until `door` answers a knock, the element stops,
+    /// or `until` passes; anything else (a lost connection's late packets) is dropped.
+    fn wait(self, door: &mut Doorman, until: Option<Instant>) -> Waited {
+        let mut events = Events::with_capacity(4);
+        loop {
+            if self.link.lock().shutdown {
+                return Waited::Stopping;
+            }
+            let mut batch = RecvBatch::default();
+            while let Some(d) = batch.next(self.endpoint, self.buf) {
+                for r in d.ranges() {
+                    let knock = knock::read(&self.buf[r], Some(self.token));
+                    heard(door, knock, d.from, self.counters);
+                }
+            }
+            // Knocks heard while the last call-back was under way count too.
+            if let Some(caller) = door.next(Instant::now()) {
+                return Waited::Knock(caller);
+            }
+            if until.is_some_and(|t| Instant::now() >= t) {
+                return Waited::Expired;
+            }
+            let counters = *self.counters;
+            let snapshot = self.stats.poll(|| ClientStats {
+                peer: None,
+                connection: None,
+                counters,
+            });
+            if let Some(stats) = snapshot {
+                self.link.update(|s| s.inner.stats = stats);
+            }
+            let deadlines = [until, Some(self.stats.due())];
+            if let Err(e) = self.endpoint.wait(&mut events, deadlines, !batch.drained()) {
+                self.link.update(|s| s.failure = Some(poll_failed(e)));
+                return Waited::Stopping;
             }
         }
-        if until.is_some_and(|t| Instant::now() >= t) {
-            return Waited::Expired;
+    }
+}
+
+/// Takes a datagram that was `knock` from `from` to the doorman, and counts it.
+fn heard(door: &mut Doorman, knock: Knock, from: SocketAddr, counters: &mut ReceiverCounters) {
+    match knock {
+        Knock::NotAKnock => {}
+        Knock::Valid if door.knocked(Instant::now(), from) => counters.knocks += 1,
+        Knock::Valid | Knock::Unsigned => {
+            gst::debug!(CAT, "ignoring a knock from {from} ({knock:?})");
+            counters.knocks_refused += 1;
         }
-        if let Err(e) = endpoint.wait(&mut events, [until], false) {
-            link.update(|s| s.failure = Some(poll_failed(e)));
-            return Waited::Stopping;
+    }
+}
+
+/// A call-back to a knock's source that has not heard from it yet: it gives up after
+/// HEAR_BACK, and sends no more than AMPLIFICATION times the source's knocks.
+#[derive(Debug, Clone, Copy)]
+struct HearBack {
+    until: Instant,
+    /// Bytes it may still send.
+    allowance: usize,
+}
+
+impl HearBack {
+    fn new(started: Instant) -> Self {
+        HearBack {
+            until: started + HEAR_BACK,
+            allowance: AMPLIFICATION * KNOCK_LEN,
+        }
+    }
+}
+
+/// The socket, for a call-back not yet heard from: a datagram past the allowance is not
+/// sent, and marks the allowance spent (the attempt then ends).
+struct Allowed<'a> {
+    socket: &'a mio::net::UdpSocket,
+    allowance: &'a std::cell::Cell<usize>,
+}
+
+impl Wire for Allowed<'_> {
+    fn send(&self, data: &[u8], segment: usize, to: SocketAddr) -> std::io::Result<()> {
+        match self.allowance.get().checked_sub(data.len()) {
+            Some(left) => {
+                self.allowance.set(left);
+                Wire::send(self.socket, data, segment, to)
+            }
+            None => {
+                self.allowance.set(0);
+                Ok(())
+            }
         }
     }
 }
@@ -381,6 +483,10 @@ struct Loop {
     control_unread: bool,
     outbox: Outbox,
     buf: Vec<u8>,
+    /// Listening: which knocks to answer next (None when dialling).
+    door: Option<Doorman>,
+    /// Listening: this call-back has not heard from the knock's source yet.
+    hear_back: Option<HearBack>,
 }
 
 impl Loop {
@@ -448,6 +554,8 @@ impl Loop {
             control_unread: false,
             outbox,
             buf: vec![0; 65536],
+            door: None,
+            hear_back: None,
         })
     }
 
@@ -465,6 +573,7 @@ impl Loop {
                     .then(|| self.last_rx.max(self.last_probe) + PROBE),
                 self.core.skip_deadline(Instant::now()),
                 Some(self.settings.stats.due()),
+                self.hear_back.map(|h| h.until),
             ];
             // Commands left unread in quiche raise no socket event: come straight back.
             let unread = self.unread || self.control_unread;
@@ -495,6 +604,12 @@ impl Loop {
             }
             if self.conn.is_closed() {
                 return self.closed();
+            }
+            if let Some(hear_back) = self.hear_back {
+                if hear_back.allowance == 0 || Instant::now() >= hear_back.until {
+                    let _ = self.conn.close(false, 0x0, b"no answer");
+                    return Outcome::Unanswered(no_answer(self.settings.peer, HEAR_BACK));
+                }
             }
             if !self.conn.is_established() && self.started.elapsed() > self.answer_within {
                 let _ = self.conn.close(false, 0x0, b"connect timeout");
@@ -544,7 +659,8 @@ impl Loop {
     /// reason if it cannot even be created.
     fn reconnect(self, window: Option<Duration>) -> Result<Loop, (Arc<Link<Queue>>, Error)> {
         let link = self.link.clone();
-        Loop::new(
+        let door = self.door;
+        let mut next = Loop::new(
             self.endpoint,
             self.config,
             self.link,
@@ -552,7 +668,11 @@ impl Loop {
             window,
             self.core.counters,
         )
-        .map_err(|e| (link, e))
+        .map_err(|e| (link, e))?;
+        // Listening, every connection is a call-back to a knock.
+        next.hear_back = door.is_some().then(|| HearBack::new(next.started));
+        next.door = door;
+        Ok(next)
     }
 
     /// Waits until `t`, dropping stray datagrams; false if the element is stopping.
@@ -572,10 +692,26 @@ impl Loop {
     /// Tells the application how the connection ended; a failure to connect is told by the
     /// failure itself.
     fn report(&mut self, outcome: &Outcome) {
+        if self.phase == Phase::Connecting {
+            if let (Some(door), Outcome::Unanswered(why) | Outcome::Fatal(why)) =
+                (&mut self.door, outcome)
+            {
+                // Not the listener's failure but its caller's (or a stray's): the next knock
+                // from elsewhere is answered, this source's only after a pause.
+                let peer = self.settings.peer;
+                door.failed(Instant::now(), peer);
+                self.core.counters.callbacks_failed += 1;
+                gst::warning!(CAT, "call-back to {peer} failed: {why}; still listening");
+                let reason = why.to_string();
+                (self.settings.on_connection)(ConnectionEvent::CallbackFailed { peer, reason });
+                return;
+            }
+        }
+        let listening = self.door.is_some();
         match outcome {
             Outcome::Ended => self.notify_disconnected("end of stream".into(), false),
             Outcome::Fatal(why) if self.phase != Phase::Connecting => {
-                self.notify_disconnected(why.to_string(), false)
+                self.notify_disconnected(why.to_string(), listening)
             }
             Outcome::Lost(why) => {
                 let reconnecting = self.settings.reconnect.enabled;
@@ -599,7 +735,18 @@ impl Loop {
     }
 
     fn flush(&mut self) {
-        self.outbox.send_all(&mut self.conn, &self.endpoint.socket);
+        match &mut self.hear_back {
+            None => self.outbox.send_all(&mut self.conn, &self.endpoint.socket),
+            Some(hear_back) => {
+                let allowance = std::cell::Cell::new(hear_back.allowance);
+                let wire = Allowed {
+                    socket: &self.endpoint.socket,
+                    allowance: &allowance,
+                };
+                self.outbox.send_all(&mut self.conn, &wire);
+                hear_back.allowance = allowance.get();
+            }
+        }
         self.endpoint.watch_writable(self.outbox.blocked());
     }
 
@@ -646,10 +793,30 @@ impl Loop {
                 to: self.endpoint.local,
             };
             for range in d.ranges() {
+                if let Some(door) = &mut self.door {
+                    let knock =
+                        knock::read(&self.buf[range.clone()], Some(&self.settings.token[..]));
+                    if knock != Knock::NotAKnock {
+                        match &mut self.hear_back {
+                            // The caller knocks again while we try to reach it: each knock
+                            // lets the call-back send as much again.
+                            Some(h) if d.from == self.settings.peer && knock == Knock::Valid => {
+                                h.allowance += AMPLIFICATION * range.len();
+                            }
+                            _ => heard(door, knock, d.from, &mut self.core.counters),
+                        }
+                        continue;
+                    }
+                }
                 // Only our connection's packets count as hearing from the sender: not
                 // those of an abandoned attempt.
                 match self.conn.recv(&mut self.buf[range], info) {
-                    Ok(_) => self.last_rx = Instant::now(),
+                    Ok(_) => {
+                        self.last_rx = Instant::now();
+                        if d.from == self.settings.peer {
+                            self.hear_back = None;
+                        }
+                    }
                     Err(e) => gst::debug!(CAT, "recv: {e}"),
                 }
             }
@@ -706,6 +873,9 @@ impl Loop {
         }
         .encode(&mut self.control_out);
         gst::info!(CAT, "connected to {}", self.settings.peer);
+        if let Some(door) = &mut self.door {
+            door.connected(self.settings.peer);
+        }
         self.core.counters.reconnects += u64::from(self.resumed);
         self.phase = Phase::Serving {
             since: Instant::now(),

@@ -1,5 +1,6 @@
 //! quiche configuration for both sides: ALPN, TLS material, flow-control windows.
 
+use super::files;
 use super::tls::{Fingerprint, SelfSigned};
 use crate::protocol::ALPN;
 use boring::ssl::{SslContextBuilder, SslMethod};
@@ -93,10 +94,9 @@ fn common(config: &mut quiche::Config, cc: CongestionControl) -> Result<(), Stri
     Ok(())
 }
 
-fn check_readable(what: &str, path: &str) -> Result<(), String> {
-    std::fs::File::open(Path::new(path))
-        .map(|_| ())
-        .map_err(|e| format!("cannot read {what} '{path}': {e}"))
+/// `path`, opened as files.rs opens what we read, for a loader that takes a path.
+fn open_checked(what: &str, path: &str, max: u64) -> Result<std::fs::File, String> {
+    files::open(Path::new(path), max).map_err(|e| format!("cannot read {what} '{path}': {e}"))
 }
 
 /// Where the sender's certificate comes from.
@@ -118,14 +118,14 @@ pub fn server(
             if cert.is_empty() || key.is_empty() {
                 return Err("cert-file and key-file must be set together (PEM files)".into());
             }
-            check_readable("certificate file", cert)?;
-            check_readable("key file", key)?;
+            let cert_file = open_checked("certificate file", cert, files::MAX_PEM)?;
+            let key_file = open_checked("key file", key, files::MAX_PEM)?;
             let mut config = new_config()?;
             config
-                .load_cert_chain_from_pem_file(cert)
+                .load_cert_chain_from_pem_file(&files::path_of(&cert_file))
                 .map_err(|_| format!("'{cert}' is not a PEM certificate chain"))?;
             config
-                .load_priv_key_from_pem_file(key)
+                .load_priv_key_from_pem_file(&files::path_of(&key_file))
                 .map_err(|_| format!("'{key}' is not a PEM private key for that certificate"))?;
             (config, Fingerprint::of_pem_file(cert)?)
         }
@@ -157,9 +157,9 @@ pub fn client(
     let mut config = new_config()?;
     config.verify_peer(verify);
     if let Some(ca) = ca_file.filter(|ca| !ca.is_empty()) {
-        check_readable("CA file", ca)?;
+        let ca_file = open_checked("CA file", ca, files::MAX_CA_FILE)?;
         config
-            .load_verify_locations_from_file(ca)
+            .load_verify_locations_from_file(&files::path_of(&ca_file))
             .map_err(|_| format!("'{ca}' is not a PEM CA certificate file"))?;
     } else if verify {
         // Fall back to the system trust store, as any TLS client would.

@@ -29,6 +29,13 @@ pub enum Error {
     System(String),
 }
 
+impl Error {
+    /// This end failed (its socket, settings or system), not the peer.
+    pub fn is_local(&self) -> bool {
+        matches!(self, Error::Bind(_) | Error::Setup(_) | Error::System(_))
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 /// (quicnalusrc's own `timeout` defaults to 10 s too).
 pub const HELLO_WITHIN: Duration = Duration::from_secs(10);
 
-/// Connections from one IP address that have not said HELLO yet (in the handshake, or
+/// Connections from one source (an IPv4 address or an IPv6 /64) that have not said HELLO yet (in the handshake, or
 /// after it): beyond this the address's new connections are dropped until one of them
 /// says HELLO, closes, or runs out of HELLO_WITHIN. A receiver is past this stage within a
 /// round trip of its handshake, so even many receivers behind one address starting at once
 /// rarely meet it, and one that does is let in when its Initial is resent.
-pub const PENDING_PER_ADDRESS: usize = 16;
+pub const PENDING_PER_SOURCE: usize = 16;
 
 /// The smallest datagram a client's first Initial may come in (RFC 9000, 14.1).
 const MIN_INITIAL_DATAGRAM: usize = 1200;
@@ -25,6 +25,21 @@ const MIN_INITIAL_DATAGRAM: usize = 1200;
 /// 100 bytes) is never more than a small part of what the address sent (8.1 allows 3x).
 pub fn may_answer(len: usize) -> bool {
     len >= MIN_INITIAL_DATAGRAM
+}
+
+/// The source a stranger's traffic counts against: an IPv4 address, or an IPv6 /64, as
+/// one host is usually given a whole /64 and can send from any address in it.
+pub fn source(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(prefix.into())
+            }
+        },
+    }
 }
 
 /// A connection as the gate sees it.
@@ -54,6 +69,7 @@ pub fn may_open(
     conns: impl Iterator<Item = Seen>,
     limits: Limits,
 ) -> Result<(), &'static str> {
+    let from = source(from);
     let (mut total, mut handshaking, mut pending_here) = (0, 0, 0);
     for c in conns {
         total += 1;
@@ -61,7 +77,7 @@ pub fn may_open(
             continue;
         }
         handshaking += usize::from(!c.established);
-        pending_here += usize::from(c.ip == from && !c.hello);
+        pending_here += usize::from(source(c.ip) == from && !c.hello);
     }
     if limits.connections > 0 && total >= limits.connections {
         return Err("max-connections reached");
@@ -69,8 +85,8 @@ pub fn may_open(
     if limits.handshakes > 0 && handshaking >= limits.handshakes {
         return Err("max-handshakes reached");
     }
-    if pending_here >= PENDING_PER_ADDRESS {
-        return Err("too many connections from this address without HELLO");
+    if pending_here >= PENDING_PER_SOURCE {
+        return Err("too many connections from this source without HELLO");
     }
     Ok(())
 }
@@ -107,7 +123,7 @@ mod tests {
     fn one_address_holds_a_bounded_number_of_silent_connections() {
         let attacker = "192.0.2.1".parse().unwrap();
         let receiver = "192.0.2.2".parse().unwrap();
-        let mut conns = vec![seen("192.0.2.1", true, false); PENDING_PER_ADDRESS - 1];
+        let mut conns = vec![seen("192.0.2.1", true, false); PENDING_PER_SOURCE - 1];
         assert!(may_open(attacker, conns.iter().copied(), NO_LIMITS).is_ok());
         conns.push(seen("192.0.2.1", false, false));
         assert!(may_open(attacker, conns.iter().copied(), NO_LIMITS).is_err());
@@ -121,9 +137,23 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_host_counts_once_for_its_whole_64() {
+        // One host may send from any address of its /64: 64 of them are still one source.
+        let conns: Vec<Seen> = (0..PENDING_PER_SOURCE)
+            .map(|i| seen(&format!("2001:db8:0:1::{i:x}"), false, false))
+            .collect();
+        let same_64 = "2001:db8:0:1:ffff::1".parse().unwrap();
+        let next_64 = "2001:db8:0:2::1".parse().unwrap();
+        assert!(may_open(same_64, conns.iter().copied(), NO_LIMITS).is_err());
+        assert!(may_open(next_64, conns.iter().copied(), NO_LIMITS).is_ok());
+        let mapped = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(source(mapped), "192.0.2.1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
     fn receivers_that_said_hello_do_not_count_against_their_address() {
         let ip = "127.0.0.1".parse().unwrap();
-        let conns = vec![seen("127.0.0.1", true, true); 10 * PENDING_PER_ADDRESS];
+        let conns = vec![seen("127.0.0.1", true, true); 10 * PENDING_PER_SOURCE];
         assert!(may_open(ip, conns.iter().copied(), NO_LIMITS).is_ok());
     }
 

@@ -5,9 +5,12 @@
 //! One line per sender, `host:port SHA-256`, fingerprints as `Fingerprint` prints them;
 //! lines starting with `#` and lines that do not parse are kept and ignored.
 
+use super::files;
 use super::tls::Fingerprint;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// What a known_hosts file says of a sender presenting a certificate.
@@ -63,16 +66,26 @@ impl KnownHosts {
     /// whoever answers next time too).
     pub fn check(&self, got: Fingerprint) -> Result<Verdict, String> {
         let path = self.path.display();
-        let contents = match std::fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(format!("cannot read known hosts file '{path}': {e}")),
-        };
+        let mut file = self
+            .open_locked()
+            .map_err(|e| format!("cannot read known hosts file '{path}': {e}"))?;
+        let mut bytes = Vec::new();
+        (&mut file)
+            .take(files::MAX_KNOWN_HOSTS + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("cannot read known hosts file '{path}': {e}"))?;
+        if bytes.len() as u64 > files::MAX_KNOWN_HOSTS {
+            return Err(format!(
+                "known hosts file '{path}' is larger than {} bytes",
+                files::MAX_KNOWN_HOSTS
+            ));
+        }
+        let contents = String::from_utf8_lossy(&bytes);
         let verdict = judge(&contents, &self.host, got);
         match &verdict {
             Verdict::Known => {}
             Verdict::New => self
-                .record(got, contents.is_empty())
+                .record(&mut file, got, contents.is_empty())
                 .map_err(|e| format!("cannot record the sender in '{path}': {e}"))?,
             Verdict::Changed { was, line } => {
                 return Err(format!(
@@ -88,6 +101,39 @@ impl KnownHosts {
         Ok(verdict)
     }
 
+    /// The file, made private if new (in a private folder), a regular file never reached
+    /// through a link, held under an exclusive lock so that receivers meeting the same new
+    /// sender at once judge one after the other: the first records, the rest see it.
+    fn open_locked(&self) -> std::io::Result<std::fs::File> {
+        if let Some(dir) = self.path.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+        let file = std::fs::File::options()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&self.path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "it is a symbolic link: name the file it points to",
+                ),
+                _ => e,
+            })?;
+        if !file.metadata()?.is_file() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "it is not a regular file (a folder, FIFO, socket or device)",
+            ));
+        }
+        lock(&file)?;
+        Ok(file)
+    }
     /// What [`KnownHosts::check`] says of the certificate `peer` presented (DER), if any:
     /// Some(fingerprint) when it was trusted now, for the first time.
     pub fn check_peer(
@@ -101,21 +147,40 @@ impl KnownHosts {
         Ok((verdict == Verdict::New).then_some(fingerprint))
     }
 
-    fn record(&self, got: Fingerprint, fresh: bool) -> std::io::Result<()> {
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
+    fn record(
+        &self,
+        file: &mut std::fs::File,
+        got: Fingerprint,
+        fresh: bool,
+    ) -> std::io::Result<()> {
         let mut text = String::new();
         if fresh {
             text.push_str("# quicnalusrc: senders trusted on first use (host:port SHA-256)\n");
         }
         text.push_str(&format!("{} {got}\n", self.host));
-        // One write with O_APPEND: two receivers recording at once do not interleave.
-        file.write_all(text.as_bytes())
+        file.write_all(text.as_bytes())?;
+        file.sync_data()
+    }
+}
+
+/// How long a receiver waits for another to finish with the file: each holds it for one
+/// read and one short write.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Takes `file`'s exclusive lock (released when it is closed), without ever blocking for
+/// longer than LOCK_WAIT.
+fn lock(file: &std::fs::File) -> std::io::Result<()> {
+    let until = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        // SAFETY: flock on a descriptor we own; it touches no memory.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) || std::time::Instant::now() >= until {
+            return Err(e);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 
@@ -180,5 +245,65 @@ mod tests {
             .contains("no certificate"));
         let text = std::fs::read_to_string(&known.path).unwrap();
         assert_eq!(text.lines().count(), 3, "{text}");
+    }
+
+    #[test]
+    fn receivers_recording_a_first_use_at_once_trust_one_certificate() {
+        // Each round, several receivers meet the same new host at once, each shown another
+        // certificate: one is trusted, every other is refused as a change.
+        let prints: Vec<Fingerprint> = (0..6).map(|_| print()).collect();
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let known = KnownHosts {
+                path: user_file(dir.path(), "known_hosts"),
+                host: host_key("camera.local", 4443),
+            };
+            let start = std::sync::Barrier::new(prints.len());
+            let verdicts: Vec<_> = std::thread::scope(|s| {
+                let threads: Vec<_> = prints
+                    .iter()
+                    .map(|&p| {
+                        let (known, start) = (&known, &start);
+                        s.spawn(move || {
+                            start.wait();
+                            known.check(p)
+                        })
+                    })
+                    .collect();
+                threads.into_iter().map(|t| t.join().unwrap()).collect()
+            });
+            let trusted = verdicts.iter().filter(|v| v.is_ok()).count();
+            let text = std::fs::read_to_string(&known.path).unwrap();
+            assert_eq!(trusted, 1, "round {round}: {verdicts:?}\n{text}");
+            assert_eq!(text.matches("camera.local:4443").count(), 1, "{text}");
+        }
+    }
+
+    #[test]
+    fn the_file_is_private_and_never_reached_through_a_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let known = KnownHosts {
+            path: user_file(dir.path(), "known_hosts"),
+            host: host_key("camera.local", 4443),
+        };
+        // A umask that would leave it readable to everyone.
+        let old = unsafe { libc::umask(0o022) };
+        let recorded = known.check(print());
+        unsafe { libc::umask(old) };
+        assert_eq!(recorded, Ok(Verdict::New));
+        let mode = std::fs::metadata(&known.path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::write(&elsewhere, "").unwrap();
+        let linked = KnownHosts {
+            path: dir.path().join("linked"),
+            ..known.clone()
+        };
+        std::os::unix::fs::symlink(&elsewhere, &linked.path).unwrap();
+        let refused = linked.check(print()).unwrap_err();
+        assert!(refused.contains("symbolic link"), "{refused}");
+        assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "");
     }
 }

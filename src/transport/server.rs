@@ -13,7 +13,7 @@ use super::entry::{refuse_token, Entered, Entry, Limits};
 use super::fanout::{self, Fanout, CAT, MAX_BACKLOG};
 use super::gate;
 use super::join::JoinMode;
-use super::knock::{self, Knocker};
+use super::knock::Knocker;
 use super::link::{gated, Interrupted, Link, NetThread};
 use super::logger::{self, Route};
 use super::monotonic_ns;
@@ -188,7 +188,8 @@ impl Server {
                 capture: settings.capture,
                 refusals: Bucket::new(ratelimit::TOKEN_REFUSALS, Instant::now()),
             };
-            let knocker = settings.call.map(|to| (to, Knocker::default()));
+            let token = policy.token.clone();
+            let knocker = settings.call.map(|to| (to, Knocker::new(token)));
             Loop::new(endpoint, config, thread_link, policy, entry, app, knocker).run()
         })?;
         Ok(Server {
@@ -458,7 +459,7 @@ impl Loop {
         };
         if knocker.poll(now, connected) {
             gst::debug!(CAT, "knocking at {to}");
-            if let Err(e) = self.endpoint.socket.send_to(&knock::knock(), *to) {
+            if let Err(e) = self.endpoint.socket.send_to(&knocker.knock(), *to) {
                 gst::debug!(CAT, "knock at {to}: {e}");
             }
         }

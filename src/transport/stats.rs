@@ -182,6 +182,13 @@ pub struct ReceiverCounters {
     pub groups_abandoned: u64,
     pub keyframe_requests: u64,
     pub reconnects: u64,
+    /// Listening: knocks answered or to be answered with a call-back.
+    pub knocks: u64,
+    /// Listening: knocks ignored, unsigned or from a source held off (knock.rs).
+    pub knocks_refused: u64,
+    /// Listening: call-backs that did not connect (no answer, refused, another
+    /// certificate).
+    pub callbacks_failed: u64,
 }
 
 /// Everything quicnalusrc reports.
@@ -211,6 +218,9 @@ impl Snapshot for ClientStats {
             .field("groups-abandoned", c.groups_abandoned)
             .field("keyframe-requests", c.keyframe_requests)
             .field("reconnects", c.reconnects)
+            .field("knocks", c.knocks)
+            .field("knocks-refused", c.knocks_refused)
+            .field("callbacks-failed", c.callbacks_failed)
             .build();
         self.connection.clone().unwrap_or_default().write(&mut s);
         s

@@ -3,6 +3,7 @@
 //!
 //! BoringSSL does the work: quiche already links it, through the `boring` crate.
 
+use super::files;
 use boring::asn1::{Asn1Integer, Asn1Time};
 use boring::bn::BigNum;
 use boring::ec::{EcGroup, EcKey};
@@ -53,7 +54,8 @@ impl Fingerprint {
 
     /// The leaf (first) certificate of a PEM file.
     pub fn of_pem_file(path: &str) -> Result<Self, String> {
-        let pem = std::fs::read(path).map_err(|e| format!("cannot read '{path}': {e}"))?;
+        let pem = files::read(Path::new(path), files::MAX_PEM)
+            .map_err(|e| format!("cannot read '{path}': {e}"))?;
         let cert =
             X509::from_pem(&pem).map_err(|_| format!("'{path}' is not a PEM certificate chain"))?;
         cert.to_der()
@@ -87,6 +89,24 @@ pub struct SelfSigned {
     pub key: PKey<Private>,
 }
 
+/// The kept identity's file, which must be the user's alone: a key others can read is no
+/// longer the sender's.
+fn read_private(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let file = files::open(path, files::MAX_PEM)?;
+    let mode = file.metadata()?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("it is open to others (mode {mode:o}): chmod 600 it"),
+        ));
+    }
+    let mut pem = Vec::new();
+    file.take(files::MAX_PEM).read_to_end(&mut pem)?;
+    Ok(pem)
+}
+
 impl SelfSigned {
     /// Valid for `names` (DNS names or IP addresses) from now for SELF_SIGNED_DAYS.
     pub fn generate(names: &[&str]) -> Result<Self, String> {
@@ -99,7 +119,7 @@ impl SelfSigned {
     /// that receivers which trusted it on first use trust it again. True when made now.
     pub fn kept_in(path: &Path) -> Result<(Self, bool), String> {
         let shown = path.display();
-        match std::fs::read(path) {
+        match read_private(path) {
             Ok(pem) => {
                 return Self::from_pem(&pem).map(|kept| (kept, false)).map_err(|e| {
                     format!(
@@ -121,29 +141,43 @@ impl SelfSigned {
     }
 
     /// Writes key and certificate to `path`, readable by the user only, all at once: a
-    /// sender starting at the same moment finds either no file or the whole of it.
+    /// sender starting at the same moment finds either no file or the whole of it. The
+    /// draft has a random name and is made new (never an existing file or a link), and
+    /// reaches the disk before it gets its name: a crash leaves no half-written identity.
     fn save(&self, path: &Path) -> std::io::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         let mut pem = self
             .key
             .private_key_to_pem_pkcs8()
             .map_err(std::io::Error::other)?;
         pem.extend(self.cert.to_pem().map_err(std::io::Error::other)?);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let draft = path.with_extension(format!("new-{}", std::process::id()));
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let mut nonce = [0u8; 8];
+        getrandom::fill(&mut nonce).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let draft = dir.join(format!(
+            ".{name}.{}",
+            nonce.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ));
         let written = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&draft)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, &pem));
+            .and_then(|mut f| {
+                std::io::Write::write_all(&mut f, &pem)?;
+                f.sync_all()
+            });
         // A hard link fails if the name exists, where a rename would replace it.
         let linked = written.and_then(|()| std::fs::hard_link(&draft, path));
         let _ = std::fs::remove_file(&draft);
-        linked
+        linked?;
+        std::fs::File::open(dir)?.sync_all()
     }
 
     fn from_pem(pem: &[u8]) -> Result<Self, boring::error::ErrorStack> {
@@ -353,5 +387,46 @@ mod tests {
         let a = SelfSigned::generate(&["localhost"]).unwrap();
         let b = SelfSigned::generate(&["localhost"]).unwrap();
         assert_ne!(a.fingerprint(), b.fingerprint());
+    }
+
+    #[test]
+    fn senders_making_the_first_certificate_at_once_all_keep_the_same_one() {
+        for round in 0..10 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("quicnalu/sender.pem");
+            let start = std::sync::Barrier::new(6);
+            let kept: Vec<_> = std::thread::scope(|s| {
+                let threads: Vec<_> = (0..6)
+                    .map(|_| {
+                        let (path, start) = (&path, &start);
+                        s.spawn(move || {
+                            start.wait();
+                            SelfSigned::kept_in(path).map(|(k, _)| k.fingerprint())
+                        })
+                    })
+                    .collect();
+                threads.into_iter().map(|t| t.join().unwrap()).collect()
+            });
+            let on_disk = SelfSigned::kept_in(&path).unwrap().0.fingerprint();
+            for k in &kept {
+                assert_eq!(k.as_ref(), Ok(&on_disk), "round {round}: {kept:?}");
+            }
+            let left: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(left, ["sender.pem"], "no drafts left behind");
+        }
+    }
+
+    #[test]
+    fn a_kept_certificate_open_to_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sender.pem");
+        SelfSigned::kept_in(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let refused = SelfSigned::kept_in(&path).err().expect("refused");
+        assert!(refused.contains("open to others"), "{refused}");
     }
 }

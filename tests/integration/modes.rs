@@ -142,34 +142,248 @@ fn commands_stats_and_the_token_work_with_the_roles_reversed() {
         "{sink_stats}"
     );
 
-    // A listener without the caller's token is refused before any media, and fails.
-    let stranger = listener("wrong", "");
+    // A listener with another token does not call the caller back, and keeps listening.
+    let stranger = listener("wrong", "stats-interval=100");
+    let stranger_messages = element_messages(&stranger);
     let port = listen(&stranger);
     let _other = caller(port, 30);
-    let error = stranger.expect_error();
-    assert!(error.contains("[NotAuthorized]"), "{error}");
+    loop {
+        let stats = next_message_unless_error(&stranger, &stranger_messages, "quicnalusrc-stats");
+        assert_eq!(stats.get::<u64>("knocks"), Ok(0), "{stats}");
+        if stats.get::<u64>("knocks-refused").unwrap() > 0 {
+            break;
+        }
+    }
     assert!(store.lock().unwrap().len() >= 10);
 }
 
-#[test]
-fn a_listener_pins_the_caller_and_refuses_another() {
-    init();
-    let other = certs_for("DNS:localhost,IP:127.0.0.1");
-    let receiver = listener("s3cret", "");
-    let port = listen(&receiver);
+/// A sender on loopback that calls `port` with `props` (token, certificate), IRAPs 1 s
+/// apart.
+fn caller_with(port: u16, props: &str) -> Running {
     let sender = Running::launch(&format!(
         "videotestsrc is-live=true ! video/x-raw,{SIZE},framerate=30/1 ! \
-         x265enc speed-preset=ultrafast tune=zerolatency ! h265parse ! \
-         quicnalusink name=sink mode=caller address=127.0.0.1 port={port} token=s3cret \
-         cert-file={} key-file={}",
-        other.cert, other.key
+         x265enc key-int-max=30 speed-preset=ultrafast tune=zerolatency ! h265parse ! \
+         quicnalusink name=sink mode=caller address=127.0.0.1 port={port} {props}"
     ));
     sender.pipeline.set_state(gst::State::Playing).unwrap();
-    let error = receiver.expect_error();
-    assert!(
-        error.contains("certificate fingerprint mismatch"),
-        "{error}"
+    sender
+}
+
+/// The next element message called `name`; an ERROR on the bus meanwhile fails the test
+/// with its text.
+fn next_message_unless_error(
+    receiver: &Running,
+    messages: &std::sync::mpsc::Receiver<gst::Structure>,
+    name: &str,
+) -> gst::Structure {
+    let bus = receiver.pipeline.bus().unwrap();
+    let deadline = std::time::Instant::now() + WATCHDOG;
+    while std::time::Instant::now() < deadline {
+        if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
+            if let gst::MessageView::Error(e) = msg.view() {
+                panic!("the listener failed: {}", error_text(e));
+            }
+        }
+        match messages.recv_timeout(Duration::from_millis(100)) {
+            Ok(s) if s.name() == name => return s,
+            _ => {}
+        }
+    }
+    panic!("no '{name}' message");
+}
+
+/// Sends an unsigned knock (docs/PROTOCOL.md, "Reversed dialling") from `socket` to
+/// `port` on loopback; its bytes.
+fn knock_from(socket: &std::net::UdpSocket, port: u16) -> usize {
+    let mut knock = vec![0; 1200];
+    knock[..16].copy_from_slice(b"\x00quicnalu-knock1");
+    socket.send_to(&knock, ("127.0.0.1", port)).unwrap()
+}
+
+#[test]
+fn a_stray_with_another_certificate_neither_stops_a_pinned_listener_nor_keeps_the_caller_out() {
+    init();
+    let other = certs_for("DNS:localhost,IP:127.0.0.1");
+    let receiver = listener("s3cret", "stats-interval=100");
+    let messages = element_messages(&receiver);
+    let (store, arrived) = collect(&receiver, "out");
+    let port = listen(&receiver);
+    // It knows the token, but its certificate is not the pinned one.
+    let stray = caller_with(
+        port,
+        &format!(
+            "token=s3cret cert-file={} key-file={}",
+            other.cert, other.key
+        ),
     );
+    let failed = next_message_unless_error(&receiver, &messages, "quicnalusrc-callback-failed");
+    let reason = failed.get::<String>("reason").unwrap();
+    assert!(
+        reason.contains("certificate fingerprint mismatch"),
+        "{reason}"
+    );
+
+    // The stray keeps knocking; the real caller still gets in, and only its stream plays.
+    let sender = caller(port, 30);
+    let connected = next_message_unless_error(&receiver, &messages, "quicnalusrc-connected");
+    assert_eq!(connected.get::<String>("peer"), Ok(address_of(&sender)));
+    wait_for(&store, &arrived, 10);
+    let stats = next_message_unless_error(&receiver, &messages, "quicnalusrc-stats");
+    assert!(
+        stats.get::<u64>("callbacks-failed").unwrap() >= 1,
+        "{stats}"
+    );
+    drop(stray);
+}
+
+/// Where a calling sender's knocks come from on loopback.
+fn address_of(sender: &Running) -> String {
+    let port = sender.by_name("sink").property::<u32>("bound-port");
+    format!("127.0.0.1:{port}")
+}
+
+#[test]
+fn strays_knocking_five_times_a_second_do_not_keep_the_caller_out() {
+    init();
+    // No token: every knock is a valid one, so only the rate limits stand in the way.
+    let pin = Fingerprint::of_pem_file(&certs().cert).expect("the tests' certificate");
+    let receiver = Running::launch(&format!(
+        "quicnalusrc name=src mode=listener address=127.0.0.1 port=0 \
+         certificate-fingerprint={pin} ! appsink name=out sync=false"
+    ));
+    let messages = element_messages(&receiver);
+    let port = listen(&receiver);
+    // A host that knocks and never answers, from another loopback address: once the
+    // listener calls it back, it knocks 5 times a second (a load pattern, not a wait).
+    let stray = std::net::UdpSocket::bind("127.0.0.2:0").expect("bind 127.0.0.2");
+    stray.set_read_timeout(Some(WATCHDOG)).unwrap();
+    knock_from(&stray, port);
+    let mut buf = [0; 2048];
+    stray
+        .recv_from(&mut buf)
+        .expect("the listener calls the stray back");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let knocking = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                knock_from(&stray, port);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    let started = std::time::Instant::now();
+    let _sender = caller_with(port, &sink_props().replace("port=0", ""));
+    next_message_unless_error(&receiver, &messages, "quicnalusrc-connected");
+    let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    knocking.join().unwrap();
+    eprintln!("the caller got in {took:?} after it started");
+    // Its first knock is answered after the call-back under way (HEAR_BACK, 2 s) at worst.
+    assert!(
+        took < Duration::from_secs(6),
+        "the caller got in after {took:?}"
+    );
+}
+
+#[test]
+fn a_knock_makes_the_listener_send_at_most_three_times_its_bytes_to_an_unverified_address() {
+    init();
+    let pin = Fingerprint::of_pem_file(&certs().cert).expect("the tests' certificate");
+    let receiver = Running::launch(&format!(
+        "quicnalusrc name=src mode=listener address=127.0.0.1 port=0 \
+         certificate-fingerprint={pin} stats-interval=100 ! appsink name=out sync=false"
+    ));
+    let messages = element_messages(&receiver);
+    let port = listen(&receiver);
+    // A spoofed knock: the call-back goes to an address that never answers.
+    let victim = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let knocked = knock_from(&victim, port);
+    // Everything the listener sends it, until the listener gives up on it (or, if it
+    // never does, for as long as its `timeout` and more).
+    let (mut received, mut datagrams) = (0, 0);
+    let mut buf = [0; 65536];
+    victim
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(12);
+    let mut gave_up = None;
+    while gave_up.is_none() && std::time::Instant::now() < until {
+        if let Ok((n, _)) = victim.recv_from(&mut buf) {
+            received += n;
+            datagrams += 1;
+        }
+        gave_up = messages
+            .try_iter()
+            .find(|s| s.name() == "quicnalusrc-callback-failed");
+    }
+    while let Ok((n, _)) = victim.recv_from(&mut buf) {
+        received += n;
+        datagrams += 1;
+    }
+    eprintln!("one knock of {knocked} bytes: {received} bytes in {datagrams} datagrams back");
+    assert!(
+        received <= 3 * knocked,
+        "{received} bytes sent for a {knocked}-byte knock"
+    );
+    assert!(
+        gave_up.is_some(),
+        "the listener gave up on the silent address"
+    );
+    let stats = next_message(&messages, "quicnalusrc-stats");
+    assert_eq!(stats.get::<u64>("knocks"), Ok(1), "{stats}");
+    assert_eq!(stats.get::<u64>("callbacks-failed"), Ok(1), "{stats}");
+}
+
+#[test]
+fn a_listener_with_a_token_calls_back_only_callers_that_sign_with_it() {
+    init();
+    let data = tempfile::tempdir().unwrap();
+    let known = data.path().join("known_hosts");
+    // Trust on first use: whoever is called back first is remembered.
+    let receiver = Running::launch(&format!(
+        "quicnalusrc name=src mode=listener address=127.0.0.1 port=0 token=s3cret \
+         known-hosts={} stats-interval=100 ! appsink name=out sync=false",
+        known.display()
+    ));
+    let messages = element_messages(&receiver);
+    let (store, arrived) = collect(&receiver, "out");
+    let port = listen(&receiver);
+    let warned = receiver
+        .pipeline
+        .bus()
+        .unwrap()
+        .pop_filtered(&[gst::MessageType::Warning])
+        .expect("a warning at start");
+    let gst::MessageView::Warning(w) = warned.view() else {
+        unreachable!()
+    };
+    assert!(
+        w.error().to_string().contains("trust on first use"),
+        "{w:?}"
+    );
+
+    // A stray without the token knocks first: it is not called back.
+    let other = certs_for("DNS:localhost,IP:127.0.0.1");
+    let stray = caller_with(
+        port,
+        &format!("cert-file={} key-file={}", other.cert, other.key),
+    );
+    let stats = loop {
+        let stats = next_message_unless_error(&receiver, &messages, "quicnalusrc-stats");
+        if stats.get::<u64>("knocks-refused").unwrap() > 0 {
+            break stats;
+        }
+    };
+    assert_eq!(stats.get::<u64>("knocks"), Ok(0), "{stats}");
+    let sender = caller(port, 30);
+    let connected = next_message_unless_error(&receiver, &messages, "quicnalusrc-connected");
+    assert_eq!(connected.get::<String>("peer"), Ok(address_of(&sender)));
+    wait_for(&store, &arrived, 10);
+    drop(stray);
+    let remembered = std::fs::read_to_string(&known).unwrap();
+    let ours = Fingerprint::of_pem_file(&certs().cert).unwrap();
+    assert!(remembered.contains(&ours.to_string()), "{remembered}");
 }
 
 #[test]

@@ -18,12 +18,10 @@ fn clip_sender() -> (Running, u16) {
     ))
 }
 
-/// The sender's URI, trusting the tests' certificate, with the token and `extra` query.
+/// The sender's URI, pinning the tests' certificate, with the token and `extra` query.
 fn uri_of(port: u16, extra: &str) -> String {
-    format!(
-        "quicnalu://127.0.0.1:{port}?ca-file={}&token=s3cret&timeout=20000{extra}",
-        certs().cert
-    )
+    let pin = gstquicnalu::transport::Fingerprint::of_pem_file(&certs().cert).unwrap();
+    format!("quicnalu://127.0.0.1:{port}?certificate-fingerprint={pin}&token=s3cret&timeout=20000{extra}")
 }
 
 fn frames_in_clip() -> usize {
@@ -153,4 +151,65 @@ fn a_sink_takes_its_settings_from_a_uri() {
         refused.message().contains("no property 'latency'"),
         "{refused}"
     );
+}
+
+#[test]
+fn a_uri_sets_no_file_and_no_weaker_trust() {
+    init();
+    for (uri, key) in [
+        (
+            "quicnalu://127.0.0.1:1?known-hosts=/dev/zero",
+            "known-hosts",
+        ),
+        ("quicnalu://127.0.0.1:1?qlog-dir=/tmp/anywhere", "qlog-dir"),
+        (
+            "quicnalu://127.0.0.1:1?keylog-file=/tmp/keys",
+            "keylog-file",
+        ),
+        ("quicnalu://127.0.0.1:1?ca-file=/dev/zero", "ca-file"),
+        ("quicnalu://127.0.0.1:1?tls-verify=false", "tls-verify"),
+    ] {
+        let refused = gst::Element::make_from_uri(gst::URIType::Src, uri, None)
+            .map(|e| e.factory().unwrap().name().to_string())
+            .expect_err(uri);
+        assert!(
+            refused.to_string().contains(&format!("cannot set '{key}'")),
+            "{uri}: {refused}"
+        );
+    }
+    let refused = gst::Element::make_from_uri(
+        gst::URIType::Sink,
+        "quicnalu://127.0.0.1:0?cert-file=/dev/zero&key-file=/dev/zero",
+        None,
+    )
+    .map(|e| e.factory().unwrap().name().to_string())
+    .expect_err("a sink URI with files");
+    assert!(
+        refused.to_string().contains("cannot set 'cert-file'"),
+        "{refused}"
+    );
+}
+
+#[test]
+fn a_fifo_or_a_device_named_as_a_file_is_refused_and_stop_returns() {
+    init();
+    let (_sender, port) = clip_sender();
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("known_hosts");
+    let name = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+    for (file, says) in [
+        (fifo.to_str().unwrap(), "not a regular file"),
+        ("/dev/zero", "not a regular file"),
+    ] {
+        // Trust on first use: the sender's certificate is looked up in `file`.
+        let receiver = Running::launch(&format!(
+            "quicnalusrc address=127.0.0.1 port={port} token=s3cret known-hosts={file} ! \
+             fakesink"
+        ));
+        receiver.pipeline.set_state(gst::State::Playing).unwrap();
+        let error = receiver.expect_error();
+        assert!(error.contains(says), "{file}: {error}");
+        receiver.pipeline.set_state(gst::State::Null).unwrap();
+    }
 }

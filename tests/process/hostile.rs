@@ -449,7 +449,7 @@ fn sink_drops_a_receiver_that_never_reads() {
 
 /// 200 peers from one address complete the handshake, never say HELLO and keep their
 /// connections alive with PINGs: they used to hold every one of the sink's connection slots
-/// (100 here) for good. Now that address holds at most gate::PENDING_PER_ADDRESS (16) of
+/// (100 here) for good. Now that address holds at most gate::PENDING_PER_SOURCE (16) of
 /// them, a receiver from another address gets every frame, byte-exact, while they push on,
 /// and each is closed 10 s after it connected.
 #[test]
