@@ -59,22 +59,7 @@ pub fn apply(element: &gst::Element, uri: &str) -> Result<(), glib::Error> {
         values.push(("port".into(), (parsed.port() as u32).to_value()));
     }
     let query = parsed.query().unwrap_or_default();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, text) = pair
-            .split_once('=')
-            .ok_or_else(|| bad(format!("'{pair}' in '{uri}' is not property=value")))?;
-        let unescape = |s: &str| {
-            glib::Uri::unescape_string(s, None::<&str>)
-                .map(String::from)
-                .ok_or_else(|| bad(format!("'{s}' in '{uri}' is not percent-encoded right")))
-        };
-        let (key, text): (String, String) = (unescape(key)?, unescape(text)?);
-        if !PROPERTIES.contains(&key.as_str()) {
-            return Err(bad(format!(
-                "a URI cannot set '{key}' (from '{uri}'): only {}; set it on the element",
-                PROPERTIES.join(", ")
-            )));
-        }
+    for (key, text) in query_pairs(&query).map_err(|why| bad(format!("{why} (in '{uri}')")))? {
         let pspec = element
             .find_property(&key)
             .filter(|p| p.flags().contains(glib::ParamFlags::WRITABLE))
@@ -92,6 +77,30 @@ pub fn apply(element: &gst::Element, uri: &str) -> Result<(), glib::Error> {
         element.set_property_from_value(&key, &value);
     }
     Ok(())
+}
+
+/// A URI's query as (key, value) pairs, percent-decoded, each key one of [`PROPERTIES`].
+pub fn query_pairs(query: &str) -> Result<Vec<(String, String)>, String> {
+    let mut pairs = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, text) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("'{pair}' is not property=value"))?;
+        let unescape = |s: &str| {
+            glib::Uri::unescape_string(s, None::<&str>)
+                .map(String::from)
+                .ok_or_else(|| format!("'{s}' is not percent-encoded right"))
+        };
+        let (key, text) = (unescape(key)?, unescape(text)?);
+        if !PROPERTIES.contains(&key.as_str()) {
+            return Err(format!(
+                "a URI cannot set '{key}': only {}; set it on the element",
+                PROPERTIES.join(", ")
+            ));
+        }
+        pairs.push((key, text));
+    }
+    Ok(pairs)
 }
 
 /// The URI for `element`'s address and port.

@@ -43,7 +43,7 @@ pub use error::Error;
 pub use fanout::{Admission, Estimate, MediaFrame, ReceiverEvent};
 pub use inbox::{Event, ReceivedFrame};
 pub use join::JoinMode;
-pub use known_hosts::{host_key, user_file, KnownHosts};
+pub use known_hosts::{host_key, judge, user_file, KnownHosts, Verdict};
 pub use link::Interrupted;
 pub use server::{Server, ServerSettings};
 pub use stats::{message_poster, ClientStats, Reporter, SenderStats, Snapshot};
