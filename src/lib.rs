@@ -18,7 +18,7 @@ mod quicnalusrc;
 #[cfg(feature = "relay")]
 pub mod relay;
 pub mod transport;
-mod uri;
+pub mod uri;
 
 pub use quicnalusink::QuicNaluSink;
 pub use quicnalusrc::QuicNaluSrc;

@@ -817,15 +817,30 @@ impl QuicNaluSink {
         info: &AuInfo,
     ) -> Result<Box<dyn AsRef<[u8]> + Send + Sync>, gst::FlowError> {
         if let Some(e) = publisher.failure() {
-            self.post_error_message(errors::message(&e, Direction::Send, true));
-            return Err(gst::FlowError::Error);
+            self.stop_publishing(&e);
+            return Ok(data);
         }
         let bytes = moq_net::bytes::Bytes::from_owner(SharedAu(data));
         if let Err(e) = publisher.send(bytes.clone(), pts, info.irap, info.parameter_sets) {
-            self.post_error_message(errors::message(&e, Direction::Send, true));
-            return Err(gst::FlowError::Error);
+            self.stop_publishing(&e);
         }
         Ok(Box::new(bytes))
+    }
+
+    /// The relay side failed: direct receivers go on without it, and the user is told once.
+    fn stop_publishing(&self, e: &crate::transport::Error) {
+        if let State::Started { publisher, .. } = &mut *self.state.lock().unwrap() {
+            *publisher = None;
+        }
+        let message = errors::message(e, Direction::Send, true);
+        gst::element_warning!(
+            self.obj(),
+            gst::ResourceError::Write,
+            (
+                "stopped publishing to the MoQ relay; direct receivers go on: {}",
+                message
+            )
+        );
     }
 
     /// Frame-rate fallback (the `framerate` property, else the caps' framerate): waits for

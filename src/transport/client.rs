@@ -678,13 +678,16 @@ impl Loop {
     /// Waits until `t`, dropping stray datagrams; false if the element is stopping.
     fn pause_until(&mut self, t: Instant) -> bool {
         let mut events = Events::with_capacity(4);
+        let mut unread = false;
         while Instant::now() < t {
             if self.link.lock().shutdown
-                || self.endpoint.wait(&mut events, [Some(t)], false).is_err()
+                || self.endpoint.wait(&mut events, [Some(t)], unread).is_err()
             {
                 return false;
             }
-            while self.endpoint.recv(&mut self.buf).is_some() {}
+            let mut batch = RecvBatch::default();
+            while batch.next(&self.endpoint, &mut self.buf).is_some() {}
+            unread = !batch.drained();
         }
         !self.link.lock().shutdown
     }

@@ -12,6 +12,7 @@ use super::RelayEvent;
 use crate::h265;
 use crate::transport::link::{gated, Interrupted, Link, NetThread};
 use crate::transport::logger::{self, Route};
+use crate::transport::socket::RecvBatch;
 use crate::transport::Error;
 use hang::catalog::Catalog;
 use moq_net::bytes::Bytes;
@@ -51,6 +52,9 @@ struct Media {
     video: track::Producer,
     catalog: track::Producer,
     group: Option<group::Producer>,
+    /// Frames and bytes written to `group`, against moq-net's limits for one group.
+    group_frames: usize,
+    group_bytes: u64,
     /// The latest VPS, SPS and PPS, for groups whose IRAP comes without them.
     parameter_sets: Vec<u8>,
     /// The caps and picture to describe, and whether the catalog says so already.
@@ -175,6 +179,8 @@ impl Publisher {
                 video,
                 catalog: catalog_track,
                 group: None,
+                group_frames: 0,
+                group_bytes: 0,
                 parameter_sets: Vec::new(),
                 caps: None,
                 described: false,
@@ -216,32 +222,7 @@ impl Publisher {
     /// Publishes one access unit: an IRAP starts a group. `pts`: running time, ns; `sets`:
     /// the access unit carries parameter sets.
     pub fn send(&self, au: Bytes, pts: Option<u64>, irap: bool, sets: bool) -> Result<(), Error> {
-        let mut media = self.media.lock().unwrap();
-        let media = &mut *media;
-        if sets {
-            media.parameter_sets = h265::merge_parameter_sets(&media.parameter_sets, &au);
-        }
-        let payload = if irap {
-            media.describe(&au)?;
-            if let Some(group) = media.group.take() {
-                group.finish().map_err(model)?;
-            }
-            media.group = Some(media.video.append_group().map_err(model)?);
-            group_start(&media.parameter_sets, au, sets)
-        } else {
-            au
-        };
-        let Some(group) = &mut media.group else {
-            return Ok(());
-        };
-        let frame = hang::container::Frame {
-            timestamp: Timestamp::from_micros(pts.unwrap_or(0) / 1000)
-                .map_err(|e| Error::Setup(e.to_string()))?,
-            payload,
-        };
-        frame
-            .write_to(group)
-            .map_err(|e| Error::Protocol(format!("cannot publish an access unit: {e}")))
+        self.media.lock().unwrap().send(au, pts, irap, sets)
     }
 
     /// Ends the broadcast and waits up to `timeout` until the relay has all of it.
@@ -263,7 +244,69 @@ impl Publisher {
     }
 }
 
+/// Bytes a hang frame adds to its payload (the timestamp, a varint) at most.
+const FRAME_OVERHEAD: u64 = 8;
+
 impl Media {
+    /// See [`Publisher::send`].
+    fn send(&mut self, au: Bytes, pts: Option<u64>, irap: bool, sets: bool) -> Result<(), Error> {
+        if sets {
+            self.parameter_sets = h265::merge_parameter_sets(&self.parameter_sets, &au);
+        }
+        let payload = if irap {
+            self.describe(&au)?;
+            self.next_group()?;
+            group_start(&self.parameter_sets, au, sets)
+        } else {
+            au
+        };
+        if self.group.is_none() {
+            return Ok(());
+        }
+        // Our share of a group: the payload and hang's timestamp before it.
+        let cost = payload.len() as u64 + FRAME_OVERHEAD;
+        if cost > group::MAX_CACHE_BYTES {
+            gst::warning!(
+                super::CAT,
+                "an access unit of {} bytes is more than a MoQ group may hold: not published",
+                payload.len()
+            );
+            return Ok(());
+        }
+        if self.group_frames + 1 > group::MAX_GROUP_FRAMES
+            || self.group_bytes + cost > group::MAX_CACHE_BYTES
+        {
+            // The group goes on in a new one, which starts without an IRAP: a subscriber
+            // that joins there waits for the next (subscribe.rs reads it so).
+            gst::debug!(super::CAT, "splitting a long group");
+            self.next_group()?;
+        }
+        self.group_frames += 1;
+        self.group_bytes += cost;
+        let Some(group) = &mut self.group else {
+            return Ok(());
+        };
+        let frame = hang::container::Frame {
+            timestamp: Timestamp::from_micros(pts.unwrap_or(0) / 1000)
+                .map_err(|e| Error::Setup(e.to_string()))?,
+            payload,
+        };
+        frame
+            .write_to(group)
+            .map_err(|e| Error::Protocol(format!("cannot publish an access unit: {e}")))
+    }
+
+    /// Ends the current group, if any, and starts the next.
+    fn next_group(&mut self) -> Result<(), Error> {
+        if let Some(group) = self.group.take() {
+            group.finish().map_err(model)?;
+        }
+        self.group = Some(self.video.append_group().map_err(model)?);
+        self.group_frames = 0;
+        self.group_bytes = 0;
+        Ok(())
+    }
+
     fn describe(&mut self, au: &[u8]) -> Result<(), Error> {
         if self.described {
             return Ok(());
@@ -308,14 +351,18 @@ fn sleep(
     let until = Instant::now() + *retry;
     *retry = (*retry * 2).min(MAX_RETRY);
     let mut events = mio::Events::with_capacity(8);
+    let mut unread = false;
     while Instant::now() < until {
         if watch.stopping() {
             return true;
         }
-        let _ = endpoint.wait(&mut events, [Some(until)], false);
-        // Stray datagrams from the last connection are not for anyone now.
+        let _ = endpoint.wait(&mut events, [Some(until)], unread);
+        // Stray datagrams from the last connection are not for anyone now; a batch at a
+        // time, so that a flood cannot keep us from seeing the element stop.
         let mut buf = [0u8; 2048];
-        while endpoint.recv(&mut buf).is_some() {}
+        let mut batch = RecvBatch::default();
+        while batch.next(endpoint, &mut buf).is_some() {}
+        unread = !batch.drained();
     }
     watch.stopping()
 }
@@ -361,5 +408,59 @@ mod tests {
         // Its own sets, or none known yet: as it came.
         assert_eq!(group_start(&sets, irap.clone(), true), irap);
         assert_eq!(group_start(&[], irap.clone(), false), irap);
+    }
+
+    /// A Media on a broadcast of its own, with no network.
+    fn media() -> (Media, origin::Producer, broadcast::Producer) {
+        let (origin, _driver) = origin::Producer::new(origin::Config::new(moq_net::Hop::random()));
+        let broadcast = origin.publish("test", Default::default()).unwrap();
+        let video = broadcast
+            .create_track(VIDEO_TRACK, hang::container::track_info(0))
+            .unwrap();
+        let catalog = broadcast
+            .create_track(Catalog::DEFAULT_NAME, Catalog::default_track_info())
+            .unwrap();
+        let media = Media {
+            video,
+            catalog,
+            group: None,
+            group_frames: 0,
+            group_bytes: 0,
+            parameter_sets: Vec::new(),
+            caps: None,
+            described: false,
+        };
+        (media, origin, broadcast)
+    }
+
+    /// An IRAP (IDR_W_RADL) or a trailing picture, `len` bytes in all.
+    fn au(irap: bool, len: usize) -> Bytes {
+        let mut au = vec![0, 0, 0, 1, if irap { 19 << 1 } else { 1 << 1 }, 1];
+        au.resize(len.max(au.len()), 0xaa);
+        Bytes::from(au)
+    }
+
+    #[test]
+    fn a_group_past_moq_nets_limits_is_split_and_never_an_error() {
+        let (mut media, _origin, _broadcast) = media();
+        media.send(au(true, 100), Some(0), true, false).unwrap();
+        // An infinite GOP: 4.5 minutes at 30 fps is past 8,192 frames.
+        for n in 1..=(group::MAX_GROUP_FRAMES as u64 + 100) {
+            let sent = media.send(au(false, 50), Some(n * 33_333_333), false, false);
+            assert!(sent.is_ok(), "frame {n}: {sent:?}");
+        }
+        assert_eq!(
+            media.group_frames, 101,
+            "the rest went on in a second group"
+        );
+        // Big frames: a group holds 32 MB.
+        media.send(au(true, 100), Some(0), true, false).unwrap();
+        for n in 0..40 {
+            let sent = media.send(au(false, 1 << 20), None, false, false);
+            assert!(sent.is_ok(), "frame {n}: {sent:?}");
+        }
+        assert!(media.group_bytes <= group::MAX_CACHE_BYTES);
+        // One access unit larger than any group is left out, not an error.
+        assert!(media.send(au(false, 33 << 20), None, false, false).is_ok());
     }
 }

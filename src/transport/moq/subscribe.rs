@@ -11,6 +11,7 @@
 use super::catalog::{self, Extension};
 use super::session::{Connection, Dial, Step, Watch};
 use super::RelayEvent;
+use crate::h265;
 use crate::protocol::{FrameFlags, FrameHeader};
 use crate::transport::inbox::{next_event, Event, Inbox, ReceivedFrame};
 use crate::transport::link::{gated, Interrupted, Link, NetThread};
@@ -225,6 +226,19 @@ async fn receive(
                 group.sequence,
                 payload.len()
             );
+            if first && !h265::inspect(&payload).is_ok_and(|au| au.irap) {
+                // A long group split in two (publish.rs): the second goes on from the
+                // first, so it decodes only right after it.
+                if gap {
+                    gst::debug!(
+                        super::CAT,
+                        "group {} continues a group missed",
+                        group.sequence
+                    );
+                    break;
+                }
+                first = false;
+            }
             let mut flags = FrameFlags::default();
             flags.set(FrameFlags::KEYFRAME, first);
             let pts = u64::try_from(timestamp.as_nanos()).ok();
