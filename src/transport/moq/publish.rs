@@ -52,6 +52,10 @@ struct Media {
     video: track::Producer,
     catalog: track::Producer,
     group: Option<group::Producer>,
+    /// The group before `group`, finished: the oldest a relay can still ask for. Older
+    /// ones are aborted, which drops their frames from moq-net's cache: its own expiry
+    /// runs only while a connection is polled, so with the relay away it would keep all.
+    previous: Option<group::Producer>,
     /// Frames and bytes written to `group`, against moq-net's limits for one group.
     group_frames: usize,
     group_bytes: u64,
@@ -179,6 +183,7 @@ impl Publisher {
                 video,
                 catalog: catalog_track,
                 group: None,
+                previous: None,
                 group_frames: 0,
                 group_bytes: 0,
                 parameter_sets: Vec::new(),
@@ -300,6 +305,9 @@ impl Media {
     fn next_group(&mut self) -> Result<(), Error> {
         if let Some(group) = self.group.take() {
             group.finish().map_err(model)?;
+            if let Some(older) = self.previous.replace(group) {
+                let _ = older.abort(moq_net::Error::Old);
+            }
         }
         self.group = Some(self.video.append_group().map_err(model)?);
         self.group_frames = 0;
@@ -424,6 +432,7 @@ mod tests {
             video,
             catalog,
             group: None,
+            previous: None,
             group_frames: 0,
             group_bytes: 0,
             parameter_sets: Vec::new(),
@@ -462,5 +471,33 @@ mod tests {
         assert!(media.group_bytes <= group::MAX_CACHE_BYTES);
         // One access unit larger than any group is left out, not an error.
         assert!(media.send(au(false, 33 << 20), None, false, false).is_ok());
+    }
+
+    /// Bytes malloc has handed out and not had back, over every arena.
+    fn heap_in_use() -> usize {
+        // SAFETY: mallinfo2 only reads the allocator's counters.
+        let info = unsafe { libc::mallinfo2() };
+        info.uordblks + info.hblkhd
+    }
+
+    #[test]
+    fn with_no_relay_the_publisher_holds_two_groups_at_most() {
+        // Nothing polls moq-net here, as when the relay is unreachable: a minute of a
+        // 50 Mbit/s stream with a 2 s GOP is 30 groups of 12.5 MB.
+        let (mut media, _origin, _broadcast) = media();
+        let group = 12_500_000;
+        let frame = 208_000;
+        let before = heap_in_use();
+        let mut peak = 0;
+        for g in 0..30u64 {
+            for f in 0..(group / frame) as u64 {
+                let pts = Some((g * 60 + f) * 33_333_333);
+                media.send(au(f == 0, frame), pts, f == 0, false).unwrap();
+            }
+            peak = peak.max(heap_in_use().saturating_sub(before));
+        }
+        eprintln!("peak heap growth {} MB over 30 groups", peak / 1_000_000);
+        // The group being written, the one before it, and allocator slack.
+        assert!(peak < 3 * group, "held {} MB", peak / 1_000_000);
     }
 }
