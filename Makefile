@@ -59,7 +59,7 @@ bench: deps moq-peers
 # one fuzzing process at a time. -malloc_limit_mb: the limits are 64 KiB frames and 4 KiB
 # commands, so any single allocation near 64 MiB is a bug, not load.
 FUZZ_TIME ?= 60
-FUZZ_TARGETS := command_stream group_stream frame_header
+FUZZ_TARGETS := command_stream group_stream frame_header knock known_hosts uri_query moq_frame moq_catalog
 fuzz: deps
 	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz
 	@for t in $(FUZZ_TARGETS); do \
