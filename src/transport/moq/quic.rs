@@ -90,6 +90,10 @@ impl Wire {
     /// After reading the network: queues the peer's new streams, and wakes every parked
     /// task to look again.
     pub fn wake_all(&mut self) {
+        // A stream read to its end is never readable again: forgetting it keeps the set
+        // to the streams still open, however many a peer opens over time.
+        let conn = &self.conn;
+        self.accepted.retain(|&id| !conn.stream_finished(id));
         let fresh: Vec<u64> = self
             .conn
             .readable()

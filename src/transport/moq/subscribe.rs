@@ -197,8 +197,8 @@ async fn receive(
         }
         let mut first = true;
         loop {
-            let frame = match group.read_frame().await {
-                Ok(Some(frame)) => frame,
+            let mut next = match group.next_frame().await {
+                Ok(Some(next)) => next,
                 Ok(None) => break,
                 // Cut short (the relay dropped it): what follows starts at the next group.
                 Err(e) => {
@@ -207,8 +207,24 @@ async fn receive(
                     break;
                 }
             };
+            // Refused by its declared size, before its bytes are gathered (hang's
+            // timestamp, a varint, comes before the access unit).
+            if next.size > max_frame_size + 8 {
+                return Err(Error::Protocol(format!(
+                    "a frame of {} bytes exceeds max-frame-size ({max_frame_size})",
+                    next.size
+                )));
+            }
+            let payload = match next.read_all().await {
+                Ok(payload) => payload,
+                Err(e) => {
+                    gst::debug!(super::CAT, "group {} cut short: {e}", group.sequence);
+                    gap = true;
+                    break;
+                }
+            };
             let hang::container::Frame { timestamp, payload } =
-                hang::container::Frame::decode(frame.payload)
+                hang::container::Frame::decode(payload)
                     .map_err(|e| Error::Protocol(format!("not a hang frame: {e}")))?;
             if payload.is_empty() {
                 // moq-dev's moqsink ends each group with an empty frame: nothing to decode.
