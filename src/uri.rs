@@ -86,12 +86,7 @@ pub fn query_pairs(query: &str) -> Result<Vec<(String, String)>, String> {
         let (key, text) = pair
             .split_once('=')
             .ok_or_else(|| format!("'{pair}' is not property=value"))?;
-        let unescape = |s: &str| {
-            glib::Uri::unescape_string(s, None::<&str>)
-                .map(String::from)
-                .ok_or_else(|| format!("'{s}' is not percent-encoded right"))
-        };
-        let (key, text) = (unescape(key)?, unescape(text)?);
+        let (key, text) = (percent_decoded(key)?, percent_decoded(text)?);
         if !PROPERTIES.contains(&key.as_str()) {
             return Err(format!(
                 "a URI cannot set '{key}': only {}; set it on the element",
@@ -101,6 +96,29 @@ pub fn query_pairs(query: &str) -> Result<Vec<(String, String)>, String> {
         pairs.push((key, text));
     }
     Ok(pairs)
+}
+
+/// `s` with each `%XX` replaced by its byte; the result must be UTF-8 (glib's unescaping
+/// hands back whatever bytes were escaped, which a Rust string must not hold).
+fn percent_decoded(s: &str) -> Result<String, String> {
+    let bad = || format!("'{s}' is not percent-encoded UTF-8");
+    let mut bytes = Vec::with_capacity(s.len());
+    let mut rest = s.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        rest = tail;
+        if b != b'%' {
+            bytes.push(b);
+            continue;
+        }
+        let hex = rest.get(..2).ok_or_else(bad)?;
+        let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
+        if !hex.bytes().all(|h| h.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        bytes.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+        rest = &rest[2..];
+    }
+    String::from_utf8(bytes).map_err(|_| bad())
 }
 
 /// The URI for `element`'s address and port.
@@ -171,6 +189,7 @@ mod tests {
                 "no property 'latency-budget'",
             ),
             ("quicnalu://h:1?latency", "is not property=value"),
+            ("quicnalu://h:1?token=%FF", "not percent-encoded UTF-8"),
             ("srt://h:1", "not a quicnalu:// URI"),
         ] {
             let err = apply(&e, uri).unwrap_err();
@@ -180,6 +199,21 @@ mod tests {
         assert_eq!(
             e.property::<Option<String>>("address").unwrap(),
             "127.0.0.1"
+        );
+    }
+
+    #[test]
+    fn a_query_is_percent_decoded_into_utf8_or_refused() {
+        // Found by fuzz/targets/uri_query: %FF came back as a string that was not UTF-8.
+        for bad in ["token=%FF", "token=%4", "token=%+1", "to%ZZken=1"] {
+            assert!(query_pairs(bad).unwrap_err().contains("UTF-8"), "{bad}");
+        }
+        assert_eq!(
+            query_pairs("token=a%20b%C3%A9&latency=5").unwrap(),
+            [
+                ("token".to_string(), "a b\u{e9}".to_string()),
+                ("latency".to_string(), "5".to_string())
+            ]
         );
     }
 }

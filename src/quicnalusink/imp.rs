@@ -1164,10 +1164,20 @@ impl QuicNaluSink {
             && !self.stream.lock().unwrap().connected_once;
         if wait {
             gst::debug!(CAT, imp = self, "waiting for the first receiver");
-            // Publishing to a relay: the first receiver is the relay's first subscriber.
-            match self.publisher_handle() {
-                Some(publisher) => self.wait_network(|| publisher.wait_for_subscriber())?,
-                None => self.wait_network(|| server.wait_for_receiver())?,
+            // Publishing to a relay: the first receiver is the relay's first subscriber,
+            // unless the relay fails first.
+            let subscribed = match self.publisher_handle() {
+                Some(publisher) => self.wait_network(|| match publisher.wait_for_subscriber() {
+                    Err(Interrupted::Failed(e)) => {
+                        self.stop_publishing(&e);
+                        Ok(false)
+                    }
+                    waited => waited.map(|()| true),
+                })?,
+                None => false,
+            };
+            if !subscribed {
+                self.wait_network(|| server.wait_for_receiver())?;
             }
             self.stream.lock().unwrap().connected_once = true;
         }
@@ -1346,8 +1356,7 @@ impl BaseSinkImpl for QuicNaluSink {
         if let Some(publisher) = self.publisher_handle() {
             // The catalog goes out before the wait for a subscriber, who needs it first.
             if let Err(e) = publisher.describe(&map) {
-                self.post_error_message(errors::message(&e, Direction::Send, false));
-                return Err(gst::FlowError::Error);
+                self.stop_publishing(&e);
             }
         }
         drop(map);

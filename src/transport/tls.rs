@@ -42,7 +42,8 @@ impl Fingerprint {
             .unwrap_or(text)
             .replace(':', "");
         let bad = || format!("'{text}' is not a SHA-256 fingerprint (64 hex digits)");
-        if digits.len() != 64 || !digits.is_ascii() {
+        // Hex digits only: from_str_radix alone would also take a sign ("+A").
+        if digits.len() != 64 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(bad());
         }
         let mut out = [0u8; 32];
@@ -348,6 +349,13 @@ mod tests {
         );
         assert!(refusal(Check::Address, at("127.0.0.1"), None).is_some());
         assert_eq!(refusal(Check::Done, at("127.0.0.1"), None), None);
+    }
+
+    #[test]
+    fn a_fingerprint_is_hex_digits_and_nothing_else() {
+        // Found by fuzz/targets/known_hosts: from_str_radix takes a leading '+'.
+        assert!(Fingerprint::parse(&"+A".repeat(32)).is_err());
+        assert!(Fingerprint::parse(&"0A".repeat(32)).is_ok());
     }
 
     #[test]

@@ -60,6 +60,18 @@ pub fn load_moq_gst() {
     });
 }
 
+/// A relay that was stopped, to start again where it was.
+pub struct StoppedRelay {
+    port: u16,
+    tls: Option<(String, String)>,
+}
+
+impl StoppedRelay {
+    pub fn start(self) -> MoqRelay {
+        MoqRelay::start_with(self.port, self.tls, &[])
+    }
+}
+
 /// A running relay; killed on drop.
 pub struct MoqRelay {
     child: Child,
@@ -86,6 +98,15 @@ impl MoqRelay {
         let (port, tls) = (self.quic.port(), self.tls.clone());
         drop(self);
         Self::start_with(port, tls, &[])
+    }
+
+    /// Stops this relay; [`StoppedRelay::start`] brings one back on the same port, with
+    /// the same certificate.
+    pub fn stop(self) -> StoppedRelay {
+        StoppedRelay {
+            port: self.quic.port(),
+            tls: self.tls.clone(),
+        }
     }
 
     /// A relay that joins `peer`'s cluster.

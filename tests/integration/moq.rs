@@ -329,3 +329,38 @@ fn a_broadcast_from_quicnalusink_plays_in_moq_devs_moqsrc() {
     assert_exact(&received, &sent.lock().unwrap(), "moqsrc");
     assert_decodes(&received, "in moqsrc");
 }
+
+/// The relay side never fails the sink: with nobody at moq-url, the sink warns and its
+/// direct receiver gets the whole clip.
+#[test]
+fn a_relay_that_never_answers_does_not_fail_the_direct_receivers() {
+    init();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = socket.local_addr().unwrap().port();
+    drop(socket);
+    let clip = media("vpl-cars_320x240.h265");
+    let (warned, warnings) = mpsc::channel();
+    let warned = Mutex::new(warned);
+    let description = format!(
+        "filesrc location={} ! h265parse ! quicnalusink name=sink {} \
+         moq-url=moql://127.0.0.1:{port} moq-certificate-fingerprint={}",
+        clip.display(),
+        sink_props(),
+        "00".repeat(32)
+    );
+    let (sender, sink_port) = start_sender_with(&description, |s| {
+        s.pipeline.bus().unwrap().set_sync_handler(move |_, msg| {
+            if let gst::MessageView::Warning(w) = msg.view() {
+                let _ = warned.lock().unwrap().send(w.error().to_string());
+            }
+            gst::BusSyncReply::Pass
+        });
+    });
+    let received = receive_all(&sender, sink_port);
+    assert_eq!(received.len(), framemd5_cached(&clip).lines().count());
+    let warning = warnings.recv_timeout(WATCHDOG).expect("a warning");
+    assert!(
+        warning.contains("stopped publishing to the MoQ relay"),
+        "{warning}"
+    );
+}

@@ -185,3 +185,88 @@ fn memory_stays_flat_when_the_network_is_slower_than_the_stream() {
     // Unbounded, the sink's queue would grow by 9 Mbit/s x 10 s, about 11 MiB.
     assert!(growth_mib < 8.0, "the heap grew {growth_mib:.1} MiB");
 }
+
+/// MoQ publishing while its relay is away: moq-net's cache expires groups only while a
+/// connection is polled, so the publisher itself must let go of all but the groups a relay
+/// can still ask for (transport/moq/publish.rs).
+#[test]
+fn a_publisher_holds_flat_memory_while_its_relay_is_away_and_after_it_returns() {
+    let _turn = turn();
+    use crate::common::moq::MoqRelay;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let relay = MoqRelay::with_certificate(&certs().cert, &certs().key);
+    // A 250 Mbit/s 4K clip, over and over, as fast as the sink takes it.
+    let clip = media("vkcts-jellyfish-250-mbps-4k-uhd-GOB-IPB13.h265");
+    let sender = Running::launch(&format!(
+        "multifilesrc location={} loop=true ! h265parse ! quicnalusink name=sink sync=false {} {}",
+        clip.display(),
+        sink_props(),
+        relay.sink_props("memory.hang")
+    ));
+    let pushed = std::sync::Arc::new(AtomicU64::new(0));
+    let counter = pushed.clone();
+    sender
+        .by_name("sink")
+        .static_pad("sink")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(gst::PadProbeData::Buffer(b)) = &info.data {
+                counter.fetch_add(b.size() as u64, Ordering::Relaxed);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    let messages = element_messages(&sender);
+    sender.pipeline.set_state(gst::State::Playing).unwrap();
+    next_message(&messages, "quicnalusink-moq-connected");
+
+    // Samples memory every 100 ms until `bytes` more have gone into the sink.
+    let sample = |what: &str, bytes: u64| -> Memory {
+        let until = pushed.load(Ordering::Relaxed) + bytes;
+        let give_up = Instant::now() + WATCHDOG;
+        let mut peak = Memory::now();
+        let mut line = Vec::new();
+        while pushed.load(Ordering::Relaxed) < until {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = Memory::now();
+            line.push(format!("{:.0}", mib(now.rss)));
+            peak = peak.max(now);
+            assert!(Instant::now() < give_up, "the sink stopped taking buffers");
+        }
+        eprintln!("{what}: RSS MiB every 100 ms: {}", line.join(" "));
+        peak
+    };
+    const MB: u64 = 1_000_000;
+    let warm = sample("relay up", 200 * MB);
+    let stopped = relay.stop();
+    let away = sample("relay away", 1000 * MB);
+    let relay = stopped.start();
+    loop {
+        let s = next_message(&messages, "quicnalusink-moq-connected");
+        if s.get::<bool>("resumed").unwrap() {
+            break;
+        }
+    }
+    let back = sample("relay back", 500 * MB);
+    drop(sender);
+    drop(relay);
+    let (away, back) = (away.growth_since(warm), back.growth_since(warm));
+    eprintln!(
+        "heap above the relay-up peak: {:.1} MiB while away (1 GB pushed), {:.1} MiB after \
+         it returned; RSS {:.1} and {:.1} MiB",
+        mib(away.heap),
+        mib(back.heap),
+        mib(away.rss),
+        mib(back.rss)
+    );
+    // Two groups of this clip are a few MB; 64 MiB is two groups at moq-net's 32 MB cap.
+    assert!(
+        mib(away.heap) < 64.0,
+        "grew {:.1} MiB while away",
+        mib(away.heap)
+    );
+    assert!(
+        mib(back.heap) < 64.0,
+        "grew {:.1} MiB after",
+        mib(back.heap)
+    );
+}

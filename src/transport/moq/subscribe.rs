@@ -156,9 +156,8 @@ async fn receive(
         .await
         .map_err(protocol("catalog"))?;
     let mut catalogs = hang::catalog::Consumer::<Extension>::new(catalog_track);
-    let described = catalogs
-        .next()
-        .await
+    let described = Unpanicked(Box::pin(catalogs.next()))
+        .await?
         .map_err(|e| Error::Protocol(format!("the broadcast's catalog: {e}")))?
         .ok_or_else(|| Error::Protocol(format!("broadcast '{name}' ended before its catalog")))?;
     let chosen = catalog::choose(&described).map_err(Error::Protocol)?;
@@ -282,6 +281,29 @@ async fn receive(
     }
 }
 
+/// A future whose panic becomes an error. hang 0.21.19 parses a catalog with a codec
+/// string such as `avc1.640޼0` by slicing it at byte offsets, and panics: what a relay or
+/// a publisher sends must not bring the element down (found by fuzz/targets/moq_catalog).
+struct Unpanicked<F>(std::pin::Pin<Box<F>>);
+
+impl<F: std::future::Future> std::future::Future for Unpanicked<F> {
+    type Output = Result<F::Output, Error>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(_) => Poll::Ready(Err(Error::Protocol(
+                "the broadcast's catalog could not be read (its parser failed)".into(),
+            ))),
+        }
+    }
+}
+
 /// Hands `event` to the streaming thread once its inbox has room (the streaming thread
 /// wakes the loop when it takes from a full one).
 async fn push(link: &Link<Inbox>, event: Event) {
@@ -300,4 +322,24 @@ async fn push(link: &Link<Inbox>, event: Event) {
         })
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_catalog_that_panics_its_parser_is_an_error() {
+        // fuzz/artifacts/moq_catalog/crash-avc1-not-ascii: a non-ASCII codec string.
+        let json = r#"{"video":{"renditions":{"v":{"codec":"avc1.640\u07bc0","container":{"kind":"legacy"}}}}}"#;
+        let parse = async { Catalog::<Extension>::from_str(json).map(|_| ()) };
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let mut guarded = Unpanicked(Box::pin(parse));
+        let polled = std::future::Future::poll(std::pin::Pin::new(&mut guarded), &mut cx);
+        let Poll::Ready(Err(e)) = polled else {
+            panic!("expected the parser's panic as an error: {polled:?}");
+        };
+        assert!(e.to_string().contains("catalog could not be read"), "{e}");
+    }
 }
