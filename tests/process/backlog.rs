@@ -198,7 +198,8 @@ fn a_publisher_holds_flat_memory_while_its_relay_is_away_and_after_it_returns() 
     // A 250 Mbit/s 4K clip, over and over, as fast as the sink takes it.
     let clip = media("vkcts-jellyfish-250-mbps-4k-uhd-GOB-IPB13.h265");
     let sender = Running::launch(&format!(
-        "multifilesrc location={} loop=true ! h265parse ! quicnalusink name=sink sync=false {} {}",
+        "multifilesrc location={} loop=true ! h265parse ! \
+         quicnalusink name=sink sync=false wait-for-connection=false {} {}",
         clip.display(),
         sink_props(),
         relay.sink_props("memory.hang")
