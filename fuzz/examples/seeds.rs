@@ -256,10 +256,18 @@ fn knock_seeds(dir: &Path) {
     let token: &[u8] = b"s3cret";
     seed(dir, "signed", &read(token, &knock::knock(Some(token))));
     seed(dir, "unsigned", &read(b"", &knock::knock(None)));
-    seed(dir, "unsigned-under-token", &read(token, &knock::knock(None)));
+    seed(
+        dir,
+        "unsigned-under-token",
+        &read(token, &knock::knock(None)),
+    );
     // Token 0xff: the datagram is zero-padded to KNOCK_LEN.
     seed(dir, "padded", &read(&[0xff], &knock::knock(None)[..16]));
-    seed(dir, "short", &read(b"", &knock::knock(None)[..KNOCK_LEN - 1]));
+    seed(
+        dir,
+        "short",
+        &read(b"", &knock::knock(None)[..KNOCK_LEN - 1]),
+    );
     let mut quic = knock::knock(None);
     quic[0] = 0xc0;
     seed(dir, "quic", &read(b"", &quic));
@@ -271,7 +279,9 @@ fn knock_seeds(dir: &Path) {
         a
     };
     let v6 = |last: u8, port: u16| {
-        let mut a = vec![0x81, 0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, last];
+        let mut a = vec![
+            0x81, 0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, last,
+        ];
         a.extend_from_slice(&port.to_le_bytes());
         a
     };
@@ -358,7 +368,10 @@ fn known_hosts_seeds(dir: &Path) {
     seed(
         dir,
         "known",
-        &input(host, &format!("# receivers\nother:1 {theirs}\n{host} {mine}\n")),
+        &input(
+            host,
+            &format!("# receivers\nother:1 {theirs}\n{host} {mine}\n"),
+        ),
     );
     seed(
         dir,
@@ -373,9 +386,16 @@ fn known_hosts_seeds(dir: &Path) {
     seed(
         dir,
         "bare-digits",
-        &input(host, &format!("{host}\t{}  trailing", mine.replace(':', ""))),
+        &input(
+            host,
+            &format!("{host}\t{}  trailing", mine.replace(':', "")),
+        ),
     );
-    seed(dir, "new", &input(host, &format!("#{host} {mine}\nelse {mine}\n")));
+    seed(
+        dir,
+        "new",
+        &input(host, &format!("#{host} {mine}\nelse {mine}\n")),
+    );
 }
 
 /// `uri_query`: a URI's query, after the `?`.
@@ -393,7 +413,10 @@ fn uri_query_seeds(dir: &Path) {
             "moq",
             "moq-url=https%3A%2F%2Frelay.example%2Fanon&moq-broadcast=live&join-mode=keyframe",
         ),
-        ("sender", "mode=caller&max-receivers=4&self-signed=true&&latency-budget=200"),
+        (
+            "sender",
+            "mode=caller&max-receivers=4&self-signed=true&&latency-budget=200",
+        ),
         ("file-path", "ca-file=%2Fdev%2Fzero"),
         ("not-a-pair", "latency"),
     ] {
@@ -438,7 +461,11 @@ fn moq_catalog_seeds(dir: &Path) {
     catalog.video.insert("video", video).unwrap();
     let json = catalog.to_json().unwrap();
     seed(dir, "hev1", json.as_bytes());
-    let ours = json.replacen('{', r#"{"quicnalu":{"caps":"video/x-h265, alignment=(string)au"},"#, 1);
+    let ours = json.replacen(
+        '{',
+        r#"{"quicnalu":{"caps":"video/x-h265, alignment=(string)au"},"#,
+        1,
+    );
     seed(dir, "ours", ours.as_bytes());
     seed(
         dir,

@@ -38,7 +38,11 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(h.len == 0, shed || end);
             assert!(!(shed && h.flags.contains(FrameFlags::KEYFRAME)));
             // END is a group's end record: no other flag.
-            assert!(!end || h.flags == FrameFlags::END, "END with {:#x}", h.flags.0);
+            assert!(
+                !end || h.flags == FrameFlags::END,
+                "END with {:#x}",
+                h.flags.0
+            );
             assert_eq!(h.flags.0 & !0xff, 0, "unknown flags accepted");
             assert_eq!(h.pts.is_some(), h.flags.contains(FrameFlags::HAS_PTS));
             assert_eq!(h.dts.is_some(), h.flags.contains(FrameFlags::HAS_DTS));

@@ -46,7 +46,11 @@ fn read_datagram(data: &[u8]) {
 
     let is_knock = datagram.len() >= KNOCK_LEN && datagram.starts_with(MAGIC);
     let unsigned = knock::read(datagram, None);
-    assert_eq!(unsigned, knock::read(datagram, Some(b"")), "empty token is none");
+    assert_eq!(
+        unsigned,
+        knock::read(datagram, Some(b"")),
+        "empty token is none"
+    );
     assert_eq!(unsigned == Knock::Valid, is_knock);
     assert_ne!(unsigned, Knock::Unsigned, "no token: nothing is unsigned");
     assert_eq!(knock::is_knock(datagram), is_knock);
@@ -74,7 +78,11 @@ fn read_datagram(data: &[u8]) {
         let keep = tail.len().min(KNOCK_LEN - 64);
         made[64..64 + keep].copy_from_slice(&tail[..keep]);
         made.extend_from_slice(&tail[keep..]);
-        assert_eq!(knock::read(&made, Some(token)), Knock::Valid, "tail is unsigned");
+        assert_eq!(
+            knock::read(&made, Some(token)),
+            Knock::Valid,
+            "tail is unsigned"
+        );
         assert_eq!(knock::read(&plain, Some(token)), Knock::Unsigned);
     }
 }
@@ -166,7 +174,9 @@ fn run_script(bytes: &[u8]) {
     let answered = |door: &mut Doorman, model: &mut HashMap<SocketAddr, Model>, now: Instant| {
         let next = door.next(now);
         if let Some(to) = next {
-            let m = model.get_mut(&to).expect("called back an address that never knocked");
+            let m = model
+                .get_mut(&to)
+                .expect("called back an address that never knocked");
             let at = m
                 .pending
                 .take()
@@ -211,8 +221,12 @@ fn run_script(bytes: &[u8]) {
                 let_in_now = false;
             }
             5 => {
-                let Some([count]) = script.take::<1>() else { break };
-                let Some(base) = script.take::<4>() else { break };
+                let Some([count]) = script.take::<1>() else {
+                    break;
+                };
+                let Some(base) = script.take::<4>() else {
+                    break;
+                };
                 let base = u32::from_be_bytes(base);
                 for i in 0..=4 * u32::from(count) {
                     let from = SocketAddr::new(Ipv4Addr::from(base.wrapping_add(i)).into(), 443);

@@ -92,27 +92,3 @@ impl Chunks {
         self.next() & 0x100 != 0
     }
 }
-
-/// Whether to step over inputs that reach a finding already reported but not yet fixed
-/// (each target's doc comment names its own): set `QUICNALU_FUZZ_KNOWN=skip` so that a run
-/// explores past the finding instead of stopping at it. Unset, every target checks all.
-pub fn skip_known() -> bool {
-    static SKIP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *SKIP.get_or_init(|| std::env::var("QUICNALU_FUZZ_KNOWN").is_ok_and(|v| v == "skip"))
-}
-
-/// `s` percent-decoded as a URI component: None when an escape is malformed.
-pub fn percent_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut bytes = s.bytes();
-    while let Some(b) = bytes.next() {
-        if b != b'%' {
-            out.push(b);
-            continue;
-        }
-        let hi = char::from(bytes.next()?).to_digit(16)?;
-        let lo = char::from(bytes.next()?).to_digit(16)?;
-        out.push((hi * 16 + lo) as u8);
-    }
-    Some(out)
-}

@@ -3,7 +3,7 @@
 //! connection, and their `hang` catalog and container (catalog.rs). docs/ARCHITECTURE.md,
 //! "Media over QUIC relays", says why these crates and what a relay cannot carry.
 
-mod catalog;
+pub mod catalog;
 mod publish;
 mod quic;
 mod session;
