@@ -13,7 +13,7 @@ use super::session::{Connection, Dial, Step, Watch};
 use super::RelayEvent;
 use crate::h265;
 use crate::protocol::{FrameFlags, FrameHeader};
-use crate::transport::inbox::{next_event, Event, Inbox, ReceivedFrame};
+use crate::transport::inbox::{next_event, Event, Inbox, ReceivedFrame, MAX_EVENT_BYTES};
 use crate::transport::link::{gated, Interrupted, Link, NetThread};
 use crate::transport::logger::{self, Route};
 use crate::transport::{monotonic_ns, Error};
@@ -86,8 +86,7 @@ impl Subscriber {
                 relay: relay.clone(),
                 resumed: false,
             });
-            let (origin, mut origin_driver) =
-                origin::Producer::new(origin::Config::new(moq_net::Hop::random()));
+            let (origin, mut origin_driver) = origin::Producer::new(cache_bounded());
             let client = moq_net::Client::new()
                 .with_subscriber(origin.clone())
                 .with_path(dial.url.path.clone());
@@ -119,6 +118,18 @@ impl Subscriber {
     pub fn next(&self) -> Result<Event, Interrupted> {
         next_event(&self.net, |inbox| inbox)
     }
+}
+
+/// The subscriber's origin, whose cache holds about what the streaming thread's inbox
+/// does (MAX_EVENT_BYTES) beyond the group being read: moq-net reads every group the relay
+/// sends into it, and without a target keeps them until they age out. Past the target it
+/// drops the oldest groups, never the live one; a group dropped before we read it reads as
+/// cut short, and playback resumes at the next.
+fn cache_bounded() -> origin::Config {
+    let mut config = origin::Config::new(moq_net::Hop::random());
+    let capacity = moq_net::cache::Config::default().with_capacity(MAX_EVENT_BYTES as u64);
+    config.pool = moq_net::cache::Pool::new(capacity);
+    config
 }
 
 struct SubscribeWatch(Arc<Link<Inbox>>);
@@ -327,6 +338,41 @@ async fn push(link: &Link<Inbox>, event: Event) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Bytes malloc has handed out and not had back, over every arena.
+    fn heap_in_use() -> usize {
+        // SAFETY: mallinfo2 only reads the allocator's counters.
+        let info = unsafe { libc::mallinfo2() };
+        info.uordblks + info.hblkhd
+    }
+
+    #[test]
+    fn what_the_relay_sends_is_cached_up_to_the_inbox_bound() {
+        // Groups arriving faster than they are read (a stalled downstream): as moq-net
+        // writes them into the subscriber's origin.
+        let (origin, _driver) = origin::Producer::new(cache_bounded());
+        let broadcast = origin.publish("test", Default::default()).unwrap();
+        let mut track = broadcast
+            .create_track("video", hang::container::track_info(0))
+            .unwrap();
+        let _reader = broadcast.consume();
+        let before = heap_in_use();
+        let mut peak = 0;
+        for g in 0..100u64 {
+            let mut group = track.append_group().unwrap();
+            for f in 0..10u64 {
+                let ts = moq_net::Timestamp::from_micros((g * 10 + f) * 33_333).unwrap();
+                group.write_frame(ts, vec![0u8; 100_000]).unwrap();
+            }
+            group.finish().unwrap();
+            peak = peak.max(heap_in_use().saturating_sub(before));
+        }
+        eprintln!(
+            "peak heap growth {} MB for 100 MB of groups",
+            peak / 1_000_000
+        );
+        assert!(peak < 2 * MAX_EVENT_BYTES, "held {} MB", peak / 1_000_000);
+    }
 
     #[test]
     fn a_catalog_that_panics_its_parser_is_an_error() {
