@@ -352,7 +352,7 @@ mod tests {
         // writes them into the subscriber's origin.
         let (origin, _driver) = origin::Producer::new(cache_bounded());
         let broadcast = origin.publish("test", Default::default()).unwrap();
-        let mut track = broadcast
+        let track = broadcast
             .create_track("video", hang::container::track_info(0))
             .unwrap();
         let _reader = broadcast.consume();
