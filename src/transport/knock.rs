@@ -12,7 +12,7 @@
 //! (or a spoofer) without it gets no call-back at all.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// A knock is as long as a client's first QUIC datagram must be, so the handshake a
@@ -190,11 +190,19 @@ impl Doorman {
     /// Whom to call back now, if anyone (see [`Doorman`]).
     pub fn next(&mut self, now: Instant) -> Option<SocketAddr> {
         let fresh = |c: &Caller| c.knock.is_some_and(|at| now < at + FRESH);
+        let mut held = HashMap::<IpAddr, usize>::new();
+        for (a, c) in &self.callers {
+            if c.held(now) {
+                *held.entry(super::gate::source(a.ip())).or_default() += 1;
+            }
+        }
+        let source_held = |a: &SocketAddr| {
+            held.get(&super::gate::source(a.ip())).copied().unwrap_or(0) >= HELD_PER_SOURCE
+        };
         let next = self
             .callers
             .iter()
-            .filter(|(_, c)| fresh(c))
-            .filter(|(a, _)| !self.held(now, **a))
+            .filter(|(a, c)| fresh(c) && !c.held(now) && !source_held(a))
             .min_by_key(|(_, c)| (c.hold_off, std::cmp::Reverse(c.knock)))
             .map(|(a, _)| *a)?;
         self.callers.get_mut(&next)?.knock = None;
