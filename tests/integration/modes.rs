@@ -11,12 +11,13 @@ use std::time::Duration;
 const SIZE: &str = "width=320,height=240";
 
 /// A listening receiver on a free loopback port that pins the tests' certificate and
-/// presents `token` (not started: see [`listen`]).
-fn listener(token: &str, extra: &str) -> Running {
+/// presents `token` (None: none, so any knock is answered) (not started: see [`listen`]).
+fn listener(token: Option<&str>, extra: &str) -> Running {
     let pin = Fingerprint::of_pem_file(&certs().cert).expect("the tests' certificate");
+    let token = token.map(|t| format!("token={t}")).unwrap_or_default();
     Running::launch(&format!(
         "quicnalusrc name=src mode=listener address=127.0.0.1 port=0 \
-         certificate-fingerprint={pin} token={token} {extra} ! appsink name=out sync=false"
+         certificate-fingerprint={pin} {token} {extra} ! appsink name=out sync=false"
     ))
 }
 
@@ -46,7 +47,7 @@ fn arrival(r: &Received) -> u64 {
 #[test]
 fn a_caller_reconnects_after_an_outage_and_the_listener_resumes_at_a_keyframe() {
     init();
-    let receiver = listener("s3cret", "timeout=1000");
+    let receiver = listener(Some("s3cret"), "timeout=1000");
     let messages = element_messages(&receiver);
     let (store, arrived) = collect(&receiver, "out");
     let port = listen(&receiver);
@@ -99,7 +100,7 @@ fn a_caller_reconnects_after_an_outage_and_the_listener_resumes_at_a_keyframe() 
 #[test]
 fn commands_stats_and_the_token_work_with_the_roles_reversed() {
     init();
-    let receiver = listener("s3cret", "");
+    let receiver = listener(Some("s3cret"), "");
     let messages = element_messages(&receiver);
     let (store, arrived) = collect(&receiver, "out");
     let port = listen(&receiver);
@@ -143,7 +144,7 @@ fn commands_stats_and_the_token_work_with_the_roles_reversed() {
     );
 
     // A listener with another token does not call the caller back, and keeps listening.
-    let stranger = listener("wrong", "stats-interval=100");
+    let stranger = listener(Some("wrong"), "stats-interval=100");
     let stranger_messages = element_messages(&stranger);
     let port = listen(&stranger);
     let _other = caller(port, 30);
@@ -204,7 +205,7 @@ fn knock_from(socket: &std::net::UdpSocket, port: u16) -> usize {
 fn a_stray_with_another_certificate_neither_stops_a_pinned_listener_nor_keeps_the_caller_out() {
     init();
     let other = certs_for("DNS:localhost,IP:127.0.0.1");
-    let receiver = listener("s3cret", "stats-interval=100");
+    let receiver = listener(Some("s3cret"), "stats-interval=100");
     let messages = element_messages(&receiver);
     let (store, arrived) = collect(&receiver, "out");
     let port = listen(&receiver);
@@ -246,11 +247,7 @@ fn address_of(sender: &Running) -> String {
 fn strays_knocking_five_times_a_second_do_not_keep_the_caller_out() {
     init();
     // No token: every knock is a valid one, so only the rate limits stand in the way.
-    let pin = Fingerprint::of_pem_file(&certs().cert).expect("the tests' certificate");
-    let receiver = Running::launch(&format!(
-        "quicnalusrc name=src mode=listener address=127.0.0.1 port=0 \
-         certificate-fingerprint={pin} ! appsink name=out sync=false"
-    ));
+    let receiver = listener(None, "");
     let messages = element_messages(&receiver);
     let port = listen(&receiver);
     // A host that knocks and never answers, from another loopback address: once the
@@ -289,11 +286,7 @@ fn strays_knocking_five_times_a_second_do_not_keep_the_caller_out() {
 #[test]
 fn a_knock_makes_the_listener_send_at_most_three_times_its_bytes_to_an_unverified_address() {
     init();
-    let pin = Fingerprint::of_pem_file(&certs().cert).expect("the tests' certificate");
-    let receiver = Running::launch(&format!(
-        "quicnalusrc name=src mode=listener address=127.0.0.1 port=0 \
-         certificate-fingerprint={pin} stats-interval=100 ! appsink name=out sync=false"
-    ));
+    let receiver = listener(None, "stats-interval=100");
     let messages = element_messages(&receiver);
     let port = listen(&receiver);
     // A spoofed knock: the call-back goes to an address that never answers.

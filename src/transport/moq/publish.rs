@@ -179,17 +179,7 @@ impl Publisher {
         })?;
         Ok(Publisher {
             net,
-            media: Mutex::new(Media {
-                video,
-                catalog: catalog_track,
-                group: None,
-                previous: None,
-                group_frames: 0,
-                group_bytes: 0,
-                parameter_sets: Vec::new(),
-                caps: None,
-                described: false,
-            }),
+            media: Mutex::new(Media::new(video, catalog_track)),
             _broadcast: broadcast,
         })
     }
@@ -253,6 +243,20 @@ impl Publisher {
 const FRAME_OVERHEAD: u64 = 8;
 
 impl Media {
+    fn new(video: track::Producer, catalog: track::Producer) -> Self {
+        Media {
+            video,
+            catalog,
+            group: None,
+            previous: None,
+            group_frames: 0,
+            group_bytes: 0,
+            parameter_sets: Vec::new(),
+            caps: None,
+            described: false,
+        }
+    }
+
     /// See [`Publisher::send`].
     fn send(&mut self, au: Bytes, pts: Option<u64>, irap: bool, sets: bool) -> Result<(), Error> {
         if sets {
@@ -428,18 +432,7 @@ mod tests {
         let catalog = broadcast
             .create_track(Catalog::DEFAULT_NAME, Catalog::default_track_info())
             .unwrap();
-        let media = Media {
-            video,
-            catalog,
-            group: None,
-            previous: None,
-            group_frames: 0,
-            group_bytes: 0,
-            parameter_sets: Vec::new(),
-            caps: None,
-            described: false,
-        };
-        (media, origin, broadcast)
+        (Media::new(video, catalog), origin, broadcast)
     }
 
     /// An IRAP (IDR_W_RADL) or a trailing picture, `len` bytes in all.
