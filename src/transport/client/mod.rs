@@ -8,13 +8,15 @@ use super::config::{self, CongestionControl};
 use super::control::{self, command_fits, Stopped, CONTROL_STREAM};
 use super::ending::{self, cannot_create, no_answer, poll_failed, violation, Outcome};
 use super::inbox::{next_event, Event, Inbox, Outgoing};
-use super::knock::{self, Doorman, Knock, AMPLIFICATION, HEAR_BACK, KNOCK_LEN};
+mod listen;
+
+use super::knock::{self, Doorman, Knock, AMPLIFICATION, HEAR_BACK};
 use super::known_hosts::KnownHosts;
 use super::link::{gated, Interrupted, Link, NetThread};
 use super::logger::{self, Route};
 use super::monotonic_ns;
 use super::reassembly::{Reassembly, Reply, StreamSource, MAX_CONTROL_OUT};
-use super::socket::{random_cid, Endpoint, Outbox, RecvBatch, Wire, SOCKET};
+use super::socket::{random_cid, Endpoint, Outbox, RecvBatch, SOCKET};
 use super::stats::{ClientStats, ConnectionStats, ReceiverCounters, Reporter};
 use super::tls::{self, Check, Fingerprint};
 use super::Error;
@@ -331,115 +333,7 @@ fn answer_first_caller(
     }
 }
 
-enum Waited {
-    Knock(SocketAddr),
-    Stopping,
-    Expired,
-}
-
-/// A listener between connections: what it reads while it waits for a knock.
-struct Waiting<'a> {
-    endpoint: &'a mut Endpoint,
-    link: &'a Link<Queue>,
-    buf: &'a mut [u8],
-    /// Knocks must be signed with it, if not empty (knock.rs).
-    token: &'a [u8],
-    counters: &'a mut ReceiverCounters,
-    stats: &'a mut Reporter<ClientStats>,
-}
-
-impl Waiting<'_> {
-    /// Reads datagrams, a batch at a time, until `door` answers a knock, the element stops,
-    /// or `until` passes; anything else (a lost connection's late packets) is dropped.
-    fn wait(self, door: &mut Doorman, until: Option<Instant>) -> Waited {
-        let mut events = Events::with_capacity(4);
-        loop {
-            if self.link.lock().shutdown {
-                return Waited::Stopping;
-            }
-            let mut batch = RecvBatch::default();
-            while let Some(d) = batch.next(self.endpoint, self.buf) {
-                for r in d.ranges() {
-                    let knock = knock::read(&self.buf[r], Some(self.token));
-                    heard(door, knock, d.from, self.counters);
-                }
-            }
-            // Knocks heard while the last call-back was under way count too.
-            if let Some(caller) = door.next(Instant::now()) {
-                return Waited::Knock(caller);
-            }
-            if until.is_some_and(|t| Instant::now() >= t) {
-                return Waited::Expired;
-            }
-            let counters = *self.counters;
-            let snapshot = self.stats.poll(|| ClientStats {
-                peer: None,
-                connection: None,
-                counters,
-            });
-            if let Some(stats) = snapshot {
-                self.link.update(|s| s.inner.stats = stats);
-            }
-            let deadlines = [until, Some(self.stats.due())];
-            if let Err(e) = self.endpoint.wait(&mut events, deadlines, !batch.drained()) {
-                self.link.update(|s| s.failure = Some(poll_failed(e)));
-                return Waited::Stopping;
-            }
-        }
-    }
-}
-
-/// Takes a datagram that was `knock` from `from` to the doorman, and counts it.
-fn heard(door: &mut Doorman, knock: Knock, from: SocketAddr, counters: &mut ReceiverCounters) {
-    match knock {
-        Knock::NotAKnock => {}
-        Knock::Valid if door.knocked(Instant::now(), from) => counters.knocks += 1,
-        Knock::Valid | Knock::Unsigned => {
-            gst::debug!(CAT, "ignoring a knock from {from} ({knock:?})");
-            counters.knocks_refused += 1;
-        }
-    }
-}
-
-/// A call-back to a knock's source that has not heard from it yet: it gives up after
-/// HEAR_BACK, and sends no more than AMPLIFICATION times the source's knocks.
-#[derive(Debug, Clone, Copy)]
-struct HearBack {
-    until: Instant,
-    /// Bytes it may still send.
-    allowance: usize,
-}
-
-impl HearBack {
-    fn new(started: Instant) -> Self {
-        HearBack {
-            until: started + HEAR_BACK,
-            allowance: AMPLIFICATION * KNOCK_LEN,
-        }
-    }
-}
-
-/// The socket, for a call-back not yet heard from: a datagram past the allowance is not
-/// sent, and marks the allowance spent (the attempt then ends).
-struct Allowed<'a> {
-    socket: &'a mio::net::UdpSocket,
-    allowance: &'a std::cell::Cell<usize>,
-}
-
-impl Wire for Allowed<'_> {
-    fn send(&self, data: &[u8], segment: usize, to: SocketAddr) -> std::io::Result<()> {
-        match self.allowance.get().checked_sub(data.len()) {
-            Some(left) => {
-                self.allowance.set(left);
-                Wire::send(self.socket, data, segment, to)
-            }
-            None => {
-                self.allowance.set(0);
-                Ok(())
-            }
-        }
-    }
-}
+use listen::{heard, Allowed, HearBack, Waited, Waiting};
 
 /// Where one connection stands.
 #[derive(Clone, Copy, PartialEq, Eq)]
