@@ -6,7 +6,7 @@ use crate::properties::{self, Mode};
 use crate::protocol::{DEFAULT_MAX_COMMAND_SIZE, DEFAULT_MAX_FRAME_SIZE};
 use crate::transport::budget;
 use crate::transport::logger::Route;
-use crate::transport::moq::{self, Dial, Picture, Publisher, PublisherSettings, Trust};
+use crate::transport::moq::{Picture, Publisher};
 use crate::transport::{
     host_key, message_poster, user_file, Admission, Capture, CongestionControl, Estimate,
     Fingerprint, Identity, Interrupted, JoinMode, KnownHosts, MediaFrame, ReceiverEvent, Reporter,
@@ -159,14 +159,7 @@ struct Stream {
     connected_once: bool,
 }
 
-/// An access unit's bytes as moq-net's `Bytes`, without a copy.
-struct SharedAu(Box<dyn AsRef<[u8]> + Send + Sync>);
-
-impl AsRef<[u8]> for SharedAu {
-    fn as_ref(&self) -> &[u8] {
-        (*self.0).as_ref()
-    }
-}
+mod relay;
 
 #[derive(Default)]
 pub struct QuicNaluSink {
@@ -667,57 +660,6 @@ impl QuicNaluSink {
         }
     }
 
-    fn publisher_handle(&self) -> Option<Arc<Publisher>> {
-        match &*self.state.lock().unwrap() {
-            State::Started { publisher, .. } => publisher.clone(),
-            State::Stopped => None,
-        }
-    }
-
-    /// With moq-url: connects to the relay and announces the broadcast.
-    fn publisher(&self, s: &Settings) -> Result<Option<Publisher>, gst::ErrorMessage> {
-        let Some(url) = s.moq_url.as_deref().filter(|u| !u.is_empty()) else {
-            return Ok(None);
-        };
-        let settings = |e: String| gst::error_msg!(gst::ResourceError::Settings, ["{}", e]);
-        let (url, peer) = moq::relay_target(url, &s.moq_broadcast)?;
-        let trust = match s.moq_fingerprint.as_deref().filter(|f| !f.is_empty()) {
-            Some(pin) => Trust::Pin(
-                Fingerprint::parse(pin)
-                    .map_err(|e| settings(format!("moq-certificate-fingerprint: {e}")))?,
-            ),
-            None => Trust::FirstUse(KnownHosts {
-                path: user_file(&glib::user_data_dir(), "known_hosts"),
-                host: host_key(&url.host, url.port),
-            }),
-        };
-        let dial = Dial {
-            url,
-            peer,
-            trust,
-            timeout: MOQ_TIMEOUT,
-            congestion_control: s.congestion_control,
-        };
-        gst::info!(
-            CAT,
-            imp = self,
-            "publishing '{}' to {}",
-            s.moq_broadcast,
-            dial.url
-        );
-        Publisher::start(PublisherSettings {
-            dial,
-            broadcast: s.moq_broadcast.clone(),
-            log: Route {
-                category: *CAT,
-                element: self.obj().upcast_ref::<gst::Element>().downgrade(),
-            },
-            on_event: moq::reporter(self.obj().upcast_ref(), "quicnalusink"),
-        })
-        .map(Some)
-        .map_err(|e| errors::message(&e, Direction::Send, false))
-    }
-
     /// Runs a wait on the network from the streaming thread. `unlock()` ends it; when that
     /// was a PLAYING -> PAUSED change rather than a flush, BaseSink's `wait_preroll()` holds
     /// us until PLAYING again and the wait resumes, so no buffer is dropped.
@@ -805,42 +747,6 @@ impl QuicNaluSink {
             data,
         });
         Ok(gst::FlowSuccess::Ok)
-    }
-
-    /// Hands the access unit to the relay's broadcast too; returns it for the direct
-    /// receivers, shared rather than copied.
-    fn publish(
-        &self,
-        publisher: &Publisher,
-        data: Box<dyn AsRef<[u8]> + Send + Sync>,
-        pts: Option<u64>,
-        info: &AuInfo,
-    ) -> Result<Box<dyn AsRef<[u8]> + Send + Sync>, gst::FlowError> {
-        if let Some(e) = publisher.failure() {
-            self.stop_publishing(&e);
-            return Ok(data);
-        }
-        let bytes = moq_net::bytes::Bytes::from_owner(SharedAu(data));
-        if let Err(e) = publisher.send(bytes.clone(), pts, info.irap, info.parameter_sets) {
-            self.stop_publishing(&e);
-        }
-        Ok(Box::new(bytes))
-    }
-
-    /// The relay side failed: direct receivers go on without it, and the user is told once.
-    fn stop_publishing(&self, e: &crate::transport::Error) {
-        if let State::Started { publisher, .. } = &mut *self.state.lock().unwrap() {
-            *publisher = None;
-        }
-        let message = errors::message(e, Direction::Send, true);
-        gst::element_warning!(
-            self.obj(),
-            gst::ResourceError::Write,
-            (
-                "stopped publishing to the MoQ relay; direct receivers go on: {}",
-                message
-            )
-        );
     }
 
     /// Frame-rate fallback (the `framerate` property, else the caps' framerate): waits for
