@@ -9,23 +9,26 @@
 
 use gst::glib;
 
-mod errors;
-pub mod h265;
-mod properties;
+// Layers, top down; each imports only from those below it.
+pub mod element;
+pub mod error;
+pub mod media;
+pub mod net;
+pub mod policy;
 pub mod protocol;
 mod quicnalusink;
 mod quicnalusrc;
+pub mod receiver;
 #[cfg(feature = "relay")]
 pub mod relay;
-pub mod transport;
-pub mod uri;
+pub mod sender;
 
 pub use quicnalusink::QuicNaluSink;
 pub use quicnalusrc::QuicNaluSrc;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     gst_plugin_meta::register();
-    transport::logger::install();
+    element::log::install();
     quicnalusink::register(plugin)?;
     quicnalusrc::register(plugin)
 }

@@ -815,7 +815,7 @@ fn run_pair(
     std::thread::sleep(Duration::from_millis(300));
     let _ = writeln!(send.stdin, "GO");
     // Timed events in the run itself, not synchronisation: a link cut, cap changes.
-    let t0 = gstquicnalu::transport::monotonic_ns();
+    let t0 = gstquicnalu::media::monotonic_ns();
     let go = std::time::Instant::now();
     let mut link_back = None;
     let mut cap_changes = Vec::new();
@@ -834,7 +834,7 @@ fn run_pair(
                     for d in [Direction::ToServer, Direction::ToClient] {
                         r.set(d, capped(bps));
                     }
-                    cap_changes.push(gstquicnalu::transport::monotonic_ns());
+                    cap_changes.push(gstquicnalu::media::monotonic_ns());
                 }
                 None => {
                     let (_, length) = sc.outage.expect("an outage");

@@ -271,11 +271,11 @@ fn stamp_frames(
         let au = buffer
             .map_readable()
             .ok()
-            .and_then(|m| gstquicnalu::h265::inspect(&m).ok())
+            .and_then(|m| gstquicnalu::media::h265::inspect(&m).ok())
             .unwrap_or_default();
         let mut last_reference = last_reference.lock().unwrap();
         let depends_on = if au.irap { None } else { *last_reference };
-        if au.drop_cost(1) != gstquicnalu::h265::DropCost::Alone {
+        if au.drop_cost(1) != gstquicnalu::media::h265::DropCost::Alone {
             *last_reference = Some(*seq);
         }
         let stamp = stamp::encode(Stamp {

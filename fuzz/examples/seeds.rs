@@ -11,8 +11,8 @@
 use gstquicnalu::protocol::{
     put_group_opening, put_preamble, put_varint, Command, FrameFlags, FrameHeader, StreamKind,
 };
-use gstquicnalu::transport::knock::{self, KNOCK_LEN};
-use gstquicnalu::transport::Fingerprint;
+use gstquicnalu::policy::knock::{self, KNOCK_LEN};
+use gstquicnalu::net::tls::Fingerprint;
 use quicnalu_fuzz::{Input, MAX_COMMAND, MAX_FRAME, MAX_TOKEN};
 use std::path::{Path, PathBuf};
 

@@ -15,7 +15,7 @@
 
 #![no_main]
 
-use gstquicnalu::transport::knock::{self, Doorman, Knock, KNOCK_LEN};
+use gstquicnalu::policy::knock::{self, Doorman, Knock, KNOCK_LEN};
 use libfuzzer_sys::fuzz_target;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

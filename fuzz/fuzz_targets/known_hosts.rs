@@ -17,7 +17,9 @@
 
 #![no_main]
 
-use gstquicnalu::transport::{judge, Fingerprint, Verdict};
+use gstquicnalu::net::known_hosts::judge;
+use gstquicnalu::net::tls::Fingerprint;
+use gstquicnalu::net::known_hosts::Verdict;
 use libfuzzer_sys::fuzz_target;
 
 /// The first two whitespace-separated fields of a line.

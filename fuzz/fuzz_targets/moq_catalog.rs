@@ -15,7 +15,7 @@
 
 #![no_main]
 
-use gstquicnalu::transport::moq::catalog::{choose, Extension};
+use gstquicnalu::net::moq::catalog::{choose, Extension};
 use hang::catalog::Catalog;
 use libfuzzer_sys::fuzz_target;
 

@@ -14,7 +14,7 @@
 
 #![no_main]
 
-use gstquicnalu::uri::{query_pairs, PROPERTIES};
+use gstquicnalu::element::uri::{query_pairs, PROPERTIES};
 use libfuzzer_sys::fuzz_target;
 
 /// Properties a URI must never set: a path the element would open, or a weaker trust.

@@ -5,6 +5,7 @@
 //! accepted is an [`Error`], and nothing here panics on any byte sequence.
 
 mod command;
+pub mod control;
 mod frame;
 mod varint;
 

@@ -1,18 +1,30 @@
 use super::adapt::Adaptation;
-use super::gather::Gatherer;
-use crate::errors::{self, Direction};
-use crate::h265::{self, AuInfo};
-use crate::properties::{self, Mode};
+use crate::element::errors::{self, Direction};
+use crate::element::log;
+use crate::element::properties::{self, CongestionControl, JoinMode, Mode};
+use crate::element::stats::{message_poster, Snapshot};
+use crate::element::uri;
+use crate::media::gather::Gatherer;
+use crate::media::h265::{self, AuInfo};
+use crate::net::capture::Capture;
+use crate::net::config::Identity;
+use crate::net::known_hosts::host_key;
+use crate::net::known_hosts::user_file;
+use crate::net::known_hosts::KnownHosts;
+use crate::net::link::Interrupted;
+use crate::net::moq::{Picture, Publisher};
+use crate::net::server::Server;
+use crate::net::server::ServerSettings;
+use crate::net::stats::Reporter;
+use crate::net::stats::SenderStats;
+use crate::net::tls::Fingerprint;
+use crate::net::tls::SelfSigned;
 use crate::protocol::{DEFAULT_MAX_COMMAND_SIZE, DEFAULT_MAX_FRAME_SIZE};
-use crate::transport::budget;
-use crate::transport::logger::Route;
-use crate::transport::moq::{Picture, Publisher};
-use crate::transport::{
-    host_key, message_poster, user_file, Admission, Capture, CongestionControl, Estimate,
-    Fingerprint, Identity, Interrupted, JoinMode, KnownHosts, MediaFrame, ReceiverEvent, Reporter,
-    SelfSigned, SenderStats, Server, ServerSettings, Snapshot,
-};
-use crate::uri;
+use crate::sender::budget;
+use crate::sender::Admission;
+use crate::sender::Estimate;
+use crate::sender::MediaFrame;
+use crate::sender::ReceiverEvent;
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
@@ -1148,16 +1160,13 @@ impl BaseSinkImpl for QuicNaluSink {
             capture,
             token: settings.token.clone().map(String::into_bytes),
             stats: Reporter::new(stats_interval, message_poster(self.obj().upcast_ref())),
-            log: Route {
-                category: *CAT,
-                element: self.obj().upcast_ref::<gst::Element>().downgrade(),
-            },
-            congestion_control: settings.congestion_control,
+            enter: log::enter(self.obj().upcast_ref(), *CAT),
+            congestion_control: settings.congestion_control.into(),
             keyframe_interval: Duration::from_millis(settings.keyframe_request_interval_ms.into()),
             request_keyframe: self.keyframe_requester(),
             on_estimate: self.estimate_reporter(),
             max_receivers: settings.max_receivers as usize,
-            join_mode: settings.join_mode,
+            join_mode: settings.join_mode.into(),
             admit: self.admitter(),
             on_receiver: self.receiver_reporter(),
             budget: budget::Policy::from_ms(settings.latency_budget_ms),

@@ -27,7 +27,6 @@ use gst::glib;
 use gst::prelude::*;
 
 mod adapt;
-mod gather;
 mod imp;
 
 glib::wrapper! {

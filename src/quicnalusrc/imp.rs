@@ -1,15 +1,24 @@
-use super::timeline::Timeline;
-use crate::errors::{self, Direction};
-use crate::properties::{self, Mode};
+use crate::element::errors::{self, Direction};
+use crate::element::properties::{self, CongestionControl, Mode};
+use crate::element::stats::{message_poster, Snapshot};
+use crate::element::uri;
+use crate::element::{log, messages};
+use crate::media::timeline::Timeline;
+use crate::net::capture::Capture;
+use crate::net::client::Client;
+use crate::net::client::ClientSettings;
+use crate::net::known_hosts::host_key;
+use crate::net::known_hosts::user_file;
+use crate::net::known_hosts::KnownHosts;
+use crate::net::link::Interrupted;
+use crate::net::moq::{Dial, Subscriber, SubscriberSettings, Trust};
+use crate::net::stats::ClientStats;
+use crate::net::stats::Reporter;
+use crate::net::tls::Fingerprint;
+use crate::policy::reconnect::Reconnect;
 use crate::protocol::{FrameFlags, DEFAULT_MAX_COMMAND_SIZE, DEFAULT_MAX_FRAME_SIZE};
-use crate::transport::logger::Route;
-use crate::transport::moq::{self, Dial, Subscriber, SubscriberSettings, Trust};
-use crate::transport::{
-    host_key, message_poster, user_file, Capture, Client, ClientSettings, ClientStats,
-    CongestionControl, ConnectionEvent, Event, Fingerprint, Interrupted, KnownHosts, ReceivedFrame,
-    Reconnect, Reporter, Snapshot,
-};
-use crate::uri;
+use crate::receiver::inbox::Event;
+use crate::receiver::inbox::ReceivedFrame;
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
@@ -136,8 +145,6 @@ impl Source {
         }
     }
 }
-
-mod messages;
 
 #[derive(Default)]
 pub struct QuicNaluSrc {
@@ -662,7 +669,7 @@ impl QuicNaluSrc {
     /// With moq-url: subscribes to the broadcast on the relay.
     fn subscriber(&self, s: &Settings, url: &str) -> Result<Subscriber, gst::ErrorMessage> {
         let settings = |e: String| gst::error_msg!(gst::ResourceError::Settings, ["{}", e]);
-        let (url, peer) = moq::relay_target(url, &s.moq_broadcast)?;
+        let (url, peer) = properties::relay_target(url, &s.moq_broadcast)?;
         let pin = s
             .certificate_fingerprint
             .as_deref()
@@ -696,17 +703,14 @@ impl QuicNaluSrc {
                 peer,
                 trust,
                 timeout: Duration::from_millis(s.timeout_ms.into()),
-                congestion_control: s.congestion_control,
+                congestion_control: s.congestion_control.into(),
             },
             broadcast: s.moq_broadcast.clone(),
             queue_len: QUEUE_LEN,
             max_frame_size: s.max_frame_size.into(),
             latency: Duration::from_millis(s.latency_ms.into()),
-            log: Route {
-                category: *CAT,
-                element: self.obj().upcast_ref::<gst::Element>().downgrade(),
-            },
-            on_event: moq::reporter(self.obj().upcast_ref(), "quicnalusrc"),
+            enter: log::enter(self.obj().upcast_ref(), *CAT),
+            on_event: messages::connections(self.obj().upcast_ref(), "quicnalusrc-moq", "relay"),
         })
         .map_err(|e| errors::message(&e, Direction::Receive, false))
     }
@@ -786,12 +790,9 @@ impl BaseSrcImpl for QuicNaluSrc {
             max_command_size: s.max_command_size.into(),
             capture,
             stats: Reporter::new(stats_interval, message_poster(self.obj().upcast_ref())),
-            log: Route {
-                category: *CAT,
-                element: self.obj().upcast_ref::<gst::Element>().downgrade(),
-            },
+            enter: log::enter(self.obj().upcast_ref(), *CAT),
             connect_timeout: Duration::from_millis(s.timeout_ms.into()),
-            congestion_control: s.congestion_control,
+            congestion_control: s.congestion_control.into(),
             max_frame_size: s.max_frame_size.into(),
             token: s.token.clone().unwrap_or_default().into_bytes(),
             queue_len: QUEUE_LEN,
@@ -802,7 +803,7 @@ impl BaseSrcImpl for QuicNaluSrc {
                 give_up: (s.reconnect_timeout_ms > 0)
                     .then(|| Duration::from_millis(s.reconnect_timeout_ms.into())),
             },
-            on_connection: self.connection_messages(),
+            on_connection: messages::connections(self.obj().upcast_ref(), "quicnalusrc", "peer"),
         })
         .map_err(|e| errors::message(&e, Direction::Receive, false))?;
         match s.mode {

@@ -25,7 +25,6 @@ use gst::glib;
 use gst::prelude::*;
 
 mod imp;
-mod timeline;
 
 glib::wrapper! {
     pub struct QuicNaluSrc(ObjectSubclass<imp::QuicNaluSrc>)

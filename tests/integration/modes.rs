@@ -4,8 +4,8 @@
 
 use crate::common::*;
 use gst::prelude::*;
+use gstquicnalu::net::tls::Fingerprint;
 use gstquicnalu::relay::{Impairment, Relay, RelayConfig};
-use gstquicnalu::transport::Fingerprint;
 use std::time::Duration;
 
 const SIZE: &str = "width=320,height=240";

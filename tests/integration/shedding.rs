@@ -3,7 +3,7 @@
 //! across them.
 
 use crate::common::*;
-use gstquicnalu::h265;
+use gstquicnalu::media::h265;
 use std::collections::HashMap;
 
 /// 10 s of 480x272 at about 2.9 Mbit/s with three non-reference B pictures (TRAIL_N) after

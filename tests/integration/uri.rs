@@ -20,7 +20,7 @@ fn clip_sender() -> (Running, u16) {
 
 /// The sender's URI, pinning the tests' certificate, with the token and `extra` query.
 fn uri_of(port: u16, extra: &str) -> String {
-    let pin = gstquicnalu::transport::Fingerprint::of_pem_file(&certs().cert).unwrap();
+    let pin = gstquicnalu::net::tls::Fingerprint::of_pem_file(&certs().cert).unwrap();
     format!("quicnalu://127.0.0.1:{port}?certificate-fingerprint={pin}&token=s3cret&timeout=20000{extra}")
 }
 

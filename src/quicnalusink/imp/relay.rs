@@ -2,7 +2,8 @@
 //! and going on without it when it fails, which never stops the direct receivers.
 
 use super::*;
-use crate::transport::moq::{self, Dial, PublisherSettings, Trust};
+use crate::element::messages;
+use crate::net::moq::{Dial, PublisherSettings, Trust};
 
 /// An access unit's bytes as moq-net's `Bytes`, without a copy.
 struct SharedAu(Box<dyn AsRef<[u8]> + Send + Sync>);
@@ -27,7 +28,7 @@ impl QuicNaluSink {
             return Ok(None);
         };
         let settings = |e: String| gst::error_msg!(gst::ResourceError::Settings, ["{}", e]);
-        let (url, peer) = moq::relay_target(url, &s.moq_broadcast)?;
+        let (url, peer) = properties::relay_target(url, &s.moq_broadcast)?;
         let trust = match s.moq_fingerprint.as_deref().filter(|f| !f.is_empty()) {
             Some(pin) => Trust::Pin(
                 Fingerprint::parse(pin)
@@ -43,7 +44,7 @@ impl QuicNaluSink {
             peer,
             trust,
             timeout: MOQ_TIMEOUT,
-            congestion_control: s.congestion_control,
+            congestion_control: s.congestion_control.into(),
         };
         gst::info!(
             CAT,
@@ -55,11 +56,8 @@ impl QuicNaluSink {
         Publisher::start(PublisherSettings {
             dial,
             broadcast: s.moq_broadcast.clone(),
-            log: Route {
-                category: *CAT,
-                element: self.obj().upcast_ref::<gst::Element>().downgrade(),
-            },
-            on_event: moq::reporter(self.obj().upcast_ref(), "quicnalusink"),
+            enter: log::enter(self.obj().upcast_ref(), *CAT),
+            on_event: messages::connections(self.obj().upcast_ref(), "quicnalusink-moq", "relay"),
         })
         .map(Some)
         .map_err(|e| errors::message(&e, Direction::Send, false))
@@ -86,7 +84,7 @@ impl QuicNaluSink {
     }
 
     /// The relay side failed: direct receivers go on without it, and the user is told once.
-    pub(super) fn stop_publishing(&self, e: &crate::transport::Error) {
+    pub(super) fn stop_publishing(&self, e: &crate::error::Error) {
         if let State::Started { publisher, .. } = &mut *self.state.lock().unwrap() {
             *publisher = None;
         }

@@ -1,0 +1,706 @@
+//! The sender's networking thread: a QUIC server that accepts receivers and carries out
+//! what the fan-out core (fanout/) decides: the socket, quiche, Retry and the limits on
+//! connections, and the loop that feeds the core packets' news, the streaming thread's
+//! work and the clock.
+
+use crate::error::Error;
+use crate::media::monotonic_ns;
+use crate::net::capture::Capture;
+use crate::net::config::{self, CongestionControl, Identity};
+use crate::net::conn::Conn;
+use crate::net::entry::{refuse_token, Entered, Entry, Limits};
+use crate::net::link::{gated, Enter, Interrupted, Link, NetThread};
+use crate::net::retry::AddressValidator;
+use crate::net::socket::{Endpoint, Outbox, RecvBatch, SOCKET};
+use crate::net::stats::{Reporter, SenderStats};
+use crate::net::tls::Fingerprint;
+use crate::policy::ending;
+use crate::policy::gate;
+use crate::policy::knock::Knocker;
+use crate::policy::ratelimit::{self, Bucket};
+use crate::protocol::control::{command_fits, Waiting};
+use crate::protocol::CommandDecoder;
+use crate::sender::budget;
+use crate::sender::join::JoinMode;
+use crate::sender::repair::TailProbe;
+use crate::sender::{self, Fanout, MAX_BACKLOG};
+use mio::Events;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::sender::{Admission, Estimate, MediaFrame, ReceiverEvent};
+
+pub struct ServerSettings {
+    /// Where to listen; with `call`, the local address to send from.
+    pub addr: SocketAddr,
+    /// A listening receiver to knock at while no receiver is connected (`mode=caller`,
+    /// knock.rs): it connects back to us.
+    pub call: Option<SocketAddr>,
+    pub identity: Identity,
+    /// Answer a new client with a QUIC Retry first, so that only a client that receives at
+    /// its source address gets a connection (see retry.rs).
+    pub address_validation: bool,
+    /// Connections held at once, in any state (0: no limit), and of those, connections
+    /// still in their handshake (0: no limit). A client's Initial beyond either is dropped;
+    /// it retransmits, so it gets in once there is room.
+    pub max_connections: usize,
+    pub max_handshakes: usize,
+    /// Longest command a receiver may send; a longer one is a protocol violation.
+    pub max_command_size: u64,
+    /// qlog files and the TLS key log.
+    pub capture: Capture,
+    pub congestion_control: CongestionControl,
+    /// Shortest time between two keyframes asked of upstream; requests in between are
+    /// merged, and an IRAP that goes out satisfies every request made before it.
+    pub keyframe_interval: Duration,
+    /// Asks upstream for a keyframe. Called on the networking thread: it must not block.
+    pub request_keyframe: Box<dyn Fn() + Send>,
+    /// How long after it is queued a frame may still arrive at each receiver: one not sent
+    /// by then less a round trip has its group reset.
+    pub budget: budget::Policy,
+    /// Told what the receivers' paths carry, every update while any is connected. Called on
+    /// the networking thread: it must not block.
+    pub on_estimate: Box<dyn Fn(Estimate) + Send>,
+    /// Receivers served at once (0: no limit); one more is closed with SERVER_FULL.
+    pub max_receivers: usize,
+    /// The token every receiver's HELLO must carry (None: any); a wrong or missing one is
+    /// closed with REJECTED, before the application is asked.
+    pub token: Option<Vec<u8>>,
+    pub join_mode: JoinMode,
+    /// Decides whether a receiver that said HELLO is served; a refused one is closed with
+    /// REJECTED before any media flows. Called on the networking thread: it must not block.
+    pub admit: Box<dyn Fn(&Admission) -> bool + Send>,
+    /// Takes the snapshots [`Server::stats`] returns, and hands them out at an interval.
+    pub stats: Reporter<SenderStats>,
+    /// Told of receivers coming and going, and of their application commands. Called on
+    /// the networking thread: it must not block.
+    pub on_receiver: Box<dyn Fn(ReceiverEvent) + Send>,
+    /// Run first on the networking thread.
+    pub enter: Enter,
+}
+
+enum Work {
+    Caps(String),
+    /// With when it was queued, as an Instant and as CLOCK_MONOTONIC ns: its deadline and
+    /// its send time count from then.
+    Frame(MediaFrame, Instant, u64),
+    /// An application command for receiver `to` (None: all); `in_stream`: pinned before the
+    /// frame this many after the next one; None: at once.
+    Command {
+        to: Option<u64>,
+        structure: String,
+        in_stream: Option<u64>,
+    },
+    Eos,
+}
+
+#[derive(Default)]
+struct Status {
+    work: VecDeque<Work>,
+    /// Bytes in `work` plus the backlog of the fastest receiver.
+    queued_bytes: usize,
+    /// Bytes of application commands in `work`.
+    commands: Waiting,
+    ready_receivers: usize,
+    /// Ids of the receivers being served.
+    served: Vec<u64>,
+    stats: SenderStats,
+    drained: bool,
+    /// The receivers served when the thread stopped, for Server::stop to report.
+    farewells: Vec<ReceiverEvent>,
+}
+
+/// Handle to a running server; dropping it stops the thread and joins it.
+pub struct Server {
+    net: NetThread<Status>,
+    local: SocketAddr,
+    fingerprint: Fingerprint,
+}
+
+impl Server {
+    /// Binds the socket, loads the certificate and starts the networking thread.
+    pub fn start(settings: ServerSettings) -> Result<Server, Error> {
+        let (mut config, fingerprint) =
+            config::server(&settings.identity, settings.congestion_control)
+                .map_err(Error::Setup)?;
+        if settings.capture.logs_keys() {
+            config.log_keys();
+        }
+        let validator = if settings.address_validation {
+            Some(AddressValidator::new().map_err(Error::System)?)
+        } else {
+            None
+        };
+        let limits = Limits {
+            gate: gate::Limits {
+                connections: settings.max_connections,
+                handshakes: settings.max_handshakes,
+            },
+            command_size: settings.max_command_size,
+        };
+        let link = Arc::new(Link::new(Status::default()));
+        // Application code runs through the link's gate, so stopping never waits on it.
+        let (admit, gate) = (settings.admit, link.clone());
+        let (request, keyframe_gate) = (settings.request_keyframe, link.clone());
+        let mut reporter = settings.stats;
+        reporter.wrap_poster(|post| gated(&link, post));
+        let app = App {
+            // While stopping nobody is asked: admitted, the receiver is closed with
+            // NO_ERROR at once and connects again to a restarted sender.
+            admit: Box::new(move |a| gate.callback(|| admit(a)).unwrap_or(true)),
+            on_receiver: gated(&link, settings.on_receiver),
+            request_keyframe: Box::new(move || {
+                keyframe_gate.callback(&request);
+            }),
+            on_estimate: gated(&link, settings.on_estimate),
+            reporter,
+        };
+        let policy = sender::Policy {
+            max_receivers: settings.max_receivers,
+            token: settings.token,
+            join_mode: settings.join_mode,
+            budget: settings.budget,
+            keyframe_interval: settings.keyframe_interval,
+        };
+        let endpoint = Endpoint::bind(settings.addr).map_err(Error::Bind)?;
+        let local = endpoint.local;
+        let o = endpoint.offload;
+        log::info!("listening on {local} (UDP GSO {}, GRO {})", o.gso, o.gro);
+        if let Some(warning) = o.buffer_warning() {
+            log::warn!("{warning}");
+        }
+        let waker = endpoint.waker.clone();
+        let thread_link = link.clone();
+        let enter = settings.enter;
+        let net = NetThread::spawn("quicnalu-sink-net", enter, link, waker, move || {
+            let entry = Entry {
+                validator,
+                limits,
+                capture: settings.capture,
+                refusals: Bucket::new(ratelimit::TOKEN_REFUSALS, Instant::now()),
+            };
+            let token = policy.token.clone();
+            let knocker = settings.call.map(|to| (to, Knocker::new(token)));
+            Loop::new(endpoint, config, thread_link, policy, entry, app, knocker).run()
+        })?;
+        Ok(Server {
+            net,
+            local,
+            fingerprint,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Stops the networking thread, closing every connection, and returns a Disconnected
+    /// event for each receiver it served, for the caller to report on its own thread.
+    /// (Dropping the Server stops it too, and reports nothing.) If the thread is in a
+    /// callback that waits on the caller, it is not waited for and reports nothing.
+    pub fn stop(self) -> Vec<ReceiverEvent> {
+        let link = self.net.link();
+        drop(self);
+        let farewells = std::mem::take(&mut link.lock().inner.farewells);
+        farewells
+    }
+
+    /// The latest snapshot of the counters (at most stats::REFRESH old).
+    pub fn stats(&self) -> SenderStats {
+        self.net.lock().inner.stats.clone()
+    }
+
+    /// SHA-256 of the certificate receivers are shown.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    pub fn set_flushing(&self, flushing: bool) {
+        self.net.set_flushing(flushing);
+    }
+
+    /// The stream description sent to every receiver.
+    pub fn set_caps(&self, caps: String) {
+        self.push(Work::Caps(caps), 0);
+    }
+
+    /// Waits until at least one receiver has said HELLO.
+    pub fn wait_for_receiver(&self) -> Result<(), Interrupted> {
+        self.net
+            .wait(None, |s| (s.ready_receivers > 0).then_some(()))
+            .map(|_| ())
+    }
+
+    /// Waits while even the fastest receiver is too far behind to queue another frame.
+    pub fn wait_for_room(&self) -> Result<(), Interrupted> {
+        self.net
+            .wait(None, |s| (s.queued_bytes < MAX_BACKLOG).then_some(()))
+            .map(|_| ())
+    }
+
+    /// Queues a frame for every receiver; call [`Server::wait_for_room`] first.
+    pub fn send(&self, frame: MediaFrame) {
+        let len = frame.data.as_ref().as_ref().len();
+        self.push(Work::Frame(frame, Instant::now(), monotonic_ns()), len);
+    }
+
+    /// Sends an application command (a serialized GstStructure) at once to receiver `to`,
+    /// or to every receiver (None). Returns false when no such receiver is served, the
+    /// command is longer than a receiver takes, or MAX_COMMANDS_WAITING bytes of commands
+    /// wait for the networking thread already.
+    pub fn send_command(&self, to: Option<u64>, structure: String) -> bool {
+        if !command_fits(&structure) {
+            return false;
+        }
+        let sent = self.net.update(|s| {
+            let known = to.is_none_or(|id| s.inner.served.contains(&id));
+            let work = Work::Command {
+                to,
+                structure,
+                in_stream: None,
+            };
+            known && s.inner.offer_command(work)
+        });
+        if sent {
+            self.net.wake();
+        }
+        sent
+    }
+
+    /// Sends an application command to every receiver at this point of the stream: each
+    /// hands it on after the frames sent before it and before those sent after, or, with
+    /// `after_next`, after the next frame too (the access unit still being gathered).
+    /// Returns false if it is longer than a receiver takes, or MAX_COMMANDS_WAITING bytes
+    /// of commands wait already.
+    pub fn send_command_in_stream(&self, structure: String, after_next: bool) -> bool {
+        if !command_fits(&structure) {
+            return false;
+        }
+        let work = Work::Command {
+            to: None,
+            structure,
+            in_stream: Some(u64::from(after_next)),
+        };
+        let sent = self.net.update(|s| s.inner.offer_command(work));
+        if sent {
+            self.net.wake();
+        }
+        sent
+    }
+
+    /// Tells receivers the stream ended and waits until each has everything, or `timeout`.
+    /// Returns whether every receiver was drained.
+    pub fn finish(&self, timeout: Duration) -> Result<bool, Interrupted> {
+        self.push(Work::Eos, 0);
+        let deadline = Instant::now() + timeout;
+        self.net
+            .wait(Some(deadline), |s| s.drained.then_some(()))
+            .map(|r| r.is_some())
+    }
+
+    fn push(&self, work: Work, len: usize) {
+        self.net.update(|s| {
+            s.inner.work.push_back(work);
+            s.inner.queued_bytes += len;
+        });
+        self.net.wake();
+    }
+}
+
+impl Status {
+    /// Queues a command unless MAX_COMMANDS_WAITING bytes of them wait already.
+    fn offer_command(&mut self, work: Work) -> bool {
+        let Work::Command { structure, .. } = &work else {
+            return false;
+        };
+        let len = structure.len();
+        let fits = self.commands.admit(len);
+        if fits {
+            self.work.push_back(work);
+        }
+        fits
+    }
+
+    /// Everything queued, for the networking thread.
+    fn take_work(&mut self) -> Vec<Work> {
+        self.commands.clear();
+        self.work.drain(..).collect()
+    }
+}
+
+/// The application's side: callbacks on the networking thread, each through the link's
+/// gate, and the stats it is handed.
+struct App {
+    admit: Box<dyn Fn(&Admission) -> bool + Send>,
+    on_receiver: Box<dyn Fn(ReceiverEvent) + Send>,
+    request_keyframe: Box<dyn Fn() + Send>,
+    on_estimate: Box<dyn Fn(Estimate) + Send>,
+    reporter: Reporter<SenderStats>,
+}
+
+struct Loop {
+    endpoint: Endpoint,
+    config: quiche::Config,
+    link: Arc<Link<Status>>,
+    fanout: Fanout<Conn>,
+    /// Connection IDs (ours and the client's original one) to receiver ids.
+    ids: HashMap<Vec<u8>, u64>,
+    next_id: u64,
+    /// The last receive() stopped at its batch limit.
+    unread: bool,
+    app: App,
+    entry: Entry,
+    /// With `mode=caller`: whom to knock at, and when.
+    knocker: Option<(SocketAddr, Knocker)>,
+    buf: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Loop {
+    fn new(
+        endpoint: Endpoint,
+        config: quiche::Config,
+        link: Arc<Link<Status>>,
+        policy: sender::Policy,
+        entry: Entry,
+        app: App,
+        knocker: Option<(SocketAddr, Knocker)>,
+    ) -> Self {
+        Loop {
+            endpoint,
+            config,
+            link,
+            fanout: Fanout::new(policy, (Instant::now(), monotonic_ns())),
+            ids: HashMap::new(),
+            next_id: 1,
+            unread: false,
+            app,
+            entry,
+            knocker,
+            buf: vec![0; 65536],
+            out: vec![0; config::MAX_DATAGRAM_SIZE],
+        }
+    }
+
+    fn run(mut self) {
+        let mut events = Events::with_capacity(64);
+        loop {
+            let now = Instant::now();
+            let deadlines: Vec<Option<Instant>> = self
+                .fanout
+                .receivers()
+                .flat_map(|r| {
+                    [
+                        r.conn().quiche.timeout_instant(),
+                        r.conn().outbox.release_at(),
+                    ]
+                })
+                .chain([
+                    self.fanout.timeout(now),
+                    Some(self.app.reporter.due()),
+                    self.knocker.as_ref().and_then(|(_, k)| k.due()),
+                ])
+                .collect();
+            // Commands left unread in quiche raise no socket event: come straight back.
+            let unread = self.unread || self.fanout.receivers().any(|r| r.conn().control_unread);
+            if let Err(e) = self.endpoint.wait(&mut events, deadlines, unread) {
+                self.link
+                    .update(|s| s.failure = Some(Error::System(format!("poll failed: {e}"))));
+                return;
+            }
+            if self.link.lock().shutdown {
+                self.shutdown();
+                return;
+            }
+            if self.unread
+                || events
+                    .iter()
+                    .any(|e| e.token() == SOCKET && e.is_readable())
+            {
+                self.unread = !self.receive();
+            }
+            for r in self.fanout.receivers_mut() {
+                r.conn_mut().quiche.on_timeout();
+            }
+            self.take_work();
+            for id in self.fanout.ids() {
+                self.serve(id);
+            }
+            let now = Instant::now();
+            if self.fanout.poll_keyframe(now) {
+                (self.app.request_keyframe)();
+            }
+            if let Some(estimate) = self.fanout.estimate(now) {
+                (self.app.on_estimate)(estimate);
+            }
+            self.reap();
+            self.knock(now);
+            self.report();
+            self.publish();
+            let blocked = self.fanout.receivers().any(|r| r.conn().outbox.blocked());
+            self.endpoint.watch_writable(blocked);
+        }
+    }
+
+    /// With `mode=caller`, knocks at the listening receiver while none is connected.
+    fn knock(&mut self, now: Instant) {
+        let connected = self.fanout.receivers().next().is_some();
+        let Some((to, knocker)) = &mut self.knocker else {
+            return;
+        };
+        if knocker.poll(now, connected) {
+            log::debug!("knocking at {to}");
+            if let Err(e) = self.endpoint.socket.send_to(&knocker.knock(), *to) {
+                log::debug!("knock at {to}: {e}");
+            }
+        }
+    }
+
+    /// Reads up to a batch of datagrams; returns whether the socket was drained.
+    fn receive(&mut self) -> bool {
+        let mut batch = RecvBatch::default();
+        while let Some(d) = batch.next(&self.endpoint, &mut self.buf) {
+            for range in d.ranges() {
+                self.receive_one(range, d.from);
+            }
+        }
+        batch.drained()
+    }
+
+    /// Hands one datagram, `buf[range]`, to its connection, or accepts a new one.
+    fn receive_one(&mut self, range: std::ops::Range<usize>, from: SocketAddr) {
+        let len = range.len();
+        let packet = &mut self.buf[range];
+        let Ok(hdr) = quiche::Header::from_slice(packet, quiche::MAX_CONN_ID_LEN) else {
+            return;
+        };
+        let info = quiche::RecvInfo {
+            from,
+            to: self.endpoint.local,
+        };
+        let id = match self.ids.get(hdr.dcid.as_ref()) {
+            Some(id) => *id,
+            None => {
+                if !gate::may_answer(len) {
+                    log::debug!("dropping a {len}-byte datagram from {from}");
+                    return;
+                }
+                let entered = self.entry.accept(
+                    &hdr,
+                    from,
+                    &self.endpoint,
+                    &mut self.config,
+                    &mut self.out,
+                    &self.fanout,
+                );
+                let conn = match entered {
+                    Some(Entered::Opened(conn)) => conn,
+                    Some(Entered::Refused(conn)) => {
+                        let socket = &self.endpoint.socket;
+                        refuse_token(conn, packet, info, socket, &mut self.out);
+                        return;
+                    }
+                    None => return,
+                };
+                let id = self.next_id;
+                self.next_id += 1;
+                log::info!("receiver {id}: connecting from {from}");
+                self.ids.insert(conn.source_id().to_vec(), id);
+                self.ids.insert(hdr.dcid.to_vec(), id);
+                let conn = Conn {
+                    quiche: conn,
+                    control_in: CommandDecoder::new(self.entry.limits.command_size),
+                    control_unread: false,
+                    outbox: Outbox::new(self.endpoint.offload),
+                    tail: TailProbe::default(),
+                };
+                self.fanout.add(id, conn, from, Instant::now());
+                id
+            }
+        };
+        let Some(r) = self.fanout.get_mut(id) else {
+            return;
+        };
+        let conn = &mut r.conn_mut().quiche;
+        let taken = conn.stats().recv;
+        if let Err(e) = conn.recv(packet, info) {
+            log::debug!("receiver {id}: recv: {e}");
+        }
+        // Only a packet quiche took is news from the receiver: anyone who saw its
+        // connection ID can send one that does not decrypt (quiche drops it quietly), and
+        // must not keep a receiver that went quiet counted as there.
+        if conn.stats().recv != taken && self.fanout.heard_from(id, Instant::now()) {
+            if let Some(r) = self.fanout.get_mut(id) {
+                let _ = r.conn_mut().quiche.send_ack_eliciting();
+            }
+        }
+    }
+
+    fn take_work(&mut self) {
+        let work = self.link.update(|s| s.inner.take_work());
+        for item in work {
+            match item {
+                Work::Caps(caps) => self.fanout.set_caps(caps),
+                Work::Frame(frame, queued, queued_ns) => {
+                    self.fanout.push_frame(frame, queued, queued_ns)
+                }
+                Work::Command {
+                    to,
+                    structure,
+                    in_stream,
+                } => self.fanout.push_command(to, structure, in_stream),
+                Work::Eos => self.fanout.end_of_stream(),
+            }
+        }
+    }
+
+    /// Reads the receiver's control stream, lets the core decide and write, and sends
+    /// packets.
+    fn serve(&mut self, id: u64) {
+        self.fanout.check_hello(id, Instant::now());
+        let Some(r) = self.fanout.get_mut(id) else {
+            return;
+        };
+        let mut wrote_media = false;
+        if r.conn().quiche.is_established() {
+            let (commands, violation) = r.conn_mut().read_control(&mut self.buf);
+            let now = Instant::now();
+            self.fanout.receive_commands(id, commands, now);
+            if let Some(why) = violation {
+                self.fanout.violation(id, &why);
+            }
+            self.fanout.answer(id, now, &mut |a| (self.app.admit)(a));
+            // The handlers run before the receiver is described or written to.
+            self.dispatch();
+            wrote_media = self.fanout.serve(id, Instant::now());
+        }
+        let Some(r) = self.fanout.get_mut(id) else {
+            return;
+        };
+        let queued = r.has_media_queued();
+        let c = r.conn_mut();
+        if let Some(p) = c.quiche.path_stats().next() {
+            let min_rtt = p.min_rtt.unwrap_or(p.rtt);
+            let validated = c.quiche.is_established();
+            c.outbox.repeat.on_path(p.rtt, min_rtt, validated);
+        }
+        c.outbox.send_all(&mut c.quiche, &self.endpoint.socket);
+        c.tail
+            .after_turn(wrote_media, c.quiche.stats().retrans, queued);
+        let now = Instant::now();
+        while c.tail.poll(now, c.outbox.release_at().is_none()) {
+            let _ = c.quiche.send_ack_eliciting();
+            c.outbox.send_all(&mut c.quiche, &self.endpoint.socket);
+        }
+    }
+
+    /// Hands the core's receiver events to the application, keeping the list of served
+    /// receivers true first, so that send-command from a handler finds the receiver.
+    fn dispatch(&mut self) {
+        for event in self.fanout.take_events() {
+            match &event {
+                ReceiverEvent::Connected { id, .. } => {
+                    self.link.update(|s| s.inner.served.push(*id));
+                    self.app.reporter.force();
+                }
+                ReceiverEvent::Disconnected { id, .. } => {
+                    self.link.update(|s| s.inner.served.retain(|x| x != id));
+                    self.app.reporter.force();
+                }
+                ReceiverEvent::Rejected { .. } => self.app.reporter.force(),
+                ReceiverEvent::Command { .. } => {}
+            }
+            (self.app.on_receiver)(event);
+        }
+    }
+
+    fn reap(&mut self) {
+        let closed: Vec<u64> = self
+            .fanout
+            .receivers()
+            .filter(|r| r.conn().quiche.is_closed())
+            .map(|r| r.id())
+            .collect();
+        for id in closed {
+            let Some(why) = self
+                .fanout
+                .get(id)
+                .map(|r| ending::receiver_gone(&r.conn().quiche))
+            else {
+                continue;
+            };
+            if let Some(r) = self.fanout.remove(id, why.clone()) {
+                log::info!("receiver {id} ({}): {why}", r.peer());
+                self.ids.retain(|_, v| *v != id);
+                self.app.reporter.force();
+            }
+        }
+        self.dispatch();
+    }
+
+    fn report(&mut self) {
+        let fanout = &self.fanout;
+        if let Some(stats) = self.app.reporter.poll(|| fanout.stats()) {
+            self.link.update(|s| s.inner.stats = stats);
+        }
+    }
+
+    fn publish(&mut self) {
+        let pressure = self.fanout.pressure(Instant::now());
+        self.link.update(|s| {
+            let queued: usize = s
+                .inner
+                .work
+                .iter()
+                .map(|w| match w {
+                    Work::Frame(f, ..) => f.data.as_ref().as_ref().len(),
+                    _ => 0,
+                })
+                .sum();
+            s.inner.queued_bytes = queued + pressure.backlog;
+            s.inner.ready_receivers = pressure.ready;
+            s.inner.drained = pressure.drained;
+        });
+    }
+
+    /// Closes every connection. The receivers served are told to the stopping thread
+    /// (Server::stop), which reports them: no callback runs here any more.
+    fn shutdown(&mut self) {
+        let farewells = self.fanout.shutdown();
+        for r in self.fanout.receivers_mut() {
+            let c = r.conn_mut();
+            c.outbox.send_all_now(&mut c.quiche, &self.endpoint.socket);
+        }
+        self.link.update(|s| s.inner.farewells = farewells);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::control::MAX_COMMANDS_WAITING;
+
+    fn command(len: usize) -> Work {
+        Work::Command {
+            to: None,
+            structure: "x".repeat(len),
+            in_stream: None,
+        }
+    }
+
+    #[test]
+    fn commands_handed_over_are_bounded_in_bytes() {
+        let mut status = Status::default();
+        let mut taken = 0;
+        while status.offer_command(command(60_000)) {
+            taken += 1;
+        }
+        assert_eq!(taken, MAX_COMMANDS_WAITING / 60_000);
+        // Small ones still fit in what is left; once the thread took the work, all do.
+        assert!(status.offer_command(command(10)));
+        assert_eq!(status.take_work().len(), taken + 1);
+        assert!(status.offer_command(command(60_000)));
+    }
+}
