@@ -18,4 +18,5 @@ pub mod server;
 mod socket;
 pub mod stats;
 pub mod tls;
+pub mod trust;
 mod udp;

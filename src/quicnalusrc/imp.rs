@@ -11,10 +11,11 @@ use crate::net::known_hosts::host_key;
 use crate::net::known_hosts::user_file;
 use crate::net::known_hosts::KnownHosts;
 use crate::net::link::Interrupted;
-use crate::net::moq::{Dial, Subscriber, SubscriberSettings, Trust};
+use crate::net::moq::{Dial, Subscriber, SubscriberSettings};
 use crate::net::stats::ClientStats;
 use crate::net::stats::Reporter;
 use crate::net::tls::Fingerprint;
+use crate::net::trust::{Asked, Trust};
 use crate::policy::reconnect::Reconnect;
 use crate::protocol::{FrameFlags, DEFAULT_MAX_COMMAND_SIZE, DEFAULT_MAX_FRAME_SIZE};
 use crate::receiver::inbox::Event;
@@ -531,10 +532,36 @@ impl Settings {
         }
     }
 
-    /// Trust on first use applies when nothing stricter is asked for.
-    fn trusts_on_first_use(&self, pinned: bool) -> bool {
-        let set = |o: &Option<String>| o.as_deref().is_some_and(|v| !v.is_empty());
-        !pinned && self.tls_verify.is_none() && !set(&self.ca_file) && !set(&self.server_name)
+    /// How the sender's (or the relay's) certificate is trusted, known as `host` in
+    /// known_hosts.
+    fn trust(&self, host: String, dialled_name: bool) -> Result<Trust, gst::ErrorMessage> {
+        let pin = self
+            .certificate_fingerprint
+            .as_deref()
+            .filter(|f| !f.is_empty())
+            .map(Fingerprint::parse)
+            .transpose()
+            .map_err(|e| {
+                gst::error_msg!(
+                    gst::ResourceError::Settings,
+                    ["certificate-fingerprint: {}", e]
+                )
+            })?;
+        let asked = Asked {
+            pin,
+            verify: self.tls_verify,
+            ca_file: self.ca_file.as_deref(),
+            server_name: self.server_name.as_deref(),
+            dialled_name,
+        };
+        let path = self.known_hosts.clone().filter(|p| !p.is_empty());
+        Ok(Trust::choose(asked, || KnownHosts {
+            path: path.map_or_else(
+                || user_file(&glib::user_data_dir(), "known_hosts"),
+                PathBuf::from,
+            ),
+            host,
+        }))
     }
 }
 
@@ -668,29 +695,9 @@ impl QuicNaluSrc {
 impl QuicNaluSrc {
     /// With moq-url: subscribes to the broadcast on the relay.
     fn subscriber(&self, s: &Settings, url: &str) -> Result<Subscriber, gst::ErrorMessage> {
-        let settings = |e: String| gst::error_msg!(gst::ResourceError::Settings, ["{}", e]);
         let (url, peer) = properties::relay_target(url, &s.moq_broadcast)?;
-        let pin = s
-            .certificate_fingerprint
-            .as_deref()
-            .filter(|f| !f.is_empty())
-            .map(Fingerprint::parse)
-            .transpose()
-            .map_err(|e| settings(format!("certificate-fingerprint: {e}")))?;
-        let trust = match pin {
-            Some(pin) => Trust::Pin(pin),
-            None if s.trusts_on_first_use(false) => Trust::FirstUse(KnownHosts {
-                path: s.known_hosts.clone().filter(|p| !p.is_empty()).map_or_else(
-                    || user_file(&glib::user_data_dir(), "known_hosts"),
-                    PathBuf::from,
-                ),
-                host: host_key(&url.host, url.port),
-            }),
-            None if s.tls_verify == Some(false) => Trust::None,
-            None => Trust::Verify {
-                ca_file: s.ca_file.clone().filter(|c| !c.is_empty()),
-            },
-        };
+        let dialled_name = url.host.parse::<IpAddr>().is_err();
+        let trust = s.trust(host_key(&url.host, url.port), dialled_name)?;
         gst::info!(
             CAT,
             imp = self,
@@ -747,26 +754,9 @@ impl BaseSrcImpl for QuicNaluSrc {
             let named = s.mode == Mode::Caller && s.address().parse::<IpAddr>().is_err();
             named.then(|| s.address().to_string())
         });
-        let pin = s
-            .certificate_fingerprint
-            .as_deref()
-            .filter(|f| !f.is_empty())
-            .map(Fingerprint::parse)
-            .transpose()
-            .map_err(|e| {
-                gst::error_msg!(
-                    gst::ResourceError::Settings,
-                    ["certificate-fingerprint: {}", e]
-                )
-            })?;
-        let known_hosts = s.trusts_on_first_use(pin.is_some()).then(|| KnownHosts {
-            path: s.known_hosts.clone().filter(|p| !p.is_empty()).map_or_else(
-                || user_file(&glib::user_data_dir(), "known_hosts"),
-                PathBuf::from,
-            ),
-            host: s.host_key(),
-        });
-        if s.mode == Mode::Listener && known_hosts.is_some() {
+        let dialled_name = s.mode == Mode::Caller && s.address().parse::<IpAddr>().is_err();
+        let trust = s.trust(s.host_key(), dialled_name)?;
+        if s.mode == Mode::Listener && matches!(trust, Trust::FirstUse(_)) {
             gst::element_warning!(
                 self.obj(),
                 gst::ResourceError::Settings,
@@ -783,10 +773,7 @@ impl BaseSrcImpl for QuicNaluSrc {
             peer: SocketAddr::new(peer.ip(), peer.port()),
             listen: s.mode == Mode::Listener,
             server_name,
-            ca_file: s.ca_file.clone(),
-            verify: s.tls_verify.unwrap_or(DEFAULT_TLS_VERIFY),
-            pin,
-            known_hosts,
+            trust,
             max_command_size: s.max_command_size.into(),
             capture,
             stats: Reporter::new(stats_interval, message_poster(self.obj().upcast_ref())),

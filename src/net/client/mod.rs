@@ -17,7 +17,7 @@ use crate::net::known_hosts::KnownHosts;
 use crate::net::link::{gated, Enter, Interrupted, Link, NetThread};
 use crate::net::socket::{random_cid, Endpoint, Outbox, RecvBatch, SOCKET};
 use crate::net::stats::{ClientStats, ConnectionStats, ReceiverCounters, Reporter};
-use crate::net::tls::{self, Check, Fingerprint};
+use crate::net::trust::Trust;
 use crate::policy::knock::{self, Doorman, Knock, AMPLIFICATION, HEAR_BACK};
 use crate::protocol::{
     error_code, put_preamble, Command, CommandDecoder, StreamKind, HELLO_TAKES_SHED, VERSION,
@@ -43,15 +43,10 @@ pub struct ClientSettings {
     /// `mode=listener`: wait for a calling sender's knock (knock.rs), then connect to
     /// where it came from; after a lost connection, wait for the next.
     pub listen: bool,
+    /// The name TLS asks for (SNI) and checks the certificate against, if any.
     pub server_name: Option<String>,
-    pub ca_file: Option<String>,
-    pub verify: bool,
-    /// The sender's leaf certificate must have this SHA-256 fingerprint; replaces `verify`
-    /// and `ca_file`.
-    pub pin: Option<Fingerprint>,
-    /// Trust on first use (when there is no pin): the sender's certificate must be the one
-    /// this file remembers for it, or is remembered now. TLS then checks no chain.
-    pub known_hosts: Option<KnownHosts>,
+    /// How the sender's certificate is trusted.
+    pub trust: Trust,
     /// How long the handshake may take, and, once connected, how long the sender may stay
     /// silent (the idle timeout, at least 1 s) before the connection counts as lost.
     pub connect_timeout: Duration,
@@ -100,9 +95,10 @@ impl Client {
     /// Binds a socket and starts connecting; failures to connect arrive through
     /// [`Client::next`].
     pub fn start(settings: ClientSettings) -> Result<Client, Error> {
+        let (verify, ca_file) = settings.trust.chain();
         let mut config = config::client(
-            settings.verify && settings.pin.is_none() && settings.known_hosts.is_none(),
-            settings.ca_file.as_deref(),
+            verify,
+            ca_file,
             settings.congestion_control,
             settings.connect_timeout.max(MIN_IDLE_TIMEOUT),
         )
@@ -623,27 +619,17 @@ impl Loop {
     /// Why the sender's certificate, which TLS accepted, is still not the sender's.
     fn certificate_refusal(&self) -> Option<Error> {
         let s = &self.settings;
-        if let (None, Some(known)) = (s.pin, &s.known_hosts) {
-            return match known.check_peer(s.peer, self.conn.peer_cert()) {
-                Ok(Some(fingerprint)) => {
-                    (s.on_connection)(ConnectionEvent::FirstUse {
-                        peer: s.peer.to_string(),
-                        fingerprint,
-                        known_hosts: known.clone(),
-                    });
-                    None
-                }
-                Ok(None) => None,
-                Err(why) => Some(Error::Certificate(why)),
-            };
-        }
-        let named = s.server_name.as_deref().is_some_and(|n| !n.is_empty());
-        let check = match s.pin {
-            Some(pin) => Check::Pin(pin),
-            None if s.verify && !named => Check::Address,
-            None => Check::Done,
+        let mut first_use = |known: &KnownHosts, fingerprint| {
+            (s.on_connection)(ConnectionEvent::FirstUse {
+                peer: s.peer.to_string(),
+                fingerprint,
+                known_hosts: known.clone(),
+            })
         };
-        tls::refusal(check, s.peer, self.conn.peer_cert()).map(Error::Certificate)
+        let der = self.conn.peer_cert();
+        s.trust
+            .refusal(s.peer, der, &mut first_use)
+            .map(Error::Certificate)
     }
 
     /// Reads up to a batch of datagrams; returns whether the socket was drained.

@@ -11,7 +11,7 @@ mod subscribe;
 
 pub use catalog::Picture;
 pub use publish::{Publisher, PublisherSettings};
-pub use session::{Dial, Trust};
+pub use session::Dial;
 pub use subscribe::{Subscriber, SubscriberSettings};
 
 use std::fmt;

@@ -104,19 +104,10 @@ impl Publisher {
                 settled_since: None,
             };
             let relay = dial.url.to_string();
-            let mut first_use = |fingerprint| {
-                if let super::Trust::FirstUse(known) = &dial.trust {
-                    on_event(ConnectionEvent::FirstUse {
-                        peer: relay.clone(),
-                        fingerprint,
-                        known_hosts: known.clone(),
-                    });
-                }
-            };
             let mut retry = FIRST_RETRY;
             let mut resumed = false;
             loop {
-                let opened = Connection::open(&dial, &mut endpoint, &mut watch, &mut first_use);
+                let opened = Connection::open(&dial, &mut endpoint, &mut watch, &on_event);
                 let connection = match opened {
                     Ok(Some(c)) => c,
                     Ok(None) => return,

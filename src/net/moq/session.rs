@@ -11,9 +11,10 @@ use super::quic::{self, Wire};
 use super::RelayUrl;
 use crate::error::Error;
 use crate::net::config::{self, CongestionControl};
+use crate::net::events::{ConnectionEvent, OnConnection};
 use crate::net::known_hosts::KnownHosts;
 use crate::net::socket::{random_cid, Endpoint, Outbox, RecvBatch};
-use crate::net::tls::{self, Check, Fingerprint};
+use crate::net::trust::Trust;
 use moq_net::kio;
 use std::cell::RefCell;
 use std::future::Future;
@@ -26,19 +27,6 @@ use std::time::{Duration, Instant};
 
 /// moq-lite over raw QUIC, newest first: what moq-relay 0.17 speaks (README.md pins it).
 pub const ALPNS: [&[u8]; 2] = [b"moq-lite-06", b"moq-lite-05"];
-
-/// How the relay's certificate is trusted.
-#[derive(Clone, Debug)]
-pub enum Trust {
-    /// Exactly this certificate.
-    Pin(Fingerprint),
-    /// The one remembered for the relay, or remembered now (TOFU, known_hosts.rs).
-    FirstUse(KnownHosts),
-    /// A chain TLS verifies for the URL's host (the system store, or this CA file).
-    Verify { ca_file: Option<String> },
-    /// Nothing: `tls-verify=false`.
-    None,
-}
 
 /// Where the relay is and how to reach it.
 #[derive(Clone, Debug)]
@@ -62,10 +50,7 @@ impl Dial {
     }
 
     fn config(&self) -> Result<quiche::Config, Error> {
-        let (verify, ca_file) = match &self.trust {
-            Trust::Verify { ca_file } => (true, ca_file.as_deref()),
-            _ => (false, None),
-        };
+        let (verify, ca_file) = self.trust.chain();
         let mut config = config::client(
             verify,
             ca_file,
@@ -80,30 +65,6 @@ impl Dial {
         config.set_initial_max_streams_bidi(100);
         config.set_initial_max_streams_uni(1000);
         Ok(config)
-    }
-
-    /// Why the certificate TLS accepted is still not the relay's; on first use, says so.
-    fn refusal(
-        &self,
-        der: Option<&[u8]>,
-        first_use: &mut dyn FnMut(Fingerprint),
-    ) -> Option<String> {
-        let check = match &self.trust {
-            Trust::Pin(pin) => Check::Pin(*pin),
-            Trust::FirstUse(known) => {
-                return match known.check_peer(self.peer, der) {
-                    Ok(Some(fingerprint)) => {
-                        first_use(fingerprint);
-                        None
-                    }
-                    Ok(None) => None,
-                    Err(why) => Some(why),
-                };
-            }
-            Trust::Verify { .. } if self.url.host.parse::<IpAddr>().is_ok() => Check::Address,
-            Trust::Verify { .. } | Trust::None => Check::Done,
-        };
-        tls::refusal(check, self.peer, der)
     }
 }
 
@@ -147,13 +108,13 @@ pub struct Connection<'a> {
 }
 
 impl<'a> Connection<'a> {
-    /// Connects to the relay and checks its certificate. `first_use`: a relay trusted now,
-    /// for the first time.
+    /// Connects to the relay and checks its certificate; a relay trusted now for the first
+    /// time is told to `on_event`.
     pub fn open(
         dial: &Dial,
         endpoint: &'a mut Endpoint,
         watch: &mut dyn Watch,
-        first_use: &mut dyn FnMut(Fingerprint),
+        on_event: &OnConnection,
     ) -> Result<Option<Connection<'a>>, Error> {
         let mut config = dial.config()?;
         let scid = random_cid();
@@ -184,7 +145,15 @@ impl<'a> Connection<'a> {
             c.step_quiche();
             let mut wire = c.wire.borrow_mut();
             if wire.conn.is_established() {
-                if let Some(why) = dial.refusal(wire.conn.peer_cert(), first_use) {
+                let mut first_use = |known: &KnownHosts, fingerprint| {
+                    on_event(ConnectionEvent::FirstUse {
+                        peer: dial.url.to_string(),
+                        fingerprint,
+                        known_hosts: known.clone(),
+                    })
+                };
+                let der = wire.conn.peer_cert();
+                if let Some(why) = dial.trust.refusal(dial.peer, der, &mut first_use) {
                     // TLS alert 42, bad_certificate (RFC 9001, 4.8).
                     let _ = wire.conn.close(false, 0x100 + 42, b"certificate refused");
                     c.outbox.send_all_now(&mut wire.conn, &c.endpoint.socket);

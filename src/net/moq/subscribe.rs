@@ -64,24 +64,14 @@ impl Subscriber {
         let net = NetThread::spawn("quicnalu-moq-sub", enter, link, waker, move || {
             let mut watch = SubscribeWatch(thread_link.clone());
             let relay = dial.url.to_string();
-            let mut first_use = |fingerprint| {
-                if let super::Trust::FirstUse(known) = &dial.trust {
-                    on_event(ConnectionEvent::FirstUse {
-                        peer: relay.clone(),
-                        fingerprint,
-                        known_hosts: known.clone(),
-                    });
+            let connection = match Connection::open(&dial, &mut endpoint, &mut watch, &on_event) {
+                Ok(Some(c)) => c,
+                Ok(None) => return,
+                Err(e) => {
+                    thread_link.update(|s| s.failure = Some(e));
+                    return;
                 }
             };
-            let connection =
-                match Connection::open(&dial, &mut endpoint, &mut watch, &mut first_use) {
-                    Ok(Some(c)) => c,
-                    Ok(None) => return,
-                    Err(e) => {
-                        thread_link.update(|s| s.failure = Some(e));
-                        return;
-                    }
-                };
             on_event(ConnectionEvent::Connected {
                 peer: relay.clone(),
                 resumed: false,

@@ -3,7 +3,8 @@
 
 use super::*;
 use crate::element::messages;
-use crate::net::moq::{Dial, PublisherSettings, Trust};
+use crate::net::moq::{Dial, PublisherSettings};
+use crate::net::trust::{Asked, Trust};
 
 /// An access unit's bytes as moq-net's `Bytes`, without a copy.
 struct SharedAu(Box<dyn AsRef<[u8]> + Send + Sync>);
@@ -27,18 +28,31 @@ impl QuicNaluSink {
         let Some(url) = s.moq_url.as_deref().filter(|u| !u.is_empty()) else {
             return Ok(None);
         };
-        let settings = |e: String| gst::error_msg!(gst::ResourceError::Settings, ["{}", e]);
         let (url, peer) = properties::relay_target(url, &s.moq_broadcast)?;
-        let trust = match s.moq_fingerprint.as_deref().filter(|f| !f.is_empty()) {
-            Some(pin) => Trust::Pin(
-                Fingerprint::parse(pin)
-                    .map_err(|e| settings(format!("moq-certificate-fingerprint: {e}")))?,
-            ),
-            None => Trust::FirstUse(KnownHosts {
-                path: user_file(&glib::user_data_dir(), "known_hosts"),
-                host: host_key(&url.host, url.port),
-            }),
+        let pin = s
+            .moq_fingerprint
+            .as_deref()
+            .filter(|f| !f.is_empty())
+            .map(Fingerprint::parse)
+            .transpose()
+            .map_err(|e| {
+                gst::error_msg!(
+                    gst::ResourceError::Settings,
+                    ["moq-certificate-fingerprint: {}", e]
+                )
+            })?;
+        // The sink has no ca-file or tls-verify for its relay: a pin, or first use.
+        let asked = Asked {
+            pin,
+            verify: None,
+            ca_file: None,
+            server_name: None,
+            dialled_name: false,
         };
+        let trust = Trust::choose(asked, || KnownHosts {
+            path: user_file(&glib::user_data_dir(), "known_hosts"),
+            host: host_key(&url.host, url.port),
+        });
         let dial = Dial {
             url,
             peer,
