@@ -8,8 +8,8 @@
 
 mod common;
 
-use gstquicnalu::relay::{parse_duration, Impairment, Relay, RelayConfig};
 use std::time::Duration;
+use udp_impair::{parse_duration, Impairment, Relay, RelayConfig};
 
 const USAGE: &str = "usage: relay --server ADDR:PORT [--listen ADDR:PORT] [--seed N]
              [--both SPEC] [--to-server SPEC] [--to-client SPEC] [--outage START+LEN,...]

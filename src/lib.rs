@@ -3,25 +3,31 @@
 //! - `quicnalusink` serves a parsed H.265 stream to every receiver that connects.
 //! - `quicnalusrc` receives it and outputs a plain H.265 byte-stream.
 //!
-//! See README.md for the properties and docs/PROTOCOL.md for the wire format. With the
-//! `relay` feature (on for the project's tests, benchmarks and examples only), `relay` is
-//! the impairment relay they put between the two.
+//! See README.md for the properties and docs/PROTOCOL.md for the wire format. The impairment
+//! relay the project's tests, benchmarks and examples put between the two is a crate of its
+//! own, udp-impair.
 
 use gst::glib;
 
-// Layers, top down; each imports only from those below it.
-pub mod element;
-pub mod error;
-pub mod media;
-pub mod net;
-pub mod policy;
-pub mod protocol;
+// The layers, top down (docs/ARCHITECTURE.md); each imports only from those below it.
+// The element layer, the only one that names GStreamer or GLib:
 mod quicnalusink;
 mod quicnalusrc;
+pub mod element;
+
+// The networking layer: threads, sockets, quiche, MoQ.
+pub mod net;
+
+// The sans-IO cores: what the sender sends and when, how the receiver rebuilds the
+// stream, and the decisions around connections.
+pub mod policy;
 pub mod receiver;
-#[cfg(feature = "relay")]
-pub mod relay;
 pub mod sender;
+
+// Wire coding, the media model, and the errors users meet.
+pub mod error;
+pub mod media;
+pub mod protocol;
 
 pub use quicnalusink::QuicNaluSink;
 pub use quicnalusrc::QuicNaluSrc;

@@ -20,12 +20,12 @@ mod report;
 mod roles;
 mod stamp;
 
-use gstquicnalu::relay::{Direction, GilbertElliott, Impairment, Relay, RelayConfig};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+use udp_impair::{Direction, GilbertElliott, Impairment, Relay, RelayConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {

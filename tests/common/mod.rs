@@ -455,11 +455,8 @@ pub fn live_sender(size: &str, extra: &str, key_int: u32) -> (Running, u16) {
 }
 
 /// An impairment relay, seeded, in front of the sender on `port`.
-pub fn relay_to(
-    port: u16,
-    impairment: gstquicnalu::relay::Impairment,
-) -> gstquicnalu::relay::Relay {
-    use gstquicnalu::relay::{Relay, RelayConfig};
+pub fn relay_to(port: u16, impairment: udp_impair::Impairment) -> udp_impair::Relay {
+    use udp_impair::{Relay, RelayConfig};
     let server = format!("127.0.0.1:{port}").parse().unwrap();
     Relay::start(RelayConfig {
         seed: 42,
@@ -469,13 +466,13 @@ pub fn relay_to(
 }
 
 /// `quicnalusrc ! appsink name=out` receiving through `relay`, with extra src properties.
-pub fn receiver_via(relay: &gstquicnalu::relay::Relay, src_extra: &str) -> Running {
+pub fn receiver_via(relay: &udp_impair::Relay, src_extra: &str) -> Running {
     receiver(relay.local_addr().port(), src_extra)
 }
 
 /// A link capped at `bps` with a queue of `queue_bytes`, 5 ms each way.
-pub fn capped_link(bps: u64, queue_bytes: usize) -> gstquicnalu::relay::Impairment {
-    gstquicnalu::relay::Impairment {
+pub fn capped_link(bps: u64, queue_bytes: usize) -> udp_impair::Impairment {
+    udp_impair::Impairment {
         delay: Duration::from_millis(5),
         rate_bps: Some(bps),
         queue_bytes,
@@ -484,7 +481,7 @@ pub fn capped_link(bps: u64, queue_bytes: usize) -> gstquicnalu::relay::Impairme
 }
 
 /// Like [`receive_all`], through `relay`.
-pub fn receive_all_via(sender: &Running, relay: &gstquicnalu::relay::Relay) -> Vec<Received> {
+pub fn receive_all_via(sender: &Running, relay: &udp_impair::Relay) -> Vec<Received> {
     receive_to_end(sender, receiver_via(relay, ""))
 }
 

@@ -5,8 +5,8 @@ use crate::common;
 
 use crate::common::*;
 use gst::prelude::*;
-use gstquicnalu::relay::Impairment;
 use std::time::Duration;
+use udp_impair::Impairment;
 
 #[test]
 fn lossy_40ms_rtt_link_outputs_only_decodable_frames() {

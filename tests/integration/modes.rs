@@ -5,8 +5,8 @@
 use crate::common::*;
 use gst::prelude::*;
 use gstquicnalu::net::tls::Fingerprint;
-use gstquicnalu::relay::{Impairment, Relay, RelayConfig};
 use std::time::Duration;
+use udp_impair::{Impairment, Relay, RelayConfig};
 
 const SIZE: &str = "width=320,height=240";
 

@@ -3,8 +3,8 @@
 
 use crate::common::*;
 use gst::prelude::*;
-use gstquicnalu::relay::Impairment;
 use std::time::Duration;
+use udp_impair::Impairment;
 
 /// The frames after the first `skip`: the first must be a keyframe that says it follows a
 /// gap; all of them, with what came before, must decode and keep time.

@@ -4,8 +4,8 @@
 use crate::common::*;
 use crate::{status_bytes, turn};
 use gst::prelude::*;
-use gstquicnalu::relay::Impairment;
 use std::time::{Duration, Instant};
+use udp_impair::Impairment;
 
 /// The process's memory two ways. `heap` is what is allocated and not yet freed: malloc's
 /// bytes in use over every arena plus its mmapped blocks (mallinfo2's uordblks + hblkhd),

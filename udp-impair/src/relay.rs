@@ -1,24 +1,4 @@
-//! A userspace UDP impairment relay for tests, benchmarks and demos (netem is absent on the
-//! machines this project is built on). It sits between receivers and a sender on loopback
-//! and, per direction: delays, jitters (with or without reordering), drops at random or in
-//! bursts (Gilbert-Elliott), cuts the link for scheduled outages, and caps the bandwidth
-//! with a bounded queue. Not used by the elements.
-//!
-//! Every random choice comes from a generator seeded per direction and is made in packet
-//! arrival order, so a given seed and packet sequence always gets the same treatment.
-//!
-//! ```no_run
-//! use gstquicnalu::relay::{Impairment, Relay, RelayConfig};
-//! use std::time::Duration;
-//! let lossy = Impairment {
-//!     delay: Duration::from_millis(20),
-//!     loss: 0.01,
-//!     ..Impairment::default()
-//! };
-//! let relay = Relay::start(RelayConfig::symmetric("127.0.0.1:4443".parse().unwrap(), lossy))
-//!     .unwrap();
-//! // Point receivers at relay.local_addr() instead of the sender.
-//! ```
+//! The relay: the impairments, each direction's fate for a packet, and the thread.
 
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -285,7 +265,7 @@ impl Relay {
             buf: vec![0; 65536],
         };
         let thread = std::thread::Builder::new()
-            .name("quicnalu-relay".into())
+            .name("udp-impair".into())
             .spawn(move || worker.run())?;
         Ok(Relay {
             local,
