@@ -22,6 +22,15 @@
 //! // Point receivers at relay.local_addr() instead of the sender.
 //! ```
 
+mod config;
+mod impairment;
+mod lane;
+mod parse;
 mod relay;
+mod rng;
+mod worker;
 
-pub use relay::*;
+pub use config::{Direction, DirectionStats, RelayConfig, RelayStats};
+pub use impairment::{GilbertElliott, Impairment};
+pub use parse::parse_duration;
+pub use relay::Relay;

@@ -1,0 +1,196 @@
+//! The relay's thread: reads both sides, applies each direction's impairment, and sends
+//! every packet at its release time.
+
+use crate::lane::{Dropped, Lane};
+use crate::relay::Control;
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+pub(crate) const LISTEN: Token = Token(0);
+pub(crate) const WAKE: Token = Token(1);
+/// Tokens from here on are the per-client upstream sockets.
+const FIRST_UPSTREAM: usize = 2;
+
+/// A packet waiting for its release time.
+struct Scheduled {
+    at: Instant,
+    seq: u64,
+    to_server: bool,
+    client: SocketAddr,
+    data: Vec<u8>,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// The thread's sockets, the directions' lanes and the packets waiting for release.
+pub(crate) struct Worker {
+    poll: Poll,
+    listen: UdpSocket,
+    server: SocketAddr,
+    control: Arc<Mutex<Control>>,
+    /// Each client gets its own upstream socket, so replies map back to it (like a NAT).
+    clients: HashMap<SocketAddr, usize>,
+    upstreams: Vec<(UdpSocket, SocketAddr)>,
+    lanes: [Lane; 2],
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    next_seq: u64,
+    buf: Vec<u8>,
+}
+
+impl Worker {
+    /// The thread's state, around `listen` (registered with `poll` as [`LISTEN`]).
+    pub(crate) fn new(
+        poll: Poll,
+        listen: UdpSocket,
+        server: SocketAddr,
+        seed: u64,
+        control: Arc<Mutex<Control>>,
+    ) -> Worker {
+        Worker {
+            poll,
+            listen,
+            server,
+            control,
+            clients: HashMap::new(),
+            upstreams: Vec::new(),
+            lanes: [Lane::new(seed, 0), Lane::new(seed, 1)],
+            queue: BinaryHeap::new(),
+            next_seq: 0,
+            buf: vec![0; 65536],
+        }
+    }
+
+    pub(crate) fn run(&mut self) {
+        let mut events = Events::with_capacity(64);
+        loop {
+            let timeout = self
+                .queue
+                .peek()
+                .map(|Reverse(s)| s.at.saturating_duration_since(Instant::now()));
+            if self.poll.poll(&mut events, timeout).is_err() {
+                return;
+            }
+            if self.control.lock().unwrap_or_else(|e| e.into_inner()).stop {
+                return;
+            }
+            // The sockets are edge-triggered: read every one until it would block.
+            self.read_clients();
+            for i in 0..self.upstreams.len() {
+                self.read_upstream(i);
+            }
+            self.release_due();
+        }
+    }
+
+    fn read_clients(&mut self) {
+        while let Ok((n, from)) = self.listen.recv_from(&mut self.buf) {
+            if self.clients.contains_key(&from) || self.add_client(from).is_some() {
+                self.admit(true, from, n);
+            }
+        }
+    }
+
+    fn add_client(&mut self, client: SocketAddr) -> Option<usize> {
+        let any: SocketAddr = if self.server.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        }
+        .parse()
+        .ok()?;
+        let mut socket = UdpSocket::bind(any).ok()?;
+        let index = self.upstreams.len();
+        self.poll
+            .registry()
+            .register(
+                &mut socket,
+                Token(FIRST_UPSTREAM + index),
+                Interest::READABLE,
+            )
+            .ok()?;
+        self.upstreams.push((socket, client));
+        self.clients.insert(client, index);
+        Some(index)
+    }
+
+    fn read_upstream(&mut self, index: usize) {
+        loop {
+            let (socket, client) = &self.upstreams[index];
+            let client = *client;
+            match socket.recv_from(&mut self.buf) {
+                Ok((n, _)) => self.admit(false, client, n),
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Applies the direction's impairment to the `n` bytes in `buf`.
+    fn admit(&mut self, to_server: bool, client: SocketAddr, n: usize) {
+        let now = Instant::now();
+        let mut guard = self.control.lock().unwrap_or_else(|e| e.into_inner());
+        let c = &mut *guard;
+        let (imp, stats) = if to_server {
+            (&c.to_server, &mut c.stats.to_server)
+        } else {
+            (&c.to_client, &mut c.stats.to_client)
+        };
+        stats.received += 1;
+        // Outages are checked first and draw nothing, so they do not shift the loss pattern.
+        if c.outages.iter().any(|(s, e)| *s <= now && now < *e) {
+            stats.outage_dropped += 1;
+            return;
+        }
+        match self.lanes[usize::from(!to_server)].admit(imp, n, now) {
+            Ok(at) => {
+                stats.forwarded += 1;
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.queue.push(Reverse(Scheduled {
+                    at,
+                    seq,
+                    to_server,
+                    client,
+                    data: self.buf[..n].to_vec(),
+                }));
+            }
+            Err(Dropped::Loss) => stats.lost += 1,
+            Err(Dropped::Queue) => stats.queue_dropped += 1,
+        }
+    }
+
+    fn release_due(&mut self) {
+        let now = Instant::now();
+        while self.queue.peek().is_some_and(|Reverse(s)| s.at <= now) {
+            let Some(Reverse(s)) = self.queue.pop() else {
+                break;
+            };
+            if s.to_server {
+                if let Some(&i) = self.clients.get(&s.client) {
+                    let _ = self.upstreams[i].0.send_to(&s.data, self.server);
+                }
+            } else {
+                let _ = self.listen.send_to(&s.data, s.client);
+            }
+        }
+    }
+}
