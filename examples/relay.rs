@@ -49,7 +49,7 @@ fn main() {
         flags
             .get(flag)
             .or(flags.get("--both"))
-            .map(|s| Impairment::parse(s).unwrap_or_else(|e| fail(e)))
+            .map(|s| Impairment::parse(s).unwrap_or_else(|e| fail(e.to_string())))
             .unwrap_or_default()
     };
     let outages = flags
@@ -60,7 +60,7 @@ fn main() {
                     let (start, len) = o
                         .split_once('+')
                         .unwrap_or_else(|| fail(format!("outage '{o}' is START+LEN")));
-                    let d = |t| parse_duration(t).unwrap_or_else(|e| fail(e));
+                    let d = |t| parse_duration(t).unwrap_or_else(|e| fail(e.to_string()));
                     (d(start), d(len))
                 })
                 .collect()

@@ -23,6 +23,7 @@
 //! ```
 
 mod config;
+mod error;
 mod impairment;
 mod lane;
 mod parse;
@@ -31,6 +32,7 @@ mod rng;
 mod worker;
 
 pub use config::{Direction, DirectionStats, RelayConfig, RelayStats};
+pub use error::{SpecError, ValueError};
 pub use impairment::{GilbertElliott, Impairment};
 pub use parse::parse_duration;
 pub use relay::Relay;
