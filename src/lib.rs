@@ -11,9 +11,9 @@ use gst::glib;
 
 // The layers, top down (docs/ARCHITECTURE.md); each imports only from those below it.
 // The element layer, the only one that names GStreamer or GLib:
+pub mod element;
 mod quicnalusink;
 mod quicnalusrc;
-pub mod element;
 
 // The networking layer: threads, sockets, quiche, MoQ.
 pub mod net;

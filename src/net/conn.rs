@@ -5,7 +5,6 @@ use crate::net::socket::Outbox;
 use crate::net::stats::ConnectionStats;
 use crate::protocol::control::{self, Stopped, CONTROL_STREAM};
 use crate::protocol::{Command, CommandDecoder};
-use crate::sender::repair::TailProbe;
 use crate::sender::{Path, Streams};
 
 /// One receiver's connection, and what reading and sending it needs.
@@ -15,8 +14,6 @@ pub struct Conn {
     /// The last turn stopped reading its control stream at the cap (control.rs).
     pub control_unread: bool,
     pub outbox: Outbox,
-    /// Probe packets after each burst of media, so a lost tail is found in a round trip.
-    pub tail: TailProbe,
 }
 
 impl Conn {
@@ -77,6 +74,7 @@ impl Streams for Conn {
             delivery_rate: p.delivery_rate,
             sent_bytes: p.sent_bytes,
             lost_bytes: p.lost_bytes,
+            validated: self.quiche.is_established(),
         })
     }
 

@@ -47,6 +47,7 @@ impl Entry {
         config: &mut quiche::Config,
         out: &mut [u8],
         receivers: &Fanout<Conn>,
+        now: Instant,
     ) -> Option<Entered> {
         if hdr.ty != quiche::Type::Initial {
             return None;
@@ -67,7 +68,6 @@ impl Entry {
             log::debug!("dropping an Initial from {from}: {why}");
             return None;
         }
-        let now = Instant::now();
         let (scid, odcid) = match &self.validator {
             None => (random_cid().to_vec(), None),
             Some(validator) => match hdr.token.as_deref().filter(|t| !t.is_empty()) {

@@ -22,7 +22,6 @@ use crate::protocol::control::{command_fits, Waiting};
 use crate::protocol::CommandDecoder;
 use crate::sender::budget;
 use crate::sender::join::JoinMode;
-use crate::sender::repair::TailProbe;
 use crate::sender::{self, Fanout, MAX_BACKLOG};
 use mio::Events;
 use std::collections::{HashMap, VecDeque};
@@ -386,8 +385,8 @@ impl Loop {
 
     fn run(mut self) {
         let mut events = Events::with_capacity(64);
+        let mut now = Instant::now();
         loop {
-            let now = Instant::now();
             let deadlines: Vec<Option<Instant>> = self
                 .fanout
                 .receivers()
@@ -410,6 +409,8 @@ impl Loop {
                     .update(|s| s.failure = Some(Error::System(format!("poll failed: {e}"))));
                 return;
             }
+            // The one reading of the clock for this turn.
+            now = Instant::now();
             if self.link.lock().shutdown {
                 self.shutdown();
                 return;
@@ -419,16 +420,15 @@ impl Loop {
                     .iter()
                     .any(|e| e.token() == SOCKET && e.is_readable())
             {
-                self.unread = !self.receive();
+                self.unread = !self.receive(now);
             }
             for r in self.fanout.receivers_mut() {
                 r.conn_mut().quiche.on_timeout();
             }
             self.take_work();
             for id in self.fanout.ids() {
-                self.serve(id);
+                self.serve(id, now);
             }
-            let now = Instant::now();
             if self.fanout.poll_keyframe(now) {
                 (self.app.request_keyframe)();
             }
@@ -437,8 +437,8 @@ impl Loop {
             }
             self.reap();
             self.knock(now);
-            self.report();
-            self.publish();
+            self.report(now);
+            self.publish(now);
             let blocked = self.fanout.receivers().any(|r| r.conn().outbox.blocked());
             self.endpoint.watch_writable(blocked);
         }
@@ -459,18 +459,18 @@ impl Loop {
     }
 
     /// Reads up to a batch of datagrams; returns whether the socket was drained.
-    fn receive(&mut self) -> bool {
+    fn receive(&mut self, now: Instant) -> bool {
         let mut batch = RecvBatch::default();
         while let Some(d) = batch.next(&self.endpoint, &mut self.buf) {
             for range in d.ranges() {
-                self.receive_one(range, d.from);
+                self.receive_one(range, d.from, now);
             }
         }
         batch.drained()
     }
 
     /// Hands one datagram, `buf[range]`, to its connection, or accepts a new one.
-    fn receive_one(&mut self, range: std::ops::Range<usize>, from: SocketAddr) {
+    fn receive_one(&mut self, range: std::ops::Range<usize>, from: SocketAddr, now: Instant) {
         let len = range.len();
         let packet = &mut self.buf[range];
         let Ok(hdr) = quiche::Header::from_slice(packet, quiche::MAX_CONN_ID_LEN) else {
@@ -494,6 +494,7 @@ impl Loop {
                     &mut self.config,
                     &mut self.out,
                     &self.fanout,
+                    now,
                 );
                 let conn = match entered {
                     Some(Entered::Opened(conn)) => conn,
@@ -514,9 +515,8 @@ impl Loop {
                     control_in: CommandDecoder::new(self.entry.limits.command_size),
                     control_unread: false,
                     outbox: Outbox::new(self.endpoint.offload),
-                    tail: TailProbe::default(),
                 };
-                self.fanout.add(id, conn, from, Instant::now());
+                self.fanout.add(id, conn, from, now);
                 id
             }
         };
@@ -531,7 +531,7 @@ impl Loop {
         // Only a packet quiche took is news from the receiver: anyone who saw its
         // connection ID can send one that does not decrypt (quiche drops it quietly), and
         // must not keep a receiver that went quiet counted as there.
-        if conn.stats().recv != taken && self.fanout.heard_from(id, Instant::now()) {
+        if conn.stats().recv != taken && self.fanout.heard_from(id, now) {
             if let Some(r) = self.fanout.get_mut(id) {
                 let _ = r.conn_mut().quiche.send_ack_eliciting();
             }
@@ -558,15 +558,14 @@ impl Loop {
 
     /// Reads the receiver's control stream, lets the core decide and write, and sends
     /// packets.
-    fn serve(&mut self, id: u64) {
-        self.fanout.check_hello(id, Instant::now());
+    fn serve(&mut self, id: u64, now: Instant) {
+        self.fanout.check_hello(id, now);
         let Some(r) = self.fanout.get_mut(id) else {
             return;
         };
         let mut wrote_media = false;
         if r.conn().quiche.is_established() {
             let (commands, violation) = r.conn_mut().read_control(&mut self.buf);
-            let now = Instant::now();
             self.fanout.receive_commands(id, commands, now);
             if let Some(why) = violation {
                 self.fanout.violation(id, &why);
@@ -574,23 +573,22 @@ impl Loop {
             self.fanout.answer(id, now, &mut |a| (self.app.admit)(a));
             // The handlers run before the receiver is described or written to.
             self.dispatch();
-            wrote_media = self.fanout.serve(id, Instant::now());
+            wrote_media = self.fanout.serve(id, now);
         }
         let Some(r) = self.fanout.get_mut(id) else {
             return;
         };
-        let queued = r.has_media_queued();
+        let repeats = r.repeats_repairs();
+        r.conn_mut().outbox.repeat.set(repeats);
         let c = r.conn_mut();
-        if let Some(p) = c.quiche.path_stats().next() {
-            let min_rtt = p.min_rtt.unwrap_or(p.rtt);
-            let validated = c.quiche.is_established();
-            c.outbox.repeat.on_path(p.rtt, min_rtt, validated);
-        }
         c.outbox.send_all(&mut c.quiche, &self.endpoint.socket);
-        c.tail
-            .after_turn(wrote_media, c.quiche.stats().retrans, queued);
-        let now = Instant::now();
-        while c.tail.poll(now, c.outbox.release_at().is_none()) {
+        r.after_send(wrote_media);
+        loop {
+            let idle = r.conn().outbox.release_at().is_none();
+            if !r.probe(now, idle) {
+                break;
+            }
+            let c = r.conn_mut();
             let _ = c.quiche.send_ack_eliciting();
             c.outbox.send_all(&mut c.quiche, &self.endpoint.socket);
         }
@@ -640,15 +638,15 @@ impl Loop {
         self.dispatch();
     }
 
-    fn report(&mut self) {
+    fn report(&mut self, now: Instant) {
         let fanout = &self.fanout;
-        if let Some(stats) = self.app.reporter.poll(|| fanout.stats()) {
+        if let Some(stats) = self.app.reporter.poll(now, || fanout.stats()) {
             self.link.update(|s| s.inner.stats = stats);
         }
     }
 
-    fn publish(&mut self) {
-        let pressure = self.fanout.pressure(Instant::now());
+    fn publish(&mut self, now: Instant) {
+        let pressure = self.fanout.pressure(now);
         self.link.update(|s| {
             let queued: usize = s
                 .inner

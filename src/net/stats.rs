@@ -138,6 +138,8 @@ pub struct Reporter<T> {
     on_stats: Box<dyn Fn(T) + Send>,
     next_refresh: Instant,
     next_post: Option<Instant>,
+    /// The next poll takes a snapshot whatever the time.
+    forced: bool,
 }
 
 impl<T: Clone> Reporter<T> {
@@ -148,6 +150,7 @@ impl<T: Clone> Reporter<T> {
             on_stats,
             next_refresh: now,
             next_post: interval.map(|i| now + i),
+            forced: false,
         }
     }
 
@@ -168,13 +171,13 @@ impl<T: Clone> Reporter<T> {
 
     /// Makes the next poll take a snapshot (for a change the property must show at once).
     pub fn force(&mut self) {
-        self.next_refresh = Instant::now();
+        self.forced = true;
     }
 
-    /// A new snapshot, made by `make`, when one is due.
-    pub fn poll(&mut self, make: impl FnOnce() -> T) -> Option<T> {
-        let now = Instant::now();
-        if now < self.due() {
+    /// A new snapshot, made by `make`, when one is due at `now`.
+    pub fn poll(&mut self, now: Instant, make: impl FnOnce() -> T) -> Option<T> {
+        let forced = std::mem::take(&mut self.forced);
+        if now < self.due() && !forced {
             return None;
         }
         let snapshot = make();

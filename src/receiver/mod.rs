@@ -8,6 +8,7 @@
 pub mod inbox;
 mod lateness;
 mod read;
+pub mod signals;
 #[cfg(test)]
 mod tests;
 

@@ -64,6 +64,9 @@ pub struct Path {
     pub delivery_rate: u64,
     pub sent_bytes: u64,
     pub lost_bytes: u64,
+    /// The peer's address is validated (the handshake is done): until then it may be sent
+    /// at most 3x what it sent (RFC 9000, 8.1).
+    pub validated: bool,
 }
 
 /// One access unit to send, as the sink's streaming thread hands it over.

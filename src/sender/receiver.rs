@@ -2,6 +2,7 @@
 //! for it on each stream, and what it is owed (budget, pacing, shedding, expiry).
 
 use super::queue::{shed_marker, Chunk, ChunkData, Sheddable, StreamOut};
+use super::repair::{self, TailProbe};
 use super::Streams;
 use crate::net::config::MAX_DATAGRAM_SIZE;
 use crate::net::stats::ReceiverStats;
@@ -86,6 +87,8 @@ pub struct Receiver<C> {
     /// Its latency budget, from its HELLO and the policy, announced to the receiver, which
     /// drops frames arriving later (None: no budget, or no HELLO yet).
     pub(super) budget: Option<Duration>,
+    /// Probe packets after each burst of media, so a lost tail is found in a round trip.
+    tail: TailProbe,
     /// Its HELLO said it takes shed frames (HELLO_TAKES_SHED).
     takes_shed: bool,
     /// It asked for a keyframe this turn, within its rate.
@@ -125,6 +128,7 @@ impl<C: Streams> Receiver<C> {
             conn,
             peer,
             phase: Phase::Greeting { opened: now },
+            tail: TailProbe::default(),
             control_out: StreamOut::new(CONTROL_STREAM),
             groups_out: VecDeque::new(),
             out_bytes: 0,
@@ -188,6 +192,25 @@ impl<C: Streams> Receiver<C> {
     /// Media waits for it.
     pub fn has_media_queued(&self) -> bool {
         !self.groups_out.is_empty()
+    }
+
+    /// Whether the packets that carry repairs go out twice this turn (repair.rs).
+    pub fn repeats_repairs(&self) -> bool {
+        self.conn.path().is_some_and(|p| repair::repeats(&p))
+    }
+
+    /// After a turn of sending: `wrote_media`, media bytes went to the connection. A burst
+    /// that left nothing queued is followed by probes (repair.rs, TailProbe).
+    pub fn after_send(&mut self, wrote_media: bool) {
+        let retransmitted = self.conn.stats().packets_retransmitted as usize;
+        let queued = self.has_media_queued();
+        self.tail.after_turn(wrote_media, retransmitted, queued);
+    }
+
+    /// Whether to send a probe packet now; `idle`: the connection holds no paced packet
+    /// back. Ask until false.
+    pub fn probe(&mut self, now: Instant, idle: bool) -> bool {
+        self.tail.poll(now, idle)
     }
 
     /// Whether this receiver has gone quiet (see GONE_QUIET).

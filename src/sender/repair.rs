@@ -18,6 +18,7 @@
 use std::time::{Duration, Instant};
 
 use crate::sender::pacer::STANDING_QUEUE;
+use crate::sender::Path;
 
 /// Probes after a burst: their acknowledgements count towards the packet threshold, and
 /// one lost with the burst's tail leaves the other.
@@ -83,13 +84,18 @@ pub struct RepeatRepairs {
     owed: u64,
 }
 
+/// Whether to send repairs twice on `path`: it shows no standing queue, and the peer's
+/// address is validated (before that, copies would pass the 3x limit on what it may be
+/// sent).
+pub fn repeats(path: &Path) -> bool {
+    path.validated && path.rtt.saturating_sub(path.min_rtt) <= STANDING_QUEUE
+}
+
 impl RepeatRepairs {
-    /// Before a turn of sending: the path's `rtt` and `min_rtt`, and whether the peer's
-    /// address is `validated` (before that, copies would pass the 3x limit on what it may
-    /// be sent, RFC 9000, 8.1).
-    pub fn on_path(&mut self, rtt: Duration, min_rtt: Duration, validated: bool) {
-        self.on = validated && rtt.saturating_sub(min_rtt) <= STANDING_QUEUE;
-        if !self.on {
+    /// Before a turn of sending: whether this turn repeats repairs ([`repeats`]).
+    pub fn set(&mut self, on: bool) {
+        self.on = on;
+        if !on {
             self.owed = 0;
         }
     }
@@ -163,23 +169,34 @@ mod tests {
     #[test]
     fn repairs_are_repeated_only_on_a_path_that_does_not_queue() {
         let ms = |n| Duration::from_millis(n);
+        let on_path = |r: &mut RepeatRepairs, rtt, min_rtt, validated| {
+            let path = Path {
+                rtt,
+                min_rtt,
+                delivery_rate: 0,
+                sent_bytes: 0,
+                lost_bytes: 0,
+                validated,
+            };
+            r.set(repeats(&path));
+        };
         let mut r = RepeatRepairs::default();
         // Not before the address is validated.
-        r.on_path(ms(40), ms(40), false);
+        on_path(&mut r, ms(40), ms(40), false);
         assert!(!r.after_packet(1200, 1250));
         // 2400 bytes marked lost on a path at its base RTT (a few ms of jitter is no queue):
         // the packet that carries the first of them and the next are copied, then no more.
-        r.on_path(ms(48), ms(40), true);
+        on_path(&mut r, ms(48), ms(40), true);
         assert!(!r.after_packet(0, 1250));
         assert!(r.after_packet(2400, 1250));
         assert!(r.after_packet(0, 1250));
         assert!(!r.after_packet(0, 1250));
         // Losses while the path queues: the bottleneck is full, no copies ...
-        r.on_path(ms(40) + STANDING_QUEUE + ms(1), ms(40), true);
+        on_path(&mut r, ms(40) + STANDING_QUEUE + ms(1), ms(40), true);
         assert!(!r.active());
         assert!(!r.after_packet(5000, 1250));
         // ... and none owed for them once the queue drains.
-        r.on_path(ms(41), ms(40), true);
+        on_path(&mut r, ms(41), ms(40), true);
         assert!(!r.after_packet(0, 1250));
     }
 }

@@ -68,6 +68,7 @@ impl Recorder {
                 delivery_rate: 1_000_000,
                 sent_bytes: 0,
                 lost_bytes: 0,
+                validated: true,
             }),
             ..Recorder::default()
         }

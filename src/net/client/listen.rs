@@ -39,22 +39,23 @@ impl Waiting<'_> {
             if self.link.lock().shutdown {
                 return Waited::Stopping;
             }
+            let now = Instant::now();
             let mut batch = RecvBatch::default();
             while let Some(d) = batch.next(self.endpoint, self.buf) {
                 for r in d.ranges() {
                     let knock = knock::read(&self.buf[r], Some(self.token));
-                    heard(door, knock, d.from, self.counters);
+                    heard(door, knock, d.from, now, self.counters);
                 }
             }
             // Knocks heard while the last call-back was under way count too.
-            if let Some(caller) = door.next(Instant::now()) {
+            if let Some(caller) = door.next(now) {
                 return Waited::Knock(caller);
             }
-            if until.is_some_and(|t| Instant::now() >= t) {
+            if until.is_some_and(|t| now >= t) {
                 return Waited::Expired;
             }
             let counters = *self.counters;
-            let snapshot = self.stats.poll(|| ClientStats {
+            let snapshot = self.stats.poll(now, || ClientStats {
                 peer: None,
                 connection: None,
                 counters,
@@ -76,11 +77,12 @@ pub(super) fn heard(
     door: &mut Doorman,
     knock: Knock,
     from: SocketAddr,
+    now: Instant,
     counters: &mut ReceiverCounters,
 ) {
     match knock {
         Knock::NotAKnock => {}
-        Knock::Valid if door.knocked(Instant::now(), from) => counters.knocks += 1,
+        Knock::Valid if door.knocked(now, from) => counters.knocks += 1,
         Knock::Valid | Knock::Unsigned => {
             log::debug!("ignoring a knock from {from} ({knock:?})");
             counters.knocks_refused += 1;

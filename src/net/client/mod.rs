@@ -22,20 +22,16 @@ use crate::policy::knock::{self, Doorman, Knock, AMPLIFICATION, HEAR_BACK};
 use crate::protocol::{
     error_code, put_preamble, Command, CommandDecoder, StreamKind, HELLO_TAKES_SHED, VERSION,
 };
+use crate::receiver::signals::Signals;
 use crate::receiver::{Reassembly, Reply, StreamSource, MAX_CONTROL_OUT};
 use mio::Events;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// After this long without a packet from the sender (an outage, or a paused stream) the
-/// receiver sends a PING each time, so the sender learns at once when the link is back.
-const PROBE: Duration = Duration::from_millis(100);
 /// The idle timeout is the element's `timeout`, but never so short that a brief pause in
 /// the network drops a healthy connection.
 const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
-/// How often an idle receiver tells the sender it is still there.
-const KEEPALIVE: Duration = Duration::from_secs(5);
 
 pub struct ClientSettings {
     /// The sender; when `listen`, the local address to listen on until one calls.
@@ -327,9 +323,8 @@ struct Loop {
     core: Reassembly,
     control_in: CommandDecoder,
     control_out: Vec<u8>,
-    last_keepalive: Instant,
-    last_rx: Instant,
-    last_probe: Instant,
+    /// Keyframe requests, probes and keepalives: when to send them.
+    signals: Signals,
     /// The last receive() stopped at its batch limit.
     unread: bool,
     /// The last turn stopped reading the control stream at the cap (control.rs).
@@ -377,7 +372,8 @@ impl Loop {
         let outbox = Outbox::new(endpoint.offload);
         let control_in = CommandDecoder::new(settings.max_command_size);
         let resumed = retry.is_some();
-        let epoch = (Instant::now(), monotonic_ns());
+        let started = Instant::now();
+        let epoch = (started, monotonic_ns());
         let core = Reassembly::new(
             settings.max_frame_size,
             settings.latency,
@@ -395,13 +391,11 @@ impl Loop {
             phase: Phase::Connecting,
             fatal: None,
             settings,
-            started: Instant::now(),
+            started,
             core,
             control_in,
             control_out: Vec::new(),
-            last_keepalive: Instant::now(),
-            last_rx: Instant::now(),
-            last_probe: Instant::now(),
+            signals: Signals::new(started),
             unread: false,
             control_unread: false,
             outbox,
@@ -414,16 +408,15 @@ impl Loop {
     /// Runs this connection until it ends.
     fn run(&mut self) -> Outcome {
         let mut events = Events::with_capacity(16);
-        self.flush();
+        self.send();
+        let mut now = Instant::now();
         loop {
             let deadlines = [
                 self.conn.timeout_instant(),
                 Some(self.next_deadline()),
                 self.outbox.release_at(),
-                self.conn
-                    .is_established()
-                    .then(|| self.last_rx.max(self.last_probe) + PROBE),
-                self.core.skip_deadline(Instant::now()),
+                self.conn.is_established().then(|| self.signals.probe_at()),
+                self.core.skip_deadline(now),
                 Some(self.settings.stats.due()),
                 self.hear_back.map(|h| h.until),
             ];
@@ -432,6 +425,8 @@ impl Loop {
             if let Err(e) = self.endpoint.wait(&mut events, deadlines, unread) {
                 return Outcome::Fatal(poll_failed(e));
             }
+            // The one reading of the clock for this turn.
+            now = Instant::now();
             if self.link.lock().shutdown {
                 if !self.conn.is_closed() {
                     let _ = self
@@ -447,40 +442,40 @@ impl Loop {
                     .iter()
                     .any(|e| e.token() == SOCKET && e.is_readable())
             {
-                self.unread = !self.receive();
+                self.unread = !self.receive(now);
             }
             self.conn.on_timeout();
             if let Some(why) = self.fatal.take() {
-                self.flush();
+                self.send();
                 return Outcome::Fatal(why);
             }
             if self.conn.is_closed() {
-                return self.closed();
+                return self.closed(now);
             }
             if let Some(hear_back) = self.hear_back {
-                if hear_back.allowance == 0 || Instant::now() >= hear_back.until {
+                if hear_back.allowance == 0 || now >= hear_back.until {
                     let _ = self.conn.close(false, 0x0, b"no answer");
                     return Outcome::Unanswered(no_answer(self.settings.peer, HEAR_BACK));
                 }
             }
-            if !self.conn.is_established() && self.started.elapsed() > self.answer_within {
+            if !self.conn.is_established() && now > self.started + self.answer_within {
                 let _ = self.conn.close(false, 0x0, b"connect timeout");
-                self.flush();
+                self.send();
                 let why = no_answer(self.settings.peer, self.answer_within);
                 return Outcome::Unanswered(why);
             }
             if self.conn.is_established() {
-                self.established();
+                self.established(now);
             }
-            self.flush();
-            self.publish_stats(true);
+            self.send();
+            self.publish_stats(now, true);
         }
     }
 
     /// A new `stats` snapshot when one is due; `connected`: this connection is current.
-    fn publish_stats(&mut self, connected: bool) {
+    fn publish_stats(&mut self, now: Instant, connected: bool) {
         let (conn, counters) = (&self.conn, self.core.counters);
-        let snapshot = self.settings.stats.poll(|| ClientStats {
+        let snapshot = self.settings.stats.poll(now, || ClientStats {
             peer: Some(self.settings.peer),
             connection: (connected && conn.is_established()).then(|| ConnectionStats::of(conn)),
             counters,
@@ -491,9 +486,8 @@ impl Loop {
     }
 
     /// Why the closed connection ended, and whether connecting again could help.
-    fn closed(&mut self) -> Outcome {
+    fn closed(&mut self, now: Instant) -> Outcome {
         let (core, control_out) = (&mut self.core, &mut self.control_out);
-        let now = Instant::now();
         if self
             .link
             .update(|s| core.on_closed(now, &mut s.inner.events, control_out))
@@ -584,7 +578,7 @@ impl Loop {
 
     fn notify_disconnected(&mut self, reason: String, reconnecting: bool) {
         self.settings.stats.force();
-        self.publish_stats(false);
+        self.publish_stats(Instant::now(), false);
         (self.settings.on_connection)(ConnectionEvent::Disconnected {
             peer: self.settings.peer.to_string(),
             reason,
@@ -592,7 +586,9 @@ impl Loop {
         });
     }
 
-    fn flush(&mut self) {
+    /// The turn's sending: quiche's packets onto the socket, within a call-back's
+    /// allowance while its peer has not answered.
+    fn send(&mut self) {
         match &mut self.hear_back {
             None => self.outbox.send_all(&mut self.conn, &self.endpoint.socket),
             Some(hear_back) => {
@@ -610,7 +606,7 @@ impl Loop {
 
     fn next_deadline(&self) -> Instant {
         if self.conn.is_established() {
-            self.last_keepalive + KEEPALIVE
+            self.signals.keepalive_at()
         } else {
             self.started + self.answer_within
         }
@@ -633,7 +629,7 @@ impl Loop {
     }
 
     /// Reads up to a batch of datagrams; returns whether the socket was drained.
-    fn receive(&mut self) -> bool {
+    fn receive(&mut self, now: Instant) -> bool {
         let mut batch = RecvBatch::default();
         while let Some(d) = batch.next(&self.endpoint, &mut self.buf) {
             let info = quiche::RecvInfo {
@@ -651,7 +647,7 @@ impl Loop {
                             Some(h) if d.from == self.settings.peer && knock == Knock::Valid => {
                                 h.allowance += AMPLIFICATION * range.len();
                             }
-                            _ => heard(door, knock, d.from, &mut self.core.counters),
+                            _ => heard(door, knock, d.from, now, &mut self.core.counters),
                         }
                         continue;
                     }
@@ -660,7 +656,7 @@ impl Loop {
                 // those of an abandoned attempt.
                 match self.conn.recv(&mut self.buf[range], info) {
                     Ok(_) => {
-                        self.last_rx = Instant::now();
+                        self.signals.heard(now);
                         if d.from == self.settings.peer {
                             self.hear_back = None;
                         }
@@ -672,7 +668,7 @@ impl Loop {
         batch.drained()
     }
 
-    fn established(&mut self) {
+    fn established(&mut self, now: Instant) {
         if self.phase == Phase::Connecting {
             if let Some(why) = self.certificate_refusal() {
                 // TLS alert 42, bad_certificate (RFC 9001, 4.8): nothing was sent yet.
@@ -680,12 +676,12 @@ impl Loop {
                 self.fatal = Some(why);
                 return;
             }
-            self.hello();
+            self.hello(now);
         }
         // Delivering frees room to read more; repeat until neither moves, since a sender
         // held back by flow control sends nothing that would wake us.
         loop {
-            if let Err(e) = self.read_streams() {
+            if let Err(e) = self.read_streams(now) {
                 log::warn!("protocol violation: {e}");
                 let _ = self
                     .conn
@@ -694,7 +690,6 @@ impl Loop {
                 return;
             }
             let (core, control_out) = (&mut self.core, &mut self.control_out);
-            let now = Instant::now();
             let progress = self
                 .link
                 .update(|s| core.deliver(now, &mut s.inner.events, control_out));
@@ -708,10 +703,10 @@ impl Loop {
                 break;
             }
         }
-        self.write_control();
+        self.write_control(now);
     }
 
-    fn hello(&mut self) {
+    fn hello(&mut self, now: Instant) {
         put_preamble(&mut self.control_out, StreamKind::Control);
         Command::Hello {
             version: VERSION,
@@ -725,9 +720,7 @@ impl Loop {
             door.connected(self.settings.peer);
         }
         self.core.counters.reconnects += u64::from(self.resumed);
-        self.phase = Phase::Serving {
-            since: Instant::now(),
-        };
+        self.phase = Phase::Serving { since: now };
         self.link.update(|s| s.inner.events.push(Event::Connected));
         (self.settings.on_connection)(ConnectionEvent::Connected {
             peer: self.settings.peer.to_string(),
@@ -737,18 +730,21 @@ impl Loop {
 
     /// Keyframe requests and commands from the element, probes and keepalives, and the
     /// control stream's bytes as far as quiche takes them.
-    fn write_control(&mut self) {
-        // While the control stream is full (the sender does not read it) a request stays
-        // wanted; one already waiting there serves as well.
+    fn write_control(&mut self, now: Instant) {
         let room = self.control_out.len() < MAX_CONTROL_OUT;
-        if room
-            && self
-                .link
-                .update(|s| std::mem::take(&mut s.inner.keyframe_wanted))
-        {
+        let signals = &mut self.signals;
+        let due = self.link.update(|s| {
+            let due = signals.turn(now, s.inner.keyframe_wanted, room);
+            s.inner.keyframe_wanted &= !due.keyframe_request;
+            due
+        });
+        if due.keyframe_request {
             log::debug!("asking the sender for a keyframe");
             Command::KeyframeRequest.encode(&mut self.control_out);
             self.core.counters.keyframe_requests += 1;
+        }
+        if due.ping {
+            let _ = self.conn.send_ack_eliciting();
         }
         // Commands move to the control stream as far as it has room; the rest wait, bounded
         // (Outgoing), so send-command refuses them once the sender stops reading.
@@ -766,14 +762,6 @@ impl Loop {
                 .encode(control_out);
             }
         });
-        if self.last_rx.max(self.last_probe).elapsed() >= PROBE {
-            self.last_probe = Instant::now();
-            let _ = self.conn.send_ack_eliciting();
-        }
-        if self.last_keepalive.elapsed() >= KEEPALIVE {
-            self.last_keepalive = Instant::now();
-            let _ = self.conn.send_ack_eliciting();
-        }
         if !self.control_out.is_empty() {
             match self
                 .conn
@@ -788,7 +776,7 @@ impl Loop {
         }
     }
 
-    fn read_streams(&mut self) -> Result<(), String> {
+    fn read_streams(&mut self, now: Instant) -> Result<(), String> {
         let mut readable: Vec<u64> = self.conn.readable().collect();
         // Control first: JOIN, which says which frames are catch-up, comes before DESCRIBE,
         // and group streams wait in quiche until DESCRIBE.
@@ -808,7 +796,7 @@ impl Loop {
                 }
             } else {
                 self.core
-                    .read(stream, &mut self.conn, Instant::now(), one_way)
+                    .read(stream, &mut self.conn, now, one_way)
                     .map_err(|e| e.to_string())?;
             }
         }

@@ -142,7 +142,8 @@ impl<'a> Connection<'a> {
             if watch.stopping() {
                 return Ok(None);
             }
-            c.step_quiche();
+            let now = Instant::now();
+            c.receive(now);
             let mut wire = c.wire.borrow_mut();
             if wire.conn.is_established() {
                 let mut first_use = |known: &KnownHosts, fingerprint| {
@@ -165,7 +166,7 @@ impl<'a> Connection<'a> {
             if wire.conn.is_closed() {
                 return Err(handshake_failure(&wire.conn, dial));
             }
-            if Instant::now() >= give_up {
+            if now >= give_up {
                 return Err(Error::Timeout(format!(
                     "no answer from the MoQ relay {} ({}) within {} ms",
                     dial.url,
@@ -175,13 +176,14 @@ impl<'a> Connection<'a> {
             }
             c.outbox.send_all(&mut wire.conn, &c.endpoint.socket);
             drop(wire);
-            c.wait(&mut events, [Some(give_up)])?;
+            c.wait(now, &mut events, [Some(give_up)])?;
         }
     }
 
-    /// Reads what arrived and fires quiche's timer if due; wakes every parked task if
-    /// anything happened.
-    fn step_quiche(&mut self) -> bool {
+    /// The turn's receiving: hands quiche what arrived and fires its timer if due at
+    /// `now`, then wakes every parked task if anything happened. Returns whether the
+    /// socket still holds datagrams (the batch limit stopped it).
+    fn receive(&mut self, now: Instant) -> bool {
         let mut wire = self.wire.borrow_mut();
         let mut heard = false;
         let mut batch = RecvBatch::default();
@@ -194,7 +196,7 @@ impl<'a> Connection<'a> {
                 heard |= wire.conn.recv(&mut self.buf[range], info).is_ok();
             }
         }
-        if self.timer.is_some_and(|at| Instant::now() >= at) {
+        if self.timer.is_some_and(|at| now >= at) {
             wire.conn.on_timeout();
             heard = true;
         }
@@ -206,10 +208,10 @@ impl<'a> Connection<'a> {
 
     fn wait(
         &mut self,
+        now: Instant,
         events: &mut mio::Events,
         deadlines: impl IntoIterator<Item = Option<Instant>>,
     ) -> Result<(), Error> {
-        let now = Instant::now();
         self.timer = self.wire.borrow().conn.timeout().map(|t| now + t);
         let release = self.outbox.release_at();
         self.endpoint.watch_writable(self.outbox.blocked());
@@ -254,8 +256,9 @@ impl<'a> Connection<'a> {
             if watch.stopping() {
                 break Ok(());
             }
-            let unread = self.step_quiche();
+            // The one reading of the clock for this turn.
             let now = Instant::now();
+            let unread = self.receive(now);
             let mut deadline: Option<Instant> = None;
             let mut session_end = None;
             match driver.poll(now, &waiter) {
@@ -286,7 +289,7 @@ impl<'a> Connection<'a> {
             if unread {
                 continue;
             }
-            self.wait(&mut events, [deadline])?;
+            self.wait(now, &mut events, [deadline])?;
         };
         drop(moq);
         let mut wire = self.wire.borrow_mut();
