@@ -19,6 +19,8 @@ pub struct Entry {
     pub capture: Capture,
     /// INVALID_TOKEN answers: each costs a TLS handshake's CPU, which Retry exists to spare.
     pub refusals: Bucket,
+    /// Where version negotiation and Retry packets are built.
+    pub out: Vec<u8>,
 }
 
 pub struct Limits {
@@ -45,7 +47,6 @@ impl Entry {
         from: SocketAddr,
         endpoint: &Endpoint,
         config: &mut quiche::Config,
-        out: &mut [u8],
         receivers: &Fanout<Conn>,
         now: Instant,
     ) -> Option<Entered> {
@@ -54,8 +55,9 @@ impl Entry {
         }
         let socket = &endpoint.socket;
         if !quiche::version_is_supported(hdr.version) {
+            let out = &mut self.out;
             let len = quiche::negotiate_version(&hdr.scid, &hdr.dcid, out).ok()?;
-            let _ = socket.send_to(&out[..len], from);
+            let _ = socket.send_to(&self.out[..len], from);
             return None;
         }
         let seen = receivers.receivers().map(|r| gate::Seen {
@@ -75,10 +77,16 @@ impl Entry {
                     let scid = random_cid();
                     let token = validator.mint(now, from, &hdr.dcid, &scid);
                     let new_scid = quiche::ConnectionId::from_ref(&scid);
-                    let len =
-                        quiche::retry(&hdr.scid, &hdr.dcid, &new_scid, &token, hdr.version, out)
-                            .ok()?;
-                    let _ = socket.send_to(&out[..len], from);
+                    let len = quiche::retry(
+                        &hdr.scid,
+                        &hdr.dcid,
+                        &new_scid,
+                        &token,
+                        hdr.version,
+                        &mut self.out,
+                    )
+                    .ok()?;
+                    let _ = socket.send_to(&self.out[..len], from);
                     return None;
                 }
                 Some(token) => match validator.validate(now, from, &hdr.dcid, token) {

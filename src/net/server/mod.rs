@@ -31,6 +31,9 @@ use std::time::{Duration, Instant};
 
 use crate::sender::{Admission, Estimate, MediaFrame, ReceiverEvent};
 
+mod serving;
+use serving::{App, ServerLoop};
+
 pub struct ServerSettings {
     /// Where to listen; with `call`, the local address to send from.
     pub addr: SocketAddr,
@@ -95,8 +98,9 @@ enum Work {
     Eos,
 }
 
+/// What the streaming thread hands the networking thread, and what it reads back.
 #[derive(Default)]
-struct Status {
+struct Handover {
     work: VecDeque<Work>,
     /// Bytes in `work` plus the backlog of the fastest receiver.
     queued_bytes: usize,
@@ -113,7 +117,7 @@ struct Status {
 
 /// Handle to a running server; dropping it stops the thread and joins it.
 pub struct Server {
-    net: NetThread<Status>,
+    net: NetThread<Handover>,
     local: SocketAddr,
     fingerprint: Fingerprint,
 }
@@ -139,7 +143,7 @@ impl Server {
             },
             command_size: settings.max_command_size,
         };
-        let link = Arc::new(Link::new(Status::default()));
+        let link = Arc::new(Link::new(Handover::default()));
         // Application code runs through the link's gate, so stopping never waits on it.
         let (admit, gate) = (settings.admit, link.clone());
         let (request, keyframe_gate) = (settings.request_keyframe, link.clone());
@@ -179,10 +183,11 @@ impl Server {
                 limits,
                 capture: settings.capture,
                 refusals: Bucket::new(ratelimit::TOKEN_REFUSALS, Instant::now()),
+                out: vec![0; config::MAX_DATAGRAM_SIZE],
             };
             let token = policy.token.clone();
             let knocker = settings.call.map(|to| (to, Knocker::new(token)));
-            Loop::new(endpoint, config, thread_link, policy, entry, app, knocker).run()
+            ServerLoop::new(endpoint, config, thread_link, policy, entry, app, knocker).run()
         })?;
         Ok(Server {
             net,
@@ -308,7 +313,7 @@ impl Server {
     }
 }
 
-impl Status {
+impl Handover {
     /// Queues a command unless MAX_COMMANDS_WAITING bytes of them wait already.
     fn offer_command(&mut self, work: Work) -> bool {
         let Work::Command { structure, .. } = &work else {
@@ -329,352 +334,6 @@ impl Status {
     }
 }
 
-/// The application's side: callbacks on the networking thread, each through the link's
-/// gate, and the stats it is handed.
-struct App {
-    admit: Box<dyn Fn(&Admission) -> bool + Send>,
-    on_receiver: Box<dyn Fn(ReceiverEvent) + Send>,
-    request_keyframe: Box<dyn Fn() + Send>,
-    on_estimate: Box<dyn Fn(Estimate) + Send>,
-    reporter: Reporter<SenderStats>,
-}
-
-struct Loop {
-    endpoint: Endpoint,
-    config: quiche::Config,
-    link: Arc<Link<Status>>,
-    fanout: Fanout<Conn>,
-    /// Connection IDs (ours and the client's original one) to receiver ids.
-    ids: HashMap<Vec<u8>, u64>,
-    next_id: u64,
-    /// The last receive() stopped at its batch limit.
-    unread: bool,
-    app: App,
-    entry: Entry,
-    /// With `mode=caller`: whom to knock at, and when.
-    knocker: Option<(SocketAddr, Knocker)>,
-    buf: Vec<u8>,
-    out: Vec<u8>,
-}
-
-impl Loop {
-    fn new(
-        endpoint: Endpoint,
-        config: quiche::Config,
-        link: Arc<Link<Status>>,
-        policy: sender::Policy,
-        entry: Entry,
-        app: App,
-        knocker: Option<(SocketAddr, Knocker)>,
-    ) -> Self {
-        Loop {
-            endpoint,
-            config,
-            link,
-            fanout: Fanout::new(policy, (Instant::now(), monotonic_ns())),
-            ids: HashMap::new(),
-            next_id: 1,
-            unread: false,
-            app,
-            entry,
-            knocker,
-            buf: vec![0; 65536],
-            out: vec![0; config::MAX_DATAGRAM_SIZE],
-        }
-    }
-
-    fn run(mut self) {
-        let mut events = Events::with_capacity(64);
-        let mut now = Instant::now();
-        loop {
-            let deadlines: Vec<Option<Instant>> = self
-                .fanout
-                .receivers()
-                .flat_map(|r| {
-                    [
-                        r.conn().quiche.timeout_instant(),
-                        r.conn().outbox.release_at(),
-                    ]
-                })
-                .chain([
-                    self.fanout.timeout(now),
-                    Some(self.app.reporter.due()),
-                    self.knocker.as_ref().and_then(|(_, k)| k.due()),
-                ])
-                .collect();
-            // Commands left unread in quiche raise no socket event: come straight back.
-            let unread = self.unread || self.fanout.receivers().any(|r| r.conn().control_unread);
-            if let Err(e) = self.endpoint.wait(&mut events, deadlines, unread) {
-                self.link
-                    .update(|s| s.failure = Some(Error::System(format!("poll failed: {e}"))));
-                return;
-            }
-            // The one reading of the clock for this turn.
-            now = Instant::now();
-            if self.link.lock().shutdown {
-                self.shutdown();
-                return;
-            }
-            if self.unread
-                || events
-                    .iter()
-                    .any(|e| e.token() == SOCKET && e.is_readable())
-            {
-                self.unread = !self.receive(now);
-            }
-            for r in self.fanout.receivers_mut() {
-                r.conn_mut().quiche.on_timeout();
-            }
-            self.take_work();
-            for id in self.fanout.ids() {
-                self.serve(id, now);
-            }
-            if self.fanout.poll_keyframe(now) {
-                (self.app.request_keyframe)();
-            }
-            if let Some(estimate) = self.fanout.estimate(now) {
-                (self.app.on_estimate)(estimate);
-            }
-            self.reap();
-            self.knock(now);
-            self.report(now);
-            self.publish(now);
-            let blocked = self.fanout.receivers().any(|r| r.conn().outbox.blocked());
-            self.endpoint.watch_writable(blocked);
-        }
-    }
-
-    /// With `mode=caller`, knocks at the listening receiver while none is connected.
-    fn knock(&mut self, now: Instant) {
-        let connected = self.fanout.receivers().next().is_some();
-        let Some((to, knocker)) = &mut self.knocker else {
-            return;
-        };
-        if knocker.poll(now, connected) {
-            log::debug!("knocking at {to}");
-            if let Err(e) = self.endpoint.socket.send_to(&knocker.knock(), *to) {
-                log::debug!("knock at {to}: {e}");
-            }
-        }
-    }
-
-    /// Reads up to a batch of datagrams; returns whether the socket was drained.
-    fn receive(&mut self, now: Instant) -> bool {
-        let mut batch = RecvBatch::default();
-        while let Some(d) = batch.next(&self.endpoint, &mut self.buf) {
-            for range in d.ranges() {
-                self.receive_one(range, d.from, now);
-            }
-        }
-        batch.drained()
-    }
-
-    /// Hands one datagram, `buf[range]`, to its connection, or accepts a new one.
-    fn receive_one(&mut self, range: std::ops::Range<usize>, from: SocketAddr, now: Instant) {
-        let len = range.len();
-        let packet = &mut self.buf[range];
-        let Ok(hdr) = quiche::Header::from_slice(packet, quiche::MAX_CONN_ID_LEN) else {
-            return;
-        };
-        let info = quiche::RecvInfo {
-            from,
-            to: self.endpoint.local,
-        };
-        let id = match self.ids.get(hdr.dcid.as_ref()) {
-            Some(id) => *id,
-            None => {
-                if !gate::may_answer(len) {
-                    log::debug!("dropping a {len}-byte datagram from {from}");
-                    return;
-                }
-                let entered = self.entry.accept(
-                    &hdr,
-                    from,
-                    &self.endpoint,
-                    &mut self.config,
-                    &mut self.out,
-                    &self.fanout,
-                    now,
-                );
-                let conn = match entered {
-                    Some(Entered::Opened(conn)) => conn,
-                    Some(Entered::Refused(conn)) => {
-                        let socket = &self.endpoint.socket;
-                        refuse_token(conn, packet, info, socket, &mut self.out);
-                        return;
-                    }
-                    None => return,
-                };
-                let id = self.next_id;
-                self.next_id += 1;
-                log::info!("receiver {id}: connecting from {from}");
-                self.ids.insert(conn.source_id().to_vec(), id);
-                self.ids.insert(hdr.dcid.to_vec(), id);
-                let conn = Conn {
-                    quiche: conn,
-                    control_in: CommandDecoder::new(self.entry.limits.command_size),
-                    control_unread: false,
-                    outbox: Outbox::new(self.endpoint.offload),
-                };
-                self.fanout.add(id, conn, from, now);
-                id
-            }
-        };
-        let Some(r) = self.fanout.get_mut(id) else {
-            return;
-        };
-        let conn = &mut r.conn_mut().quiche;
-        let taken = conn.stats().recv;
-        if let Err(e) = conn.recv(packet, info) {
-            log::debug!("receiver {id}: recv: {e}");
-        }
-        // Only a packet quiche took is news from the receiver: anyone who saw its
-        // connection ID can send one that does not decrypt (quiche drops it quietly), and
-        // must not keep a receiver that went quiet counted as there.
-        if conn.stats().recv != taken && self.fanout.heard_from(id, now) {
-            if let Some(r) = self.fanout.get_mut(id) {
-                let _ = r.conn_mut().quiche.send_ack_eliciting();
-            }
-        }
-    }
-
-    fn take_work(&mut self) {
-        let work = self.link.update(|s| s.inner.take_work());
-        for item in work {
-            match item {
-                Work::Caps(caps) => self.fanout.set_caps(caps),
-                Work::Frame(frame, queued, queued_ns) => {
-                    self.fanout.push_frame(frame, queued, queued_ns)
-                }
-                Work::Command {
-                    to,
-                    structure,
-                    in_stream,
-                } => self.fanout.push_command(to, structure, in_stream),
-                Work::Eos => self.fanout.end_of_stream(),
-            }
-        }
-    }
-
-    /// Reads the receiver's control stream, lets the core decide and write, and sends
-    /// packets.
-    fn serve(&mut self, id: u64, now: Instant) {
-        self.fanout.check_hello(id, now);
-        let Some(r) = self.fanout.get_mut(id) else {
-            return;
-        };
-        let mut wrote_media = false;
-        if r.conn().quiche.is_established() {
-            let (commands, violation) = r.conn_mut().read_control(&mut self.buf);
-            self.fanout.receive_commands(id, commands, now);
-            if let Some(why) = violation {
-                self.fanout.violation(id, &why);
-            }
-            self.fanout.answer(id, now, &mut |a| (self.app.admit)(a));
-            // The handlers run before the receiver is described or written to.
-            self.dispatch();
-            wrote_media = self.fanout.serve(id, now);
-        }
-        let Some(r) = self.fanout.get_mut(id) else {
-            return;
-        };
-        let repeats = r.repeats_repairs();
-        r.conn_mut().outbox.repeat.set(repeats);
-        let c = r.conn_mut();
-        c.outbox.send_all(&mut c.quiche, &self.endpoint.socket);
-        r.after_send(wrote_media);
-        loop {
-            let idle = r.conn().outbox.release_at().is_none();
-            if !r.probe(now, idle) {
-                break;
-            }
-            let c = r.conn_mut();
-            let _ = c.quiche.send_ack_eliciting();
-            c.outbox.send_all(&mut c.quiche, &self.endpoint.socket);
-        }
-    }
-
-    /// Hands the core's receiver events to the application, keeping the list of served
-    /// receivers true first, so that send-command from a handler finds the receiver.
-    fn dispatch(&mut self) {
-        for event in self.fanout.take_events() {
-            match &event {
-                ReceiverEvent::Connected { id, .. } => {
-                    self.link.update(|s| s.inner.served.push(*id));
-                    self.app.reporter.force();
-                }
-                ReceiverEvent::Disconnected { id, .. } => {
-                    self.link.update(|s| s.inner.served.retain(|x| x != id));
-                    self.app.reporter.force();
-                }
-                ReceiverEvent::Rejected { .. } => self.app.reporter.force(),
-                ReceiverEvent::Command { .. } => {}
-            }
-            (self.app.on_receiver)(event);
-        }
-    }
-
-    fn reap(&mut self) {
-        let closed: Vec<u64> = self
-            .fanout
-            .receivers()
-            .filter(|r| r.conn().quiche.is_closed())
-            .map(|r| r.id())
-            .collect();
-        for id in closed {
-            let Some(why) = self
-                .fanout
-                .get(id)
-                .map(|r| ending::receiver_gone(&r.conn().quiche))
-            else {
-                continue;
-            };
-            if let Some(r) = self.fanout.remove(id, why.clone()) {
-                log::info!("receiver {id} ({}): {why}", r.peer());
-                self.ids.retain(|_, v| *v != id);
-                self.app.reporter.force();
-            }
-        }
-        self.dispatch();
-    }
-
-    fn report(&mut self, now: Instant) {
-        let fanout = &self.fanout;
-        if let Some(stats) = self.app.reporter.poll(now, || fanout.stats()) {
-            self.link.update(|s| s.inner.stats = stats);
-        }
-    }
-
-    fn publish(&mut self, now: Instant) {
-        let pressure = self.fanout.pressure(now);
-        self.link.update(|s| {
-            let queued: usize = s
-                .inner
-                .work
-                .iter()
-                .map(|w| match w {
-                    Work::Frame(f, ..) => f.data.as_ref().as_ref().len(),
-                    _ => 0,
-                })
-                .sum();
-            s.inner.queued_bytes = queued + pressure.backlog;
-            s.inner.ready_receivers = pressure.ready;
-            s.inner.drained = pressure.drained;
-        });
-    }
-
-    /// Closes every connection. The receivers served are told to the stopping thread
-    /// (Server::stop), which reports them: no callback runs here any more.
-    fn shutdown(&mut self) {
-        let farewells = self.fanout.shutdown();
-        for r in self.fanout.receivers_mut() {
-            let c = r.conn_mut();
-            c.outbox.send_all_now(&mut c.quiche, &self.endpoint.socket);
-        }
-        self.link.update(|s| s.inner.farewells = farewells);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -690,7 +349,7 @@ mod tests {
 
     #[test]
     fn commands_handed_over_are_bounded_in_bytes() {
-        let mut status = Status::default();
+        let mut status = Handover::default();
         let mut taken = 0;
         while status.offer_command(command(60_000)) {
             taken += 1;

@@ -1,0 +1,555 @@
+//! One connection's loop on the receiver's networking thread: the handshake and the
+//! certificate check, HELLO, then each turn receive, let the core read and deliver, send;
+//! until the connection ends and says why (an [`Outcome`] for the reconnect policy).
+
+use super::listen::{heard, Allowed, HearBack};
+use super::*;
+
+/// Where one connection stands.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stage {
+    /// The handshake has yet to complete, or the certificate to pass.
+    Connecting,
+    /// HELLO went at `since`, once the handshake completed.
+    Serving { since: Instant },
+}
+
+impl StreamSource for quiche::Connection {
+    fn recv(&mut self, stream: u64, buf: &mut [u8]) -> Result<(usize, bool), quiche::Error> {
+        self.stream_recv(stream, buf)
+    }
+}
+
+pub(super) struct Connection {
+    pub(super) endpoint: Endpoint,
+    pub(super) config: quiche::Config,
+    pub(super) conn: quiche::Connection,
+    pub(super) link: Arc<Link<Queue>>,
+    pub(super) settings: ClientSettings,
+    pub(super) started: Instant,
+    /// How long this attempt may take to connect.
+    pub(super) answer_within: Duration,
+    /// This connection replaces a lost one.
+    pub(super) resumed: bool,
+    pub(super) stage: Stage,
+    /// Set when retrying cannot help.
+    pub(super) fatal: Option<Error>,
+    /// The groups, and what becomes of their frames.
+    pub(super) core: Reassembly,
+    pub(super) control_in: CommandDecoder,
+    pub(super) control_out: Vec<u8>,
+    /// Keyframe requests, probes and keepalives: when to send them.
+    pub(super) signals: Signals,
+    /// The last receive() stopped at its batch limit.
+    pub(super) unread: bool,
+    /// The last turn stopped reading the control stream at the cap (control.rs).
+    pub(super) control_unread: bool,
+    pub(super) outbox: Outbox,
+    pub(super) buf: Vec<u8>,
+    /// Listening: which knocks to answer next (None when dialling).
+    pub(super) door: Option<Doorman>,
+    /// Listening: this call-back has not heard from the knock's source yet.
+    pub(super) hear_back: Option<HearBack>,
+}
+
+impl Connection {
+    /// `retry`: this replaces a lost connection and must answer within that long.
+    pub(super) fn new(
+        endpoint: Endpoint,
+        mut config: quiche::Config,
+        link: Arc<Link<Queue>>,
+        settings: ClientSettings,
+        retry: Option<Duration>,
+        counters: ReceiverCounters,
+    ) -> Result<Connection, Error> {
+        let scid = random_cid();
+        let scid = quiche::ConnectionId::from_ref(&scid);
+        let server_name = settings.server_name.as_deref().filter(|s| !s.is_empty());
+        let mut conn = quiche::connect(
+            server_name,
+            &scid,
+            endpoint.local,
+            settings.peer,
+            &mut config,
+        )
+        .map_err(cannot_create)?;
+        settings.capture.attach(&mut conn, "quicnalusrc");
+        let o = endpoint.offload;
+        log::info!(
+            "bound {} (UDP GSO {}, GRO {})",
+            endpoint.local,
+            o.gso,
+            o.gro
+        );
+        if let Some(warning) = o.buffer_warning() {
+            log::warn!("{warning}");
+        }
+        let outbox = Outbox::new(endpoint.offload);
+        let control_in = CommandDecoder::new(settings.max_command_size);
+        let resumed = retry.is_some();
+        let started = Instant::now();
+        let epoch = (started, monotonic_ns());
+        let core = Reassembly::new(
+            settings.max_frame_size,
+            settings.latency,
+            resumed,
+            counters,
+            epoch,
+        );
+        Ok(Connection {
+            endpoint,
+            config,
+            conn,
+            link,
+            answer_within: retry.unwrap_or(settings.connect_timeout),
+            resumed,
+            stage: Stage::Connecting,
+            fatal: None,
+            settings,
+            started,
+            core,
+            control_in,
+            control_out: Vec::new(),
+            signals: Signals::new(started),
+            unread: false,
+            control_unread: false,
+            outbox,
+            buf: vec![0; 65536],
+            door: None,
+            hear_back: None,
+        })
+    }
+
+    /// Runs this connection until it ends.
+    pub(super) fn run(&mut self) -> Outcome {
+        let mut events = Events::with_capacity(16);
+        self.send();
+        let mut now = Instant::now();
+        loop {
+            let deadlines = [
+                self.conn.timeout_instant(),
+                Some(self.next_deadline()),
+                self.outbox.release_at(),
+                self.conn.is_established().then(|| self.signals.probe_at()),
+                self.core.skip_deadline(now),
+                Some(self.settings.stats.due()),
+                self.hear_back.map(|h| h.until),
+            ];
+            // Commands left unread in quiche raise no socket event: come straight back.
+            let unread = self.unread || self.control_unread;
+            if let Err(e) = self.endpoint.wait(&mut events, deadlines, unread) {
+                return Outcome::Fatal(poll_failed(e));
+            }
+            // The one reading of the clock for this turn.
+            now = Instant::now();
+            if self.link.lock().shutdown {
+                if !self.conn.is_closed() {
+                    let _ = self
+                        .conn
+                        .close(true, error_code::NO_ERROR, b"receiver stopped");
+                    self.outbox
+                        .send_all_now(&mut self.conn, &self.endpoint.socket);
+                }
+                return Outcome::Shutdown;
+            }
+            if self.unread
+                || events
+                    .iter()
+                    .any(|e| e.token() == SOCKET && e.is_readable())
+            {
+                self.unread = !self.receive(now);
+            }
+            self.conn.on_timeout();
+            if let Some(why) = self.fatal.take() {
+                self.send();
+                return Outcome::Fatal(why);
+            }
+            if self.conn.is_closed() {
+                return self.closed(now);
+            }
+            if let Some(hear_back) = self.hear_back {
+                if hear_back.allowance == 0 || now >= hear_back.until {
+                    let _ = self.conn.close(false, 0x0, b"no answer");
+                    return Outcome::Unanswered(no_answer(self.settings.peer, HEAR_BACK));
+                }
+            }
+            if !self.conn.is_established() && now > self.started + self.answer_within {
+                let _ = self.conn.close(false, 0x0, b"connect timeout");
+                self.send();
+                let why = no_answer(self.settings.peer, self.answer_within);
+                return Outcome::Unanswered(why);
+            }
+            if self.conn.is_established() {
+                self.established(now);
+            }
+            self.send();
+            self.publish_stats(now, true);
+        }
+    }
+
+    /// A new `stats` snapshot when one is due; `connected`: this connection is current.
+    pub(super) fn publish_stats(&mut self, now: Instant, connected: bool) {
+        let (conn, counters) = (&self.conn, self.core.counters);
+        let snapshot = self.settings.stats.poll(now, || ClientStats {
+            peer: Some(self.settings.peer),
+            connection: (connected && conn.is_established()).then(|| ConnectionStats::of(conn)),
+            counters,
+        });
+        if let Some(stats) = snapshot {
+            self.link.update(|s| s.inner.stats = stats);
+        }
+    }
+
+    /// Why the closed connection ended, and whether connecting again could help.
+    pub(super) fn closed(&mut self, now: Instant) -> Outcome {
+        let (core, control_out) = (&mut self.core, &mut self.control_out);
+        if self
+            .link
+            .update(|s| core.on_closed(now, &mut s.inner.events, control_out))
+        {
+            return Outcome::Ended;
+        }
+        let (peer, conn) = (self.settings.peer, &self.conn);
+        let (peer_error, local_error) = (conn.peer_error(), conn.local_error());
+        let served = self.stage != Stage::Connecting;
+        ending::closed(peer, peer_error, local_error, conn.is_timed_out(), served)
+    }
+
+    /// A fresh connection on the same socket: with `window`, replacing a lost one, which
+    /// must answer within that long; None: still the first. Gives back the link and the
+    /// reason if it cannot even be created.
+    pub(super) fn reconnect(
+        self,
+        window: Option<Duration>,
+    ) -> Result<Connection, (Arc<Link<Queue>>, Error)> {
+        let link = self.link.clone();
+        let door = self.door;
+        let mut next = Connection::new(
+            self.endpoint,
+            self.config,
+            self.link,
+            self.settings,
+            window,
+            self.core.counters,
+        )
+        .map_err(|e| (link, e))?;
+        // Listening, every connection is a call-back to a knock.
+        next.hear_back = door.is_some().then(|| HearBack::new(next.started));
+        next.door = door;
+        Ok(next)
+    }
+
+    /// Waits until `t`, dropping stray datagrams; false if the element is stopping.
+    pub(super) fn pause_until(&mut self, t: Instant) -> bool {
+        let mut events = Events::with_capacity(4);
+        let mut unread = false;
+        while Instant::now() < t {
+            if self.link.lock().shutdown
+                || self.endpoint.wait(&mut events, [Some(t)], unread).is_err()
+            {
+                return false;
+            }
+            let mut batch = RecvBatch::default();
+            while batch.next(&self.endpoint, &mut self.buf).is_some() {}
+            unread = !batch.drained();
+        }
+        !self.link.lock().shutdown
+    }
+
+    /// Tells the application how the connection ended; a failure to connect is told by the
+    /// failure itself.
+    pub(super) fn report(&mut self, outcome: &Outcome) {
+        if self.stage == Stage::Connecting {
+            if let (Some(door), Outcome::Unanswered(why) | Outcome::Fatal(why)) =
+                (&mut self.door, outcome)
+            {
+                // Not the listener's failure but its caller's (or a stray's): the next knock
+                // from elsewhere is answered, this source's only after a pause.
+                let peer = self.settings.peer;
+                door.failed(Instant::now(), peer);
+                self.core.counters.callbacks_failed += 1;
+                log::warn!("call-back to {peer} failed: {why}; still listening");
+                let reason = why.to_string();
+                (self.settings.on_connection)(ConnectionEvent::CallbackFailed {
+                    peer: peer.to_string(),
+                    reason,
+                });
+                return;
+            }
+        }
+        let listening = self.door.is_some();
+        match outcome {
+            Outcome::Ended => self.notify_disconnected("end of stream".into(), false),
+            Outcome::Fatal(why) if self.stage != Stage::Connecting => {
+                self.notify_disconnected(why.to_string(), listening)
+            }
+            Outcome::Lost(why) => {
+                let reconnecting = self.settings.reconnect.enabled;
+                self.notify_disconnected(why.to_string(), reconnecting)
+            }
+            Outcome::Unanswered(why) if self.resumed => {
+                log::debug!("reconnect attempt failed: {why}")
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn notify_disconnected(&mut self, reason: String, reconnecting: bool) {
+        self.settings.stats.force();
+        self.publish_stats(Instant::now(), false);
+        (self.settings.on_connection)(ConnectionEvent::Disconnected {
+            peer: self.settings.peer.to_string(),
+            reason,
+            reconnecting,
+        });
+    }
+
+    /// The turn's sending: quiche's packets onto the socket, within a call-back's
+    /// allowance while its peer has not answered.
+    pub(super) fn send(&mut self) {
+        match &mut self.hear_back {
+            None => self.outbox.send_all(&mut self.conn, &self.endpoint.socket),
+            Some(hear_back) => {
+                let allowance = std::cell::Cell::new(hear_back.allowance);
+                let wire = Allowed {
+                    socket: &self.endpoint.socket,
+                    allowance: &allowance,
+                };
+                self.outbox.send_all(&mut self.conn, &wire);
+                hear_back.allowance = allowance.get();
+            }
+        }
+        self.endpoint.watch_writable(self.outbox.blocked());
+    }
+
+    pub(super) fn next_deadline(&self) -> Instant {
+        if self.conn.is_established() {
+            self.signals.keepalive_at()
+        } else {
+            self.started + self.answer_within
+        }
+    }
+
+    /// Why the sender's certificate, which TLS accepted, is still not the sender's.
+    pub(super) fn certificate_refusal(&self) -> Option<Error> {
+        let s = &self.settings;
+        let mut first_use = |known: &KnownHosts, fingerprint| {
+            (s.on_connection)(ConnectionEvent::FirstUse {
+                peer: s.peer.to_string(),
+                fingerprint,
+                known_hosts: known.clone(),
+            })
+        };
+        let der = self.conn.peer_cert();
+        s.trust
+            .refusal(s.peer, der, &mut first_use)
+            .map(Error::Certificate)
+    }
+
+    /// Reads up to a batch of datagrams; returns whether the socket was drained.
+    pub(super) fn receive(&mut self, now: Instant) -> bool {
+        let mut batch = RecvBatch::default();
+        while let Some(d) = batch.next(&self.endpoint, &mut self.buf) {
+            let info = quiche::RecvInfo {
+                from: d.from,
+                to: self.endpoint.local,
+            };
+            for range in d.ranges() {
+                if let Some(door) = &mut self.door {
+                    let knock =
+                        knock::read(&self.buf[range.clone()], Some(&self.settings.token[..]));
+                    if knock != Knock::NotAKnock {
+                        match &mut self.hear_back {
+                            // The caller knocks again while we try to reach it: each knock
+                            // lets the call-back send as much again.
+                            Some(h) if d.from == self.settings.peer && knock == Knock::Valid => {
+                                h.allowance += AMPLIFICATION * range.len();
+                            }
+                            _ => heard(door, knock, d.from, now, &mut self.core.counters),
+                        }
+                        continue;
+                    }
+                }
+                // Only our connection's packets count as hearing from the sender: not
+                // those of an abandoned attempt.
+                match self.conn.recv(&mut self.buf[range], info) {
+                    Ok(_) => {
+                        self.signals.heard(now);
+                        if d.from == self.settings.peer {
+                            self.hear_back = None;
+                        }
+                    }
+                    Err(e) => log::debug!("recv: {e}"),
+                }
+            }
+        }
+        batch.drained()
+    }
+
+    pub(super) fn established(&mut self, now: Instant) {
+        if self.stage == Stage::Connecting {
+            if let Some(why) = self.certificate_refusal() {
+                // TLS alert 42, bad_certificate (RFC 9001, 4.8): nothing was sent yet.
+                let _ = self.conn.close(false, 0x100 + 42, b"certificate refused");
+                self.fatal = Some(why);
+                return;
+            }
+            self.hello(now);
+        }
+        // Delivering frees room to read more; repeat until neither moves, since a sender
+        // held back by flow control sends nothing that would wake us.
+        loop {
+            if let Err(e) = self.read_streams(now) {
+                log::warn!("protocol violation: {e}");
+                let _ = self
+                    .conn
+                    .close(true, error_code::PROTOCOL_VIOLATION, e.as_bytes());
+                self.fatal = Some(violation(&e));
+                return;
+            }
+            let (core, control_out) = (&mut self.core, &mut self.control_out);
+            let progress = self
+                .link
+                .update(|s| core.deliver(now, &mut s.inner.events, control_out));
+            if self.core.ended() {
+                // EOS is out. Closing again while closing does nothing.
+                let _ = self
+                    .conn
+                    .close(true, error_code::NO_ERROR, b"end of stream");
+            }
+            if !progress {
+                break;
+            }
+        }
+        self.write_control(now);
+    }
+
+    pub(super) fn hello(&mut self, now: Instant) {
+        put_preamble(&mut self.control_out, StreamKind::Control);
+        Command::Hello {
+            version: VERSION,
+            options: HELLO_TAKES_SHED,
+            token: self.settings.token.clone(),
+            latency: Some(self.settings.latency.as_nanos() as u64),
+        }
+        .encode(&mut self.control_out);
+        log::info!("connected to {}", self.settings.peer);
+        if let Some(door) = &mut self.door {
+            door.connected(self.settings.peer);
+        }
+        self.core.counters.reconnects += u64::from(self.resumed);
+        self.stage = Stage::Serving { since: now };
+        self.link.update(|s| s.inner.events.push(Event::Connected));
+        (self.settings.on_connection)(ConnectionEvent::Connected {
+            peer: self.settings.peer.to_string(),
+            resumed: self.resumed,
+        });
+    }
+
+    /// Keyframe requests and commands from the element, probes and keepalives, and the
+    /// control stream's bytes as far as quiche takes them.
+    pub(super) fn write_control(&mut self, now: Instant) {
+        let room = self.control_out.len() < MAX_CONTROL_OUT;
+        let signals = &mut self.signals;
+        let due = self.link.update(|s| {
+            let due = signals.turn(now, s.inner.keyframe_wanted, room);
+            s.inner.keyframe_wanted &= !due.keyframe_request;
+            due
+        });
+        if due.keyframe_request {
+            log::debug!("asking the sender for a keyframe");
+            Command::KeyframeRequest.encode(&mut self.control_out);
+            self.core.counters.keyframe_requests += 1;
+        }
+        if due.ping {
+            let _ = self.conn.send_ack_eliciting();
+        }
+        // Commands move to the control stream as far as it has room; the rest wait, bounded
+        // (Outgoing), so send-command refuses them once the sender stops reading.
+        let control_out = &mut self.control_out;
+        self.link.update(|s| {
+            while control_out.len() < MAX_CONTROL_OUT {
+                let Some(structure) = s.inner.commands_out.take() else {
+                    break;
+                };
+                let before_seq = None;
+                Command::Application {
+                    before_seq,
+                    structure,
+                }
+                .encode(control_out);
+            }
+        });
+        if !self.control_out.is_empty() {
+            match self
+                .conn
+                .stream_send(CONTROL_STREAM, &self.control_out, false)
+            {
+                Ok(n) => {
+                    self.control_out.drain(..n);
+                }
+                Err(quiche::Error::Done) => {}
+                Err(e) => log::debug!("control stream: {e}"),
+            }
+        }
+    }
+
+    pub(super) fn read_streams(&mut self, now: Instant) -> Result<(), String> {
+        let mut readable: Vec<u64> = self.conn.readable().collect();
+        // Control first: JOIN, which says which frames are catch-up, comes before DESCRIBE,
+        // and group streams wait in quiche until DESCRIBE.
+        readable.sort_unstable();
+        self.control_unread = false;
+        let one_way = self
+            .conn
+            .path_stats()
+            .next()
+            .map_or(0, |p| p.min_rtt.unwrap_or(p.rtt).as_nanos() as u64 / 2);
+        for stream in readable {
+            if stream == CONTROL_STREAM {
+                // Commands for the application wait in quiche once its queue is well past
+                // full (inbox.rs).
+                if self.link.lock().inner.events.has_room_for_commands() {
+                    self.read_control()?;
+                }
+            } else {
+                self.core
+                    .read(stream, &mut self.conn, now, one_way)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn read_control(&mut self) -> Result<(), String> {
+        let mut commands = Vec::new();
+        let conn = &mut self.conn;
+        let read = |buf: &mut [u8]| conn.stream_recv(CONTROL_STREAM, buf);
+        let stopped =
+            control::read_commands(&mut self.control_in, read, &mut self.buf, &mut commands)?;
+        self.control_unread = stopped == Stopped::Capped;
+        let (core, control_out, conn) = (&mut self.core, &mut self.control_out, &mut self.conn);
+        self.link.update(|s| {
+            for cmd in commands {
+                if let Reply::Close(violation) =
+                    core.on_command(cmd, &mut s.inner.events, control_out)
+                {
+                    let _ = conn.close(true, error_code::NO_ERROR, b"goodbye");
+                    if let Some(v) = violation {
+                        return Err(v.to_string());
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    pub(super) fn fail(&self, message: Error) {
+        log::warn!("{message}");
+        self.link.update(|s| {
+            if s.failure.is_none() {
+                s.failure = Some(message);
+            }
+        });
+    }
+}
