@@ -13,6 +13,8 @@ pub struct Adaptation {
     pub min_kbps: u32,
     /// 0: the encoder's own bitrate when adaptation starts.
     pub max_kbps: u32,
+    /// The sink's debug category, which its steering logs under.
+    cat: gst::DebugCategory,
     encoder: Option<glib::WeakRef<gst::Element>>,
     current_kbps: Option<u32>,
 }
@@ -26,10 +28,11 @@ const MAX_STEP_UP: f64 = 1.15;
 const MIN_CHANGE: f64 = 0.03;
 
 impl Adaptation {
-    pub fn new(min_kbps: u32, max_kbps: u32) -> Self {
+    pub fn new(min_kbps: u32, max_kbps: u32, cat: gst::DebugCategory) -> Self {
         Adaptation {
             min_kbps,
             max_kbps,
+            cat,
             encoder: None,
             current_kbps: None,
         }
@@ -55,7 +58,7 @@ impl Adaptation {
         let change = (f64::from(next) - f64::from(current)).abs() / f64::from(current.max(1));
         if change >= MIN_CHANGE {
             gst::debug!(
-                super::imp::CAT,
+                self.cat,
                 obj = sink,
                 "encoder {} bitrate {current} -> {next} kbit/s (estimate {} kbit/s)",
                 encoder.name(),
@@ -74,7 +77,7 @@ impl Adaptation {
         }
         let encoder = find_encoder(sink)?;
         gst::info!(
-            super::imp::CAT,
+            self.cat,
             obj = sink,
             "steering the bitrate of {} ({})",
             encoder.name(),

@@ -35,7 +35,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub(super) static CAT: Lazy<gst::DebugCategory> = Lazy::new(|| {
+static CAT: Lazy<gst::DebugCategory> = Lazy::new(|| {
     gst::DebugCategory::new(
         "quicnalusink",
         gst::DebugColorFlags::empty(),
@@ -1185,7 +1185,7 @@ impl BaseSinkImpl for QuicNaluSink {
         *self.stream.lock().unwrap() = Stream::default();
         *self.adaptation.lock().unwrap() = settings
             .adapt_bitrate
-            .then(|| Adaptation::new(settings.min_bitrate_kbps, settings.max_bitrate_kbps));
+            .then(|| Adaptation::new(settings.min_bitrate_kbps, settings.max_bitrate_kbps, *CAT));
         let publisher = self.publisher(&settings)?.map(Arc::new);
         *self.state.lock().unwrap() = State::Started {
             server: Arc::new(server),
