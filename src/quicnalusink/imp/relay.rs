@@ -2,8 +2,13 @@
 //! and going on without it when it fails, which never stops the direct receivers.
 
 use super::*;
+use crate::element::errors::{self, Direction};
+use crate::element::log;
 use crate::element::messages;
+use crate::element::properties;
+use crate::net::known_hosts::{host_key, user_file, KnownHosts};
 use crate::net::moq::{Dial, PublisherSettings};
+use crate::net::tls::Fingerprint;
 use crate::net::trust::{Asked, Trust};
 
 /// An access unit's bytes as moq-net's `Bytes`, without a copy.
