@@ -13,6 +13,7 @@ use crate::media::h265::AuInfo;
 use crate::net::moq::Publisher;
 use crate::net::server::Server;
 use crate::protocol::{DEFAULT_MAX_COMMAND_SIZE, DEFAULT_MAX_FRAME_SIZE};
+use crate::sender::intake::Intake;
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
@@ -147,12 +148,9 @@ struct Stream {
     gatherer: Gatherer<gst::Buffer>,
     /// The last buffer prepare() inspected (its address) and what it holds, for render().
     inspected: Option<(usize, AuInfo)>,
-    /// Waiting for the first IRAP: a receiver cannot decode anything before it.
-    seen_keyframe: bool,
-    /// Access units sent so far: an untimestamped one is paced as frame number `sent`.
-    sent: u64,
-    /// Temporal sub-layers, from the last SPS; None before one (any of H.265's 7 then).
-    sub_layers: Option<u8>,
+    /// What goes into the stream: nothing before the first IRAP, then every access unit,
+    /// numbered, with its drop cost.
+    intake: Intake,
     /// The caps' framerate, the pacing fallback when the property is 0/1.
     caps_framerate: Option<gst::Fraction>,
     connected_once: bool,

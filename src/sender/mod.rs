@@ -5,8 +5,12 @@
 //! through [`Streams`], which `server.rs` implements on a quiche connection and the tests
 //! on a recording double. The networking thread (server.rs) feeds it packets' news, the
 //! streaming thread's work and the clock, and carries out what it decides.
+//!
+//! Beside it, what the sink's streaming thread decides before it hands an access unit over:
+//! [`intake`] (nothing before the first IRAP; numbering and drop cost).
 
 pub mod budget;
+pub mod intake;
 pub mod join;
 mod keyframes;
 mod pacer;

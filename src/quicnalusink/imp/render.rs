@@ -103,23 +103,15 @@ impl QuicNaluSink {
             );
             return Err(gst::FlowError::Error);
         }
-        let (untimed_index, drop_cost) = {
-            let mut stream = self.stream.lock().unwrap();
-            if !stream.seen_keyframe && !info.irap {
-                gst::debug!(
-                    CAT,
-                    imp = self,
-                    "dropping access unit before the first IRAP"
-                );
-                return Ok(gst::FlowSuccess::Ok);
-            }
-            stream.seen_keyframe = true;
-            stream.sent += 1;
-            stream.sub_layers = info.sub_layers.or(stream.sub_layers);
-            let untimed = buffer.pts().is_none() && buffer.dts().is_none();
-            let cost = info.drop_cost(stream.sub_layers.unwrap_or(7));
-            (untimed.then(|| stream.sent - 1), cost)
+        let Some(admitted) = self.stream.lock().unwrap().intake.admit(&info) else {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "dropping access unit before the first IRAP"
+            );
+            return Ok(gst::FlowSuccess::Ok);
         };
+        let untimed = buffer.pts().is_none() && buffer.dts().is_none();
         let segment = self.obj().segment();
         let segment = segment.downcast_ref::<gst::ClockTime>();
         let running = |t: Option<gst::ClockTime>| {
@@ -127,8 +119,8 @@ impl QuicNaluSink {
                 .map(|t| t.nseconds())
         };
         let (mut pts, dts) = (running(buffer.pts()), running(buffer.dts()));
-        if let Some(n) = untimed_index {
-            pts = self.pace_untimed(n)?;
+        if untimed {
+            pts = self.pace_untimed(admitted.number)?;
         }
         self.wait_network(|| server.wait_for_room())?;
         let data = match self.publisher_handle() {
@@ -142,7 +134,7 @@ impl QuicNaluSink {
             keyframe: info.irap,
             parameter_sets: info.parameter_sets,
             temporal_id: info.temporal_id,
-            drop_cost,
+            drop_cost: admitted.drop_cost,
             discont: buffer.flags().contains(gst::BufferFlags::DISCONT),
             data,
         });
