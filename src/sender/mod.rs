@@ -7,7 +7,8 @@
 //! streaming thread's work and the clock, and carries out what it decides.
 //!
 //! Beside it, what the sink's streaming thread decides before it hands an access unit over:
-//! [`intake`] (nothing before the first IRAP; numbering and drop cost).
+//! [`intake`] (nothing before the first IRAP; numbering and drop cost) and [`untimed`]
+//! (the times of input without timestamps).
 
 pub mod budget;
 pub mod intake;
@@ -20,6 +21,7 @@ mod receiver;
 pub mod repair;
 #[cfg(test)]
 mod tests;
+pub mod untimed;
 
 pub use keyframes::Keyframes;
 pub use receiver::{Phase, Receiver, MAX_BACKLOG};

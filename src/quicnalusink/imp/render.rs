@@ -6,6 +6,7 @@ use super::*;
 use crate::element::errors::{self, Direction};
 use crate::media::h265;
 use crate::net::link::Interrupted;
+use crate::sender::untimed::{Framerate, Untimed};
 use crate::sender::MediaFrame;
 
 impl QuicNaluSink {
@@ -141,26 +142,29 @@ impl QuicNaluSink {
         Ok(gst::FlowSuccess::Ok)
     }
 
-    /// Frame-rate fallback (the `framerate` property, else the caps' framerate): waits for
-    /// the `n`th frame's running time, like the original demo's `-f FPS` timer. Returns the
-    /// running time used as PTS.
+    /// Untimestamped input: access unit `n`'s running time at the `framerate` property's
+    /// rate, else the caps' (`Untimed`), used as its PTS; with sync, once the clock reaches
+    /// it.
     fn pace_untimed(&self, n: u64) -> Result<Option<u64>, gst::FlowError> {
-        let valid = |r: &gst::Fraction| r.numer() > 0 && r.denom() > 0;
-        let property = Some(self.settings.lock().unwrap().framerate).filter(valid);
-        let caps = self.stream.lock().unwrap().caps_framerate.filter(valid);
-        let Some(rate) = property.or(caps) else {
+        let framerate = |r: gst::Fraction| Framerate {
+            numer: r.numer(),
+            denom: r.denom(),
+        };
+        let pace = Untimed {
+            property: framerate(self.settings.lock().unwrap().framerate),
+            caps: self.stream.lock().unwrap().caps_framerate.map(framerate),
+        };
+        let Some(due) = pace.due(n) else {
             return Ok(None);
         };
-        let time = gst::ClockTime::SECOND
-            .mul_div_floor(n * rate.denom() as u64, rate.numer() as u64)
-            .unwrap_or(gst::ClockTime::ZERO);
         if self.obj().is_sync() {
+            let time = gst::ClockTime::from_nseconds(due);
             while let (Err(gst::ClockError::Unscheduled), _) = self.obj().wait_clock(time) {
                 // Unscheduled by unlock(): resume after a pause, give up on a flush.
                 self.obj().wait_preroll()?;
             }
         }
-        Ok(Some(time.nseconds()))
+        Ok(Some(due))
     }
 
     /// NAL-aligned input: gathers NAL units into access units, sending each once the next
