@@ -4,9 +4,13 @@
 //! too long is skipped, and decoding resumes at that keyframe. The networking thread
 //! (client.rs) feeds it the control stream's commands and the time; the commands it wants
 //! sent it appends to the bytes the driver writes on the control stream.
+//!
+//! Beside it, what the source's streaming thread decides of each frame it outputs:
+//! [`marks`] (keyframe, discontinuity, gap, lateness, decode-only).
 
 pub mod inbox;
 mod lateness;
+pub mod marks;
 mod read;
 pub mod signals;
 #[cfg(test)]

@@ -4,8 +4,8 @@
 
 use super::*;
 use crate::element::errors::{self, Direction};
-use crate::protocol::FrameFlags;
 use crate::receiver::inbox::ReceivedFrame;
+use crate::receiver::marks::Marks;
 use gst_plugin_meta::{Flags, QuicNaluMeta};
 
 impl QuicNaluSrc {
@@ -82,7 +82,7 @@ impl QuicNaluSrc {
             .lock()
             .unwrap()
             .map(h.pts, h.dts, frame.catch_up_age, now);
-        let keyframe = h.flags.contains(FrameFlags::KEYFRAME);
+        let marks = Marks::of(&frame, &stamped);
         let mut buffer = gst::Buffer::from_mut_slice(frame.data);
         {
             let b = buffer.make_mut();
@@ -90,26 +90,22 @@ impl QuicNaluSrc {
             b.set_dts(stamped.dts.map(gst::ClockTime::from_nseconds));
             b.set_duration(h.duration.map(gst::ClockTime::from_nseconds));
             let mut flags = gst::BufferFlags::empty();
-            flags.set(gst::BufferFlags::DELTA_UNIT, !keyframe);
-            flags.set(
-                gst::BufferFlags::HEADER,
-                h.flags.contains(FrameFlags::HEADER),
-            );
-            let discont = stamped.first || frame.gap || h.flags.contains(FrameFlags::DISCONT);
-            flags.set(gst::BufferFlags::DISCONT, discont);
-            flags.set(gst::BufferFlags::DECODE_ONLY, stamped.decode_only);
+            flags.set(gst::BufferFlags::DELTA_UNIT, !marks.keyframe);
+            flags.set(gst::BufferFlags::HEADER, marks.header);
+            flags.set(gst::BufferFlags::DISCONT, marks.discont);
+            flags.set(gst::BufferFlags::DECODE_ONLY, marks.decode_only);
             b.set_flags(flags);
             let mut meta_flags = Flags::default();
-            if keyframe {
+            if marks.keyframe {
                 meta_flags = meta_flags | Flags::KEYFRAME;
             }
-            if discont {
+            if marks.discont {
                 meta_flags = meta_flags | Flags::DISCONT;
             }
-            if frame.gap {
+            if marks.gap {
                 meta_flags = meta_flags | Flags::GAP;
             }
-            if frame.late {
+            if marks.late {
                 meta_flags = meta_flags | Flags::LATE;
             }
             let meta = QuicNaluMeta {
