@@ -1,7 +1,9 @@
-//! The media model: the H.265 facts the transport needs ([`h265`]), NAL-aligned input
+//! The media model: the access unit the transport carries ([`frame`]), the H.265 facts it
+//! needs ([`h265`]), NAL-aligned input
 //! gathered into access units ([`gather`]), and the sender's timestamps on a receiver's
 //! running time ([`timeline`]).
 
+pub mod frame;
 pub mod gather;
 pub mod h265;
 pub mod timeline;

@@ -2,8 +2,8 @@
 //! pictures from its IRAP and sends it at once, so the new receiver's first decodable frame
 //! comes after one handshake and one group's bytes rather than at the next keyframe.
 
+use crate::media::frame::Frame;
 use crate::protocol::FrameHeader;
-use crate::sender::MediaFrame;
 use std::sync::Arc;
 
 /// The sink's `join-mode` property.
@@ -25,7 +25,7 @@ pub const MAX_CACHED_BYTES: usize = 8 << 20;
 pub struct CachedFrame {
     pub header: FrameHeader,
     pub encoded_header: Arc<[u8]>,
-    pub frame: Arc<MediaFrame>,
+    pub frame: Arc<Frame>,
 }
 
 /// Application commands kept in stream order for joiners, at most.

@@ -26,7 +26,7 @@ pub mod untimed;
 pub use keyframes::Keyframes;
 pub use receiver::{Phase, Receiver, MAX_BACKLOG};
 
-use crate::media::h265::DropCost;
+use crate::media::frame::Frame;
 use crate::net::stats::{ConnectionStats, SenderStats};
 use crate::policy::gate;
 use crate::protocol::{error_code, Command, FrameFlags, FrameHeader};
@@ -73,20 +73,6 @@ pub struct Path {
     /// The peer's address is validated (the handshake is done): until then it may be sent
     /// at most 3x what it sent (RFC 9000, 8.1).
     pub validated: bool,
-}
-
-/// One access unit to send, as the sink's streaming thread hands it over.
-pub struct MediaFrame {
-    pub pts: Option<u64>,
-    pub dts: Option<u64>,
-    pub duration: Option<u64>,
-    pub keyframe: bool,
-    pub parameter_sets: bool,
-    pub discont: bool,
-    pub temporal_id: u8,
-    /// What losing it costs: with a deadline, cheaper frames are shed sooner.
-    pub drop_cost: DropCost,
-    pub data: Box<dyn AsRef<[u8]> + Send + Sync>,
 }
 
 /// A receiver asking to be served.
@@ -288,7 +274,7 @@ impl<C: Streams> Fanout<C> {
 
     /// Queues one frame, taken from the streaming thread at `queued` (`queued_ns` on
     /// CLOCK_MONOTONIC), to every receiver that can decode it.
-    pub fn push_frame(&mut self, frame: MediaFrame, queued: Instant, queued_ns: u64) {
+    pub fn push_frame(&mut self, frame: Frame, queued: Instant, queued_ns: u64) {
         let seq = self.next_seq;
         self.next_seq += 1;
         let mut flags = FrameFlags::default();

@@ -1,6 +1,7 @@
 //! What waits for one stream of one receiver, and how it is written and shed.
 
-use super::{MediaFrame, Streams};
+use super::Streams;
+use crate::media::frame::Frame;
 use crate::media::h265::DropCost;
 use crate::protocol::{FrameFlags, FrameHeader};
 use std::collections::VecDeque;
@@ -60,7 +61,7 @@ pub(super) fn shed_marker(seq: u64) -> Vec<u8> {
 pub(super) enum ChunkData {
     Owned(Vec<u8>),
     Shared(Arc<[u8]>),
-    Frame(Arc<MediaFrame>),
+    Frame(Arc<Frame>),
 }
 
 impl ChunkData {

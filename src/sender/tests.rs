@@ -2,6 +2,7 @@
 //! milliseconds from `t0`.
 
 use super::*;
+use crate::media::h265::DropCost;
 use crate::protocol::control::CONTROL_STREAM;
 use crate::protocol::{
     CommandDecoder, GroupDecoder, GroupFrame, DEFAULT_MAX_COMMAND_SIZE, HELLO_TAKES_SHED, VERSION,
@@ -157,8 +158,8 @@ fn join(f: &mut Fanout<Recorder>, id: u64, conn: Recorder, now: Instant) {
     assert!(f.get(id).unwrap().described());
 }
 
-fn frame(keyframe: bool, cost: DropCost, temporal_id: u8, data: Vec<u8>) -> MediaFrame {
-    MediaFrame {
+fn frame(keyframe: bool, cost: DropCost, temporal_id: u8, data: Vec<u8>) -> Frame {
+    Frame {
         pts: None,
         dts: None,
         duration: None,
@@ -171,7 +172,7 @@ fn frame(keyframe: bool, cost: DropCost, temporal_id: u8, data: Vec<u8>) -> Medi
     }
 }
 
-fn irap() -> MediaFrame {
+fn irap() -> Frame {
     frame(true, DropCost::Group, 0, nal(19, 1000))
 }
 
@@ -182,7 +183,7 @@ fn nal(nal_type: u8, len: usize) -> Vec<u8> {
     v
 }
 
-fn push(f: &mut Fanout<Recorder>, frame: MediaFrame, at: Instant) {
+fn push(f: &mut Fanout<Recorder>, frame: Frame, at: Instant) {
     f.push_frame(frame, at, 0);
 }
 

@@ -9,6 +9,7 @@ use super::catalog::{self, Picture, VIDEO_TRACK};
 use super::quic::Wire;
 use super::session::{Connection, Dial, Step, Watch};
 use crate::error::Error;
+use crate::media::frame::Frame;
 use crate::media::h265;
 use crate::net::events::{ConnectionEvent, OnConnection};
 use crate::net::link::{gated, Enter, Interrupted, Link, NetThread};
@@ -205,9 +206,10 @@ impl Publisher {
         self.net.lock().failure.clone()
     }
 
-    /// Publishes one access unit: an IRAP starts a group. `pts`: running time, ns; `sets`:
-    /// the access unit carries parameter sets.
-    pub fn send(&self, au: Bytes, pts: Option<u64>, irap: bool, sets: bool) -> Result<(), Error> {
+    /// Publishes one frame: an IRAP starts a group.
+    pub fn send(&self, frame: &Frame<Bytes>) -> Result<(), Error> {
+        let (au, pts) = (frame.data.clone(), frame.pts);
+        let (irap, sets) = (frame.keyframe, frame.parameter_sets);
         self.media.lock().unwrap().send(au, pts, irap, sets)
     }
 

@@ -29,7 +29,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::sender::{Admission, Estimate, MediaFrame, ReceiverEvent};
+use crate::media::frame::Frame;
+use crate::sender::{Admission, Estimate, ReceiverEvent};
 
 mod serving;
 use serving::{App, ServerLoop};
@@ -87,7 +88,7 @@ enum Work {
     Caps(String),
     /// With when it was queued, as an Instant and as CLOCK_MONOTONIC ns: its deadline and
     /// its send time count from then.
-    Frame(MediaFrame, Instant, u64),
+    Frame(Frame, Instant, u64),
     /// An application command for receiver `to` (None: all); `in_stream`: pinned before the
     /// frame this many after the next one; None: at once.
     Command {
@@ -245,7 +246,7 @@ impl Server {
     }
 
     /// Queues a frame for every receiver; call [`Server::wait_for_room`] first.
-    pub fn send(&self, frame: MediaFrame) {
+    pub fn send(&self, frame: Frame) {
         let len = frame.data.as_ref().as_ref().len();
         self.push(Work::Frame(frame, Instant::now(), monotonic_ns()), len);
     }

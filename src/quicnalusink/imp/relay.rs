@@ -6,6 +6,7 @@ use crate::element::errors::{self, Direction};
 use crate::element::log;
 use crate::element::messages;
 use crate::element::properties;
+use crate::media::frame::{Frame, Payload};
 use crate::net::known_hosts::{host_key, user_file, KnownHosts};
 use crate::net::moq::{Dial, PublisherSettings};
 use crate::net::tls::Fingerprint;
@@ -82,24 +83,18 @@ impl QuicNaluSink {
         .map_err(|e| errors::message(&e, Direction::Send, false))
     }
 
-    /// Hands the access unit to the relay's broadcast too; returns it for the direct
-    /// receivers, shared rather than copied.
-    pub(super) fn publish(
-        &self,
-        publisher: &Publisher,
-        data: Box<dyn AsRef<[u8]> + Send + Sync>,
-        pts: Option<u64>,
-        info: &AuInfo,
-    ) -> Result<Box<dyn AsRef<[u8]> + Send + Sync>, gst::FlowError> {
+    /// Hands the frame to the relay's broadcast too; returns it for the direct receivers,
+    /// its bytes shared rather than copied.
+    pub(super) fn publish(&self, publisher: &Publisher, frame: Frame) -> Frame {
         if let Some(e) = publisher.failure() {
             self.stop_publishing(&e);
-            return Ok(data);
+            return frame;
         }
-        let bytes = moq_net::bytes::Bytes::from_owner(SharedAu(data));
-        if let Err(e) = publisher.send(bytes.clone(), pts, info.irap, info.parameter_sets) {
+        let frame = frame.map_data(|data| moq_net::bytes::Bytes::from_owner(SharedAu(data)));
+        if let Err(e) = publisher.send(&frame) {
             self.stop_publishing(&e);
         }
-        Ok(Box::new(bytes))
+        frame.map_data(|bytes| -> Payload { Box::new(bytes) })
     }
 
     /// The relay side failed: direct receivers go on without it, and the user is told once.

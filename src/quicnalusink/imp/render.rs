@@ -4,10 +4,10 @@
 
 use super::*;
 use crate::element::errors::{self, Direction};
+use crate::media::frame::Frame;
 use crate::media::h265;
 use crate::net::link::Interrupted;
 use crate::sender::untimed::{Framerate, Untimed};
-use crate::sender::MediaFrame;
 
 impl QuicNaluSink {
     /// `prepare()`: refuses input that is not Annex B before anything waits or is sent,
@@ -124,11 +124,7 @@ impl QuicNaluSink {
             pts = self.pace_untimed(admitted.number)?;
         }
         self.wait_network(|| server.wait_for_room())?;
-        let data = match self.publisher_handle() {
-            Some(publisher) => self.publish(&publisher, data, pts, &info)?,
-            None => data,
-        };
-        server.send(MediaFrame {
+        let frame = Frame {
             pts,
             dts,
             duration: buffer.duration().map(|d| d.nseconds()),
@@ -138,7 +134,12 @@ impl QuicNaluSink {
             drop_cost: admitted.drop_cost,
             discont: buffer.flags().contains(gst::BufferFlags::DISCONT),
             data,
-        });
+        };
+        let frame = match self.publisher_handle() {
+            Some(publisher) => self.publish(&publisher, frame),
+            None => frame,
+        };
+        server.send(frame);
         Ok(gst::FlowSuccess::Ok)
     }
 
