@@ -24,10 +24,11 @@ pub mod policy;
 pub mod receiver;
 pub mod sender;
 
-// Wire coding, the media model, and the errors users meet.
+// Wire coding, the media model, and what users read: errors and stats.
 pub mod error;
 pub mod media;
 pub mod protocol;
+pub mod stats;
 
 pub use quicnalusink::QuicNaluSink;
 pub use quicnalusrc::QuicNaluSrc;

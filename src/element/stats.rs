@@ -1,7 +1,7 @@
 //! The `stats` snapshots as GStreamer structures: the `stats` property's value and the
 //! interval messages. Field names and units are documented in README.md.
 
-use crate::net::stats::{ClientStats, ConnectionStats, SenderStats};
+use crate::stats::{ClientStats, ConnectionStats, SenderStats};
 use gst::prelude::*;
 use std::time::Duration;
 

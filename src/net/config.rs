@@ -44,8 +44,7 @@ impl CongestionControl {
 pub const IDLE_TIMEOUT_MS: u64 = 30_000;
 /// The receiver's max_ack_delay transport parameter, ms (quiche's default: 25).
 const MAX_ACK_DELAY_MS: u64 = 5;
-/// Largest UDP payload we send; fits any path MTU seen on loopback and the Internet.
-pub const MAX_DATAGRAM_SIZE: usize = 1350;
+pub use crate::protocol::MAX_DATAGRAM_SIZE;
 
 /// `live`'s loss threshold: the share of a round's bytes lost above which bbr2 takes the
 /// pipe for full and lowers its ceiling (quiche's default 1.5%). Random loss of 10% stays

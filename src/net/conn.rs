@@ -2,10 +2,10 @@
 //! through (its [`Streams`]), and what reading and sending on it needs.
 
 use crate::net::socket::Outbox;
-use crate::net::stats::ConnectionStats;
 use crate::protocol::control::{self, Stopped, CONTROL_STREAM};
 use crate::protocol::{Command, CommandDecoder};
 use crate::sender::{Path, Streams};
+use crate::stats::ConnectionStats;
 
 /// One receiver's connection, and what reading and sending it needs.
 pub struct Conn {

@@ -7,6 +7,7 @@
 //! element's state, which stop() holds the state lock for while it ends the thread.
 
 use crate::error::Error;
+use crate::receiver::inbox::{Event, Inbox};
 use std::ops::Deref;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -206,6 +207,25 @@ impl<S> Drop for NetThread<S> {
             }
         }
     }
+}
+
+/// Waits on `net` for the next event of the inbox `inbox` finds in its state. Events
+/// queued before a failure are delivered first. Taking from a full inbox wakes the
+/// networking thread, which stopped reading when it filled.
+pub fn next_event<S>(
+    net: &NetThread<S>,
+    inbox: impl Fn(&mut S) -> &mut Inbox,
+) -> Result<Event, Interrupted> {
+    let mut was_full = false;
+    let event = net.wait(None, |s| {
+        let (event, full) = inbox(s).pop();
+        was_full = full;
+        event
+    })?;
+    if was_full {
+        net.wake();
+    }
+    event.ok_or(Interrupted::Flushing)
 }
 
 #[cfg(test)]

@@ -15,6 +15,9 @@ pub use frame::{
 };
 pub use varint::{put_varint, Reader};
 
+/// Largest UDP payload we send; fits any path MTU seen on loopback and the Internet.
+pub const MAX_DATAGRAM_SIZE: usize = 1350;
+
 /// ALPN token negotiated in the TLS handshake.
 pub const ALPN: &[u8] = b"quicnalu/1";
 /// The protocol version carried in every stream preamble and in HELLO.

@@ -3,7 +3,6 @@
 //! neither a sender's large frames nor an application's commands grow memory while the
 //! other side does not take them.
 
-use crate::net::link::{Interrupted, NetThread};
 use crate::protocol::control::Waiting;
 use crate::protocol::FrameHeader;
 use std::collections::VecDeque;
@@ -64,25 +63,6 @@ impl Event {
                 Event::Connected | Event::Eos => 0,
             }
     }
-}
-
-/// Waits on `net` for the next event of the inbox `inbox` finds in its state. Events
-/// queued before a failure are delivered first. Taking from a full inbox wakes the
-/// networking thread, which stopped reading when it filled.
-pub fn next_event<S>(
-    net: &NetThread<S>,
-    inbox: impl Fn(&mut S) -> &mut Inbox,
-) -> Result<Event, Interrupted> {
-    let mut was_full = false;
-    let event = net.wait(None, |s| {
-        let (event, full) = inbox(s).pop();
-        was_full = full;
-        event
-    })?;
-    if was_full {
-        net.wake();
-    }
-    event.ok_or(Interrupted::Flushing)
 }
 
 /// The events for the streaming thread.

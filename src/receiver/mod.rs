@@ -18,11 +18,11 @@ mod tests;
 
 pub use read::StreamSource;
 
-use crate::net::stats::ReceiverCounters;
 use crate::protocol::control::{group_stream, next_group_stream};
 use crate::protocol::{self, error_code, Command, FrameFlags, GroupDecoder};
 use crate::receiver::inbox::{Event, Inbox, ReceivedFrame};
 use crate::receiver::lateness::{Held, Lateness};
+use crate::stats::ReceiverCounters;
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};

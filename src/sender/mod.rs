@@ -27,9 +27,9 @@ pub use keyframes::Keyframes;
 pub use receiver::{Phase, Receiver, MAX_BACKLOG};
 
 use crate::media::frame::Frame;
-use crate::net::stats::{ConnectionStats, SenderStats};
 use crate::policy::gate;
 use crate::protocol::{error_code, Command, FrameFlags, FrameHeader};
+use crate::stats::{ConnectionStats, SenderStats};
 use join::{CachedFrame, JoinCache, JoinMode};
 use rate::Sample;
 use receiver::{BEHIND_FOR, GONE_QUIET};

@@ -10,7 +10,7 @@
 //! draft-cardwell-iccrg-bbr-congestion-control). The rate cycles around it to find more
 //! room and give back what that queued; while the RTT shows a standing queue it drains.
 
-use crate::net::config::MAX_DATAGRAM_SIZE;
+use crate::protocol::MAX_DATAGRAM_SIZE;
 use std::time::{Duration, Instant};
 
 /// Slots of the windowed maximum; together they span one second.

@@ -4,10 +4,9 @@
 use super::queue::{shed_marker, Chunk, ChunkData, Sheddable, StreamOut};
 use super::repair::{self, TailProbe};
 use super::Streams;
-use crate::net::config::MAX_DATAGRAM_SIZE;
-use crate::net::stats::ReceiverStats;
 use crate::policy::ratelimit::{self, Bucket};
 use crate::protocol::control::{group_stream, CONTROL_STREAM};
+use crate::protocol::MAX_DATAGRAM_SIZE;
 use crate::protocol::{
     error_code, put_group_end, put_group_opening, put_preamble, Command, FrameFlags, StreamKind,
     HELLO_TAKES_SHED, VERSION,
@@ -16,6 +15,7 @@ use crate::sender::budget::{self, Deadlines};
 use crate::sender::join::{CachedFrame, JoinCache};
 use crate::sender::pacer::{self, Pacer};
 use crate::sender::rate::Estimator;
+use crate::stats::ReceiverStats;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;

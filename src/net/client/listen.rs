@@ -5,10 +5,11 @@
 use super::Queue;
 use crate::net::link::Link;
 use crate::net::socket::{Endpoint, RecvBatch, Wire};
-use crate::net::stats::{ClientStats, ReceiverCounters, Reporter};
+use crate::net::stats::Reporter;
 use crate::policy::ending::poll_failed;
 use crate::policy::knock;
 use crate::policy::knock::{Doorman, Knock, AMPLIFICATION, HEAR_BACK, KNOCK_LEN};
+use crate::stats::{ClientStats, ReceiverCounters};
 use mio::Events;
 use std::net::SocketAddr;
 use std::time::Instant;

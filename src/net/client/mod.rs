@@ -4,10 +4,11 @@
 
 use crate::net::capture::Capture;
 use crate::net::config::{self, CongestionControl};
+use crate::net::link::next_event;
 use crate::policy::ending::{self, cannot_create, no_answer, poll_failed, violation, Outcome};
 use crate::policy::reconnect::{Backoff, Next, Reconnect};
 use crate::protocol::control::{self, command_fits, Stopped, CONTROL_STREAM};
-use crate::receiver::inbox::{next_event, Event, Inbox, Outgoing};
+use crate::receiver::inbox::{Event, Inbox, Outgoing};
 mod connection;
 mod listen;
 
@@ -20,7 +21,7 @@ use crate::net::events::{ConnectionEvent, OnConnection};
 use crate::net::known_hosts::KnownHosts;
 use crate::net::link::{gated, Enter, Interrupted, Link, NetThread};
 use crate::net::socket::{random_cid, Endpoint, Outbox, RecvBatch, SOCKET};
-use crate::net::stats::{ClientStats, ConnectionStats, ReceiverCounters, Reporter};
+use crate::net::stats::Reporter;
 use crate::net::trust::Trust;
 use crate::policy::knock::{self, Doorman, Knock, AMPLIFICATION, HEAR_BACK};
 use crate::protocol::{
@@ -28,6 +29,7 @@ use crate::protocol::{
 };
 use crate::receiver::signals::Signals;
 use crate::receiver::{Reassembly, Reply, StreamSource, MAX_CONTROL_OUT};
+use crate::stats::{ClientStats, ConnectionStats, ReceiverCounters};
 use mio::Events;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;

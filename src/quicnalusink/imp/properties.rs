@@ -3,7 +3,7 @@
 use super::*;
 use crate::element::properties;
 use crate::element::stats::Snapshot;
-use crate::net::stats::SenderStats;
+use crate::stats::SenderStats;
 
 /// Every property, in the order gst-inspect-1.0 shows them.
 pub(super) fn specs() -> &'static [glib::ParamSpec] {
