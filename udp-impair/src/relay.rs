@@ -1,7 +1,7 @@
 //! The relay's handle: starts the thread, changes its impairments and outages while it
 //! runs, reads its counts, and stops it when dropped.
 
-use crate::worker::{Worker, LISTEN, WAKE};
+use crate::worker::{Control, Worker, LISTEN, WAKE};
 use crate::{Direction, Impairment, RelayConfig, RelayStats};
 use mio::net::UdpSocket;
 use mio::{Interest, Poll, Waker};
@@ -10,16 +10,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-/// What the handle and the thread share.
-pub(crate) struct Control {
-    pub(crate) to_server: Impairment,
-    pub(crate) to_client: Impairment,
-    /// Absolute (start, end) of every outage.
-    pub(crate) outages: Vec<(Instant, Instant)>,
-    pub(crate) stats: RelayStats,
-    pub(crate) stop: bool,
-}
 
 /// A running relay; dropping it stops the thread.
 pub struct Relay {

@@ -2,7 +2,7 @@
 //! every packet at its release time.
 
 use crate::lane::{Dropped, Lane};
-use crate::relay::Control;
+use crate::{Impairment, RelayStats};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use std::cmp::Reverse;
@@ -10,6 +10,16 @@ use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+/// What the handle and the thread share.
+pub(crate) struct Control {
+    pub(crate) to_server: Impairment,
+    pub(crate) to_client: Impairment,
+    /// Absolute (start, end) of every outage.
+    pub(crate) outages: Vec<(Instant, Instant)>,
+    pub(crate) stats: RelayStats,
+    pub(crate) stop: bool,
+}
 
 pub(crate) const LISTEN: Token = Token(0);
 pub(crate) const WAKE: Token = Token(1);
