@@ -1,6 +1,8 @@
 //! The little H.265 knowledge the transport needs: Annex B NAL splitting, NAL headers, IRAP
 //! and parameter-set detection, access-unit boundaries (ITU-T H.265, 7.3.1.2 and 7.4.2.4.4).
 
+use std::fmt;
+
 /// NAL unit types we care about (Table 7-1).
 pub mod nal_type {
     pub const BLA_W_LP: u8 = 16;
@@ -20,15 +22,40 @@ pub struct NalHeader {
     pub temporal_id: u8,
 }
 
+/// Why bytes are not an H.265 NAL unit header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadNalHeader {
+    /// Fewer than the header's two bytes.
+    TooShort(usize),
+    ForbiddenBit,
+    /// nuh_temporal_id_plus1 is 0.
+    NoTemporalId,
+    /// A reserved VCL type (10..=15, 22..=31).
+    Reserved(u8),
+}
+
+impl fmt::Display for BadNalHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BadNalHeader::TooShort(len) => write!(f, "NAL unit of {len} bytes is too short"),
+            BadNalHeader::ForbiddenBit => f.write_str("NAL unit has forbidden_zero_bit set"),
+            BadNalHeader::NoTemporalId => f.write_str("NAL unit has nuh_temporal_id_plus1 = 0"),
+            BadNalHeader::Reserved(t) => write!(f, "NAL unit type {t} is reserved"),
+        }
+    }
+}
+
+impl std::error::Error for BadNalHeader {}
+
 impl NalHeader {
     /// Parses and checks a header: forbidden bit clear, TemporalId present, and no reserved
     /// VCL type (which is what non-H.265 bytes behind a stray start code usually look like).
-    pub fn parse(nal: &[u8]) -> Result<NalHeader, String> {
+    pub fn parse(nal: &[u8]) -> Result<NalHeader, BadNalHeader> {
         let [b0, b1, ..] = *nal else {
-            return Err(format!("NAL unit of {} bytes is too short", nal.len()));
+            return Err(BadNalHeader::TooShort(nal.len()));
         };
         if b0 & 0x80 != 0 {
-            return Err("NAL unit has forbidden_zero_bit set".into());
+            return Err(BadNalHeader::ForbiddenBit);
         }
         let header = NalHeader {
             nal_type: (b0 >> 1) & 0x3f,
@@ -36,10 +63,10 @@ impl NalHeader {
             temporal_id: (b1 & 7).wrapping_sub(1),
         };
         if b1 & 7 == 0 {
-            return Err("NAL unit has nuh_temporal_id_plus1 = 0".into());
+            return Err(BadNalHeader::NoTemporalId);
         }
         if matches!(header.nal_type, 10..=15 | 22..=31) {
-            return Err(format!("NAL unit type {} is reserved", header.nal_type));
+            return Err(BadNalHeader::Reserved(header.nal_type));
         }
         Ok(header)
     }
@@ -225,19 +252,52 @@ impl AuInfo {
     }
 }
 
+/// Why a buffer is not an access unit of Annex B H.265.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotAnnexB {
+    /// No start code first; its first bytes (up to 8), which say what it is instead.
+    NoStartCode(Vec<u8>),
+    /// A NAL unit whose header is not H.265's.
+    Nal(BadNalHeader),
+    /// Start codes and nothing between them.
+    Empty,
+}
+
+impl fmt::Display for NotAnnexB {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NotAnnexB::NoStartCode(head) => {
+                let head: Vec<String> = head.iter().map(|b| format!("{b:02x}")).collect();
+                write!(
+                    f,
+                    "buffer does not start with an Annex B start code (first bytes {})",
+                    head.join(" ")
+                )
+            }
+            NotAnnexB::Nal(e) => write!(f, "{e}"),
+            NotAnnexB::Empty => f.write_str("buffer holds no NAL unit"),
+        }
+    }
+}
+
+impl std::error::Error for NotAnnexB {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            NotAnnexB::Nal(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// Checks that `au` is Annex B H.265 (starts with a start code, every NAL header valid) and
 /// says whether it is a random access point.
-pub fn inspect(au: &[u8]) -> Result<AuInfo, String> {
+pub fn inspect(au: &[u8]) -> Result<AuInfo, NotAnnexB> {
     if !(au.starts_with(&[0, 0, 1]) || au.starts_with(&[0, 0, 0, 1])) {
-        let head: Vec<String> = au.iter().take(8).map(|b| format!("{b:02x}")).collect();
-        return Err(format!(
-            "buffer does not start with an Annex B start code (first bytes {})",
-            head.join(" ")
-        ));
+        return Err(NotAnnexB::NoStartCode(au.iter().take(8).copied().collect()));
     }
     let mut info = AuInfo::default();
     for nal in nal_units(au) {
-        let header = NalHeader::parse(nal)?;
+        let header = NalHeader::parse(nal).map_err(NotAnnexB::Nal)?;
         if info.nal_units == 0 {
             info.begins = begins_access_unit(nal);
         }
@@ -258,7 +318,7 @@ pub fn inspect(au: &[u8]) -> Result<AuInfo, String> {
         }
     }
     if info.nal_units == 0 {
-        return Err("buffer holds no NAL unit".into());
+        return Err(NotAnnexB::Empty);
     }
     Ok(info)
 }
@@ -384,9 +444,15 @@ mod tests {
 
     #[test]
     fn refuses_length_prefixed_and_reserved() {
-        assert!(inspect(&[0, 0, 0, 0x18, 0x40, 0x01]).is_err());
+        let err = inspect(&[0, 0, 0, 0x18, 0x40, 0x01]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "buffer does not start with an Annex B start code (first bytes 00 00 00 18 40 01)"
+        );
         // A length prefix 0x00000117 looks like a start code followed by reserved type 11.
         let err = inspect(&[0, 0, 1, 0x17, 0x02, 0x01]).unwrap_err();
-        assert!(err.contains("reserved"), "{err}");
+        assert_eq!(err, NotAnnexB::Nal(BadNalHeader::Reserved(11)));
+        assert_eq!(err.to_string(), "NAL unit type 11 is reserved");
+        assert_eq!(inspect(&[0, 0, 1]), Err(NotAnnexB::Empty));
     }
 }
