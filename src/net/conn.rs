@@ -2,10 +2,11 @@
 //! through (its [`Streams`]), and what reading and sending on it needs.
 
 use crate::net::socket::Outbox;
-use crate::protocol::control::{self, Stopped, CONTROL_STREAM};
+use crate::protocol::control::{self, ReadError, Stopped, CONTROL_STREAM};
 use crate::protocol::{Command, CommandDecoder};
 use crate::sender::{Path, Streams};
 use crate::stats::ConnectionStats;
+use std::fmt;
 
 /// One receiver's connection, and what reading and sending it needs.
 pub struct Conn {
@@ -16,23 +17,51 @@ pub struct Conn {
     pub outbox: Outbox,
 }
 
+/// How a receiver broke the protocol on its streams; the text is the reason its connection
+/// is closed with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Violation {
+    /// It opened a stream other than the control stream.
+    UnexpectedStream(u64),
+    /// Its control stream's bytes are not commands, or the stream failed.
+    Control(ReadError),
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Violation::UnexpectedStream(_) => f.write_str("unexpected stream from receiver"),
+            Violation::Control(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for Violation {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Violation::UnexpectedStream(_) => None,
+            Violation::Control(e) => Some(e),
+        }
+    }
+}
+
 impl Conn {
     /// Reads what a receiver sent on its control stream this turn: the commands, and a
     /// protocol violation if it broke the protocol (a stream it may not open, bad bytes).
-    pub fn read_control(&mut self, buf: &mut [u8]) -> (Vec<Command>, Option<String>) {
+    pub fn read_control(&mut self, buf: &mut [u8]) -> (Vec<Command>, Option<Violation>) {
         let mut commands = Vec::new();
         let readable: Vec<u64> = self.quiche.readable().collect();
         self.control_unread = false;
         for stream in readable {
             if stream != CONTROL_STREAM {
-                return (commands, Some("unexpected stream from receiver".into()));
+                return (commands, Some(Violation::UnexpectedStream(stream)));
             }
             let quiche = &mut self.quiche;
             let read = |buf: &mut [u8]| quiche.stream_recv(CONTROL_STREAM, buf);
             let result = control::read_commands(&mut self.control_in, read, buf, &mut commands);
             self.control_unread = result == Ok(Stopped::Capped);
             if let Err(e) = result {
-                return (commands, Some(e));
+                return (commands, Some(Violation::Control(e)));
             }
         }
         (commands, None)

@@ -40,7 +40,8 @@ pub fn no_answer(peer: SocketAddr, within: Duration) -> Error {
     ))
 }
 
-pub fn violation(e: &str) -> Error {
+/// `e` is what the sender broke (receiver::Violation).
+pub fn violation(e: &impl std::fmt::Display) -> Error {
     Error::Protocol(format!("sender violated the protocol: {e}"))
 }
 

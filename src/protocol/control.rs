@@ -2,7 +2,8 @@
 //! reads. What a peer writes faster than that stays in quiche, whose flow control then
 //! holds the peer back, so neither side's memory grows with what the other sends.
 
-use crate::protocol::{Command, CommandDecoder, DEFAULT_MAX_COMMAND_SIZE};
+use crate::protocol::{self, Command, CommandDecoder, DEFAULT_MAX_COMMAND_SIZE};
+use std::fmt;
 
 /// The control stream: the first client-initiated bidirectional stream.
 pub const CONTROL_STREAM: u64 = 0;
@@ -81,6 +82,39 @@ pub enum Stopped {
     Finished,
 }
 
+/// Why a peer's control stream cannot be read on: each is a protocol violation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadError {
+    /// The bytes are not commands.
+    Bytes(protocol::Error),
+    /// The peer reset the stream, with this code.
+    Reset(u64),
+    /// quiche failed the stream otherwise.
+    Stream(quiche::Error),
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadError::Bytes(e) => write!(f, "control stream: {e}"),
+            ReadError::Reset(code) => {
+                write!(f, "control stream: reset by the peer (code {code:#x})")
+            }
+            ReadError::Stream(e) => write!(f, "control stream: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ReadError::Bytes(e) => Some(e),
+            ReadError::Reset(_) => None,
+            ReadError::Stream(e) => Some(e),
+        }
+    }
+}
+
 /// Reads and decodes commands into `out` with `recv` (a `stream_recv` on the control
 /// stream) until it has nothing more, the stream ends, or MAX_COMMANDS_PER_TURN are in
 /// `out`. Err: the bytes are not commands, or the stream failed (reset by the peer).
@@ -89,25 +123,19 @@ pub fn read_commands(
     mut recv: impl FnMut(&mut [u8]) -> Result<(usize, bool), quiche::Error>,
     buf: &mut [u8],
     out: &mut Vec<Command>,
-) -> Result<Stopped, String> {
+) -> Result<Stopped, ReadError> {
     let size = buf.len().min(READ_SIZE);
     while out.len() < MAX_COMMANDS_PER_TURN {
         match recv(&mut buf[..size]) {
             Ok((n, fin)) => {
-                decoder
-                    .push(&buf[..n], out)
-                    .map_err(|e| format!("control stream: {e}"))?;
+                decoder.push(&buf[..n], out).map_err(ReadError::Bytes)?;
                 if fin {
                     return Ok(Stopped::Finished);
                 }
             }
             Err(quiche::Error::Done) => return Ok(Stopped::Drained),
-            Err(quiche::Error::StreamReset(code)) => {
-                return Err(format!(
-                    "control stream: reset by the peer (code {code:#x})"
-                ))
-            }
-            Err(e) => return Err(format!("control stream: {e}")),
+            Err(quiche::Error::StreamReset(code)) => return Err(ReadError::Reset(code)),
+            Err(e) => return Err(ReadError::Stream(e)),
         }
     }
     Ok(Stopped::Capped)
@@ -184,10 +212,15 @@ mod tests {
         let mut decoder = CommandDecoder::new(DEFAULT_MAX_COMMAND_SIZE);
         let garbage = stream(vec![0xff; 32], false);
         let e = read_commands(&mut decoder, garbage, &mut buf, &mut Vec::new()).unwrap_err();
-        assert!(e.starts_with("control stream: "), "{e}");
+        assert!(matches!(e, ReadError::Bytes(_)), "{e:?}");
+        assert!(e.to_string().starts_with("control stream: "), "{e}");
 
         let reset = |_: &mut [u8]| Err(quiche::Error::StreamReset(1));
         let e = read_commands(&mut decoder, reset, &mut buf, &mut Vec::new()).unwrap_err();
-        assert!(e.contains("reset"), "{e}");
+        assert_eq!(e, ReadError::Reset(1));
+        assert_eq!(
+            e.to_string(),
+            "control stream: reset by the peer (code 0x1)"
+        );
     }
 }

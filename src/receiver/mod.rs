@@ -18,7 +18,7 @@ mod tests;
 
 pub use read::StreamSource;
 
-use crate::protocol::control::{group_stream, next_group_stream};
+use crate::protocol::control::{group_stream, next_group_stream, ReadError};
 use crate::protocol::{self, error_code, Command, FrameFlags, GroupDecoder};
 use crate::receiver::inbox::{Event, Inbox, ReceivedFrame};
 use crate::receiver::lateness::{Held, Lateness};
@@ -39,6 +39,8 @@ pub const MAX_CONTROL_OUT: usize = protocol::DEFAULT_MAX_COMMAND_SIZE as usize;
 /// Why the sender's streams fail the receiver. The texts are the element's error messages.
 #[derive(Debug)]
 pub enum Violation {
+    /// The control stream's bytes are not commands, or the stream failed.
+    Control(ReadError),
     /// A stream that is neither the control stream nor a group stream.
     UnexpectedStream(u64),
     /// A group stream's bytes are not frames.
@@ -52,12 +54,24 @@ pub enum Violation {
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Violation::Control(e) => write!(f, "{e}"),
             Violation::UnexpectedStream(stream) => write!(f, "unexpected stream {stream}"),
             Violation::Group(stream, e) => write!(f, "group stream {stream}: {e}"),
             Violation::Stream(stream, e) => write!(f, "group stream {stream}: {e}"),
             Violation::Goodbye(code, reason) => {
                 write!(f, "sender said goodbye ({code:#x}): {reason}")
             }
+        }
+    }
+}
+
+impl std::error::Error for Violation {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Violation::Control(e) => Some(e),
+            Violation::Group(_, e) => Some(e),
+            Violation::Stream(_, e) => Some(e),
+            Violation::UnexpectedStream(_) | Violation::Goodbye(..) => None,
         }
     }
 }

@@ -401,9 +401,10 @@ impl Connection {
         loop {
             if let Err(e) = self.read_streams(now) {
                 log::warn!("protocol violation: {e}");
+                let reason = e.to_string();
                 let _ = self
                     .conn
-                    .close(true, error_code::PROTOCOL_VIOLATION, e.as_bytes());
+                    .close(true, error_code::PROTOCOL_VIOLATION, reason.as_bytes());
                 self.fatal = Some(violation(&e));
                 return;
             }
@@ -494,7 +495,7 @@ impl Connection {
         }
     }
 
-    pub(super) fn read_streams(&mut self, now: Instant) -> Result<(), String> {
+    pub(super) fn read_streams(&mut self, now: Instant) -> Result<(), Violation> {
         let mut readable: Vec<u64> = self.conn.readable().collect();
         // Control first: JOIN, which says which frames are catch-up, comes before DESCRIBE,
         // and group streams wait in quiche until DESCRIBE.
@@ -513,20 +514,19 @@ impl Connection {
                     self.read_control()?;
                 }
             } else {
-                self.core
-                    .read(stream, &mut self.conn, now, one_way)
-                    .map_err(|e| e.to_string())?;
+                self.core.read(stream, &mut self.conn, now, one_way)?;
             }
         }
         Ok(())
     }
 
-    pub(super) fn read_control(&mut self) -> Result<(), String> {
+    pub(super) fn read_control(&mut self) -> Result<(), Violation> {
         let mut commands = Vec::new();
         let conn = &mut self.conn;
         let read = |buf: &mut [u8]| conn.stream_recv(CONTROL_STREAM, buf);
         let stopped =
-            control::read_commands(&mut self.control_in, read, &mut self.buf, &mut commands)?;
+            control::read_commands(&mut self.control_in, read, &mut self.buf, &mut commands)
+                .map_err(Violation::Control)?;
         self.control_unread = stopped == Stopped::Capped;
         let (core, control_out, conn) = (&mut self.core, &mut self.control_out, &mut self.conn);
         self.link.update(|s| {
@@ -536,7 +536,7 @@ impl Connection {
                 {
                     let _ = conn.close(true, error_code::NO_ERROR, b"goodbye");
                     if let Some(v) = violation {
-                        return Err(v.to_string());
+                        return Err(v);
                     }
                 }
             }

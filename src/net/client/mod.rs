@@ -28,7 +28,7 @@ use crate::protocol::{
     error_code, put_preamble, Command, CommandDecoder, StreamKind, HELLO_TAKES_SHED, VERSION,
 };
 use crate::receiver::signals::Signals;
-use crate::receiver::{Reassembly, Reply, StreamSource, MAX_CONTROL_OUT};
+use crate::receiver::{Reassembly, Reply, StreamSource, Violation, MAX_CONTROL_OUT};
 use crate::stats::{ClientStats, ConnectionStats, ReceiverCounters};
 use mio::Events;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

@@ -242,7 +242,7 @@ impl ServerLoop {
             let (commands, violation) = r.conn_mut().read_control(&mut self.buf);
             self.fanout.receive_commands(id, commands, now);
             if let Some(why) = violation {
-                self.fanout.violation(id, &why);
+                self.fanout.violation(id, &why.to_string());
             }
             self.fanout.answer(id, now, &mut |a| (self.app.admit)(a));
             // The handlers run before the receiver is described or written to.
