@@ -1,11 +1,91 @@
 //! quiche configuration for both sides: ALPN, TLS material, flow-control windows.
 
+use crate::error::Error;
 use crate::net::files;
-use crate::net::tls::{Fingerprint, SelfSigned};
+use crate::net::tls::{CertError, Fingerprint, SelfSigned};
 use crate::protocol::ALPN;
 use boring::ssl::{SslContextBuilder, SslMethod};
-use std::path::Path;
+use std::fmt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// Why a quiche configuration cannot be made from the settings given.
+#[derive(Debug)]
+pub enum SetupError {
+    /// quiche refused the ALPN list.
+    Alpn(quiche::Error),
+    /// quiche could not make a configuration.
+    Quiche(quiche::Error),
+    /// BoringSSL could not make the TLS context for our certificate.
+    Tls(boring::error::ErrorStack),
+    /// Only one of cert-file and key-file is set.
+    Unpaired,
+    /// A file could not be opened; `what` it is for: "certificate file", "key file",
+    /// "CA file".
+    Open {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// cert-file holds no PEM certificate chain.
+    NotCertChain { path: PathBuf },
+    /// key-file holds no PEM key for the certificate.
+    NotKey { path: PathBuf },
+    /// The CA file holds no PEM certificates.
+    NotCaFile { path: PathBuf },
+    /// The certificate's fingerprint could not be taken.
+    Cert(CertError),
+}
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetupError::Alpn(e) => write!(f, "cannot set ALPN: {e}"),
+            SetupError::Quiche(e) => write!(f, "quiche config: {e}"),
+            SetupError::Tls(e) => write!(f, "TLS context: {e}"),
+            SetupError::Unpaired => {
+                f.write_str("cert-file and key-file must be set together (PEM files)")
+            }
+            SetupError::Open { what, path, source } => {
+                write!(f, "cannot read {what} '{}': {source}", path.display())
+            }
+            SetupError::NotCertChain { path } => {
+                write!(f, "'{}' is not a PEM certificate chain", path.display())
+            }
+            SetupError::NotKey { path } => write!(
+                f,
+                "'{}' is not a PEM private key for that certificate",
+                path.display()
+            ),
+            SetupError::NotCaFile { path } => {
+                write!(f, "'{}' is not a PEM CA certificate file", path.display())
+            }
+            SetupError::Cert(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for SetupError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SetupError::Alpn(e) | SetupError::Quiche(e) => Some(e),
+            SetupError::Tls(e) => Some(e),
+            SetupError::Open { source, .. } => Some(source),
+            SetupError::Cert(e) => Some(e),
+            SetupError::Unpaired
+            | SetupError::NotCertChain { .. }
+            | SetupError::NotKey { .. }
+            | SetupError::NotCaFile { .. } => None,
+        }
+    }
+}
+
+/// The user's error: a setting the transport cannot use.
+impl From<SetupError> for Error {
+    fn from(e: SetupError) -> Error {
+        Error::Setup(e.to_string())
+    }
+}
 
 /// quiche's congestion controllers, as the elements' `congestion-control` property.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -64,11 +144,11 @@ fn live_bbr() -> quiche::BbrParams {
     }
 }
 
-fn common(config: &mut quiche::Config, cc: CongestionControl) -> Result<(), String> {
+fn common(config: &mut quiche::Config, cc: CongestionControl) -> Result<(), SetupError> {
     cc.apply(config);
     config
         .set_application_protos(&[ALPN])
-        .map_err(|e| format!("cannot set ALPN: {e}"))?;
+        .map_err(SetupError::Alpn)?;
     config.set_max_idle_timeout(IDLE_TIMEOUT_MS);
     config.set_max_recv_udp_payload_size(65527);
     config.set_max_send_udp_payload_size(MAX_DATAGRAM_SIZE);
@@ -85,8 +165,12 @@ fn common(config: &mut quiche::Config, cc: CongestionControl) -> Result<(), Stri
 }
 
 /// `path`, opened as files.rs opens what we read, for a loader that takes a path.
-fn open_checked(what: &str, path: &str, max: u64) -> Result<std::fs::File, String> {
-    files::open(Path::new(path), max).map_err(|e| format!("cannot read {what} '{path}': {e}"))
+fn open_checked(what: &'static str, path: &str, max: u64) -> Result<std::fs::File, SetupError> {
+    files::open(Path::new(path), max).map_err(|source| SetupError::Open {
+        what,
+        path: path.into(),
+        source,
+    })
 }
 
 /// Where the sender's certificate comes from.
@@ -102,30 +186,31 @@ pub enum Identity {
 pub fn server(
     identity: &Identity,
     cc: CongestionControl,
-) -> Result<(quiche::Config, Fingerprint), String> {
+) -> Result<(quiche::Config, Fingerprint), SetupError> {
     let (mut config, fingerprint) = match identity {
         Identity::Files { cert, key } => {
             if cert.is_empty() || key.is_empty() {
-                return Err("cert-file and key-file must be set together (PEM files)".into());
+                return Err(SetupError::Unpaired);
             }
             let cert_file = open_checked("certificate file", cert, files::MAX_PEM)?;
             let key_file = open_checked("key file", key, files::MAX_PEM)?;
             let mut config = new_config()?;
             config
                 .load_cert_chain_from_pem_file(&files::path_of(&cert_file))
-                .map_err(|_| format!("'{cert}' is not a PEM certificate chain"))?;
+                .map_err(|_| SetupError::NotCertChain { path: cert.into() })?;
             config
                 .load_priv_key_from_pem_file(&files::path_of(&key_file))
-                .map_err(|_| format!("'{key}' is not a PEM private key for that certificate"))?;
-            (config, Fingerprint::of_pem_file(cert)?)
+                .map_err(|_| SetupError::NotKey { path: key.into() })?;
+            let fingerprint = Fingerprint::of_pem_file(cert).map_err(SetupError::Cert)?;
+            (config, fingerprint)
         }
         Identity::SelfSigned(made) => {
-            let tls = |e: boring::error::ErrorStack| format!("TLS context: {e}");
+            let tls = SetupError::Tls;
             let mut ctx = SslContextBuilder::new(SslMethod::tls()).map_err(tls)?;
             ctx.set_certificate(&made.cert).map_err(tls)?;
             ctx.set_private_key(&made.key).map_err(tls)?;
             let config = quiche::Config::with_boring_ssl_ctx_builder(quiche::PROTOCOL_VERSION, ctx)
-                .map_err(|e| format!("quiche config: {e}"))?;
+                .map_err(SetupError::Quiche)?;
             (config, made.fingerprint())
         }
     };
@@ -143,14 +228,14 @@ pub fn client(
     ca_file: Option<&str>,
     cc: CongestionControl,
     idle_timeout: Duration,
-) -> Result<quiche::Config, String> {
+) -> Result<quiche::Config, SetupError> {
     let mut config = new_config()?;
     config.verify_peer(verify);
     if let Some(ca) = ca_file.filter(|ca| !ca.is_empty()) {
         let ca_file = open_checked("CA file", ca, files::MAX_CA_FILE)?;
         config
             .load_verify_locations_from_file(&files::path_of(&ca_file))
-            .map_err(|_| format!("'{ca}' is not a PEM CA certificate file"))?;
+            .map_err(|_| SetupError::NotCaFile { path: ca.into() })?;
     } else if verify {
         // Fall back to the system trust store, as any TLS client would.
         let _ = config.load_verify_locations_from_directory("/etc/ssl/certs");
@@ -166,6 +251,6 @@ pub fn client(
     Ok(config)
 }
 
-fn new_config() -> Result<quiche::Config, String> {
-    quiche::Config::new(quiche::PROTOCOL_VERSION).map_err(|e| format!("quiche config: {e}"))
+fn new_config() -> Result<quiche::Config, SetupError> {
+    quiche::Config::new(quiche::PROTOCOL_VERSION).map_err(SetupError::Quiche)
 }

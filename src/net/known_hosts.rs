@@ -7,6 +7,7 @@
 
 use crate::net::files;
 use crate::net::tls::Fingerprint;
+use std::fmt;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -53,6 +54,85 @@ pub fn host_key(host: &str, port: u16) -> String {
     }
 }
 
+/// Why a known_hosts file does not let a receiver trust the certificate it was shown.
+#[derive(Debug)]
+pub enum CheckError {
+    /// The sender presented no certificate at all.
+    NoCertificate { peer: SocketAddr },
+    /// The file cannot be opened, locked or read.
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is larger than files::MAX_KNOWN_HOSTS.
+    TooLarge { path: PathBuf },
+    /// The new sender cannot be written down.
+    Record {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file trusts another certificate for `host`, on `line`.
+    Changed {
+        host: String,
+        path: PathBuf,
+        line: usize,
+        was: Fingerprint,
+        got: Fingerprint,
+    },
+}
+
+impl fmt::Display for CheckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckError::NoCertificate { peer } => {
+                write!(f, "{peer} presented no certificate to trust")
+            }
+            CheckError::Read { path, source } => write!(
+                f,
+                "cannot read known hosts file '{}': {source}",
+                path.display()
+            ),
+            CheckError::TooLarge { path } => write!(
+                f,
+                "known hosts file '{}' is larger than {} bytes",
+                path.display(),
+                files::MAX_KNOWN_HOSTS
+            ),
+            CheckError::Record { path, source } => write!(
+                f,
+                "cannot record the sender in '{}': {source}",
+                path.display()
+            ),
+            CheckError::Changed {
+                host,
+                path,
+                line,
+                was,
+                got,
+            } => {
+                let path = path.display();
+                write!(
+                    f,
+                    "the certificate of {host} has CHANGED: {path} (line {line}) trusts \
+                     SHA-256 {was}, it now presents SHA-256 {got}. Someone may be \
+                     impersonating the sender, or its certificate was replaced: if you \
+                     know it was, delete line {line} of {path}, or pin the new one with \
+                     certificate-fingerprint={got}"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for CheckError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CheckError::Read { source, .. } | CheckError::Record { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
 /// One receiver's view of a known_hosts file: the file, and the sender it is about.
 #[derive(Debug, Clone)]
 pub struct KnownHosts {
@@ -64,21 +144,20 @@ impl KnownHosts {
     /// Judges `got`, recording it when the host is new. Err: the certificate changed, or
     /// the file cannot be read or written (trusting without remembering would trust
     /// whoever answers next time too).
-    pub fn check(&self, got: Fingerprint) -> Result<Verdict, String> {
-        let path = self.path.display();
-        let mut file = self
-            .open_locked()
-            .map_err(|e| format!("cannot read known hosts file '{path}': {e}"))?;
+    pub fn check(&self, got: Fingerprint) -> Result<Verdict, CheckError> {
+        let path = || self.path.clone();
+        let unreadable = |source| CheckError::Read {
+            path: path(),
+            source,
+        };
+        let mut file = self.open_locked().map_err(unreadable)?;
         let mut bytes = Vec::new();
         (&mut file)
             .take(files::MAX_KNOWN_HOSTS + 1)
             .read_to_end(&mut bytes)
-            .map_err(|e| format!("cannot read known hosts file '{path}': {e}"))?;
+            .map_err(unreadable)?;
         if bytes.len() as u64 > files::MAX_KNOWN_HOSTS {
-            return Err(format!(
-                "known hosts file '{path}' is larger than {} bytes",
-                files::MAX_KNOWN_HOSTS
-            ));
+            return Err(CheckError::TooLarge { path: path() });
         }
         let contents = String::from_utf8_lossy(&bytes);
         let verdict = judge(&contents, &self.host, got);
@@ -86,16 +165,18 @@ impl KnownHosts {
             Verdict::Known => {}
             Verdict::New => self
                 .record(&mut file, got, contents.is_empty())
-                .map_err(|e| format!("cannot record the sender in '{path}': {e}"))?,
-            Verdict::Changed { was, line } => {
-                return Err(format!(
-                    "the certificate of {host} has CHANGED: {path} (line {line}) trusts \
-                     SHA-256 {was}, it now presents SHA-256 {got}. Someone may be \
-                     impersonating the sender, or its certificate was replaced: if you \
-                     know it was, delete line {line} of {path}, or pin the new one with \
-                     certificate-fingerprint={got}",
-                    host = self.host
-                ))
+                .map_err(|source| CheckError::Record {
+                    path: path(),
+                    source,
+                })?,
+            &Verdict::Changed { was, line } => {
+                return Err(CheckError::Changed {
+                    host: self.host.clone(),
+                    path: path(),
+                    line,
+                    was,
+                    got,
+                })
             }
         }
         Ok(verdict)
@@ -140,8 +221,8 @@ impl KnownHosts {
         &self,
         peer: SocketAddr,
         der: Option<&[u8]>,
-    ) -> Result<Option<Fingerprint>, String> {
-        let der = der.ok_or_else(|| format!("{peer} presented no certificate to trust"))?;
+    ) -> Result<Option<Fingerprint>, CheckError> {
+        let der = der.ok_or(CheckError::NoCertificate { peer })?;
         let fingerprint = Fingerprint::of_der(der);
         let verdict = self.check(fingerprint)?;
         Ok((verdict == Verdict::New).then_some(fingerprint))
@@ -222,9 +303,14 @@ mod tests {
             host: host_key("camera.local", 4443),
         };
         let (a, b) = (print(), print());
-        assert_eq!(known.check(a), Ok(Verdict::New));
-        assert_eq!(known.check(a), Ok(Verdict::Known));
+        assert_eq!(known.check(a).unwrap(), Verdict::New);
+        assert_eq!(known.check(a).unwrap(), Verdict::Known);
         let changed = known.check(b).unwrap_err();
+        assert!(
+            matches!(changed, CheckError::Changed { line: 2, was, got, .. } if was == a && got == b),
+            "{changed:?}"
+        );
+        let changed = changed.to_string();
         assert!(
             changed.contains("camera.local:4443 has CHANGED"),
             "{changed}"
@@ -237,11 +323,12 @@ mod tests {
             host: host_key("camera.local", 4444),
             ..known.clone()
         };
-        assert_eq!(other.check(b), Ok(Verdict::New));
+        assert_eq!(other.check(b).unwrap(), Verdict::New);
         let peer = "192.0.2.1:4444".parse().unwrap();
         assert!(other
             .check_peer(peer, None)
             .unwrap_err()
+            .to_string()
             .contains("no certificate"));
         let text = std::fs::read_to_string(&known.path).unwrap();
         assert_eq!(text.lines().count(), 3, "{text}");
@@ -291,7 +378,7 @@ mod tests {
         let old = unsafe { libc::umask(0o022) };
         let recorded = known.check(print());
         unsafe { libc::umask(old) };
-        assert_eq!(recorded, Ok(Verdict::New));
+        assert_eq!(recorded.unwrap(), Verdict::New);
         let mode = std::fs::metadata(&known.path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "{mode:o}");
 
@@ -303,7 +390,8 @@ mod tests {
         };
         std::os::unix::fs::symlink(&elsewhere, &linked.path).unwrap();
         let refused = linked.check(print()).unwrap_err();
-        assert!(refused.contains("symbolic link"), "{refused}");
+        assert!(matches!(refused, CheckError::Read { .. }), "{refused:?}");
+        assert!(refused.to_string().contains("symbolic link"), "{refused}");
         assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "");
     }
 }

@@ -3,8 +3,10 @@
 //! accepted the certificate. The direct path and the MoQ path use both; they differ only in
 //! what they were given (the sink's relay connection has no `ca-file` or `tls-verify`).
 
-use crate::net::known_hosts::KnownHosts;
+use crate::error::Error;
+use crate::net::known_hosts::{self, KnownHosts};
 use crate::net::tls::{self, Check, Fingerprint};
+use std::fmt;
 use std::net::SocketAddr;
 
 #[derive(Clone, Debug)]
@@ -22,6 +24,40 @@ pub enum Trust {
     },
     /// No check at all (`tls-verify=false`).
     None,
+}
+
+/// Why a certificate TLS accepted is still not the peer's.
+#[derive(Debug)]
+pub enum Untrusted {
+    /// It is not the pinned one, or does not name the address dialled.
+    Refused(tls::Refusal),
+    /// known_hosts remembers another, or cannot be read or written.
+    FirstUse(known_hosts::CheckError),
+}
+
+impl fmt::Display for Untrusted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Untrusted::Refused(e) => write!(f, "{e}"),
+            Untrusted::FirstUse(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for Untrusted {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Untrusted::Refused(e) => Some(e),
+            Untrusted::FirstUse(e) => Some(e),
+        }
+    }
+}
+
+/// The user's error: the peer's certificate is refused.
+impl From<Untrusted> for Error {
+    fn from(e: Untrusted) -> Error {
+        Error::Certificate(e.to_string())
+    }
 }
 
 /// What the element was given to choose a [`Trust`] from.
@@ -70,7 +106,7 @@ impl Trust {
         peer: SocketAddr,
         der: Option<&[u8]>,
         first_use: &mut dyn FnMut(&KnownHosts, Fingerprint),
-    ) -> Option<String> {
+    ) -> Option<Untrusted> {
         let check = match self {
             Trust::Pin(pin) => Check::Pin(*pin),
             Trust::FirstUse(known) => {
@@ -80,13 +116,13 @@ impl Trust {
                         None
                     }
                     Ok(None) => None,
-                    Err(why) => Some(why),
+                    Err(why) => Some(Untrusted::FirstUse(why)),
                 };
             }
             Trust::Verify { named: false, .. } => Check::Address,
             Trust::Verify { named: true, .. } | Trust::None => Check::Done,
         };
-        tls::refusal(check, peer, der)
+        tls::refusal(check, peer, der).map(Untrusted::Refused)
     }
 }
 
@@ -170,21 +206,24 @@ mod tests {
         let der = cert.cert.to_der().unwrap();
         let peer: SocketAddr = "127.0.0.1:4443".parse().unwrap();
         let mut first = |_: &KnownHosts, _| panic!("not a first use");
-        assert_eq!(
-            Trust::Pin(cert.fingerprint()).refusal(peer, Some(&der), &mut first),
-            None
-        );
+        assert!(Trust::Pin(cert.fingerprint())
+            .refusal(peer, Some(&der), &mut first)
+            .is_none());
         let other = SelfSigned::generate(&["localhost"]).unwrap().fingerprint();
         let wrong = Trust::Pin(other)
             .refusal(peer, Some(&der), &mut first)
             .unwrap();
-        assert!(wrong.contains("mismatch"), "{wrong}");
-        assert_eq!(Trust::None.refusal(peer, None, &mut first), None);
+        assert!(
+            matches!(wrong, Untrusted::Refused(tls::Refusal::Mismatch { .. })),
+            "{wrong:?}"
+        );
+        assert!(wrong.to_string().contains("mismatch"), "{wrong}");
+        assert!(Trust::None.refusal(peer, None, &mut first).is_none());
         let named = Trust::Verify {
             ca_file: None,
             named: true,
         };
-        assert_eq!(named.refusal(peer, Some(&der), &mut first), None);
+        assert!(named.refusal(peer, Some(&der), &mut first).is_none());
         let dir = tempfile::tempdir().unwrap();
         let known = KnownHosts {
             path: dir.path().join("known_hosts"),
@@ -192,15 +231,13 @@ mod tests {
         };
         let mut seen = Vec::new();
         let first_use = Trust::FirstUse(known);
-        assert_eq!(
-            first_use.refusal(peer, Some(&der), &mut |_, f| seen.push(f)),
-            None
-        );
+        assert!(first_use
+            .refusal(peer, Some(&der), &mut |_, f| seen.push(f))
+            .is_none());
         assert_eq!(seen, vec![cert.fingerprint()]);
-        assert_eq!(
-            first_use.refusal(peer, Some(&der), &mut |_, f| seen.push(f)),
-            None
-        );
+        assert!(first_use
+            .refusal(peer, Some(&der), &mut |_, f| seen.push(f))
+            .is_none());
         assert_eq!(seen.len(), 1, "remembered: not a first use again");
     }
 }

@@ -343,7 +343,7 @@ impl Connection {
         let der = self.conn.peer_cert();
         s.trust
             .refusal(s.peer, der, &mut first_use)
-            .map(Error::Certificate)
+            .map(Error::from)
     }
 
     /// Reads up to a batch of datagrams; returns whether the socket was drained.

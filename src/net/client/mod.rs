@@ -103,8 +103,7 @@ impl Client {
             ca_file,
             settings.congestion_control,
             settings.connect_timeout.max(MIN_IDLE_TIMEOUT),
-        )
-        .map_err(Error::Setup)?;
+        )?;
         if settings.capture.logs_keys() {
             config.log_keys();
         }

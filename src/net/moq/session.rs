@@ -56,8 +56,7 @@ impl Dial {
             ca_file,
             self.congestion_control,
             self.timeout.max(Duration::from_secs(1)),
-        )
-        .map_err(Error::Setup)?;
+        )?;
         config
             .set_application_protos(&ALPNS)
             .map_err(|e| Error::Setup(format!("cannot set ALPN: {e}")))?;
@@ -158,7 +157,7 @@ impl<'a> Connection<'a> {
                     // TLS alert 42, bad_certificate (RFC 9001, 4.8).
                     let _ = wire.conn.close(false, 0x100 + 42, b"certificate refused");
                     c.outbox.send_all_now(&mut wire.conn, &c.endpoint.socket);
-                    return Err(Error::Certificate(why));
+                    return Err(why.into());
                 }
                 drop(wire);
                 return Ok(Some(c));

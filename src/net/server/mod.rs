@@ -128,8 +128,7 @@ impl Server {
     /// Binds the socket, loads the certificate and starts the networking thread.
     pub fn start(settings: ServerSettings) -> Result<Server, Error> {
         let (mut config, fingerprint) =
-            config::server(&settings.identity, settings.congestion_control)
-                .map_err(Error::Setup)?;
+            config::server(&settings.identity, settings.congestion_control)?;
         if settings.capture.logs_keys() {
             config.log_keys();
         }

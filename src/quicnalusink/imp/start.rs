@@ -78,11 +78,12 @@ impl QuicNaluSink {
             if !ip.is_unspecified() {
                 names.push(&address);
             }
-            let made = SelfSigned::generate(&names).map_err(settings_error)?;
+            let made = SelfSigned::generate(&names).map_err(|e| settings_error(e.to_string()))?;
             (made, "a throw-away self-signed certificate".to_string())
         } else {
             let path = user_file(&glib::user_data_dir(), "sender.pem");
-            let (kept, new) = SelfSigned::kept_in(&path).map_err(settings_error)?;
+            let (kept, new) =
+                SelfSigned::kept_in(&path).map_err(|e| settings_error(e.to_string()))?;
             let how = if new { "made and kept" } else { "kept" };
             (
                 kept,
