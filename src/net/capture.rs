@@ -3,6 +3,7 @@
 //! Wireshark reads to decrypt a capture). Both are for debugging: the key log lets anyone
 //! with the capture read the stream.
 
+use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -17,6 +18,71 @@ const QLOG_PER_CONNECTION: u64 = 64 << 20;
 /// reconnects for days, or a sender with many receivers, does not fill the disk.
 const QLOG_TOTAL: u64 = 1 << 30;
 
+/// Why the qlog folder or the key log cannot be used.
+#[derive(Debug)]
+pub enum OpenError {
+    /// qlog-dir cannot be made.
+    QlogDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    /// keylog-file is a symbolic link.
+    KeylogLink { path: PathBuf },
+    /// keylog-file cannot be opened.
+    Keylog {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// keylog-file, opened, cannot be asked what it is.
+    KeylogStat {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// keylog-file is a folder, FIFO, socket or device.
+    KeylogNotAFile { path: PathBuf },
+    /// keylog-file exists and others may read it: these are its permission bits.
+    KeylogShared { path: PathBuf, mode: u32 },
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::QlogDir { dir, source } => {
+                write!(f, "cannot make qlog-dir '{}': {source}", dir.display())
+            }
+            OpenError::KeylogLink { path } => {
+                write!(f, "keylog-file '{}' is a symbolic link", path.display())
+            }
+            OpenError::Keylog { path, source } => {
+                write!(f, "cannot open keylog-file '{}': {source}", path.display())
+            }
+            OpenError::KeylogStat { path, source } => {
+                write!(f, "keylog-file '{}': {source}", path.display())
+            }
+            OpenError::KeylogNotAFile { path } => {
+                write!(f, "keylog-file '{}' is not a regular file", path.display())
+            }
+            OpenError::KeylogShared { path, mode } => write!(
+                f,
+                "keylog-file '{}' is open to others (mode {mode:o}): chmod 600 it, or name a \
+                 new file",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OpenError::QlogDir { source, .. }
+            | OpenError::Keylog { source, .. }
+            | OpenError::KeylogStat { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Default)]
 pub struct Capture {
     qlog_dir: Option<PathBuf>,
@@ -28,11 +94,13 @@ pub struct Capture {
 impl Capture {
     /// Checks that `qlog_dir` is a writable folder (made if missing) and opens `keylog_file`
     /// for appending (made if missing). Empty strings mean off.
-    pub fn open(qlog_dir: Option<&str>, keylog_file: Option<&str>) -> Result<Self, String> {
+    pub fn open(qlog_dir: Option<&str>, keylog_file: Option<&str>) -> Result<Self, OpenError> {
         let qlog_dir = match qlog_dir.filter(|d| !d.is_empty()) {
             Some(dir) => {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| format!("cannot make qlog-dir '{dir}': {e}"))?;
+                std::fs::create_dir_all(dir).map_err(|source| OpenError::QlogDir {
+                    dir: dir.into(),
+                    source,
+                })?;
                 Some(PathBuf::from(dir))
             }
             None => None,
@@ -86,29 +154,31 @@ impl Capture {
 /// Opens the key log for appending: made readable by its owner only, a regular file never
 /// reached through a symbolic link (nor a FIFO, which would block), and refused if it already exists readable by others, since the secrets
 /// in it decrypt every captured connection.
-fn open_keylog(path: &str) -> Result<File, String> {
+fn open_keylog(path: &str) -> Result<File, OpenError> {
+    let path = PathBuf::from(path);
     let file = OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => format!("keylog-file '{path}' is a symbolic link"),
-            _ => format!("cannot open keylog-file '{path}': {e}"),
-        })?;
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("keylog-file '{path}': {e}"))?;
+        .open(&path);
+    let file = match file {
+        Ok(file) => file,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(OpenError::KeylogLink { path })
+        }
+        Err(source) => return Err(OpenError::Keylog { path, source }),
+    };
+    let meta = match file.metadata() {
+        Ok(meta) => meta,
+        Err(source) => return Err(OpenError::KeylogStat { path, source }),
+    };
     if !meta.is_file() {
-        return Err(format!("keylog-file '{path}' is not a regular file"));
+        return Err(OpenError::KeylogNotAFile { path });
     }
-    let mode = meta.permissions().mode();
+    let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(format!(
-            "keylog-file '{path}' is open to others (mode {:o}): chmod 600 it, or name a new file",
-            mode & 0o777
-        ));
+        return Err(OpenError::KeylogShared { path, mode });
     }
     Ok(file)
 }
@@ -186,6 +256,32 @@ mod tests {
         }
         assert_eq!(b.out.len(), 150, "then what is left of the total");
         assert_eq!(total.load(Ordering::Relaxed), 10);
+    }
+
+    #[test]
+    fn a_key_log_others_can_read_or_reached_through_a_link_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("keys");
+        std::fs::write(&shared, "").unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = open_keylog(shared.to_str().unwrap()).unwrap_err();
+        assert!(
+            matches!(e, OpenError::KeylogShared { mode: 0o644, .. }),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "keylog-file '{}' is open to others (mode 644): chmod 600 it, or name a new file",
+                shared.display()
+            )
+        );
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&shared, &link).unwrap();
+        let e = open_keylog(link.to_str().unwrap()).unwrap_err();
+        assert!(matches!(e, OpenError::KeylogLink { .. }), "{e:?}");
+        assert!(open_keylog(dir.path().join("new").to_str().unwrap()).is_ok());
     }
 
     /// A qlog file is named by the connection ID the peer chose: one already there, by
