@@ -15,6 +15,8 @@
 //! 9000, 8.1.2): the client will not take a second Retry, so without it the client would
 //! only time out.
 
+use crate::error::Error;
+use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -24,15 +26,35 @@ const MAC_LEN: usize = 32;
 /// The transport error code for a token that does not validate (RFC 9000, 20.1).
 pub const INVALID_TOKEN: u64 = 0x0b;
 
+/// The system gave no randomness for the key Retry tokens are signed with.
+#[derive(Debug)]
+pub struct NoRandomness(pub getrandom::Error);
+
+impl fmt::Display for NoRandomness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "no randomness for Retry tokens: {}", self.0)
+    }
+}
+
+// getrandom's error is a std::error::Error only with its `std` feature: no source().
+impl std::error::Error for NoRandomness {}
+
+/// The user's error: the system failed us.
+impl From<NoRandomness> for Error {
+    fn from(e: NoRandomness) -> Error {
+        Error::System(e.to_string())
+    }
+}
+
 pub struct AddressValidator {
     key: [u8; 32],
     epoch: Instant,
 }
 
 impl AddressValidator {
-    pub fn new() -> Result<Self, String> {
+    pub fn new() -> Result<Self, NoRandomness> {
         let mut key = [0u8; 32];
-        getrandom::fill(&mut key).map_err(|e| format!("no randomness for Retry tokens: {e}"))?;
+        getrandom::fill(&mut key).map_err(NoRandomness)?;
         Ok(AddressValidator {
             key,
             epoch: Instant::now(),

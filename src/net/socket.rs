@@ -1,11 +1,13 @@
 //! The UDP socket and poller each networking thread owns, and the send loop.
 
+use crate::error::Error;
 use crate::net::config::MAX_DATAGRAM_SIZE;
 use crate::net::udp::{self, Datagrams, Offload};
 use crate::sender::repair::RepeatRepairs;
 use mio::net::UdpSocket;
 use mio::{Interest, Poll, Token, Waker};
 use std::collections::VecDeque;
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +17,53 @@ pub const WAKER: Token = Token(1);
 /// Datagrams read per loop turn, so a flood cannot keep a loop from its other work or from
 /// seeing shutdown. The rest are read on the next turn.
 const MAX_RECV_BATCH: usize = 1024;
+
+/// Why a networking thread's socket and poller cannot be set up.
+#[derive(Debug)]
+pub enum BindError {
+    /// The address is taken, or not ours.
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    LocalAddr(std::io::Error),
+    Poller(std::io::Error),
+    Register(std::io::Error),
+    Waker(std::io::Error),
+}
+
+impl fmt::Display for BindError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BindError::Bind { addr, source } => {
+                write!(f, "cannot bind UDP socket to {addr}: {source}")
+            }
+            BindError::LocalAddr(e) => write!(f, "cannot read the bound address: {e}"),
+            BindError::Poller(e) => write!(f, "cannot create poller: {e}"),
+            BindError::Register(e) => write!(f, "cannot register socket: {e}"),
+            BindError::Waker(e) => write!(f, "cannot create waker: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BindError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BindError::Bind { source: e, .. }
+            | BindError::LocalAddr(e)
+            | BindError::Poller(e)
+            | BindError::Register(e)
+            | BindError::Waker(e) => Some(e),
+        }
+    }
+}
+
+/// The user's error: the socket could not be bound or set up.
+impl From<BindError> for Error {
+    fn from(e: BindError) -> Error {
+        Error::Bind(e.to_string())
+    }
+}
 
 /// What a networking thread starts with: a bound socket registered for reading and a waker
 /// the streaming thread uses to interrupt the poll.
@@ -29,19 +78,17 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn bind(addr: SocketAddr) -> Result<Endpoint, String> {
+    pub fn bind(addr: SocketAddr) -> Result<Endpoint, BindError> {
         let mut socket =
-            UdpSocket::bind(addr).map_err(|e| format!("cannot bind UDP socket to {addr}: {e}"))?;
-        let local = socket
-            .local_addr()
-            .map_err(|e| format!("cannot read the bound address: {e}"))?;
-        let poll = Poll::new().map_err(|e| format!("cannot create poller: {e}"))?;
+            UdpSocket::bind(addr).map_err(|source| BindError::Bind { addr, source })?;
+        let local = socket.local_addr().map_err(BindError::LocalAddr)?;
+        let poll = Poll::new().map_err(BindError::Poller)?;
         poll.registry()
             .register(&mut socket, SOCKET, Interest::READABLE)
-            .map_err(|e| format!("cannot register socket: {e}"))?;
+            .map_err(BindError::Register)?;
         let waker = Waker::new(poll.registry(), WAKER)
             .map(Arc::new)
-            .map_err(|e| format!("cannot create waker: {e}"))?;
+            .map_err(BindError::Waker)?;
         let offload = udp::configure(&socket);
         Ok(Endpoint {
             poll,

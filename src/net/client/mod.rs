@@ -117,7 +117,7 @@ impl Client {
         } else {
             SocketAddr::new(any, 0)
         };
-        let endpoint = Endpoint::bind(bind).map_err(Error::Bind)?;
+        let endpoint = Endpoint::bind(bind)?;
         let link = Arc::new(Link::new(Queue {
             events: Inbox::new(settings.queue_len),
             keyframe_wanted: false,

@@ -46,7 +46,7 @@ impl Dial {
         } else {
             Ipv6Addr::UNSPECIFIED.into()
         };
-        Endpoint::bind(SocketAddr::new(any, 0)).map_err(Error::Bind)
+        Endpoint::bind(SocketAddr::new(any, 0)).map_err(Error::from)
     }
 
     fn config(&self) -> Result<quiche::Config, Error> {

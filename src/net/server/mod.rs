@@ -133,7 +133,7 @@ impl Server {
             config.log_keys();
         }
         let validator = if settings.address_validation {
-            Some(AddressValidator::new().map_err(Error::System)?)
+            Some(AddressValidator::new()?)
         } else {
             None
         };
@@ -168,7 +168,7 @@ impl Server {
             budget: settings.budget,
             keyframe_interval: settings.keyframe_interval,
         };
-        let endpoint = Endpoint::bind(settings.addr).map_err(Error::Bind)?;
+        let endpoint = Endpoint::bind(settings.addr)?;
         let local = endpoint.local;
         let o = endpoint.offload;
         log::info!("listening on {local} (UDP GSO {}, GRO {})", o.gso, o.gro);
