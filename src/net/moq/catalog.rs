@@ -10,6 +10,7 @@
 use crate::media::h265::ProfileTierLevel;
 use hang::catalog::{Catalog, Container, VideoCodec, VideoConfig, H265};
 use serde::{Deserialize, Serialize};
+use std::fmt;
 
 /// The media track's name; the catalog's is hang's `catalog.json`.
 pub const VIDEO_TRACK: &str = "video";
@@ -35,8 +36,28 @@ pub struct Picture {
     pub framerate: Option<f64>,
 }
 
+/// hang could not write our catalog.
+#[derive(Debug)]
+pub struct NotDescribed(pub hang::Error);
+
+impl fmt::Display for NotDescribed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot describe the stream: {}", self.0)
+    }
+}
+
+impl std::error::Error for NotDescribed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
 /// The catalog for a stream with `caps` whose sequence has `ptl`.
-pub fn describe(caps: &str, picture: Picture, ptl: ProfileTierLevel) -> Result<String, String> {
+pub fn describe(
+    caps: &str,
+    picture: Picture,
+    ptl: ProfileTierLevel,
+) -> Result<String, NotDescribed> {
     let codec = H265 {
         in_band: true,
         profile_space: ptl.profile_space,
@@ -55,11 +76,9 @@ pub fn describe(caps: &str, picture: Picture, ptl: ProfileTierLevel) -> Result<S
     catalog
         .video
         .insert(VIDEO_TRACK, video)
-        .map_err(|e| format!("cannot describe the stream: {e}"))?;
+        .map_err(NotDescribed)?;
     catalog.ext.quicnalu = Some(Ours { caps: caps.into() });
-    catalog
-        .to_json()
-        .map_err(|e| format!("cannot describe the stream: {e}"))
+    catalog.to_json().map_err(NotDescribed)
 }
 
 /// The rendition a receiver plays, and the caps it outputs.
@@ -69,9 +88,34 @@ pub struct Chosen {
     pub caps: String,
 }
 
+/// Why a broadcast has nothing a receiver can play.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unplayable {
+    /// Its catalog has no video.
+    NoVideo,
+    /// None of its renditions is hev1 in the legacy container; what each is instead.
+    NoneFits(Vec<String>),
+}
+
+impl fmt::Display for Unplayable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unplayable::NoVideo => f.write_str("the broadcast's catalog has no video"),
+            Unplayable::NoneFits(seen) => write!(
+                f,
+                "the broadcast has no hev1 H.265 video in the legacy container (Annex B, \
+                 parameter sets in band), which is all quicnalusrc outputs; it has: {}",
+                seen.join(", ")
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Unplayable {}
+
 /// Picks the largest H.265 rendition we can output as a byte-stream: `hev1` (in-band
 /// parameter sets, Annex B) in the legacy container. Err says why none fits.
-pub fn choose(catalog: &Catalog<Extension>) -> Result<Chosen, String> {
+pub fn choose(catalog: &Catalog<Extension>) -> Result<Chosen, Unplayable> {
     let mut seen = Vec::new();
     for (name, config) in catalog.video.ranked() {
         let usable = match &config.codec {
@@ -92,13 +136,9 @@ pub fn choose(catalog: &Catalog<Extension>) -> Result<Chosen, String> {
         });
     }
     Err(if seen.is_empty() {
-        "the broadcast's catalog has no video".into()
+        Unplayable::NoVideo
     } else {
-        format!(
-            "the broadcast has no hev1 H.265 video in the legacy container (Annex B, \
-             parameter sets in band), which is all quicnalusrc outputs; it has: {}",
-            seen.join(", ")
-        )
+        Unplayable::NoneFits(seen)
     })
 }
 
@@ -184,9 +224,11 @@ mod tests {
         let json = r#"{"video":{"renditions":{"cam":{"codec":"hvc1.1.6.L93.B0",
             "description":"00","container":{"kind":"legacy"}}}}}"#;
         let err = choose(&Catalog::<Extension>::from_str(json).unwrap()).unwrap_err();
-        assert!(err.contains("cam (hvc1.1.6.L93.B0"), "{err}");
+        assert!(matches!(err, Unplayable::NoneFits(_)), "{err:?}");
+        assert!(err.to_string().contains("cam (hvc1.1.6.L93.B0"), "{err}");
         let json = r#"{"video":{"renditions":{}}}"#;
         let err = choose(&Catalog::<Extension>::from_str(json).unwrap()).unwrap_err();
-        assert!(err.contains("no video"), "{err}");
+        assert_eq!(err, Unplayable::NoVideo);
+        assert_eq!(err.to_string(), "the broadcast's catalog has no video");
     }
 }

@@ -25,26 +25,58 @@ pub struct RelayUrl {
     pub path: String,
 }
 
+/// Why text is not a relay's address; each holds the text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BadRelayUrl {
+    NotAUrl(String, url::ParseError),
+    /// https:// or moqt://: WebTransport or IETF moq-transport, which we do not speak.
+    OtherMoq(String),
+    /// A scheme that is not MoQ at all.
+    Scheme(String, String),
+    NoHost(String),
+}
+
+impl fmt::Display for BadRelayUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BadRelayUrl::NotAUrl(url, e) => write!(f, "'{url}' is not a URL: {e}"),
+            BadRelayUrl::OtherMoq(url) => write!(
+                f,
+                "'{url}': only moq-lite over raw QUIC (moql://) is supported, not \
+                 WebTransport (https://) or IETF moq-transport (moqt://)"
+            ),
+            BadRelayUrl::Scheme(url, scheme) => {
+                write!(f, "'{url}': the scheme is {scheme}, not moql")
+            }
+            BadRelayUrl::NoHost(url) => write!(f, "'{url}' names no host"),
+        }
+    }
+}
+
+impl std::error::Error for BadRelayUrl {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BadRelayUrl::NotAUrl(_, e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// moq-relay's default port.
 const DEFAULT_PORT: u16 = 443;
 
 impl RelayUrl {
-    pub fn parse(url: &str) -> Result<RelayUrl, String> {
-        let parsed = url::Url::parse(url).map_err(|e| format!("'{url}' is not a URL: {e}"))?;
+    pub fn parse(url: &str) -> Result<RelayUrl, BadRelayUrl> {
+        let parsed = url::Url::parse(url).map_err(|e| BadRelayUrl::NotAUrl(url.into(), e))?;
         match parsed.scheme() {
             "moql" => {}
-            "https" | "moqt" => {
-                return Err(format!(
-                    "'{url}': only moq-lite over raw QUIC (moql://) is supported, not \
-                     WebTransport (https://) or IETF moq-transport (moqt://)"
-                ))
-            }
-            other => return Err(format!("'{url}': the scheme is {other}, not moql")),
+            "https" | "moqt" => return Err(BadRelayUrl::OtherMoq(url.into())),
+            other => return Err(BadRelayUrl::Scheme(url.into(), other.into())),
         }
         let host = match parsed.host() {
             Some(url::Host::Ipv6(ip)) => ip.to_string(),
             Some(host) if !host.to_string().is_empty() => host.to_string(),
-            _ => return Err(format!("'{url}' names no host")),
+            _ => return Err(BadRelayUrl::NoHost(url.into())),
         };
         let port = parsed.port().unwrap_or(DEFAULT_PORT);
         let path = parsed.path().trim_matches('/').to_string();
@@ -89,7 +121,7 @@ mod tests {
             ("moql:///x", "no host"),
             ("not a url", "not a URL"),
         ] {
-            let e = RelayUrl::parse(bad).unwrap_err();
+            let e = RelayUrl::parse(bad).unwrap_err().to_string();
             assert!(e.contains(says), "{bad}: {e}");
         }
     }

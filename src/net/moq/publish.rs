@@ -318,7 +318,8 @@ impl Media {
         let (Some((caps, picture)), Some(ptl)) = (&self.caps, h265::profile_tier_level(au)) else {
             return Ok(());
         };
-        let json = catalog::describe(caps, *picture, ptl).map_err(Error::Setup)?;
+        let json =
+            catalog::describe(caps, *picture, ptl).map_err(|e| Error::Setup(e.to_string()))?;
         let mut group = self.catalog.append_group().map_err(model)?;
         group
             .write_frame(Timestamp::ZERO, json.into_bytes())

@@ -163,7 +163,7 @@ async fn receive(
         .await?
         .map_err(|e| Error::Protocol(format!("the broadcast's catalog: {e}")))?
         .ok_or_else(|| Error::Protocol(format!("broadcast '{name}' ended before its catalog")))?;
-    let chosen = catalog::choose(&described).map_err(Error::Protocol)?;
+    let chosen = catalog::choose(&described).map_err(|e| Error::Protocol(e.to_string()))?;
     push(&link, Event::Connected).await;
     push(&link, Event::Caps(chosen.caps)).await;
     let mut video = broadcast
