@@ -47,10 +47,10 @@ impl QuicNaluSrc {
     }
 
     /// The sender's caps with our output format forced.
-    fn output_caps(&self, described: &str) -> Result<gst::Caps, String> {
+    fn output_caps(&self, described: &str) -> Result<gst::Caps, UnusableCaps> {
         let mut caps: gst::Caps = described
             .parse()
-            .map_err(|_| format!("sender described its stream as unparsable caps '{described}'"))?;
+            .map_err(|_| UnusableCaps::Unparsable(described.into()))?;
         let fixed = caps.is_fixed();
         match caps.make_mut().structure_mut(0) {
             Some(s) if fixed && s.name() == "video/x-h265" => {
@@ -58,11 +58,7 @@ impl QuicNaluSrc {
                 s.set("alignment", "au");
                 s.remove_field("codec_data");
             }
-            _ => {
-                return Err(format!(
-                    "sender's stream is not fixed H.265 caps: {described}"
-                ))
-            }
+            _ => return Err(UnusableCaps::NotH265(described.into())),
         }
         Ok(caps)
     }
@@ -150,3 +146,26 @@ impl QuicNaluSrc {
         }
     }
 }
+
+/// Why the caps the sender described cannot be ours; each holds them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum UnusableCaps {
+    Unparsable(String),
+    /// Not one fixed video/x-h265 structure.
+    NotH265(String),
+}
+
+impl std::fmt::Display for UnusableCaps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UnusableCaps::Unparsable(caps) => {
+                write!(f, "sender described its stream as unparsable caps '{caps}'")
+            }
+            UnusableCaps::NotH265(caps) => {
+                write!(f, "sender's stream is not fixed H.265 caps: {caps}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for UnusableCaps {}
