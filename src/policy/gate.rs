@@ -2,6 +2,7 @@
 //! handshake and never sends HELLO costs a connection slot, and QUIC PINGs keep it past any
 //! idle timeout: without these limits, 1024 of them from one host lock every receiver out.
 
+use std::fmt;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -62,13 +63,36 @@ pub struct Limits {
     pub handshakes: usize,
 }
 
+/// Which limit keeps a client's Initial from opening a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crowded {
+    /// `max-connections`.
+    Connections,
+    /// `max-handshakes`.
+    Handshakes,
+    /// PENDING_PER_SOURCE.
+    PendingHere,
+}
+
+impl fmt::Display for Crowded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Crowded::Connections => "max-connections reached",
+            Crowded::Handshakes => "max-handshakes reached",
+            Crowded::PendingHere => "too many connections from this source without HELLO",
+        })
+    }
+}
+
+impl std::error::Error for Crowded {}
+
 /// Whether a client's Initial from `from` may open a connection, given the connections
 /// there are; Err says why not.
 pub fn may_open(
     from: IpAddr,
     conns: impl Iterator<Item = Seen>,
     limits: Limits,
-) -> Result<(), &'static str> {
+) -> Result<(), Crowded> {
     let from = source(from);
     let (mut total, mut handshaking, mut pending_here) = (0, 0, 0);
     for c in conns {
@@ -80,13 +104,13 @@ pub fn may_open(
         pending_here += usize::from(source(c.ip) == from && !c.hello);
     }
     if limits.connections > 0 && total >= limits.connections {
-        return Err("max-connections reached");
+        return Err(Crowded::Connections);
     }
     if limits.handshakes > 0 && handshaking >= limits.handshakes {
-        return Err("max-handshakes reached");
+        return Err(Crowded::Handshakes);
     }
     if pending_here >= PENDING_PER_SOURCE {
-        return Err("too many connections from this source without HELLO");
+        return Err(Crowded::PendingHere);
     }
     Ok(())
 }
@@ -126,7 +150,10 @@ mod tests {
         let mut conns = vec![seen("192.0.2.1", true, false); PENDING_PER_SOURCE - 1];
         assert!(may_open(attacker, conns.iter().copied(), NO_LIMITS).is_ok());
         conns.push(seen("192.0.2.1", false, false));
-        assert!(may_open(attacker, conns.iter().copied(), NO_LIMITS).is_err());
+        assert_eq!(
+            may_open(attacker, conns.iter().copied(), NO_LIMITS),
+            Err(Crowded::PendingHere)
+        );
         // Others still get in; so does the attacker once one of its own says HELLO or closes.
         assert!(may_open(receiver, conns.iter().copied(), NO_LIMITS).is_ok());
         conns[0].hello = true;
@@ -168,11 +195,11 @@ mod tests {
         assert!(may_open(ip, conns.iter().copied(), limits(3, 2)).is_ok());
         assert_eq!(
             may_open(ip, conns.iter().copied(), limits(2, 0)),
-            Err("max-connections reached")
+            Err(Crowded::Connections)
         );
         assert_eq!(
             may_open(ip, conns.iter().copied(), limits(0, 1)),
-            Err("max-handshakes reached")
+            Err(Crowded::Handshakes)
         );
     }
 
