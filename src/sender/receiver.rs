@@ -93,7 +93,8 @@ pub struct Receiver<C> {
     takes_shed: bool,
     /// It asked for a keyframe this turn, within its rate.
     pub(super) keyframe_requested: bool,
-    /// The parameter sets went out in a group that was not reset: IRAPs need none added.
+    /// The parameter sets went out in a group that was not reset, and the receiver has not
+    /// asked for a keyframe since: IRAPs need none added.
     has_parameter_sets: bool,
     /// Since when its backlog has been 2 x MAX_BACKLOG or more.
     pub(super) behind_since: Option<Instant>,
@@ -315,6 +316,10 @@ impl<C: Streams> Receiver<C> {
             }
             Command::KeyframeRequest if self.keyframe_limit.take(now) => {
                 log::debug!("receiver {}: keyframe request", self.id);
+                // It skipped a group, perhaps the one whose IRAP carried the sets (it gives
+                // up on a group on its own too, which we never learn): the next IRAP
+                // brings them again.
+                self.has_parameter_sets = false;
                 self.keyframe_requested = true;
                 self.keyframe_requests += 1;
             }

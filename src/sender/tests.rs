@@ -384,6 +384,42 @@ fn a_joiner_catches_up_from_the_cache_with_parameter_sets_and_pinned_commands() 
 }
 
 #[test]
+fn a_keyframe_request_brings_the_parameter_sets_with_the_next_irap() {
+    let t0 = Instant::now();
+    let mut f = fanout(t0, JoinMode::Keyframe);
+    join(&mut f, 1, Recorder::with_rtt(10 * MS), t0);
+    let sets = [nal(32, 10), nal(33, 20), nal(34, 5)].concat();
+    let mut first = frame(
+        true,
+        DropCost::Group,
+        0,
+        [sets.clone(), nal(19, 100)].concat(),
+    );
+    first.parameter_sets = true;
+    let at = |ms: u32| t0 + ms * MS;
+    push(&mut f, first, at(0));
+    turn(&mut f, 1, at(0));
+    // The next IRAP comes without its sets: the receiver has them.
+    push(&mut f, irap(), at(100));
+    turn(&mut f, 1, at(100));
+    // It gave up on a group on its own (the sender never learns which) and asks for a
+    // keyframe: the next IRAP brings the sets again.
+    f.receive_commands(1, vec![Command::KeyframeRequest], at(150));
+    turn(&mut f, 1, at(150));
+    push(&mut f, irap(), at(200));
+    turn(&mut f, 1, at(200));
+    let c = conn(&f, 1);
+    let header = |stream| {
+        c.frames(stream)[0]
+            .header
+            .flags
+            .contains(FrameFlags::HEADER)
+    };
+    assert_eq!([header(3), header(7), header(11)], [true, false, true]);
+    assert_eq!(c.frames(11)[0].data, [sets, nal(19, 1000)].concat());
+}
+
+#[test]
 fn keyframe_requests_are_merged_and_an_irap_answers_them_all() {
     let t0 = Instant::now();
     let mut f = fanout(t0, JoinMode::Keyframe);
