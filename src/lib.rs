@@ -24,6 +24,10 @@ pub mod policy;
 pub mod receiver;
 pub mod sender;
 
+// The sender's core driving receivers' cores on a simulated clock (tests only).
+#[cfg(test)]
+mod pair;
+
 // Wire coding, the media model, and what users read: errors and stats.
 pub mod error;
 pub mod media;
