@@ -1,9 +1,12 @@
 //! The properties both elements have, whose values the transport takes.
 
 use crate::net::config;
+use crate::net::moq::RelayUrl;
+use crate::net::tls::Fingerprint;
 use crate::sender::join;
 use gst::glib;
 use gst::prelude::*;
+use std::net::{SocketAddr, ToSocketAddrs};
 
 /// Who dials whom, the `mode` property both elements have (as srtsink and srtsrc have it).
 /// QUIC roles stay the same either way: the sender is the QUIC server; a calling sender
@@ -181,9 +184,8 @@ pub fn moq(role: &str) -> [glib::ParamSpec; 2] {
 pub fn relay_target(
     url: &str,
     broadcast: &str,
-) -> Result<(crate::net::moq::RelayUrl, std::net::SocketAddr), gst::ErrorMessage> {
-    use std::net::ToSocketAddrs;
-    let url = crate::net::moq::RelayUrl::parse(url)
+) -> Result<(RelayUrl, SocketAddr), gst::ErrorMessage> {
+    let url = RelayUrl::parse(url)
         .map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ["moq-url: {}", e]))?;
     if broadcast.is_empty() {
         return Err(gst::error_msg!(
@@ -191,15 +193,30 @@ pub fn relay_target(
             ["moq-broadcast is empty"]
         ));
     }
-    let peer = (url.host.as_str(), url.port)
+    let peer = resolve(&url.host, url.port, "the relay's host")?;
+    Ok((url, peer))
+}
+
+/// The first address `host` resolves to, or the element's error naming it as `what`.
+pub fn resolve(host: &str, port: u16, what: &str) -> Result<SocketAddr, gst::ErrorMessage> {
+    (host, port)
         .to_socket_addrs()
         .ok()
         .and_then(|mut addrs| addrs.next())
         .ok_or_else(|| {
             gst::error_msg!(
                 gst::ResourceError::NotFound,
-                ["cannot resolve the relay's host '{}'", url.host]
+                ["cannot resolve {} '{}'", what, host]
             )
-        })?;
-    Ok((url, peer))
+        })
+}
+
+/// A `certificate-fingerprint` (or `moq-certificate-fingerprint`, the `property` named in
+/// the error) as set: None when unset or empty.
+pub fn pin(property: &str, value: Option<&str>) -> Result<Option<Fingerprint>, gst::ErrorMessage> {
+    value
+        .filter(|f| !f.is_empty())
+        .map(Fingerprint::parse)
+        .transpose()
+        .map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ["{}: {}", property, e]))
 }

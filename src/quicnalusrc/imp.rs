@@ -11,7 +11,6 @@ use crate::net::client::Client;
 use crate::net::known_hosts::{host_key, user_file, KnownHosts};
 use crate::net::link::Interrupted;
 use crate::net::moq::Subscriber;
-use crate::net::tls::Fingerprint;
 use crate::net::trust::{Asked, Trust};
 use crate::protocol::{DEFAULT_MAX_COMMAND_SIZE, DEFAULT_MAX_FRAME_SIZE};
 use crate::receiver::inbox::Event;
@@ -273,18 +272,10 @@ impl Settings {
     /// How the sender's (or the relay's) certificate is trusted, known as `host` in
     /// known_hosts.
     fn trust(&self, host: String, dialled_name: bool) -> Result<Trust, gst::ErrorMessage> {
-        let pin = self
-            .certificate_fingerprint
-            .as_deref()
-            .filter(|f| !f.is_empty())
-            .map(Fingerprint::parse)
-            .transpose()
-            .map_err(|e| {
-                gst::error_msg!(
-                    gst::ResourceError::Settings,
-                    ["certificate-fingerprint: {}", e]
-                )
-            })?;
+        let pin = crate::element::properties::pin(
+            "certificate-fingerprint",
+            self.certificate_fingerprint.as_deref(),
+        )?;
         let asked = Asked {
             pin,
             verify: self.tls_verify,

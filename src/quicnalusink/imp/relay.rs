@@ -9,7 +9,6 @@ use crate::element::properties;
 use crate::media::frame::{Frame, Payload};
 use crate::net::known_hosts::{host_key, user_file, KnownHosts};
 use crate::net::moq::{Dial, PublisherSettings};
-use crate::net::tls::Fingerprint;
 use crate::net::trust::{Asked, Trust};
 
 /// An access unit's bytes as moq-net's `Bytes`, without a copy.
@@ -35,18 +34,7 @@ impl QuicNaluSink {
             return Ok(None);
         };
         let (url, peer) = properties::relay_target(url, &s.moq_broadcast)?;
-        let pin = s
-            .moq_fingerprint
-            .as_deref()
-            .filter(|f| !f.is_empty())
-            .map(Fingerprint::parse)
-            .transpose()
-            .map_err(|e| {
-                gst::error_msg!(
-                    gst::ResourceError::Settings,
-                    ["moq-certificate-fingerprint: {}", e]
-                )
-            })?;
+        let pin = properties::pin("moq-certificate-fingerprint", s.moq_fingerprint.as_deref())?;
         // The sink has no ca-file or tls-verify for its relay: a pin, or first use.
         let asked = Asked {
             pin,

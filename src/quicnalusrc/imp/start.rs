@@ -10,7 +10,7 @@ use crate::net::client::ClientSettings;
 use crate::net::moq::{Dial, SubscriberSettings};
 use crate::net::stats::Reporter;
 use crate::policy::reconnect::Reconnect;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 impl QuicNaluSrc {
@@ -30,16 +30,7 @@ impl QuicNaluSrc {
                 ["port 0 is no sender's port (only mode=listener may pick a free one)"]
             ));
         }
-        let peer = (s.address(), s.port as u16)
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut addrs| addrs.next())
-            .ok_or_else(|| {
-                gst::error_msg!(
-                    gst::ResourceError::NotFound,
-                    ["cannot resolve address '{}'", s.address()]
-                )
-            })?;
+        let peer = properties::resolve(s.address(), s.port as u16, "address")?;
         let server_name = s.server_name.clone().or_else(|| {
             let named = s.mode == Mode::Caller && s.address().parse::<IpAddr>().is_err();
             named.then(|| s.address().to_string())
