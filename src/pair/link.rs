@@ -1,94 +1,15 @@
 //! A seeded model of one direction of a network path, on the simulated clock: one-way
 //! delay, jitter (with or without reordering), random loss, Gilbert-Elliott burst loss,
-//! outages, and a rate cap with a bounded bottleneck queue. The same choices as the
-//! project's UDP relay (`relay.rs`), made in the order packets are offered, so a seed and a
+//! outages, and a rate cap with a bounded bottleneck queue. The relay's own model of
+//! each packet's fate (udp-impair's `Lane`), made in the order packets are offered, so a seed and a
 //! packet sequence always get the same treatment.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
+use udp_impair::{Dropped, Lane};
 
-/// Small, fast and seedable (SplitMix64): repeatability, not cryptography.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed ^ 0x5851_f42d_4c95_7f2d)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    pub fn chance(&mut self, p: f64) -> bool {
-        p > 0.0 && self.unit() < p
-    }
-}
-
-/// Bursty loss: a two-state Markov chain stepped once per packet.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct GilbertElliott {
-    /// Chance per packet of going from Good to Bad.
-    pub p: f64,
-    /// Chance per packet of going from Bad back to Good; 1/r is the mean burst length.
-    pub r: f64,
-    pub loss_good: f64,
-    pub loss_bad: f64,
-}
-
-impl GilbertElliott {
-    /// Bursts of `mean` packets lost whole, `share` of all packets in them.
-    pub fn bursts(share: f64, mean: f64) -> Self {
-        let r = 1.0 / mean;
-        GilbertElliott {
-            p: share * r / (1.0 - share),
-            r,
-            loss_good: 0.0,
-            loss_bad: 1.0,
-        }
-    }
-}
-
-/// What happens to packets going one way. The default passes everything at once.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Impairment {
-    pub delay: Duration,
-    /// A uniformly random extra delay in `[0, jitter)`.
-    pub jitter: Duration,
-    /// Whether jitter may reorder packets; without it a packet never overtakes another.
-    pub reorder: bool,
-    /// Independent random loss, 0..=1.
-    pub loss: f64,
-    pub burst: Option<GilbertElliott>,
-    /// Bandwidth cap in bit/s (datagram bytes); None: no cap.
-    pub rate_bps: Option<u64>,
-    /// Bytes the cap may queue before it drops arrivals (a router's buffer).
-    pub queue_bytes: usize,
-}
-
-impl Default for Impairment {
-    fn default() -> Self {
-        Impairment {
-            delay: Duration::ZERO,
-            jitter: Duration::ZERO,
-            reorder: false,
-            loss: 0.0,
-            burst: None,
-            rate_bps: None,
-            queue_bytes: 64 * 1024,
-        }
-    }
-}
+pub use udp_impair::{GilbertElliott, Impairment, Rng};
 
 /// Packet counts for one direction.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -106,13 +27,8 @@ pub struct Link<T> {
     /// (start, end) of each cut, both ends included in nothing: packets offered in
     /// [start, end) are dropped.
     pub outages: Vec<(Instant, Instant)>,
-    rng: Rng,
-    bad: bool,
-    busy_until: Option<Instant>,
-    /// (leaves the cap, bytes) for packets in the cap's queue.
-    in_queue: VecDeque<(Instant, usize)>,
-    queued_bytes: usize,
-    last_release: Option<Instant>,
+    /// The relay's model of each packet's fate, on the simulated clock.
+    lane: Lane,
     flight: Flight<T>,
     offered: u64,
     pub counts: Counts,
@@ -146,12 +62,8 @@ impl<T> Link<T> {
         Link {
             imp,
             outages: Vec::new(),
-            rng: Rng::new(seed),
-            bad: false,
-            busy_until: None,
-            in_queue: VecDeque::new(),
-            queued_bytes: 0,
-            last_release: None,
+            // As the pair's own generator was seeded before it used the relay's model.
+            lane: Lane::new(seed ^ 0x5851_f42d_4c95_7f2d, 0),
             flight: BinaryHeap::new(),
             offered: 0,
             counts: Counts::default(),
@@ -182,54 +94,25 @@ impl<T> Link<T> {
         self.flight.pop().map(|(_, Slot(p))| p)
     }
 
-    /// Decides a packet's fate: its arrival time, or None when it is dropped.
+    /// Decides a packet's fate: its arrival time, or None when it is dropped. The model
+    /// draws for every packet, so an outage does not shift the draws of those after it.
     fn admit(&mut self, len: usize, now: Instant) -> Option<Instant> {
-        let imp = &self.imp;
-        // Draw for everything every time, so one setting's choices do not shift another's.
-        let random_loss = self.rng.chance(imp.loss);
-        let burst_loss = match imp.burst {
-            Some(ge) => {
-                let flip = self.rng.unit();
-                self.bad = if self.bad { flip >= ge.r } else { flip < ge.p };
-                let p = if self.bad { ge.loss_bad } else { ge.loss_good };
-                self.rng.chance(p)
-            }
-            None => false,
-        };
-        let jitter = imp.jitter.mul_f64(self.rng.unit());
+        let fate = self.lane.admit(&self.imp, len, now);
         if self.outages.iter().any(|&(s, e)| now >= s && now < e) {
             self.counts.outage_dropped += 1;
             return None;
         }
-        if random_loss || burst_loss {
-            self.counts.lost += 1;
-            return None;
-        }
-        let mut leaves = now;
-        if let Some(rate) = imp.rate_bps.filter(|r| *r > 0) {
-            while self.in_queue.front().is_some_and(|(t, _)| *t <= now) {
-                if let Some((_, n)) = self.in_queue.pop_front() {
-                    self.queued_bytes -= n;
-                }
+        match fate {
+            Ok(at) => Some(at),
+            Err(Dropped::Loss) => {
+                self.counts.lost += 1;
+                None
             }
-            if self.queued_bytes + len > imp.queue_bytes.max(len) {
+            Err(Dropped::Queue) => {
                 self.counts.queue_dropped += 1;
-                return None;
-            }
-            let start = self.busy_until.filter(|b| *b > now).unwrap_or(now);
-            leaves = start + Duration::from_secs_f64(len as f64 * 8.0 / rate as f64);
-            self.busy_until = Some(leaves);
-            self.in_queue.push_back((leaves, len));
-            self.queued_bytes += len;
-        }
-        let mut arrives = leaves + imp.delay + jitter;
-        if !imp.reorder {
-            if let Some(last) = self.last_release {
-                arrives = arrives.max(last);
+                None
             }
         }
-        self.last_release = Some(arrives);
-        Some(arrives)
     }
 }
 

@@ -83,7 +83,8 @@ impl Encoder {
         let unit = per_group / (stream.irap_ratio + ps + 0.5 * bs);
         Encoder {
             stream,
-            rng: Rng::new(seed ^ 0xe4c0_de00),
+            // Seeded as before the pair shared the relay's generator, so the seeds keep their runs.
+            rng: Rng::new(seed ^ 0xe4c0_de00 ^ 0x5851_f42d_4c95_7f2d),
             made: 0,
             in_group: 0,
             forced: false,

@@ -14,6 +14,19 @@ pub struct GilbertElliott {
     pub loss_bad: f64,
 }
 
+impl GilbertElliott {
+    /// Bursts of `mean` packets lost whole, `share` of all packets in them.
+    pub fn bursts(share: f64, mean: f64) -> Self {
+        let r = 1.0 / mean;
+        GilbertElliott {
+            p: share * r / (1.0 - share),
+            r,
+            loss_good: 0.0,
+            loss_bad: 1.0,
+        }
+    }
+}
+
 /// What happens to packets going one way. The default passes everything untouched.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Impairment {

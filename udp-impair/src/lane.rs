@@ -6,8 +6,9 @@ use crate::Impairment;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// One direction's state: its generator, loss chain, cap queue and release order.
-pub(crate) struct Lane {
+/// One direction's state: its generator, loss chain, cap queue and release order. Sans-IO:
+/// the relay's thread drives it with the clock, the plugin's simulated pair with its own.
+pub struct Lane {
     rng: Rng,
     bad: bool,
     /// When the capped link finishes sending what it has accepted.
@@ -20,7 +21,7 @@ pub(crate) struct Lane {
 
 impl Lane {
     /// Lane `lane` (0 or 1) of a relay seeded with `seed`: each draws its own numbers.
-    pub(crate) fn new(seed: u64, lane: u64) -> Lane {
+    pub fn new(seed: u64, lane: u64) -> Lane {
         Lane {
             rng: Rng::new(seed ^ lane.wrapping_mul(0xa076_1d64_78bd_642f)),
             bad: false,
@@ -32,7 +33,7 @@ impl Lane {
     }
 
     /// Decides a packet's fate: Ok(release time) or Err(why it was dropped).
-    pub(crate) fn admit(
+    pub fn admit(
         &mut self,
         imp: &Impairment,
         len: usize,
@@ -80,7 +81,8 @@ impl Lane {
 }
 
 /// Why a packet did not get through.
-pub(crate) enum Dropped {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
     Loss,
     Queue,
 }

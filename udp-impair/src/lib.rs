@@ -34,5 +34,7 @@ mod worker;
 pub use config::{Direction, DirectionStats, RelayConfig, RelayStats};
 pub use error::{SpecError, ValueError};
 pub use impairment::{GilbertElliott, Impairment};
+pub use lane::{Dropped, Lane};
 pub use parse::parse_duration;
 pub use relay::Relay;
+pub use rng::Rng;
