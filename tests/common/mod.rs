@@ -209,6 +209,8 @@ pub struct Received {
     pub dts: Option<gst::ClockTime>,
     pub flags: gst::BufferFlags,
     pub meta: Option<gst_plugin_meta::QuicNaluMeta>,
+    /// When the appsink took it, in ns of `gst::get_timestamp()` (QuicNaluMeta's clock).
+    pub output_time: u64,
 }
 
 /// Collects every buffer reaching the appsink `name` and announces each on a channel.
@@ -236,6 +238,7 @@ pub fn collect(
                     dts: buffer.dts(),
                     flags: buffer.flags(),
                     meta: gst_plugin_meta::QuicNaluMeta::from_buffer(buffer),
+                    output_time: gst::get_timestamp().nseconds(),
                 });
                 let _ = tx.send(v.len());
                 Ok(gst::FlowSuccess::Ok)

@@ -11,6 +11,7 @@ mod common;
 mod adaptation;
 mod apps;
 mod budget;
+mod capped;
 mod commands;
 mod delivery;
 mod errors;
