@@ -43,6 +43,8 @@ pub struct ReceiverStats {
     /// Frames replaced by a SHED marker to meet the latency budget.
     pub frames_shed: u64,
     pub groups_reset: u64,
+    /// Groups sent late because their keyframe could not arrive within the budget.
+    pub groups_late: u64,
     pub keyframe_requests: u64,
     /// Keyframe requests and application commands it sent beyond its rate (ratelimit.rs),
     /// dropped.

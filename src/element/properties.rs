@@ -62,6 +62,27 @@ impl From<CongestionControl> for config::CongestionControl {
     }
 }
 
+/// `adapt-bitrate` (quicnalusink): whether to steer an upstream encoder's bitrate to what
+/// the receivers' paths carry (quicnalusink/adapt.rs). The nicks keep the boolean it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, glib::Enum)]
+#[enum_type(name = "GstQuicNaluAdaptBitrate")]
+pub enum AdaptBitrate {
+    #[enum_value(name = "Never steer the encoder", nick = "false")]
+    Off,
+    #[enum_value(
+        name = "Steer the encoder, and warn if there is none to steer",
+        nick = "true"
+    )]
+    On,
+    /// The default: a live encoder is steered, a file or a fixed stream left alone.
+    #[default]
+    #[enum_value(
+        name = "Steer an upstream encoder if there is one (x265enc, x264enc, NVENC, VA, QSV)",
+        nick = "auto"
+    )]
+    Auto,
+}
+
 /// `join-mode` (quicnalusink): how a receiver connecting mid-stream starts
 /// ([`join::JoinMode`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, glib::Enum)]

@@ -36,6 +36,7 @@ impl Snapshot for SenderStats {
                     .field("frames-dropped", r.frames_dropped)
                     .field("frames-shed", r.frames_shed)
                     .field("groups-reset", r.groups_reset)
+                    .field("groups-late", r.groups_late)
                     .field("keyframe-requests", r.keyframe_requests)
                     .field("keyframe-requests-dropped", r.keyframe_requests_dropped)
                     .field("commands-dropped", r.commands_dropped)

@@ -59,6 +59,16 @@ fn nal(out: &mut Vec<u8>, header: [u8; 2], body: usize) {
     out.resize(out.len() + body.saturating_sub(1), 0xab);
 }
 
+/// Bytes of a P picture for `stream`'s bitrate, its groups and their pictures' shares.
+fn unit(stream: &Stream) -> f64 {
+    let g = f64::from(stream.gop.max(1));
+    let pictures = g - 1.0;
+    let ps = (pictures / f64::from(stream.b_frames + 1)).ceil();
+    let bs = pictures - ps;
+    let per_group = stream.bitrate as f64 / 8.0 / f64::from(stream.fps) * g;
+    per_group / (stream.irap_ratio + ps + 0.5 * bs)
+}
+
 pub struct Encoder {
     pub stream: Stream,
     rng: Rng,
@@ -75,12 +85,7 @@ pub struct Encoder {
 
 impl Encoder {
     pub fn new(stream: Stream, seed: u64) -> Self {
-        let g = f64::from(stream.gop.max(1));
-        let pictures = g - 1.0;
-        let ps = (pictures / f64::from(stream.b_frames + 1)).ceil();
-        let bs = pictures - ps;
-        let per_group = stream.bitrate as f64 / 8.0 / f64::from(stream.fps) * g;
-        let unit = per_group / (stream.irap_ratio + ps + 0.5 * bs);
+        let unit = unit(&stream);
         Encoder {
             stream,
             // Seeded as before the pair shared the relay's generator, so the seeds keep their runs.
@@ -92,6 +97,13 @@ impl Encoder {
             sub_layers: None,
             unit,
         }
+    }
+
+    /// quicnalusink's steering set the encoder's `bitrate`: pictures from the next one on
+    /// are sized for it (x265 follows within a few frames; this, at once).
+    pub fn set_bitrate(&mut self, bps: u64) {
+        self.stream.bitrate = bps;
+        self.unit = unit(&self.stream);
     }
 
     /// Upstream GstForceKeyUnit: the next picture is an IRAP.

@@ -10,6 +10,8 @@
 //! decodable within the receiver's budget (its latency, 200 ms by default) of the moment
 //! the sender's core took it.
 
+#[cfg(test)]
+mod caps;
 mod link;
 mod media;
 mod quic;
@@ -22,6 +24,7 @@ mod tests;
 
 use crate::sender::budget;
 use crate::sender::join::JoinMode;
+use crate::sender::steering::Steering;
 use crate::sender::Policy;
 use link::{Impairment, Link};
 use quic::Packet;
@@ -86,6 +89,9 @@ pub struct Settings {
     /// and each repair sent twice while the path does not queue. Both on in the elements.
     pub tail_probes: bool,
     pub repeat_repairs: bool,
+    /// quicnalusink's adapt-bitrate steers the encoder (min-bitrate 200 kbit/s, at most
+    /// the stream's bitrate), as it does a live x265enc by default; off: a recorded clip.
+    pub steered: bool,
     pub receivers: Vec<Plan>,
 }
 
@@ -102,6 +108,7 @@ impl Settings {
             keyframe_interval: 250 * MS,
             tail_probes: true,
             repeat_repairs: true,
+            steered: false,
             receivers: vec![Plan::symmetric(one_way, loss)],
         }
     }
@@ -137,6 +144,7 @@ impl Pair {
         let mut sender = Sender::new(policy, encoder, settings.frames, settings.end_of_stream, t0);
         sender.tail_probes = settings.tail_probes;
         sender.repeat_repairs = settings.repeat_repairs;
+        sender.steering = settings.steered.then(|| Steering::new(200, 0));
         let mut lanes = Vec::new();
         let mut receivers = Vec::new();
         for (i, plan) in settings.receivers.into_iter().enumerate() {
@@ -241,9 +249,41 @@ impl Pair {
             gaps: out.iter().filter(|o| o.gap).count(),
             flagged_late: out.iter().filter(|o| o.late).count(),
             latencies,
+            longest_stall: self.longest_stall(i),
         }
     }
+
+    /// The longest time receiver `i` showed no new decodable picture, from 2 s after its
+    /// first one (or from its connecting, if none came) to the end of the run; the
+    /// whole run when nothing decodable came.
+    fn longest_stall(&self, i: usize) -> Duration {
+        let rx = &self.receivers[i];
+        let shown: Vec<Instant> = rx
+            .out
+            .iter()
+            .filter(|o| o.decodable && !o.catch_up)
+            .map(|o| o.at)
+            .collect();
+        let Some(&first) = shown.first() else {
+            return self.now - (self.t0 + rx.plan.at);
+        };
+        // The stream's end: the last frame made, plus the latency it had to arrive in.
+        let end =
+            (self.sender.taken.last()).map_or(self.now, |t| (t.at + rx.plan.latency).min(self.now));
+        let from = first + STALL_GRACE;
+        let mut last = from;
+        let mut longest = Duration::ZERO;
+        for &at in shown.iter().chain([&end]).filter(|&&at| at > from) {
+            longest = longest.max(at - last);
+            last = at;
+        }
+        longest
+    }
 }
+
+/// What the stall figure leaves out after the first picture: the start-up, where an
+/// estimate and an encoder settle (issue 31 counts from 2 s).
+const STALL_GRACE: Duration = Duration::from_secs(2);
 
 /// One receiver's outcome, as the benchmark counts it.
 #[derive(Debug, Clone)]
@@ -260,6 +300,8 @@ pub struct Report {
     pub flagged_late: usize,
     /// Of decodable live frames, sorted.
     pub latencies: Vec<Duration>,
+    /// The longest time without a new decodable picture (see `Pair::longest_stall`).
+    pub longest_stall: Duration,
 }
 
 impl Report {
@@ -283,7 +325,7 @@ impl std::fmt::Display for Report {
         write!(
             f,
             "{}/{} on time ({:.1}%), {} delivered, {} decodable, {} after a gap, {} flagged \
-             late, p50 {:?}, p99 {:?}, max {:?}",
+             late, p50 {:?}, p99 {:?}, max {:?}, longest stall {:?}",
             self.on_time,
             self.sent,
             100.0 * self.on_time_share(),
@@ -294,6 +336,7 @@ impl std::fmt::Display for Report {
             self.percentile(50.0),
             self.percentile(99.0),
             self.percentile(100.0),
+            self.longest_stall,
         )
     }
 }

@@ -19,6 +19,7 @@ use super::Lanes;
 use crate::protocol::control::{self, CONTROL_STREAM};
 use crate::protocol::{CommandDecoder, DEFAULT_MAX_COMMAND_SIZE};
 use crate::sender::repair::RepeatRepairs;
+use crate::sender::steering::Steering;
 use crate::sender::{Estimate, Fanout, Path, Policy, ReceiverEvent, Streams};
 use crate::stats::ConnectionStats;
 use std::collections::HashSet;
@@ -94,6 +95,8 @@ pub struct Sender {
     pub keyframe_requests: Vec<Instant>,
     pub events: Vec<(Instant, ReceiverEvent)>,
     pub estimates: Vec<(Instant, Estimate)>,
+    /// quicnalusink's adapt-bitrate, when the encoder is steered.
+    pub steering: Option<Steering>,
     /// Receivers whose connection closed and was reaped.
     gone: HashSet<u64>,
     /// The driver's probes after a burst, and its repairs sent twice (repair.rs).
@@ -133,6 +136,7 @@ impl Sender {
             keyframe_requests: Vec::new(),
             events: Vec::new(),
             estimates: Vec::new(),
+            steering: None,
             gone: HashSet::new(),
             tail_probes: true,
             repeat_repairs: true,
@@ -191,6 +195,17 @@ impl Sender {
         }
         if let Some(e) = self.fanout.estimate(now) {
             self.estimates.push((now, e));
+            // What quicnalusink's adapt-bitrate does with it (quicnalusink/adapt.rs).
+            let bitrate = self.encoder.stream.bitrate;
+            if let Some(step) =
+                (self.steering.as_mut()).and_then(|s| s.next(e.bitrate, || (bitrate / 1000) as u32))
+            {
+                self.encoder.set_bitrate(u64::from(step.kbps) * 1000);
+                if step.keyframe {
+                    self.keyframe_requests.push(now);
+                    self.encoder.force_keyframe();
+                }
+            }
         }
         self.reap(now);
         if self.media_start.is_none() && self.fanout.pressure(now).ready > 0 {

@@ -311,7 +311,9 @@ fn a_slow_receiver_does_not_hold_back_a_fast_one() {
     assert!(slow.delivered < 250 && slow.gaps > 0, "{slow}");
     assert!(slow.on_time >= 100, "{slow}");
     // Its keyframe requests made IRAPs for both: the fast one took them in its stride.
-    assert!(pair.sender.keyframe_requests.len() > 2);
+    assert!(!pair.sender.keyframe_requests.is_empty());
+    // It is never blank for long.
+    assert!(slow.longest_stall < SECOND, "{slow}");
 }
 
 #[test]

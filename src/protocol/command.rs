@@ -62,6 +62,13 @@ pub enum Command {
         live_seq: u64,
         sender_time: u64,
     },
+    /// Sender to receiver: the group on `stream` runs late by design (its keyframe could
+    /// not cross within the budget): output its frames, flagged late, if they arrive
+    /// within `allowance` ns past the budget. Receivers that do not know it drop them.
+    LateGroup {
+        stream: u64,
+        allowance: u64,
+    },
     /// A type this version does not know: skipped, so later versions can add messages.
     Unknown(u64),
 }
@@ -78,6 +85,7 @@ mod ty {
     pub const APPLICATION: u64 = 0x09;
     pub const LATENCY_BUDGET: u64 = 0x0a;
     pub const JOIN: u64 = 0x0b;
+    pub const LATE_GROUP: u64 = 0x0c;
 }
 
 impl Command {
@@ -152,6 +160,11 @@ impl Command {
                 put_varint(&mut payload, *sender_time);
                 ty::JOIN
             }
+            Command::LateGroup { stream, allowance } => {
+                put_varint(&mut payload, *stream);
+                put_varint(&mut payload, *allowance);
+                ty::LATE_GROUP
+            }
             Command::Unknown(kind) => *kind,
         };
         put_varint(out, kind);
@@ -225,6 +238,10 @@ impl Command {
             ty::JOIN => Command::Join {
                 live_seq: p.varint()?,
                 sender_time: p.varint()?,
+            },
+            ty::LATE_GROUP => Command::LateGroup {
+                stream: p.varint()?,
+                allowance: p.varint()?,
             },
             other => {
                 p.bytes(p.remaining())?;
@@ -344,6 +361,10 @@ mod tests {
             Command::Join {
                 live_seq: 150,
                 sender_time: 1 << 50,
+            },
+            Command::LateGroup {
+                stream: 11,
+                allowance: 1_000_000_000,
             },
             Command::Unknown(0x3f00),
         ]

@@ -1,97 +1,108 @@
-//! Steering the upstream encoder's bitrate to what the receivers' paths carry, as
-//! webrtcsink does for WebRTC. Policy with several receivers: follow the slowest one that is
-//! connected and heard from, so every receiver can get every frame; a receiver gone quiet
-//! (an outage) does not count until it is heard from again.
+//! `adapt-bitrate`: finding the encoder upstream and carrying out what the core's steering
+//! (sender/steering.rs) decides. Policy with several receivers: the core's estimate follows
+//! the slowest one that is connected and heard from, so every receiver can get every frame.
 
+use crate::element::properties::AdaptBitrate;
+use crate::sender::steering::Steering;
 use gst::glib;
 use gst::prelude::*;
 
-/// Bounds and state of the adaptation; all rates in kbit/s, the unit of x265enc's (and
-/// most encoders') `bitrate` property.
+/// The steering of one started sink.
 #[derive(Debug)]
 pub struct Adaptation {
-    pub min_kbps: u32,
-    /// 0: the encoder's own bitrate when adaptation starts.
-    pub max_kbps: u32,
+    mode: AdaptBitrate,
+    steering: Steering,
     /// The sink's debug category, which its steering logs under.
     cat: gst::DebugCategory,
-    encoder: Option<glib::WeakRef<gst::Element>>,
-    current_kbps: Option<u32>,
+    /// None until looked for; Some(None) when there is no encoder upstream.
+    encoder: Option<Option<glib::WeakRef<gst::Element>>>,
 }
 
-/// The encoder's share of the estimate: the rest is for QUIC and framing overhead and
-/// retransmissions, which the estimate (bytes on the wire) includes.
-const ENCODER_SHARE: f64 = 0.9;
-/// Largest step up per estimate (every 500 ms): +15%. Steps down are taken at once.
-const MAX_STEP_UP: f64 = 1.15;
-/// Changes smaller than this are not worth an encoder reconfiguration.
-const MIN_CHANGE: f64 = 0.03;
-
 impl Adaptation {
-    pub fn new(min_kbps: u32, max_kbps: u32, cat: gst::DebugCategory) -> Self {
-        Adaptation {
-            min_kbps,
-            max_kbps,
+    /// None for `adapt-bitrate=false`.
+    pub fn new(
+        mode: AdaptBitrate,
+        min_kbps: u32,
+        max_kbps: u32,
+        cat: gst::DebugCategory,
+    ) -> Option<Self> {
+        (mode != AdaptBitrate::Off).then(|| Adaptation {
+            mode,
+            steering: Steering::new(min_kbps, max_kbps),
             cat,
             encoder: None,
-            current_kbps: None,
-        }
+        })
     }
 
-    /// Moves the encoder's bitrate towards `estimate_bps`; returns the encoder's bitrate
-    /// (kbit/s) afterwards, or None when there is no encoder upstream.
+    /// Moves the encoder's bitrate towards `estimate_bps`, asking it for a keyframe after a
+    /// large step down; returns the encoder's bitrate (kbit/s) afterwards, or None when
+    /// there is no encoder upstream.
     pub fn steer(&mut self, sink: &gst::Element, estimate_bps: u64) -> Option<u32> {
         let encoder = self.encoder(sink)?;
-        let current = *self
-            .current_kbps
-            .get_or_insert_with(|| encoder.property::<u32>("bitrate"));
-        if self.max_kbps == 0 {
-            self.max_kbps = current;
-        }
-        let wanted = estimate_bps as f64 * ENCODER_SHARE / 1000.0;
-        let next = if wanted < f64::from(current) {
-            wanted
-        } else {
-            wanted.min(f64::from(current) * MAX_STEP_UP)
-        };
-        let next = (next.round() as u32).clamp(self.min_kbps, self.max_kbps.max(self.min_kbps));
-        let change = (f64::from(next) - f64::from(current)).abs() / f64::from(current.max(1));
-        if change >= MIN_CHANGE {
+        let current = || encoder.property::<u32>("bitrate");
+        if let Some(step) = self.steering.next(estimate_bps, current) {
             gst::debug!(
                 self.cat,
                 obj = sink,
-                "encoder {} bitrate {current} -> {next} kbit/s (estimate {} kbit/s)",
+                "encoder {} bitrate -> {} kbit/s (estimate {} kbit/s){}",
                 encoder.name(),
-                estimate_bps / 1000
+                step.kbps,
+                estimate_bps / 1000,
+                if step.keyframe {
+                    ", and a keyframe"
+                } else {
+                    ""
+                }
             );
-            encoder.set_property("bitrate", next);
-            self.current_kbps = Some(next);
+            encoder.set_property("bitrate", step.kbps);
+            if step.keyframe {
+                let event = gst::event::CustomUpstream::new(
+                    gst::Structure::builder("GstForceKeyUnit")
+                        .field("all-headers", true)
+                        .build(),
+                );
+                if let Some(pad) = sink.static_pad("sink") {
+                    pad.push_event(event);
+                }
+            }
         }
-        self.current_kbps
+        self.steering.current()
     }
 
-    /// The nearest element upstream with a `bitrate` property, found once.
+    /// The nearest encoder upstream, looked for once.
     fn encoder(&mut self, sink: &gst::Element) -> Option<gst::Element> {
-        if let Some(encoder) = self.encoder.as_ref().and_then(|w| w.upgrade()) {
-            return Some(encoder);
+        if let Some(found) = &self.encoder {
+            return found.as_ref().and_then(|w| w.upgrade());
         }
-        let encoder = find_encoder(sink)?;
-        gst::info!(
-            self.cat,
-            obj = sink,
-            "steering the bitrate of {} ({})",
-            encoder.name(),
-            encoder
-                .factory()
-                .map_or("?".into(), |f| f.name().to_string())
-        );
-        self.encoder = Some(encoder.downgrade());
-        Some(encoder)
+        let encoder = find_encoder(sink);
+        match &encoder {
+            Some(e) => gst::info!(
+                self.cat,
+                obj = sink,
+                "steering the bitrate of {} ({})",
+                e.name(),
+                e.factory().map_or("?".into(), |f| f.name().to_string())
+            ),
+            None if self.mode == AdaptBitrate::On => gst::element_warning!(
+                sink,
+                gst::CoreError::Negotiation,
+                ("adapt-bitrate=true, but no upstream element has a writable 'bitrate' \
+                     property (looked through single-input elements from the sink)")
+            ),
+            None => gst::info!(
+                self.cat,
+                obj = sink,
+                "no encoder upstream: the stream's bitrate is left as it is"
+            ),
+        }
+        self.encoder = Some(encoder.as_ref().map(|e| e.downgrade()));
+        encoder
     }
 }
 
 /// Walks upstream from `sink` through single-input elements (parsers, queues, capsfilters)
-/// to the first element whose `bitrate` property is an unsigned integer.
+/// to the first element with a writable unsigned-integer `bitrate` property: x265enc,
+/// x264enc, nvh265enc, vah265enc, qsvh265enc, ... (a file or a fixed stream has none).
 fn find_encoder(sink: &gst::Element) -> Option<gst::Element> {
     let mut pad = sink.static_pad("sink")?;
     // Bounded: a pipeline with a loop must not spin here.

@@ -6,7 +6,9 @@
 //! bitrate) and `relay` (publishing to a MoQ relay).
 
 use super::adapt::Adaptation;
-use crate::element::properties::{CongestionControl, JoinMode, Mode, DEFAULT_MOQ_BROADCAST};
+use crate::element::properties::{
+    AdaptBitrate, CongestionControl, JoinMode, Mode, DEFAULT_MOQ_BROADCAST,
+};
 use crate::element::uri;
 use crate::media::gather::Gatherer;
 use crate::media::h265::AuInfo;
@@ -40,7 +42,7 @@ const DEFAULT_EOS_TIMEOUT_MS: u32 = 5000;
 const DEFAULT_KEYFRAME_REQUEST_INTERVAL_MS: u32 = 250;
 /// -1: each receiver's own latency (HELLO), as SRT negotiates it; live by default.
 const DEFAULT_LATENCY_BUDGET_MS: i32 = -1;
-const DEFAULT_ADAPT_BITRATE: bool = false;
+const DEFAULT_ADAPT_BITRATE: AdaptBitrate = AdaptBitrate::Auto;
 const DEFAULT_MIN_BITRATE_KBPS: u32 = 300;
 /// 0: the encoder's own bitrate when adaptation starts.
 const DEFAULT_MAX_BITRATE_KBPS: u32 = 0;
@@ -70,7 +72,7 @@ struct Settings {
     keyframe_request_interval_ms: u32,
     latency_budget_ms: i32,
     congestion_control: CongestionControl,
-    adapt_bitrate: bool,
+    adapt_bitrate: AdaptBitrate,
     min_bitrate_kbps: u32,
     max_bitrate_kbps: u32,
     max_receivers: u32,

@@ -15,6 +15,10 @@
 //! queueing, each later than the one before, are never output. Once frames have been late
 //! for longer than a quarter of the budget, or one is late by more than the budget, the
 //! path is behind, not repairing, and the group goes.
+//!
+//! A group the sender announced as late (LATE_GROUP: its keyframe could not cross within
+//! the budget, and a late picture beats none) is output as it arrives, flagged late, while
+//! its frames are no later than the allowance it gave.
 
 /// What the receiver allows for handing a frame on after its last byte arrived (to the
 /// streaming thread, then downstream): a frame is late that much before the budget ends.
@@ -33,8 +37,21 @@ pub enum Verdict {
     Late,
     /// Late, and nothing references it: drop it alone.
     Drop,
+    /// Late, but within its group's LATE_GROUP allowance: output it now, flagged late.
+    LateGroup,
     /// Late for too long, or by too much: drop it with the rest of its group.
     Abandon,
+}
+
+/// When one frame's bytes came, on two clocks: `send_time` on the sender's, `first_byte`
+/// and `arrival` (its last byte) on ours; `one_way`: the path's one-way delay without
+/// queueing. All ns.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival {
+    pub send_time: u64,
+    pub first_byte: u64,
+    pub arrival: u64,
+    pub one_way: u64,
 }
 
 /// Frames late in a row for longer than budget / this are behind, not repairing. A repair
@@ -59,21 +76,29 @@ impl Lateness {
         self.budget = (ns > 0).then_some(ns);
     }
 
-    /// What to do with a frame sent at `send_time` (sender's clock) whose first bytes
-    /// arrived at `first_byte` and last at `arrival` (ours); `alone`: no other frame
+    /// What to do with a frame that arrived at `times`; `allowance`: how far past the
+    /// budget its group may be (ns, LATE_GROUP; 0 for most); `alone`: no other frame
     /// references it. See [`Lateness::late_by`].
     pub fn judge(
         &mut self,
-        send_time: u64,
-        first_byte: u64,
-        arrival: u64,
-        one_way: u64,
+        times: Arrival,
+        allowance: u64,
         alone: impl FnOnce() -> bool,
     ) -> Verdict {
+        let Arrival {
+            send_time,
+            first_byte,
+            arrival,
+            one_way,
+        } = times;
         let Some(by) = self.late_by(send_time, first_byte, arrival, one_way) else {
             self.late_since = None;
             return Verdict::OnTime;
         };
+        if by <= allowance {
+            self.late_since = None;
+            return Verdict::LateGroup;
+        }
         let budget = self.budget.unwrap_or(0);
         let since = *self.late_since.get_or_insert(arrival);
         if alone() {
@@ -186,7 +211,7 @@ mod tests {
         let mut judge = |n: u64, delay: u64, alone: bool| {
             let sent = n * 33 * MS;
             let arrived = sent + 20 * MS + delay * MS;
-            l.judge(sent, arrived, arrived, 20 * MS, || alone)
+            l.judge(at(sent, arrived, 20 * MS), 0, || alone)
         };
         assert_eq!(judge(0, 0, false), Verdict::OnTime);
         // A lost packet repaired twice holds frame 1 back 250 ms, and frame 2 (sent 33 ms
@@ -204,10 +229,40 @@ mod tests {
         assert_eq!(verdicts[2], Verdict::Abandon);
         // No budget: all on time.
         let mut l = Lateness::default();
+        assert_eq!(l.judge(at(0, 10_000 * MS, 0), 0, || false), Verdict::OnTime);
+    }
+
+    /// A frame sent at `sent` whose bytes all came at `arrived`.
+    fn at(sent: u64, arrived: u64, one_way: u64) -> Arrival {
+        Arrival {
+            send_time: sent,
+            first_byte: arrived,
+            arrival: arrived,
+            one_way,
+        }
+    }
+
+    #[test]
+    fn a_late_group_is_output_within_its_allowance() {
+        let mut l = Lateness::default();
+        l.set_budget(120 * MS);
+        let one_way = 20 * MS;
         assert_eq!(
-            l.judge(0, 10_000 * MS, 10_000 * MS, 0, || false),
+            l.judge(at(0, 20 * MS, one_way), 0, || false),
             Verdict::OnTime
         );
+        // A keyframe 300 ms late, of a group the sender said runs up to 1 s late, and the
+        // frames behind it, each later than the one before: all output.
+        let allowance = 1_000 * MS;
+        for n in 0..20 {
+            let sent = 33 * MS * (n + 1);
+            let arrived = sent + one_way + 420 * MS + n * 20 * MS;
+            let v = l.judge(at(sent, arrived, one_way), allowance, || false);
+            assert_eq!(v, Verdict::LateGroup, "frame {n}");
+        }
+        // Past the allowance the group goes, as any group late by more than the budget.
+        let v = l.judge(at(2_000 * MS, 3_300 * MS, one_way), allowance, || false);
+        assert_eq!(v, Verdict::Abandon);
     }
 
     /// Lateness in whole ms: the quickest transit ages by 100 ppm, some µs here.

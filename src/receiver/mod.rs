@@ -32,6 +32,9 @@ use std::time::{Duration, Instant};
 const MAX_BUFFERED: usize = 16 << 20;
 /// Application commands from the sender pinned to a frame that has not come yet.
 const MAX_PINNED: usize = 256;
+/// LATE_GROUP announcements kept: a sender rescues one group at a time, and a group it
+/// rescued before may still be arriving.
+const MAX_LATE_GROUPS: usize = 4;
 /// Bytes waiting on the control stream beyond which the sender's PINGs go unanswered: one
 /// that floods PINGs and never reads would otherwise grow them without bound.
 pub const MAX_CONTROL_OUT: usize = protocol::DEFAULT_MAX_COMMAND_SIZE as usize;
@@ -158,6 +161,9 @@ pub struct Reassembly {
     join: Option<(u64, u64)>,
     /// Commands pinned before a frame number, oldest first, until that point is handed on.
     pinned: VecDeque<(u64, String)>,
+    /// Groups the sender sends late by design (LATE_GROUP): their stream and how far past
+    /// the budget their frames may arrive (ns), newest last.
+    late_groups: VecDeque<(u64, u64)>,
     /// Frame headers, and the bytes of abandoned groups, are read into this.
     buf: Vec<u8>,
 }
@@ -192,6 +198,7 @@ impl Reassembly {
             sub_layers: 7,
             join: None,
             pinned: VecDeque::new(),
+            late_groups: VecDeque::new(),
             buf: vec![0; 65536],
         }
     }
@@ -226,6 +233,12 @@ impl Reassembly {
             }
             Command::Ping(n) if control.len() < MAX_CONTROL_OUT => Command::Pong(n).encode(control),
             Command::LatencyBudget(ns) => self.lateness.set_budget(ns),
+            Command::LateGroup { stream, allowance } if stream >= self.next_group => {
+                if self.late_groups.len() >= MAX_LATE_GROUPS {
+                    self.late_groups.pop_front();
+                }
+                self.late_groups.push_back((stream, allowance));
+            }
             Command::Join {
                 live_seq,
                 sender_time,

@@ -6,7 +6,7 @@ use crate::media::h265::DropCost;
 use crate::protocol::control::is_group_stream;
 use crate::protocol::{FrameFlags, GroupFrame};
 use crate::receiver::inbox::ReceivedFrame;
-use crate::receiver::lateness::Verdict;
+use crate::receiver::lateness::{Arrival, Verdict};
 use std::time::Instant;
 
 /// Read size between frames: a frame header and a little of the body, which then passes
@@ -136,13 +136,20 @@ impl Reassembly {
                     let sub_layers = self.sub_layers;
                     let alone =
                         || inspect().is_ok_and(|i| i.drop_cost(sub_layers) == DropCost::Alone);
-                    self.lateness
-                        .judge(f.header.send_time, first_byte, arrival, one_way, alone)
+                    let allowance = (self.late_groups.iter())
+                        .find_map(|&(s, allowance)| (s == stream).then_some(allowance));
+                    let times = Arrival {
+                        send_time: f.header.send_time,
+                        first_byte,
+                        arrival,
+                        one_way,
+                    };
+                    self.lateness.judge(times, allowance.unwrap_or(0), alone)
                 };
                 let seq = f.header.seq;
                 self.counters.frames_late += u64::from(verdict != Verdict::OnTime);
                 match verdict {
-                    Verdict::OnTime => {
+                    Verdict::OnTime | Verdict::LateGroup => {
                         // The late frames it references are worth outputting now.
                         if group.held.len() > 0 {
                             log::debug!(
@@ -179,7 +186,7 @@ impl Reassembly {
                     data: f.data,
                     arrival,
                     gap: false,
-                    late: verdict == Verdict::Late,
+                    late: verdict != Verdict::OnTime,
                     catch_up_age,
                 };
                 if verdict == Verdict::Late {

@@ -19,6 +19,8 @@ mod queue;
 mod rate;
 mod receiver;
 pub mod repair;
+mod rescue;
+pub mod steering;
 #[cfg(test)]
 mod tests;
 pub mod untimed;

@@ -81,6 +81,10 @@ pub(super) struct StreamOut {
     pub chunks: VecDeque<Chunk>,
     /// Bytes of `chunks` not yet written.
     queued: usize,
+    /// Frames written whole so far.
+    pub frames_written: u64,
+    /// How far past their deadlines its frames may still go (rescue.rs); zero for most.
+    pub allowance: Duration,
 }
 
 impl StreamOut {
@@ -89,6 +93,8 @@ impl StreamOut {
             stream,
             chunks: VecDeque::new(),
             queued: 0,
+            frames_written: 0,
+            allowance: Duration::ZERO,
         }
     }
 
@@ -149,6 +155,7 @@ impl StreamOut {
                     }) = self.chunks.pop_front()
                     {
                         *frames_sent += 1;
+                        self.frames_written += 1;
                     }
                 }
                 Err(quiche::Error::Done) | Err(quiche::Error::StreamLimit) => return Ok(false),
@@ -206,8 +213,9 @@ impl StreamOut {
         shed
     }
 
-    /// When its oldest frame with a deadline expires, unless a joiner's catch-up frame
-    /// comes first (those come before any frame with a deadline, and hold their group).
+    /// When its oldest frame with a deadline expires (past its allowance), unless a
+    /// joiner's catch-up frame comes first (those come before any frame with a deadline,
+    /// and hold their group).
     pub fn expires(&self) -> Option<Instant> {
         let catching_up = self
             .chunks
@@ -217,6 +225,9 @@ impl StreamOut {
         if catching_up {
             return None;
         }
-        self.chunks.iter().find_map(|c| c.expires)
+        self.chunks
+            .iter()
+            .find_map(|c| c.expires)
+            .map(|t| t + self.allowance)
     }
 }

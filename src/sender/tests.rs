@@ -204,7 +204,15 @@ fn a_group_expires_once_a_round_trip_would_take_it_past_the_budget() {
     // Written now, it would arrive at 149 + 50 ms: within the 200 ms budget.
     turn(&mut f, 1, t0 + 149 * MS);
     assert!(conn(&f, 1).resets.is_empty());
+    // Its keyframe cannot be on time: rather than nothing, the group goes late (rescue.rs),
+    // and the receiver is told how late it may be.
     turn(&mut f, 1, t0 + 150 * MS);
+    assert!(conn(&f, 1).resets.is_empty());
+    assert_eq!(f.stats().receivers[0].groups_late, 1);
+    // Past even that, it expires.
+    turn(&mut f, 1, t0 + 1149 * MS);
+    assert!(conn(&f, 1).resets.is_empty());
+    turn(&mut f, 1, t0 + 1150 * MS);
     assert_eq!(conn(&f, 1).resets, [(3, error_code::GROUP_EXPIRED)]);
     let stats = f.stats().receivers[0].clone();
     assert_eq!((stats.groups_reset, stats.frames_dropped), (1, 1));
@@ -212,10 +220,18 @@ fn a_group_expires_once_a_round_trip_would_take_it_past_the_budget() {
     push(
         &mut f,
         frame(false, DropCost::Group, 0, nal(1, 100)),
-        t0 + 160 * MS,
+        t0 + 1160 * MS,
     );
     assert!(!f.get(1).unwrap().has_media_queued());
     assert_eq!(f.stats().receivers[0].frames_dropped, 2);
+    // The path opens: the LATE_GROUP queued at the rescue goes out.
+    open(&mut f, 1);
+    turn(&mut f, 1, t0 + 1170 * MS);
+    let late = Command::LateGroup {
+        stream: 3,
+        allowance: 1_000_000_000,
+    };
+    assert!(conn(&f, 1).commands().contains(&late));
 }
 
 #[test]

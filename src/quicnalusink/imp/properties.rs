@@ -180,14 +180,14 @@ pub(super) fn specs() -> &'static [glib::ParamSpec] {
                 .mutable_ready()
                 .build(),
             properties::congestion_control(),
-            glib::ParamSpecBoolean::builder("adapt-bitrate")
+            glib::ParamSpecEnum::builder_with_default("adapt-bitrate", DEFAULT_ADAPT_BITRATE)
                 .nick("Adapt bitrate")
                 .blurb(
-                    "Steer the bitrate (kbit/s) of the nearest upstream element with a \
-                         'bitrate' property (x265enc, ...) to what the slowest receiver's \
-                         path carries, within min-bitrate and max-bitrate",
+                    "Steer the bitrate (kbit/s) of the nearest upstream encoder (an element \
+                         with a 'bitrate' property: x265enc, x264enc, NVENC, VA, QSV ...) to \
+                         what the slowest receiver's path carries, within min-bitrate and \
+                         max-bitrate; auto: if there is one, true: and warn if there is not",
                 )
-                .default_value(DEFAULT_ADAPT_BITRATE)
                 .mutable_ready()
                 .build(),
             glib::ParamSpecUInt::builder("min-bitrate")

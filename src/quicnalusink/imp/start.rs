@@ -148,9 +148,12 @@ impl QuicNaluSink {
             None => gst::info!(CAT, imp = self, "listening on {}", server.local_addr()),
         }
         *self.stream.lock().unwrap() = Stream::default();
-        *self.adaptation.lock().unwrap() = settings
-            .adapt_bitrate
-            .then(|| Adaptation::new(settings.min_bitrate_kbps, settings.max_bitrate_kbps, *CAT));
+        *self.adaptation.lock().unwrap() = Adaptation::new(
+            settings.adapt_bitrate,
+            settings.min_bitrate_kbps,
+            settings.max_bitrate_kbps,
+            *CAT,
+        );
         let publisher = self.publisher(&settings)?.map(Arc::new);
         *self.state.lock().unwrap() = State::Started {
             server: Arc::new(server),

@@ -1,0 +1,30 @@
+//! When a keyframe cannot cross within the budget: the group runs late rather than not at
+//! all.
+//!
+//! A group expires when its oldest unsent frame could no longer arrive by its deadline
+//! (receiver.rs, `expire`). On a link slower than the stream, or with a keyframe larger
+//! than the budget lets the link carry (60 kB takes 160 ms at 3 Mbit/s), that happens to
+//! every group before its keyframe is through: the receiver would show nothing, for good.
+//! So the open group, if its keyframe has not gone out whole, is rescued instead: its
+//! deadlines move back by [`LAG`], the receiver is told (LATE_GROUP) and outputs its
+//! frames flagged late, and the group goes on until even that is missed (its tail then
+//! expires and the receiver asks for a keyframe). The next group starts at the live edge
+//! again, and newest first, so the late one gives way to it.
+//!
+//! A group whose keyframe went out keeps its deadlines: the receiver has that picture, and
+//! the group's expiry (with the keyframe request that follows) brings a fresh one sooner
+//! than a growing lag would. Measured in the pair (pair/caps.rs): the recorded clip at
+//! half the link's rate, latency 120 ms, shows a picture at least every ... .
+
+use super::queue::StreamOut;
+use std::time::Duration;
+
+/// How far past its deadlines a rescued group may run: a late picture beats none, but one
+/// more than a second behind is no longer live video.
+pub const LAG: Duration = Duration::from_secs(1);
+
+/// Whether `group`, about to expire, is rescued instead; `open`: it is the newest group,
+/// with no later keyframe queued to take its place.
+pub(super) fn rescues(group: &StreamOut, open: bool) -> bool {
+    open && group.frames_written == 0 && group.allowance.is_zero()
+}
