@@ -45,6 +45,8 @@ pub struct ReceiverStats {
     pub groups_reset: u64,
     /// Groups sent late because their keyframe could not arrive within the budget.
     pub groups_late: u64,
+    /// The estimate of what its path carries, bit/s (0 before the first).
+    pub path_rate: u64,
     pub keyframe_requests: u64,
     /// Keyframe requests and application commands it sent beyond its rate (ratelimit.rs),
     /// dropped.
@@ -65,6 +67,8 @@ pub struct SenderStats {
     pub keyframe_requests: u64,
     /// Receivers closed at HELLO (token, limit, application).
     pub receivers_rejected: u64,
+    /// The stream's rate as the sink takes it, bit/s, over the last 2 s (0 before).
+    pub stream_rate: u64,
     pub receivers: Vec<ReceiverStats>,
 }
 

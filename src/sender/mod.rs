@@ -14,6 +14,7 @@ pub mod budget;
 pub mod intake;
 pub mod join;
 mod keyframes;
+mod overrun;
 mod pacer;
 mod queue;
 mod rate;
@@ -33,6 +34,7 @@ use crate::policy::gate;
 use crate::protocol::{error_code, Command, FrameFlags, FrameHeader};
 use crate::stats::{ConnectionStats, SenderStats};
 use join::{CachedFrame, JoinCache, JoinMode};
+use overrun::Overrun;
 use rate::Sample;
 use receiver::{BEHIND_FOR, GONE_QUIET};
 use std::collections::HashMap;
@@ -115,10 +117,15 @@ pub enum ReceiverEvent {
 /// What the paths to the receivers carry, for steering the encoder.
 #[derive(Debug, Clone, Copy)]
 pub struct Estimate {
-    /// The lowest receiver's estimate, bit/s: at this rate every receiver keeps up.
+    /// The lowest receiver's estimate of its path's rate, bit/s: at this rate every
+    /// receiver keeps up.
     pub bitrate: u64,
     /// Receivers with an estimate.
     pub receivers: u32,
+    /// The stream's rate as the sink takes it, bit/s (over the last 2 s; None before).
+    pub stream_bitrate: Option<u64>,
+    /// The stream has run faster than `bitrate` for a few seconds: warn, once.
+    pub overrun: bool,
 }
 
 /// Who is served and how they start.
@@ -160,6 +167,7 @@ pub struct Fanout<C> {
     /// The latest VPS, SPS and PPS, for a receiver whose first IRAP comes without them.
     parameter_sets: Option<Arc<[u8]>>,
     next_estimate: Instant,
+    overrun: Overrun,
     /// An Instant and CLOCK_MONOTONIC ns at the same moment: JOIN carries the latter.
     epoch: (Instant, u64),
     /// For the element, in order.
@@ -181,6 +189,7 @@ impl<C: Streams> Fanout<C> {
             join_cache: JoinCache::default(),
             parameter_sets: None,
             next_estimate: now + rate::UPDATE,
+            overrun: Overrun::default(),
             epoch,
             events: Vec::new(),
         }
@@ -279,6 +288,7 @@ impl<C: Streams> Fanout<C> {
     pub fn push_frame(&mut self, frame: Frame, queued: Instant, queued_ns: u64) {
         let seq = self.next_seq;
         self.next_seq += 1;
+        self.overrun.took(frame.data.as_ref().as_ref().len());
         let mut flags = FrameFlags::default();
         flags.set(FrameFlags::KEYFRAME, frame.keyframe);
         flags.set(FrameFlags::HEADER, frame.parameter_sets);
@@ -506,9 +516,12 @@ impl<C: Streams> Fanout<C> {
                 receivers += 1;
             }
         }
+        let (stream, overrun) = self.overrun.update(now, lowest);
         lowest.map(|bitrate| Estimate {
             bitrate: bitrate as u64,
             receivers,
+            stream_bitrate: stream.map(|s| s as u64),
+            overrun,
         })
     }
 
@@ -586,6 +599,7 @@ impl<C: Streams> Fanout<C> {
             frames_in: self.next_seq,
             keyframe_requests: self.keyframes.requested,
             receivers_rejected: self.rejected,
+            stream_rate: self.overrun.stream_rate().map_or(0, |r| r as u64),
             receivers: self.receivers.values().map(Receiver::stats).collect(),
         }
     }

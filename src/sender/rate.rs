@@ -8,6 +8,13 @@
 //! beyond half again what has been seen to go through; near the ceiling it creeps, and it
 //! passes the ceiling only after a calm spell, so an encoder following it settles under the
 //! path's rate instead of bouncing off it.
+//!
+//! What went out is only what the stream gave while it runs under the path: an IRAP
+//! queueing for 150 ms reads as overuse, and backing off from a stream already steered
+//! down walks the encoder to half the path (issue 31: 1.3-1.6 Mbit/s on a 3 Mbit/s link).
+//! So the path's own rate is tracked too, as BBR does: the highest delivery rate quiche
+//! measured over the last [`PATH_WINDOW`] while we had more to send than it took. Overuse
+//! backs off from the larger of the two, and growth stops at the path's rate.
 
 use std::time::{Duration, Instant};
 
@@ -33,6 +40,9 @@ const CREEP: f64 = 1.01;
 const CALM_UPDATES: u32 = 4;
 /// How much the ceiling is raised after a calm spell.
 const CEILING_STEP: f64 = 1.1;
+/// How long a busy delivery-rate sample speaks for the path: long enough to span a
+/// group's keyframe burst or two, short enough to follow a path that slows down.
+const PATH_WINDOW: Duration = Duration::from_secs(1);
 
 /// One receiver's counters at an update.
 #[derive(Debug, Clone, Copy)]
@@ -57,9 +67,39 @@ pub struct Estimator {
     ceiling: Option<f64>,
     /// Updates without overuse since the estimate reached the ceiling.
     calm: u32,
+    /// Busy delivery-rate samples (when, bit/s) within PATH_WINDOW, each larger than any
+    /// after it (a monotonic queue: the front is the window's maximum).
+    path: std::collections::VecDeque<(Instant, f64)>,
 }
 
 impl Estimator {
+    /// quiche measured `delivery_rate` (bytes/s) while we had more to send than it took:
+    /// a sample of the path's rate.
+    pub fn busy(&mut self, now: Instant, delivery_rate: u64) {
+        let bps = delivery_rate as f64 * 8.0;
+        while self.path.back().is_some_and(|&(_, r)| r <= bps) {
+            self.path.pop_back();
+        }
+        self.path.push_back((now, bps));
+    }
+
+    /// The last estimate, bit/s.
+    pub fn current(&self) -> Option<f64> {
+        self.estimate
+    }
+
+    /// The path's rate (bit/s): the highest busy sample within PATH_WINDOW.
+    pub fn path_rate(&mut self, now: Instant) -> Option<f64> {
+        while self
+            .path
+            .front()
+            .is_some_and(|&(t, _)| now.saturating_duration_since(t) > PATH_WINDOW)
+        {
+            self.path.pop_front();
+        }
+        self.path.front().map(|&(_, r)| r)
+    }
+
     /// Takes this update's sample; returns the estimate in bit/s once there is one.
     pub fn update(&mut self, now: Instant, sample: Sample) -> Option<f64> {
         let (then, before) = self.last.replace((now, sample))?;
@@ -79,11 +119,13 @@ impl Estimator {
         let overuse = sample.expired > before.expired
             || queue_delay > QUEUE_DELAY
             || sample.rtt.saturating_sub(sample.min_rtt) > RTT_RISE;
+        let path = self.path_rate(now);
         let next = match (self.estimate, self.ceiling) {
             _ if overuse => {
-                self.ceiling = Some(sent.max(FLOOR));
+                let carried = sent.max(path.unwrap_or(0.0));
+                self.ceiling = Some(carried.max(FLOOR));
                 self.calm = 0;
-                sent * BACK_OFF
+                carried * BACK_OFF
             }
             (None, _) => sent,
             (Some(e), Some(c)) if e >= c * NEAR_CEILING => {
@@ -99,6 +141,7 @@ impl Estimator {
                 ceiling.map_or(grown, |c| grown.min(c))
             }
         };
+        let next = path.map_or(next, |p| next.min(p.max(sent)));
         self.estimate = Some(next.max(FLOOR));
         self.estimate
     }

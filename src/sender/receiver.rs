@@ -234,6 +234,7 @@ impl<C: Streams> Receiver<C> {
             frames_shed: self.frames_shed,
             groups_reset: self.groups_expired,
             groups_late: self.groups_late,
+            path_rate: self.estimator.current().map_or(0, |e| e as u64),
             keyframe_requests: self.keyframe_requests,
             keyframe_requests_dropped: self.keyframe_limit.dropped,
             commands_dropped: self.command_limit.dropped,
@@ -538,6 +539,7 @@ impl<C: Streams> Receiver<C> {
         // so that a LATE_GROUP goes out ahead of the group's frames.)
         let path = self.conn.path();
         let ahead = path.as_ref().map_or(Duration::ZERO, |p| p.rtt);
+        let delivery_rate = path.as_ref().map(|p| p.delivery_rate);
         self.expire(now, ahead);
         let (mut unlimited, mut no_frames) = (usize::MAX, 0);
         if let Err(e) = self.control_out.write(
@@ -598,6 +600,9 @@ impl<C: Streams> Receiver<C> {
             }
         }
         self.groups_out.retain(|g| !g.chunks.is_empty());
+        if let Some(rate) = delivery_rate.filter(|_| !self.groups_out.is_empty()) {
+            self.estimator.busy(now, rate);
+        }
         self.held_back = false;
         self.pace_at = None;
         if let Some(p) = self.pacer.as_mut() {

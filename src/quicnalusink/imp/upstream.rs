@@ -36,8 +36,9 @@ impl QuicNaluSink {
 
 impl QuicNaluSink {
     /// What the networking thread calls with each new estimate: from GStreamer's async
-    /// pool, posts it as a `quicnalusink-bandwidth` element message and, with
-    /// `adapt-bitrate`, steers the encoder (which may take its lock a while).
+    /// pool, posts it as a `quicnalusink-bandwidth` element message, with `adapt-bitrate`
+    /// steers the encoder (which may take its lock a while), and warns once when the
+    /// stream has run faster than the path (sender/overrun.rs).
     pub(super) fn estimate_reporter(&self) -> Box<dyn Fn(Estimate) + Send> {
         let weak = self.obj().downgrade();
         Box::new(move |estimate| {
@@ -58,6 +59,25 @@ impl QuicNaluSink {
                     .build();
                 if let Some(kbps) = encoder_kbps {
                     s.set("encoder-bitrate", kbps);
+                }
+                if let Some(bps) = estimate.stream_bitrate {
+                    s.set("stream-bitrate", bps);
+                }
+                if estimate.overrun {
+                    let stream = estimate.stream_bitrate.unwrap_or(0) as f64 / 1e6;
+                    let path = estimate.bitrate as f64 / 1e6;
+                    let steering = match encoder_kbps {
+                        Some(_) => "the encoder is steered but cannot go low enough (min-bitrate)",
+                        None => "there is no encoder upstream to steer (adapt-bitrate)",
+                    };
+                    gst::element_warning!(
+                        obj,
+                        gst::StreamError::Encode,
+                        ("The stream ({stream:.2} Mbit/s) has run faster than the path to the \
+                             slowest receiver ({path:.2} Mbit/s) for seconds: pictures arrive late \
+                             or are skipped"),
+                        ["{steering}"]
+                    );
                 }
                 let _ = obj.post_message(gst::message::Element::builder(s).src(obj).build());
             });
