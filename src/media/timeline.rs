@@ -1,6 +1,12 @@
 //! The sender's timestamps on this element's running time: one offset per connection,
-//! taken from the first timestamped frame, and never a time that goes back across a
-//! reconnection. Times are in ns; `now` is this element's running time.
+//! taken from the first timestamped frame that is on time, and never a time that goes back
+//! across a reconnection. Times are in ns; `now` is this element's running time.
+//!
+//! A frame that arrived late (a group the sender had to send late, or held for a repair)
+//! would be late downstream too, and a sink that syncs drops it: the screen stays blank.
+//! So it is stamped to be shown at once (`now` less the latency downstream adds), and it
+//! never sets the offset: the first on-time frame does, and the stream is back at the live
+//! edge from there.
 
 /// What one frame gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,6 +21,8 @@ pub struct Stamped {
 
 #[derive(Debug, Default)]
 pub struct Timeline {
+    /// The latency this element reports: downstream shows a frame that long after its time.
+    latency: u64,
     /// Added to the sender's running times to get ours; set by the first timestamped frame
     /// of each connection once there is a clock.
     offset: Option<i128>,
@@ -28,6 +36,14 @@ pub struct Timeline {
 }
 
 impl Timeline {
+    /// For an element that reports `latency` (ns).
+    pub fn new(latency: u64) -> Self {
+        Timeline {
+            latency,
+            ..Timeline::default()
+        }
+    }
+
     /// A new connection: a restarted sender starts its timestamps again.
     pub fn reconnected(&mut self) {
         self.offset = None;
@@ -40,16 +56,22 @@ impl Timeline {
     }
 
     /// Maps one frame's sender `pts` and `dts`; `catch_up_age`: how old the sender says a
-    /// catch-up frame is; `now`: our running time, if there is a clock.
+    /// catch-up frame is; `late`: it arrived past its budget; `now`: our running time, if
+    /// there is a clock.
     pub fn map(
         &mut self,
         pts: Option<u64>,
         dts: Option<u64>,
         catch_up_age: Option<u64>,
+        late: bool,
         now: Option<u64>,
     ) -> Stamped {
         let now = now.map(i128::from);
-        if self.offset.is_none() {
+        // Shown at once: downstream adds the latency.
+        let show_now = now
+            .filter(|_| late)
+            .map(|n| (n - i128::from(self.latency)).max(self.last_time.map_or(0, |l| l + 1)));
+        if self.offset.is_none() && show_now.is_none() {
             // A catch-up frame is as old as the sender says: the live edge maps to now.
             let age = catch_up_age.unwrap_or(0);
             if let (Some(reference), Some(now)) = (dts.or(pts).map(|t| t + age), now) {
@@ -58,7 +80,12 @@ impl Timeline {
                 self.offset = Some(start - reference as i128);
             }
         }
-        let offset = self.offset.unwrap_or(0);
+        let reference = dts.or(pts).map(i128::from);
+        let offset = match (self.offset, show_now, reference) {
+            // Later than its time would put it, or no time yet: shown now.
+            (offset, Some(at), Some(r)) if offset.is_none_or(|o| r + o < at) => at - r,
+            (offset, ..) => offset.unwrap_or(0),
+        };
         // A catch-up frame after a reconnection may be older than what was output before
         // it: it is still needed to decode, but must not take time back.
         let floor = self
@@ -103,13 +130,19 @@ mod tests {
     fn the_first_frame_maps_to_now_and_the_rest_follow_it() {
         let mut t = Timeline::default();
         // The sender is 10 s into its stream; we are 2 s into ours.
-        let s = t.map(Some(10_000 * MS), Some(10_000 * MS), None, Some(2_000 * MS));
+        let s = t.map(
+            Some(10_000 * MS),
+            Some(10_000 * MS),
+            None,
+            false,
+            Some(2_000 * MS),
+        );
         assert_eq!(
             (s.pts, s.dts, s.first),
             (Some(2_000 * MS), Some(2_000 * MS), true)
         );
         // Arrival does not matter after that: the sender's spacing is kept.
-        let s = t.map(Some(10_033 * MS), None, None, Some(2_100 * MS));
+        let s = t.map(Some(10_033 * MS), None, None, false, Some(2_100 * MS));
         assert_eq!((s.pts, s.dts, s.first), (Some(2_033 * MS), None, false));
         assert_eq!(t.delivered(), 2);
     }
@@ -118,7 +151,13 @@ mod tests {
     fn a_catch_up_frame_is_as_old_as_the_sender_says() {
         let mut t = Timeline::default();
         // Half a second old at the sender: the live edge is now.
-        let s = t.map(Some(1_000 * MS), None, Some(500 * MS), Some(5_000 * MS));
+        let s = t.map(
+            Some(1_000 * MS),
+            None,
+            Some(500 * MS),
+            false,
+            Some(5_000 * MS),
+        );
         assert_eq!(s.pts, Some(4_500 * MS));
         assert!(!s.decode_only);
     }
@@ -126,11 +165,11 @@ mod tests {
     #[test]
     fn after_a_reconnection_time_never_goes_back() {
         let mut t = Timeline::default();
-        t.map(Some(0), None, None, Some(1_000 * MS));
-        t.map(Some(900 * MS), None, None, Some(1_900 * MS));
+        t.map(Some(0), None, None, false, Some(1_000 * MS));
+        t.map(Some(900 * MS), None, None, false, Some(1_900 * MS));
         // A restarted sender starts from 0 again, and our clock has not moved on.
         t.reconnected();
-        let s = t.map(Some(0), None, None, Some(1_800 * MS));
+        let s = t.map(Some(0), None, None, false, Some(1_800 * MS));
         assert_eq!(s.pts, Some(1_900 * MS + 1));
         assert!(!s.first);
     }
@@ -138,22 +177,49 @@ mod tests {
     #[test]
     fn old_catch_up_frames_after_a_reconnection_are_decode_only() {
         let mut t = Timeline::default();
-        t.map(Some(0), None, None, Some(1_000 * MS));
-        t.map(Some(2_000 * MS), None, None, Some(3_000 * MS));
+        t.map(Some(0), None, None, false, Some(1_000 * MS));
+        t.map(Some(2_000 * MS), None, None, false, Some(3_000 * MS));
         t.reconnected();
         // The cached group a reconnection starts from: its IRAP, 600 ms before the live
         // edge, is older than what was output, so it is clamped and only decoded.
-        let s = t.map(Some(1_500 * MS), None, Some(600 * MS), Some(3_000 * MS));
+        let s = t.map(
+            Some(1_500 * MS),
+            None,
+            Some(600 * MS),
+            false,
+            Some(3_000 * MS),
+        );
         assert_eq!((s.pts, s.decode_only), (Some(3_000 * MS), true));
         // The live edge comes just after what was output.
-        let s = t.map(Some(2_100 * MS), None, Some(0), Some(3_000 * MS));
+        let s = t.map(Some(2_100 * MS), None, Some(0), false, Some(3_000 * MS));
         assert_eq!((s.pts, s.decode_only), (Some(3_000 * MS + 1), false));
+    }
+
+    #[test]
+    fn a_late_frame_is_shown_at_once_and_the_first_on_time_one_sets_the_time() {
+        let mut t = Timeline::new(120 * MS);
+        // The first frame comes 300 ms late, at 2 s: shown now (downstream adds 120 ms).
+        let s = t.map(Some(10_000 * MS), None, None, true, Some(2_000 * MS));
+        assert_eq!((s.pts, s.first), (Some(1_880 * MS), true));
+        // The next late one, 33 ms later by the sender and 60 ms later here: also now.
+        let s = t.map(Some(10_033 * MS), None, None, true, Some(2_060 * MS));
+        assert_eq!(s.pts, Some(1_940 * MS));
+        // The first on time sets the offset: the live edge, from here on.
+        let s = t.map(Some(10_400 * MS), None, None, false, Some(2_100 * MS));
+        assert_eq!(s.pts, Some(2_100 * MS));
+        let s = t.map(Some(10_433 * MS), None, None, false, Some(2_180 * MS));
+        assert_eq!(s.pts, Some(2_133 * MS));
+        // A late frame whose time is still ahead keeps it; one past it is shown now.
+        let s = t.map(Some(10_466 * MS), None, None, true, Some(2_200 * MS));
+        assert_eq!(s.pts, Some(2_166 * MS));
+        let s = t.map(Some(10_500 * MS), None, None, true, Some(2_500 * MS));
+        assert_eq!(s.pts, Some(2_380 * MS));
     }
 
     #[test]
     fn an_untimestamped_sender_is_stamped_on_arrival() {
         let mut t = Timeline::default();
-        let s = t.map(None, None, None, Some(7 * MS));
+        let s = t.map(None, None, None, false, Some(7 * MS));
         assert_eq!((s.pts, s.dts), (Some(7 * MS), None));
     }
 }

@@ -73,11 +73,11 @@ impl QuicNaluSrc {
     fn make_buffer(&self, frame: ReceivedFrame) -> gst::Buffer {
         let h = frame.header;
         let now = self.running_time().map(gst::ClockTime::nseconds);
-        let stamped = self
-            .timeline
-            .lock()
-            .unwrap()
-            .map(h.pts, h.dts, frame.catch_up_age, now);
+        let stamped =
+            self.timeline
+                .lock()
+                .unwrap()
+                .map(h.pts, h.dts, frame.catch_up_age, frame.late, now);
         let marks = Marks::of(&frame, &stamped);
         let mut buffer = gst::Buffer::from_mut_slice(frame.data);
         {

@@ -18,7 +18,7 @@ impl QuicNaluSrc {
         let s = self.settings.lock().unwrap().clone();
         if let Some(url) = s.moq_url.as_deref().filter(|u| !u.is_empty()) {
             let subscriber = self.subscriber(&s, url)?;
-            *self.timeline.lock().unwrap() = Timeline::default();
+            *self.timeline.lock().unwrap() = Timeline::new(latency_ns(&s));
             *self.state.lock().unwrap() = State::Started {
                 source: Source::Relay(Arc::new(subscriber)),
             };
@@ -83,7 +83,7 @@ impl QuicNaluSrc {
                 client.local_addr()
             ),
         }
-        *self.timeline.lock().unwrap() = Timeline::default();
+        *self.timeline.lock().unwrap() = Timeline::new(latency_ns(&s));
         *self.state.lock().unwrap() = State::Started {
             source: Source::Direct(Arc::new(client)),
         };
@@ -125,4 +125,9 @@ impl QuicNaluSrc {
         })
         .map_err(|e| errors::message(&e, Direction::Receive, false))
     }
+}
+
+/// The latency the source reports, in ns: what downstream adds to each frame's time.
+fn latency_ns(s: &Settings) -> u64 {
+    u64::from(s.latency_ms) * 1_000_000
 }
