@@ -392,7 +392,7 @@ fn orchestrate(args: &[String]) {
     let mut impaired: Vec<(&'static str, PairResult)> = Vec::new();
     for sc in scenarios(clip_bps).into_iter().filter(|sc| wanted(sc.name)) {
         // adapt-bitrate is quicnalu's own: SRT runs each link once, without it.
-        let adapt = sc.live.is_some_and(|l| l.adapt);
+        let adapt = sc.live.is_some_and(|l| l.adapt == Some(true));
         // Every quicnalu scenario with the elements' defaults too (but adapt-bitrate).
         let defaults = (!adapt).then_some(Transport::QuicnaluDefaults);
         for &t in transports
@@ -447,7 +447,7 @@ fn orchestrate(args: &[String]) {
             eprintln!("late joiner: {}", t.name());
             let sparse = roles::Live {
                 key_int: key_s * 30,
-                ..live(false)
+                ..live(Some(false))
             };
             let at = Duration::from_secs_f64(f64::from(key_s) * 1.5);
             joins.push(fanout::run(
@@ -609,8 +609,9 @@ fn capped(bps: u64) -> Impairment {
     }
 }
 
-/// The live x265 sender at 4 Mbit/s with an IRAP every 2 s.
-fn live(adapt: bool) -> roles::Live {
+/// The live x265 sender at 4 Mbit/s with an IRAP every 2 s; `adapt`: quicnalusink's
+/// `adapt-bitrate` (None: its default).
+fn live(adapt: Option<bool>) -> roles::Live {
     roles::Live {
         key_int: 60,
         kbps: 4000,
@@ -657,7 +658,7 @@ fn scenarios(stream_bps: f64) -> Vec<Scenario> {
             live: Some(roles::Live {
                 key_int: 300,
                 kbps: 4000,
-                adapt: false,
+                adapt: Some(false),
                 bframes: 0,
             }),
             cap_steps: Vec::new(),
@@ -666,21 +667,21 @@ fn scenarios(stream_bps: f64) -> Vec<Scenario> {
             name: "(e) cap 3 Mbit/s, live x265 asked for 4 Mbit/s",
             impairment: capped(3_000_000),
             outage: None,
-            live: Some(live(false)),
+            live: Some(live(Some(false))),
             cap_steps: Vec::new(),
         },
         Scenario {
             name: "(f) cap 3 Mbit/s, live x265 asked for 4 Mbit/s, adapt-bitrate",
             impairment: capped(3_000_000),
             outage: None,
-            live: Some(live(true)),
+            live: Some(live(Some(true))),
             cap_steps: Vec::new(),
         },
         Scenario {
             name: "(g) cap 6 -> 2 -> 6 Mbit/s at 3 s and 6 s, live x265 at 4 Mbit/s, adapt-bitrate",
             impairment: capped(6_000_000),
             outage: None,
-            live: Some(live(true)),
+            live: Some(live(Some(true))),
             cap_steps: vec![
                 (Duration::from_secs(3), 2_000_000),
                 (Duration::from_secs(6), 6_000_000),
@@ -692,7 +693,7 @@ fn scenarios(stream_bps: f64) -> Vec<Scenario> {
             outage: None,
             live: Some(roles::Live {
                 bframes: 3,
-                ..live(false)
+                ..live(Some(false))
             }),
             cap_steps: Vec::new(),
         },

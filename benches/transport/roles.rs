@@ -38,8 +38,9 @@ pub struct Job {
 pub struct Live {
     pub key_int: u32,
     pub kbps: u32,
-    /// quicnalusink adapt-bitrate.
-    pub adapt: bool,
+    /// quicnalusink `adapt-bitrate` for quicnalu (but quicnalu-defaults, which keeps every
+    /// default); None leaves the element's default.
+    pub adapt: Option<bool>,
     /// Non-reference B pictures after each P (0: none, x265's zerolatency tune).
     pub bframes: u32,
 }
@@ -61,7 +62,7 @@ impl Job {
                     "live={},{},{},{}",
                     l.key_int,
                     l.kbps,
-                    u8::from(l.adapt),
+                    l.adapt.map_or("default".into(), |a| a.to_string()),
                     l.bframes
                 ),
                 None => "live=none".into(),
@@ -89,12 +90,13 @@ impl Job {
             records: get("records"),
             live: {
                 let live = get("live");
-                let v: Vec<u32> = live.split(',').filter_map(|v| v.parse().ok()).collect();
+                let v: Vec<&str> = live.split(',').collect();
+                let n = |i: usize| v[i].parse().expect("live=KEY_INT,KBPS,ADAPT,BFRAMES");
                 (v.len() == 4).then(|| Live {
-                    key_int: v[0],
-                    kbps: v[1],
-                    adapt: v[2] == 1,
-                    bframes: v[3],
+                    key_int: n(0),
+                    kbps: n(1),
+                    adapt: v[2].parse().ok(),
+                    bframes: n(3),
                 })
             },
             receivers: get("receivers").parse().expect("receivers"),
@@ -296,8 +298,12 @@ fn stamp_frames(
 
 pub fn sender(job: &Job) {
     let mut sink = sink_description(job);
-    if job.live.is_some_and(|l| l.adapt) && job.transport.is_quicnalu() {
-        sink.push_str(" adapt-bitrate=true");
+    // quicnalu-defaults keeps every default. Set as a string, which parses into the
+    // property whether it is a boolean or an enum (nicks "false", "true", "auto").
+    let t = job.transport;
+    let adapt = job.live.and_then(|l| l.adapt);
+    if let Some(a) = adapt.filter(|_| t.is_quicnalu() && t != Transport::QuicnaluDefaults) {
+        sink.push_str(&format!(" adapt-bitrate={a}"));
     }
     let live = job.live.is_some();
     let source = if let Some(l) = job.live {
