@@ -203,17 +203,21 @@ pub fn run(
     let error = child_error(&[("sender", &sent, 2), ("receivers", &got, 3)]);
     let n = num(&sent, 0).unwrap_or(0.0) as u64;
     // CPU is per process, so it is kept on the Fanout, not on each receiver.
-    let result = |(frames, arrivals), error| PairResult {
+    let stream_ns = (frames as f64 / 30.0 * 1e9) as u64;
+    let result = |(frames, arrivals, sizes), error| PairResult {
         transport: t,
         sent: n,
         frames,
         arrivals,
+        sizes,
         bytes: 0,
         cpu_send: f64::NAN,
         cpu_recv: f64::NAN,
         error,
         link_back: None,
         cap_changes: Vec::new(),
+        go: None,
+        stream_ns,
     };
     let mut per = read_records(Path::new(&job.records));
     // A receiver that got nothing has no records.

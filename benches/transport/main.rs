@@ -122,6 +122,8 @@ pub struct PairResult {
     pub frames: Vec<Arrived>,
     /// Arrival on CLOCK_MONOTONIC (ns) of each entry in `frames`.
     pub arrivals: Vec<u64>,
+    /// Bytes out of the source credited to each entry in `frames`: all since the one before.
+    pub sizes: Vec<u64>,
     pub bytes: u64,
     pub cpu_send: f64,
     pub cpu_recv: f64,
@@ -130,6 +132,10 @@ pub struct PairResult {
     pub link_back: Option<u64>,
     /// When the link's cap changed (CLOCK_MONOTONIC ns), in the stepping scenario.
     pub cap_changes: Vec<u64>,
+    /// When the sender was told GO (CLOCK_MONOTONIC ns), where known.
+    pub go: Option<u64>,
+    /// The stream's length: frames asked for over the frame rate, ns.
+    pub stream_ns: u64,
 }
 
 impl PairResult {
@@ -145,13 +151,7 @@ impl PairResult {
     }
 
     pub fn percentile_ms(&self, p: f64) -> f64 {
-        let mut l: Vec<u64> = self.frames.iter().map(|f| f.1).collect();
-        if l.is_empty() {
-            return f64::NAN;
-        }
-        l.sort_unstable();
-        let i = ((l.len() - 1) as f64 * p).round() as usize;
-        l[i] as f64 / 1e6
+        percentile_ms(self.frames.iter().map(|f| f.1).collect(), p)
     }
 
     /// Whether each frame in `frames` is decodable (see [`PairResult::decodable`]).
@@ -262,12 +262,95 @@ impl PairResult {
         (need > 0 && l.len() >= need).then(|| l[need - 1] as f64 / 1e6)
     }
 
+    /// Of the frames sent, the share (%) that left the source decodable and within
+    /// `budget_ns` (a row's own latency, where [`PairResult::on_time_after`] has BUDGET_MS).
+    pub fn on_time_pct(&self, budget_ns: u64) -> f64 {
+        let on_time = self
+            .frames
+            .iter()
+            .zip(self.decodable_mask())
+            .filter(|(f, ok)| *ok && f.1 <= budget_ns)
+            .count();
+        100.0 * on_time as f64 / self.sent.max(1) as f64
+    }
+
+    /// Of the frames sent, the share (%) that left the source decodable, however late.
+    pub fn decodable_pct(&self) -> f64 {
+        100.0 * self.decodable() as f64 / self.sent.max(1) as f64
+    }
+
+    /// When each decodable frame left the source (CLOCK_MONOTONIC ns), in time order.
+    fn decodable_arrivals(&self) -> Vec<u64> {
+        let mut a: Vec<u64> = self
+            .arrivals
+            .iter()
+            .zip(self.decodable_mask())
+            .filter(|(_, ok)| *ok)
+            .map(|(a, _)| *a)
+            .collect();
+        a.sort_unstable();
+        a
+    }
+
+    /// From GO to the first decodable frame leaving the source, ms.
+    pub fn first_picture_ms(&self) -> Option<f64> {
+        let first = *self.decodable_arrivals().first()?;
+        Some(first.saturating_sub(self.go?) as f64 / 1e6)
+    }
+
+    /// The longest the picture stood still, ms: the longest time between two decodable
+    /// frames leaving the source, counted from 2 s after the first frame left it (start-up
+    /// is [`PairResult::first_picture_ms`]) to the end of the stream (GO plus its length),
+    /// so that a picture that stops for good counts to the end. None when no frame left.
+    pub fn picture_stall_ms(&self) -> Option<f64> {
+        let from = self.arrivals.iter().min()? + 2_000_000_000;
+        let end = self.go.map_or(from, |go| go + self.stream_ns);
+        let mut t = vec![from];
+        t.extend(self.decodable_arrivals().into_iter().filter(|&a| a > from));
+        let last = *t.last().expect("from");
+        let gaps = t.windows(2).map(|w| w[1] - w[0]);
+        Some(gaps.chain([end.saturating_sub(last)]).max().unwrap_or(0) as f64 / 1e6)
+    }
+
+    /// A percentile of the picture's age as it leaves the source: the latency of the
+    /// decodable frames, ms.
+    pub fn picture_age_ms(&self, p: f64) -> f64 {
+        let ages = self.frames.iter().zip(self.decodable_mask());
+        percentile_ms(ages.filter(|(_, ok)| *ok).map(|(f, _)| f.1).collect(), p)
+    }
+
+    /// Mbit/s out of the source over the second half of the stream (from GO plus half its
+    /// length to GO plus its length), where the link has settled; NaN without GO.
+    pub fn steady_mbps(&self) -> f64 {
+        let Some(go) = self.go else {
+            return f64::NAN;
+        };
+        let (from, to) = (go + self.stream_ns / 2, go + self.stream_ns);
+        let bytes: u64 = self
+            .arrivals
+            .iter()
+            .zip(&self.sizes)
+            .filter(|(a, _)| (from..to).contains(*a))
+            .map(|(_, b)| b)
+            .sum();
+        bytes as f64 * 8.0 / ((to - from) as f64 / 1e9) / 1e6
+    }
+
     /// Sustained with no frame lost or late.
     pub fn clean(&self) -> bool {
         self.error.is_none()
             && self.frames.len() as u64 == self.sent
             && self.late(u64::from(BUDGET_MS) * 1_000_000) == 0
     }
+}
+
+/// The `p` percentile of latencies in ns, ms; NaN for none.
+fn percentile_ms(mut l: Vec<u64>, p: f64) -> f64 {
+    if l.is_empty() {
+        return f64::NAN;
+    }
+    l.sort_unstable();
+    l[((l.len() - 1) as f64 * p).round() as usize] as f64 / 1e6
 }
 
 fn main() {
@@ -856,7 +939,8 @@ fn run_pair(
         let _ = p.child.wait();
     }
 
-    let (frames, arrivals) = read_records(&records)
+    let stream_ns = (frames as f64 / fps * 1e9) as u64;
+    let (frames, arrivals, sizes) = read_records(&records)
         .into_iter()
         .next()
         .unwrap_or_default();
@@ -865,12 +949,15 @@ fn run_pair(
         sent: num(&sent, 0).unwrap_or(0.0) as u64,
         frames,
         arrivals,
+        sizes,
         bytes: num(&got, 1).unwrap_or(0.0) as u64,
         cpu_send: num(&sent, 1).unwrap_or(f64::NAN),
         cpu_recv: num(&got, 2).unwrap_or(f64::NAN),
         error: child_error(&[("sender", &sent, 2), ("receiver", &got, 3)]),
         link_back,
         cap_changes,
+        go: Some(t0),
+        stream_ns,
     }
 }
 
@@ -892,9 +979,12 @@ fn child_error(reports: &[(&str, &[String], usize)]) -> Option<String> {
     error
 }
 
-/// A receiver process's records: its frames and their arrivals, per source pipeline.
-fn read_records(path: &Path) -> Vec<(Vec<Arrived>, Vec<u64>)> {
-    let mut per: Vec<(Vec<Arrived>, Vec<u64>)> = Vec::new();
+/// A source pipeline's frames, their arrivals and the bytes credited to each.
+type Records = (Vec<Arrived>, Vec<u64>, Vec<u64>);
+
+/// A receiver process's records, per source pipeline.
+fn read_records(path: &Path) -> Vec<Records> {
+    let mut per: Vec<Records> = Vec::new();
     for l in std::fs::read_to_string(path).unwrap_or_default().lines() {
         let mut f = l.split_whitespace();
         let mut field = || f.next().and_then(|x| x.parse::<u64>().ok());
@@ -911,6 +1001,7 @@ fn read_records(path: &Path) -> Vec<(Vec<Arrived>, Vec<u64>)> {
         }
         per[i].0.push((seq, latency, depends_on));
         per[i].1.push(arrival);
+        per[i].2.push(field().unwrap_or(0));
     }
     per
 }

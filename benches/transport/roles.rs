@@ -423,11 +423,14 @@ pub fn sender(job: &Job) {
 }
 
 /// What the receiver's probe collects: (seq, latency ns, depends on, arrival on
-/// CLOCK_MONOTONIC ns) per stamp, bytes delivered.
+/// CLOCK_MONOTONIC ns, bytes out of the source since the stamp before) per stamp, bytes
+/// delivered.
 #[derive(Default)]
 struct Tally {
-    frames: Vec<(u64, u64, Option<u64>, u64)>,
+    frames: Vec<(u64, u64, Option<u64>, u64, u64)>,
     bytes: u64,
+    /// Bytes since the last stamp seen.
+    pending: u64,
     scanner: Scanner,
 }
 
@@ -481,13 +484,17 @@ pub fn receiver(job: &Job) {
                 let Tally {
                     frames,
                     bytes,
+                    pending,
                     scanner,
                 } = &mut *guard;
                 *bytes += buffer.size() as u64;
+                *pending += buffer.size() as u64;
                 for mem in buffer.iter_memories() {
                     if let Ok(map) = mem.map_readable() {
                         scanner.scan(&map, &mut |s: Stamp| {
-                            frames.push((s.seq, now.saturating_sub(s.sent_ns), s.depends_on, now))
+                            let latency = now.saturating_sub(s.sent_ns);
+                            frames.push((s.seq, latency, s.depends_on, now, *pending));
+                            *pending = 0;
                         });
                     }
                 }
@@ -549,9 +556,9 @@ pub fn receiver(job: &Job) {
     for (i, (pipeline, records)) in pipelines.iter().zip(&tallies).enumerate() {
         let _ = pipeline.set_state(gst::State::Null);
         let r = records.lock().unwrap();
-        for (seq, latency, depends_on, arrival) in &r.frames {
+        for (seq, latency, depends_on, arrival, size) in &r.frames {
             let depends_on = depends_on.map_or("-".to_string(), |d| d.to_string());
-            out.push_str(&format!("{seq} {latency} {depends_on} {arrival} {i}\n"));
+            out.push_str(&format!("{seq} {latency} {depends_on} {arrival} {i} {size}\n"));
         }
         frames += r.frames.len();
         bytes += r.bytes;
