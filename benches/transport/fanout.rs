@@ -146,6 +146,7 @@ pub fn run(
         frames,
         fps: 30.0,
         srt_latency_ms: t.srt_latency(BUDGET_MS),
+        src_latency_ms: None,
         cert: work.cert.clone(),
         key: work.key.clone(),
         records: records(&match join_at {

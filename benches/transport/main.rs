@@ -3,7 +3,7 @@
 //!
 //!     make bench            # = cargo bench --profile testing --bench transport -- --out docs
 //!     cargo bench --profile testing --bench transport -- [--quick] [--only quicnalu]
-//!         [--rates 400,1000] [--relay] [--scenarios a,e,fanout,throughput,l]
+//!         [--rates 400,1000] [--relay] [--scenarios a,e,fanout,throughput,l,k]
 //!         [--match '5% loss'] [--runs 3]
 //!     QUICNALU_BENCH_CC=cubic cargo bench ...   # another congestion-control for quicnalu
 //!
@@ -336,6 +336,25 @@ impl PairResult {
         bytes as f64 * 8.0 / ((to - from) as f64 / 1e9) / 1e6
     }
 
+    /// A run that could not be made, and why.
+    pub fn failed(transport: Transport, error: String) -> PairResult {
+        PairResult {
+            transport,
+            sent: 0,
+            frames: Vec::new(),
+            arrivals: Vec::new(),
+            sizes: Vec::new(),
+            bytes: 0,
+            cpu_send: f64::NAN,
+            cpu_recv: f64::NAN,
+            error: Some(error),
+            link_back: None,
+            cap_changes: Vec::new(),
+            go: None,
+            stream_ns: 0,
+        }
+    }
+
     /// Sustained with no frame lost or late.
     pub fn clean(&self) -> bool {
         self.error.is_none()
@@ -501,6 +520,21 @@ fn orchestrate(args: &[String]) {
             losses.push((sc.name, results));
         }
     }
+    // (k) the link slower than the stream: each row with quicnalu at its defaults, SRT and
+    // moq-dev, every frame judged against the row's own latency.
+    let mut slow: Vec<report::SlowRun> = Vec::new();
+    let slow_rows = slow_links(clip_bps, src_default_latency_ms());
+    for sc in slow_rows.iter().filter(|sc| wanted(sc.name)) {
+        for &t in SLOW.iter().filter(|t| only.is_none_or(|o| o == **t)) {
+            eprintln!("slow link: {} over {}", t.name(), sc.name);
+            slow.push(report::SlowRun {
+                name: sc.name,
+                cap_bps: sc.impairment.rate_bps.unwrap_or(0),
+                latency_ms: sc.latency_ms.unwrap_or(BUDGET_MS),
+                result: run_slow(&work, t, &clip, sc),
+            });
+        }
+    }
     let mut fanouts = Vec::new();
     let mut joins = Vec::new();
     if !relay_only && wanted("(fanout)") {
@@ -603,6 +637,9 @@ fn orchestrate(args: &[String]) {
     if !impaired.is_empty() {
         md.push_str(&report::impaired(&impaired, clip_bps));
     }
+    if !slow.is_empty() {
+        md.push_str(&report::slow_links(&slow, clip_bps));
+    }
     if !fanouts.is_empty() || !joins.is_empty() {
         md.push_str(&report::fanout(&fanouts, &joins));
     }
@@ -680,6 +717,11 @@ pub struct Scenario {
     pub live: Option<roles::Live>,
     /// (after GO, new cap in bit/s): the link's rate changes mid-run.
     pub cap_steps: Vec<(Duration, u64)>,
+    /// The receiver's latency in ms where the row has its own: SRT's latency and the
+    /// on-time threshold. None: BUDGET_MS, SRT at [`Transport::srt_latency`] of it.
+    pub latency_ms: Option<u32>,
+    /// quicnalusrc's `latency` for quicnalu-defaults; None leaves the element's default.
+    pub src_latency_ms: Option<u32>,
 }
 
 /// A link capped at `bps` with a 64 KiB queue (170 ms at 3 Mbit/s), 10 ms RTT.
@@ -717,6 +759,8 @@ fn scenarios(stream_bps: f64) -> Vec<Scenario> {
             outage: None,
             live: None,
             cap_steps: Vec::new(),
+            latency_ms: None,
+            src_latency_ms: None,
         },
         Scenario {
             name: "(b) 5% loss, 10 ms jitter",
@@ -730,6 +774,8 @@ fn scenarios(stream_bps: f64) -> Vec<Scenario> {
             outage: None,
             live: None,
             cap_steps: Vec::new(),
+            latency_ms: None,
+            src_latency_ms: None,
         },
         Scenario {
             name: "(c) 2 s outage at 4 s, 10 ms RTT (live x265, key-int-max=300)",
@@ -745,6 +791,8 @@ fn scenarios(stream_bps: f64) -> Vec<Scenario> {
                 bframes: 0,
             }),
             cap_steps: Vec::new(),
+            latency_ms: None,
+            src_latency_ms: None,
         },
         Scenario {
             name: "(e) cap 3 Mbit/s, live x265 asked for 4 Mbit/s",
@@ -752,6 +800,8 @@ fn scenarios(stream_bps: f64) -> Vec<Scenario> {
             outage: None,
             live: Some(live(Some(false))),
             cap_steps: Vec::new(),
+            latency_ms: None,
+            src_latency_ms: None,
         },
         Scenario {
             name: "(f) cap 3 Mbit/s, live x265 asked for 4 Mbit/s, adapt-bitrate",
@@ -759,6 +809,8 @@ fn scenarios(stream_bps: f64) -> Vec<Scenario> {
             outage: None,
             live: Some(live(Some(true))),
             cap_steps: Vec::new(),
+            latency_ms: None,
+            src_latency_ms: None,
         },
         Scenario {
             name: "(g) cap 6 -> 2 -> 6 Mbit/s at 3 s and 6 s, live x265 at 4 Mbit/s, adapt-bitrate",
@@ -769,6 +821,8 @@ fn scenarios(stream_bps: f64) -> Vec<Scenario> {
                 (Duration::from_secs(3), 2_000_000),
                 (Duration::from_secs(6), 6_000_000),
             ],
+            latency_ms: None,
+            src_latency_ms: None,
         },
         Scenario {
             name: "(h) cap 3 Mbit/s, live x265 with B pictures asked for 4 Mbit/s",
@@ -779,6 +833,8 @@ fn scenarios(stream_bps: f64) -> Vec<Scenario> {
                 ..live(Some(false))
             }),
             cap_steps: Vec::new(),
+            latency_ms: None,
+            src_latency_ms: None,
         },
         Scenario {
             name: "(d) cap at 75% of the stream rate",
@@ -791,8 +847,96 @@ fn scenarios(stream_bps: f64) -> Vec<Scenario> {
             outage: None,
             live: None,
             cap_steps: Vec::new(),
+            latency_ms: None,
+            src_latency_ms: None,
         },
     ]
+}
+
+/// The (k) family's link: 40 ms RTT, capped at `bps` both ways with a 64 KiB queue.
+fn slow_link(bps: u64) -> Impairment {
+    Impairment {
+        delay: Duration::from_millis(20),
+        ..capped(bps)
+    }
+}
+
+/// What the (k) family compares, in every row.
+pub const SLOW: [Transport; 3] = [
+    Transport::QuicnaluDefaults,
+    Transport::Srt,
+    Transport::MoqDev,
+];
+
+/// quicnalusrc's default `latency`, ms, as the element reports it.
+fn src_default_latency_ms() -> u32 {
+    use gst::prelude::*;
+    gst::ElementFactory::make("quicnalusrc")
+        .build()
+        .expect("quicnalusrc")
+        .property("latency")
+}
+
+/// (k) the link slower than the stream: a live x265 encoder that can be steered (4 Mbit/s,
+/// quicnalusink at its defaults) and the recorded clip (`clip_bps`) that cannot, each
+/// through a link capped at 90, 75 and 50% of its rate, with the receiver at latency 120
+/// and at quicnalusrc's default (`default_ms`).
+fn slow_links(clip_bps: f64, default_ms: u32) -> Vec<Scenario> {
+    let live = roles::Live {
+        key_int: 60,
+        kbps: 4000,
+        adapt: None,
+        bframes: 0,
+    };
+    let mut rows = Vec::new();
+    for (source, bps, live) in [("live", 4e6, Some(live)), ("clip", clip_bps, None)] {
+        for (latency, src) in [(120, Some(120)), (default_ms, None)] {
+            for share in [90, 75, 50] {
+                let default = if src.is_none() { " (default)" } else { "" };
+                let name = format!("(k) {source}, cap {share}%, latency {latency}{default}");
+                rows.push(Scenario {
+                    name: name.leak(),
+                    impairment: slow_link((bps * f64::from(share) / 100.0) as u64),
+                    outage: None,
+                    live,
+                    cap_steps: Vec::new(),
+                    latency_ms: Some(latency),
+                    src_latency_ms: src,
+                });
+            }
+        }
+    }
+    rows
+}
+
+/// Runs `t` over `sc` with a moq-relay of its own for moq-dev (a fresh one per run, so no
+/// run sees another's broadcast); a relay that does not start fails the run with why.
+fn run_slow(work: &Workdir, t: Transport, clip: &Path, sc: &Scenario) -> PairResult {
+    if t != Transport::MoqDev {
+        return run_pair(work, t, clip, 300, 30.0, Some(sc));
+    }
+    let relay = std::panic::catch_unwind(|| {
+        let relay = moq_relay::MoqRelay::start();
+        (moq_relay::moq_gst_dir(), relay)
+    });
+    match relay {
+        Ok((gst_dir, relay)) => {
+            std::env::set_var("QUICNALU_MOQ_GST", gst_dir);
+            std::env::set_var(
+                roles::MOQ_ENV,
+                format!("{} {}", relay.url(), relay.fingerprint()),
+            );
+            run_pair(work, t, clip, 300, 30.0, Some(sc))
+        }
+        Err(e) => {
+            let why = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            PairResult::failed(t, format!("moq-relay did not start: {why}"))
+        }
+    }
 }
 
 /// The loss sweep: 40 ms RTT with random loss from 0.5 to 10%, 5% with 10 ms of jitter
@@ -809,6 +953,8 @@ fn loss_sweep() -> Vec<Scenario> {
         outage: None,
         live: None,
         cap_steps: Vec::new(),
+        latency_ms: None,
+        src_latency_ms: None,
     };
     // Bad bursts last 1/r packets on average; p / (p + r) of packets are in one.
     let r = 1.0 / 3.0;
@@ -857,7 +1003,10 @@ fn run_pair(
         content: content.to_string_lossy().into_owned(),
         frames,
         fps,
-        srt_latency_ms: t.srt_latency(BUDGET_MS),
+        srt_latency_ms: scenario
+            .and_then(|s| s.latency_ms)
+            .unwrap_or_else(|| t.srt_latency(BUDGET_MS)),
+        src_latency_ms: scenario.and_then(|s| s.src_latency_ms),
         cert: work.cert.clone(),
         key: work.key.clone(),
         records: records.to_string_lossy().into_owned(),
@@ -885,7 +1034,15 @@ fn run_pair(
         let port = read_line(&send, "PORT", start);
         job.port = port.first().and_then(|p| p.parse().ok()).unwrap_or(0);
         if let Some(sc) = scenario {
-            let server = format!("127.0.0.1:{}", job.port).parse().expect("address");
+            let server = if t == Transport::MoqDev {
+                // moq-dev's elements meet at the moq-relay: the link is the subscriber's,
+                // between it and moqsrc.
+                let (url, _) = roles::moq_relay();
+                url.trim_start_matches("moql://").parse()
+            } else {
+                format!("127.0.0.1:{}", job.port).parse()
+            };
+            let server = server.expect("address");
             let mut config = RelayConfig::symmetric(server, sc.impairment.clone());
             config.seed = 7;
             let r = Relay::start(config).expect("relay");

@@ -245,6 +245,67 @@ pub fn impaired(rows: &[(&str, PairResult)], stream_bps: f64) -> String {
     md
 }
 
+/// One run of the (k) family: its row, the row's cap and latency, and what it measured.
+pub struct SlowRun {
+    pub name: &'static str,
+    pub cap_bps: u64,
+    /// The on-time threshold: the row's latency.
+    pub latency_ms: u32,
+    pub result: PairResult,
+}
+
+/// (k) the link slower than the stream: one row per link, latency and transport.
+pub fn slow_links(runs: &[SlowRun], clip_bps: f64) -> String {
+    let mut md = format!(
+        "\n### (k) The link slower than the stream: 40 ms RTT, capped below the stream's rate, \
+         10 s\n\n\
+         Through the project's relay (seed 7, 20 ms each way, the cap both ways with a 64 KiB \
+         queue). live: a live x265enc (480x272 zone-plate asked for 4 Mbit/s, key-int-max=60, \
+         zerolatency), the cap a share of 4 Mbit/s; clip: the recorded 720p30 clip at {:.1} \
+         Mbit/s (an IRAP every 2 s), which cannot be steered, the cap a share of that. \
+         quicnalu-defaults: both elements with every property at its default (adapt-bitrate \
+         unset) but quicnalusrc latency=120 in the latency-120 rows; srt: srtsink/srtsrc at \
+         the row's latency; moq-dev: moqsink to a moq-relay of its own, moqsrc from it \
+         through the link (no latency setting). On time: decodable and out of the source \
+         within the row's latency, % of frames sent; decodable: however late. Stall: the \
+         longest time between two decodable frames leaving the source, from 2 s after the \
+         first frame left it to the end of the stream; first picture: from GO to the first \
+         decodable frame. Age: the latency of the decodable frames. Steady: Mbit/s out of the \
+         source over the second half of the stream, and its share of the cap.\n\n\
+         | link | cap Mbit/s | latency ms | transport | on time | decodable | stall ms | \
+         first picture ms | age p50 ms | age p95 ms | steady Mbit/s | % of cap | error |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        clip_bps / 1e6
+    );
+    let ms = |v: Option<f64>| v.map_or("never".to_string(), |v| format!("{v:.0}"));
+    for run in runs {
+        let r = &run.result;
+        let steady = r.steady_mbps();
+        let cap = run.cap_bps as f64 / 1e6;
+        let _ = writeln!(
+            md,
+            "| {} | {cap:.2} | {} | {} | {:.1}% | {:.1}% | {} | {} | {:.1} | {:.1} | {steady:.2} \
+             | {:.0}% | {} |",
+            run.name,
+            run.latency_ms,
+            r.transport.name(),
+            r.on_time_pct(u64::from(run.latency_ms) * 1_000_000),
+            r.decodable_pct(),
+            ms(r.picture_stall_ms()),
+            ms(r.first_picture_ms()),
+            r.picture_age_ms(0.5),
+            r.picture_age_ms(0.95),
+            100.0 * steady / cap,
+            // First line only: moqsrc's errors carry a backtrace.
+            r.error
+                .as_deref()
+                .and_then(|e| e.split("\\n").next())
+                .unwrap_or("")
+        );
+    }
+    md
+}
+
 /// The fan-out: one row per transport and receiver count, the largest count with every
 /// frame on time, and the late joiners.
 pub fn fanout(steps: &[Fanout], joins: &[Fanout]) -> String {

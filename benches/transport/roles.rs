@@ -20,6 +20,8 @@ pub struct Job {
     pub frames: u64,
     pub fps: f64,
     pub srt_latency_ms: u32,
+    /// quicnalusrc `latency` for quicnalu-defaults and quicnalu-moq; None leaves its default.
+    pub src_latency_ms: Option<u32>,
     pub cert: String,
     pub key: String,
     pub records: String,
@@ -54,6 +56,11 @@ impl Job {
             format!("frames={}", self.frames),
             format!("fps={}", self.fps),
             format!("srt-latency={}", self.srt_latency_ms),
+            format!(
+                "src-latency={}",
+                self.src_latency_ms
+                    .map_or("default".into(), |l| l.to_string())
+            ),
             format!("cert={}", self.cert),
             format!("key={}", self.key),
             format!("records={}", self.records),
@@ -85,6 +92,7 @@ impl Job {
             frames: get("frames").parse().expect("frames"),
             fps: get("fps").parse().expect("fps"),
             srt_latency_ms: get("srt-latency").parse().expect("srt-latency"),
+            src_latency_ms: get("src-latency").parse().ok(),
             cert: get("cert"),
             key: get("key"),
             records: get("records"),
@@ -123,7 +131,7 @@ pub fn cpu_seconds() -> f64 {
 pub const MOQ_ENV: &str = "QUICNALU_BENCH_MOQ";
 
 /// The relay's URL and certificate fingerprint.
-fn moq_relay() -> (String, String) {
+pub fn moq_relay() -> (String, String) {
     let v = std::env::var(MOQ_ENV).expect("the orchestrator's moq-relay");
     let (url, fp) = v.split_once(' ').expect("URL FINGERPRINT");
     (url.into(), fp.into())
@@ -134,6 +142,13 @@ fn moq_relay() -> (String, String) {
 fn cc() -> String {
     std::env::var("QUICNALU_BENCH_CC")
         .map(|cc| format!(" congestion-control={cc}"))
+        .unwrap_or_default()
+}
+
+/// quicnalusrc's ` latency=...` where the job sets one.
+fn src_latency(job: &Job) -> String {
+    job.src_latency_ms
+        .map(|l| format!(" latency={l}"))
         .unwrap_or_default()
 }
 
@@ -444,16 +459,25 @@ pub fn receiver(job: &Job) {
             cc()
         ),
         Transport::QuicnaluDefaults => format!(
-            "quicnalusrc name=tap address=127.0.0.1 port={} ca-file={}",
-            job.port, job.cert
+            "quicnalusrc name=tap address=127.0.0.1 port={} ca-file={}{}",
+            job.port,
+            job.cert,
+            src_latency(job)
         ),
         Transport::QuicnaluMoq => {
             let (url, fp) = moq_relay();
-            format!("quicnalusrc name=tap moq-url={url} certificate-fingerprint={fp}")
+            format!(
+                "quicnalusrc name=tap moq-url={url} certificate-fingerprint={fp}{}",
+                src_latency(job)
+            )
         }
         Transport::MoqDev => {
             crate::moq_relay::load_moq_gst();
-            let (url, _) = moq_relay();
+            // Behind an impairment relay, the port is its, in front of the moq-relay.
+            let url = match job.port {
+                0 => moq_relay().0,
+                port => format!("moql://127.0.0.1:{port}"),
+            };
             format!("moqsrc name=tap url={url} broadcast=moq-dev.hang tls-disable-verify=true")
         }
         Transport::Srt | Transport::SrtLow | Transport::Srt120 => format!(
@@ -558,7 +582,9 @@ pub fn receiver(job: &Job) {
         let r = records.lock().unwrap();
         for (seq, latency, depends_on, arrival, size) in &r.frames {
             let depends_on = depends_on.map_or("-".to_string(), |d| d.to_string());
-            out.push_str(&format!("{seq} {latency} {depends_on} {arrival} {i} {size}\n"));
+            out.push_str(&format!(
+                "{seq} {latency} {depends_on} {arrival} {i} {size}\n"
+            ));
         }
         frames += r.frames.len();
         bytes += r.bytes;
