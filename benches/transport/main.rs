@@ -319,18 +319,18 @@ impl PairResult {
         percentile_ms(ages.filter(|(_, ok)| *ok).map(|(f, _)| f.1).collect(), p)
     }
 
-    /// Mbit/s out of the source over the second half of the stream (from GO plus half its
-    /// length to GO plus its length), where the link has settled; NaN without GO.
+    /// The rate the link sustains once settled: bytes out of the source of the frames sent
+    /// in the second half of the stream (GO plus half its length to GO plus its length), in
+    /// Mbit/s of that half; NaN without GO. Counted by send time (arrival less latency):
+    /// moqsrc outputs a whole group at once, so a window on arrivals holds a 2 s burst more
+    /// or less.
     pub fn steady_mbps(&self) -> f64 {
         let Some(go) = self.go else {
             return f64::NAN;
         };
         let (from, to) = (go + self.stream_ns / 2, go + self.stream_ns);
-        let bytes: u64 = self
-            .arrivals
-            .iter()
-            .zip(&self.sizes)
-            .filter(|(a, _)| (from..to).contains(*a))
+        let bytes: u64 = (self.frames.iter().zip(&self.arrivals).zip(&self.sizes))
+            .filter(|((f, a), _)| (from..to).contains(&a.saturating_sub(f.1)))
             .map(|(_, b)| b)
             .sum();
         bytes as f64 * 8.0 / ((to - from) as f64 / 1e9) / 1e6

@@ -271,7 +271,8 @@ pub fn slow_links(runs: &[SlowRun], clip_bps: f64) -> String {
          longest time between two decodable frames leaving the source, from 2 s after the \
          first frame left it to the end of the stream; first picture: from GO to the first \
          decodable frame. Age: the latency of the decodable frames. Steady: Mbit/s out of the \
-         source over the second half of the stream, and its share of the cap.\n\n\
+         source of the frames sent in the second half of the stream, per second of it, and \
+         its share of the cap.\n\n\
          | link | cap Mbit/s | latency ms | transport | on time | decodable | stall ms | \
          first picture ms | age p50 ms | age p95 ms | steady Mbit/s | % of cap | error |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
