@@ -317,13 +317,13 @@ fn a_slow_receiver_does_not_hold_back_a_fast_one() {
 }
 
 #[test]
-fn a_receiver_that_gives_up_its_first_group_gets_the_parameter_sets_again() {
+fn a_first_keyframe_that_arrives_late_is_output_not_given_up() {
     // 10% loss and 10 ms of jitter that reorders. At the start the first IRAP, the only one
-    // that carries the parameter sets (x265's way), can arrive so late that the receiver
-    // gives up its group on its own. The sender never learns which group, but the keyframe
-    // request that follows brings the sets again with the next IRAP.
-    // Seeds in turn until one gives up its first group; all of them decode.
-    let mut gave_up = 0;
+    // that carries the parameter sets (x265's way), can arrive late: repairs, and a congestion
+    // window still growing. A receiver used to give up that group, and waited for the
+    // keyframe its request brought; a late keyframe now makes its group a late one, output
+    // flagged late (receiver/read.rs), so the picture starts at once.
+    let mut late_starts = 0;
     for seed in 1..=10 {
         let mut s = Settings::new(20 * MS, 0.10, seed);
         both(&mut s, |imp| {
@@ -337,18 +337,12 @@ fn a_receiver_that_gives_up_its_first_group_gets_the_parameter_sets_again() {
         let c = sender_counts(&pair, 0);
         assert!(c.lost * 10 > c.sent * 3, "seed {seed}: {c:?}");
         let first = &rx.out[0];
-        if first.seq > 0 {
-            gave_up += 1;
-            assert!(
-                first.keyframe && first.header && first.gap,
-                "seed {seed}: {first:?}"
-            );
-        }
+        assert!(first.seq == 0 && first.header, "seed {seed}: {first:?}");
+        late_starts += usize::from(first.late);
+        // The price: a late start stays late for a while (seed 3: 29 frames, 89.7% on
+        // time, against 96.7% when it gave up and took a fresh keyframe).
         let r = pair.report(0, 0);
-        assert!(r.on_time_share() > 0.95, "seed {seed}: {r}");
-        if gave_up > 0 {
-            break;
-        }
+        assert!(r.on_time_share() > 0.85, "seed {seed}: {r}");
     }
-    assert!(gave_up > 0, "no seed gave up its first group");
+    assert!(late_starts > 0, "no seed started with a late keyframe");
 }

@@ -32,6 +32,11 @@ pub const MAGIC: [u8; 4] = *b"QNLU";
 pub const DEFAULT_MAX_FRAME_SIZE: u64 = 32 * 1024 * 1024;
 /// Default upper bound for one command message payload.
 pub const DEFAULT_MAX_COMMAND_SIZE: u64 = 64 * 1024;
+/// How far past the budget a late group's frames may arrive and still be output (ns): what
+/// a sender gives a group it sends late (LATE_GROUP), and what a receiver assumes for a
+/// group whose keyframe arrives late. A late picture beats none, but one more than a
+/// second behind is no longer live video.
+pub const LATE_GROUP_ALLOWANCE: u64 = 1_000_000_000;
 
 /// What a stream carries; the byte after the version in the preamble.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -85,13 +85,7 @@ impl Lateness {
         allowance: u64,
         alone: impl FnOnce() -> bool,
     ) -> Verdict {
-        let Arrival {
-            send_time,
-            first_byte,
-            arrival,
-            one_way,
-        } = times;
-        let Some(by) = self.late_by(send_time, first_byte, arrival, one_way) else {
+        let Some(by) = self.late_by_at(times) else {
             self.late_since = None;
             return Verdict::OnTime;
         };
@@ -100,15 +94,25 @@ impl Lateness {
             return Verdict::LateGroup;
         }
         let budget = self.budget.unwrap_or(0);
-        let since = *self.late_since.get_or_insert(arrival);
+        let since = *self.late_since.get_or_insert(times.arrival);
         if alone() {
             Verdict::Drop
-        } else if by > budget || arrival.saturating_sub(since) > budget / LATE_STREAK_SHARE {
+        } else if by > budget || times.arrival.saturating_sub(since) > budget / LATE_STREAK_SHARE {
             self.late_since = None;
             Verdict::Abandon
         } else {
             Verdict::Late
         }
+    }
+
+    /// [`Lateness::late_by`] for a frame that arrived at `times`.
+    pub fn late_by_at(&mut self, times: Arrival) -> Option<u64> {
+        self.late_by(
+            times.send_time,
+            times.first_byte,
+            times.arrival,
+            times.one_way,
+        )
     }
 
     /// How much later than the budget a frame sent at `send_time` (sender's clock), whose

@@ -234,10 +234,7 @@ impl Reassembly {
             Command::Ping(n) if control.len() < MAX_CONTROL_OUT => Command::Pong(n).encode(control),
             Command::LatencyBudget(ns) => self.lateness.set_budget(ns),
             Command::LateGroup { stream, allowance } if stream >= self.next_group => {
-                if self.late_groups.len() >= MAX_LATE_GROUPS {
-                    self.late_groups.pop_front();
-                }
-                self.late_groups.push_back((stream, allowance));
+                note_late_group(&mut self.late_groups, stream, allowance);
             }
             Command::Join {
                 live_seq,
@@ -438,6 +435,15 @@ impl Reassembly {
 }
 
 /// Moves the commands pinned before frame `seq` (None: all) to `events`.
+/// Group `stream` runs late, up to `allowance` ns past the budget (the latest word on it).
+fn note_late_group(late_groups: &mut VecDeque<(u64, u64)>, stream: u64, allowance: u64) {
+    late_groups.retain(|&(s, _)| s != stream);
+    if late_groups.len() >= MAX_LATE_GROUPS {
+        late_groups.pop_front();
+    }
+    late_groups.push_back((stream, allowance));
+}
+
 fn hand_pinned(pinned: &mut VecDeque<(u64, String)>, seq: Option<u64>, events: &mut Inbox) {
     while let Some((before, _)) = pinned.front() {
         if seq.is_some_and(|seq| *before > seq) {

@@ -1,10 +1,10 @@
 //! Reading group streams: frames as they complete, each judged for lateness on arrival,
 //! within MAX_BUFFERED bytes held.
 
-use super::{Group, Reassembly, Violation, MAX_BUFFERED};
+use super::{note_late_group, Group, Reassembly, Violation, MAX_BUFFERED};
 use crate::media::h265::DropCost;
 use crate::protocol::control::is_group_stream;
-use crate::protocol::{FrameFlags, GroupFrame};
+use crate::protocol::{FrameFlags, GroupFrame, LATE_GROUP_ALLOWANCE};
 use crate::receiver::inbox::ReceivedFrame;
 use crate::receiver::lateness::{Arrival, Verdict};
 use std::time::Instant;
@@ -136,14 +136,20 @@ impl Reassembly {
                     let sub_layers = self.sub_layers;
                     let alone =
                         || inspect().is_ok_and(|i| i.drop_cost(sub_layers) == DropCost::Alone);
-                    let allowance = (self.late_groups.iter())
-                        .find_map(|&(s, allowance)| (s == stream).then_some(allowance));
                     let times = Arrival {
                         send_time: f.header.send_time,
                         first_byte,
                         arrival,
                         one_way,
                     };
+                    // A late keyframe makes its group a late one, as if the sender had said
+                    // so: it may have left the sender in time and queued in the network.
+                    let keyframe = f.header.flags.contains(FrameFlags::KEYFRAME);
+                    if keyframe && self.lateness.late_by_at(times).is_some() {
+                        note_late_group(&mut self.late_groups, stream, LATE_GROUP_ALLOWANCE);
+                    }
+                    let allowance = (self.late_groups.iter())
+                        .find_map(|&(s, allowance)| (s == stream).then_some(allowance));
                     self.lateness.judge(times, allowance.unwrap_or(0), alone)
                 };
                 let seq = f.header.seq;

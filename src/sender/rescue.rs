@@ -17,11 +17,11 @@
 //! half the link's rate, latency 120 ms, shows a picture at least every ... .
 
 use super::queue::StreamOut;
+use crate::protocol::LATE_GROUP_ALLOWANCE;
 use std::time::Duration;
 
-/// How far past its deadlines a rescued group may run: a late picture beats none, but one
-/// more than a second behind is no longer live video.
-pub const LAG: Duration = Duration::from_secs(1);
+/// How far past its deadlines a rescued group may run.
+pub const LAG: Duration = Duration::from_nanos(LATE_GROUP_ALLOWANCE);
 
 /// Whether `group`, about to expire, is rescued instead; `open`: it is the newest group,
 /// with no later keyframe queued to take its place.
