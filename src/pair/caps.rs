@@ -4,6 +4,7 @@
 
 use super::*;
 
+const SECOND: Duration = Duration::from_secs(1);
 const CAPS: [f64; 3] = [0.9, 0.75, 0.5];
 const LATENCIES: [Duration; 2] = [Duration::from_millis(120), budget::FALLBACK];
 
@@ -19,6 +20,7 @@ fn capped(seed: u64, share: f64, latency: Duration, steered: bool) -> Settings {
     }
     plan.latency = latency;
     s.steered = steered;
+    s.stream.recorded = !steered;
     s
 }
 
@@ -29,15 +31,17 @@ fn run(s: Settings) -> Pair {
 }
 
 #[test]
-fn a_clip_faster_than_the_link_still_shows_a_picture_every_half_second() {
+fn a_clip_faster_than_the_link_still_shows_a_picture_every_second() {
     for latency in LATENCIES {
         for share in CAPS {
             let pair = run(capped(1, share, latency, false));
             let r = pair.report(0, 0);
             let what = format!("{latency:?} at {share}: {r}");
-            // Before the rescue: nothing at all at 120 ms, a picture every few seconds at 200.
-            assert!(r.longest_stall < 500 * MS, "{what}");
-            assert!(r.decodable == r.delivered && r.decodable > 100, "{what}");
+            // Before the rescue: nothing at all at 120 ms, a picture every few seconds at
+            // 200. (A recording answers no keyframe request: each group runs late, as far as
+            // its allowance, then the next one starts at the live edge.)
+            assert!(r.longest_stall < SECOND, "{what}");
+            assert!(r.decodable == r.delivered && r.decodable >= 80, "{what}");
             // What could not be on time is flagged late, and the sender said why.
             assert!(r.flagged_late + r.on_time >= r.delivered, "{what}");
             let st = &pair.sender.fanout.stats().receivers[0];

@@ -20,6 +20,8 @@ pub struct Stream {
     pub b_frames: u32,
     /// An IRAP's size over a P picture's.
     pub irap_ratio: f64,
+    /// A file or a stream encoded once: keyframe requests go unanswered.
+    pub recorded: bool,
 }
 
 impl Default for Stream {
@@ -31,6 +33,7 @@ impl Default for Stream {
             gop: 60,
             b_frames: 0,
             irap_ratio: 4.0,
+            recorded: false,
         }
     }
 }
@@ -106,9 +109,10 @@ impl Encoder {
         self.unit = unit(&self.stream);
     }
 
-    /// Upstream GstForceKeyUnit: the next picture is an IRAP.
+    /// Upstream GstForceKeyUnit: the next picture is an IRAP (unless the stream is a
+    /// recording, which cannot make one).
     pub fn force_keyframe(&mut self) {
-        self.forced = true;
+        self.forced = !self.stream.recorded;
     }
 
     /// The next access unit, in decoding order.

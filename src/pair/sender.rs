@@ -197,8 +197,8 @@ impl Sender {
             self.estimates.push((now, e));
             // What quicnalusink's adapt-bitrate does with it (quicnalusink/adapt.rs).
             let bitrate = self.encoder.stream.bitrate;
-            if let Some(step) =
-                (self.steering.as_mut()).and_then(|s| s.next(e.bitrate, || (bitrate / 1000) as u32))
+            if let Some(step) = (self.steering.as_mut())
+                .and_then(|s| s.next(e.bitrate, e.limited, || (bitrate / 1000) as u32))
             {
                 self.encoder.set_bitrate(u64::from(step.kbps) * 1000);
                 if step.keyframe {

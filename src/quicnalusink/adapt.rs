@@ -4,6 +4,7 @@
 
 use crate::element::properties::AdaptBitrate;
 use crate::sender::steering::Steering;
+use crate::sender::Estimate;
 use gst::glib;
 use gst::prelude::*;
 
@@ -34,13 +35,14 @@ impl Adaptation {
         })
     }
 
-    /// Moves the encoder's bitrate towards `estimate_bps`, asking it for a keyframe after a
+    /// Moves the encoder's bitrate towards the estimate, asking it for a keyframe after a
     /// large step down; returns the encoder's bitrate (kbit/s) afterwards, or None when
     /// there is no encoder upstream.
-    pub fn steer(&mut self, sink: &gst::Element, estimate_bps: u64) -> Option<u32> {
+    pub fn steer(&mut self, sink: &gst::Element, estimate: &Estimate) -> Option<u32> {
         let encoder = self.encoder(sink)?;
+        let estimate_bps = estimate.bitrate;
         let current = || encoder.property::<u32>("bitrate");
-        if let Some(step) = self.steering.next(estimate_bps, current) {
+        if let Some(step) = self.steering.next(estimate_bps, estimate.limited, current) {
             gst::debug!(
                 self.cat,
                 obj = sink,

@@ -126,6 +126,9 @@ pub struct Estimate {
     pub stream_bitrate: Option<u64>,
     /// The stream has run faster than `bitrate` for a few seconds: warn, once.
     pub overrun: bool,
+    /// That receiver's path has shown its limit; until then `bitrate` is what the stream
+    /// gave, not a limit (rate.rs).
+    pub limited: bool,
 }
 
 /// Who is served and how they start.
@@ -313,7 +316,7 @@ impl<C: Streams> Fanout<C> {
         }
         if frame.keyframe {
             // This IRAP reaches everyone who asked before it.
-            self.keyframes.satisfied();
+            self.keyframes.satisfied(queued);
         }
         let f = CachedFrame {
             header,
@@ -426,7 +429,8 @@ impl<C: Streams> Fanout<C> {
                 }
             }
         }
-        r.flush(now)
+        let answered = self.keyframes.answered(now);
+        r.flush(now, answered)
     }
 
     /// Decides on receiver `id`, which said HELLO: the token, the limit of `served`
@@ -483,7 +487,8 @@ impl<C: Streams> Fanout<C> {
             return None;
         }
         self.next_estimate = now + rate::UPDATE;
-        let mut lowest: Option<f64> = None;
+        // The lowest estimate, and whether its path has shown its limit.
+        let mut lowest: Option<(f64, bool)> = None;
         let mut receivers = 0;
         for r in self.receivers.values_mut() {
             let Some(path) = r.conn.path() else {
@@ -512,16 +517,22 @@ impl<C: Streams> Fanout<C> {
                     sample.queued_bytes,
                     r.pacer.as_ref().map(|p| p.rate_bps())
                 );
-                lowest = Some(lowest.map_or(e, |l: f64| l.min(e)));
+                let limited = r.estimator.limited();
+                if lowest.is_none_or(|(l, _)| e < l) {
+                    lowest = Some((e, limited));
+                }
                 receivers += 1;
             }
         }
-        let (stream, overrun) = self.overrun.update(now, lowest);
-        lowest.map(|bitrate| Estimate {
+        // Only a path that showed its limit can be outrun.
+        let limit = lowest.filter(|l| l.1).map(|l| l.0);
+        let (stream, overrun) = self.overrun.update(now, limit);
+        lowest.map(|(bitrate, limited)| Estimate {
             bitrate: bitrate as u64,
             receivers,
             stream_bitrate: stream.map(|s| s as u64),
             overrun,
+            limited,
         })
     }
 

@@ -88,6 +88,12 @@ impl Estimator {
         self.estimate
     }
 
+    /// The path has shown its limit (overuse was seen): until then the estimate is only
+    /// what the stream gave, and says nothing about how much more the path would carry.
+    pub fn limited(&self) -> bool {
+        self.ceiling.is_some()
+    }
+
     /// The path's rate (bit/s): the highest busy sample within PATH_WINDOW.
     pub fn path_rate(&mut self, now: Instant) -> Option<f64> {
         while self

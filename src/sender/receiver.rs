@@ -530,7 +530,8 @@ impl<C: Streams> Receiver<C> {
     /// Writes what is queued until the connection takes no more: commands first, then
     /// groups, newest first when frames have deadlines. Groups whose oldest frame is past
     /// its deadline are reset instead. Returns whether any media was written.
-    pub(super) fn flush(&mut self, now: Instant) -> bool {
+    /// `keyframes_answered`: upstream makes a keyframe when asked (keyframes.rs).
+    pub(super) fn flush(&mut self, now: Instant, keyframes_answered: bool) -> bool {
         let newest_first = self.budget.is_some();
         // A frame written now arrives about a round trip later: the congestion window
         // ahead of it drains, then it crosses (more when the network queues). One that
@@ -540,7 +541,7 @@ impl<C: Streams> Receiver<C> {
         let path = self.conn.path();
         let ahead = path.as_ref().map_or(Duration::ZERO, |p| p.rtt);
         let delivery_rate = path.as_ref().map(|p| p.delivery_rate);
-        self.expire(now, ahead);
+        self.expire(now, ahead, keyframes_answered);
         let (mut unlimited, mut no_frames) = (usize::MAX, 0);
         if let Err(e) = self.control_out.write(
             &mut self.conn,
@@ -620,7 +621,7 @@ impl<C: Streams> Receiver<C> {
     /// by its deadline (written now, it arrives `ahead` later), or every group of a
     /// receiver too far behind (see MAX_BACKLOG and GONE_QUIET); the receiver skips them,
     /// and gets no more frames until the next IRAP.
-    fn expire(&mut self, now: Instant, ahead: Duration) {
+    fn expire(&mut self, now: Instant, ahead: Duration, keyframes_answered: bool) {
         if self.out_bytes < 2 * MAX_BACKLOG {
             self.behind_since = None;
         } else if self.behind_since.is_none() {
@@ -669,7 +670,8 @@ impl<C: Streams> Receiver<C> {
             if !give_up && g.expires().is_none_or(|t| t > now + ahead) {
                 continue;
             }
-            if !give_up && rescue::rescues(g, self.group == Some(g.stream)) {
+            let open = self.group == Some(g.stream);
+            if !give_up && rescue::rescues(g, open, keyframes_answered) {
                 g.allowance = rescue::LAG;
                 self.groups_late += 1;
                 rescued.push(g.stream);

@@ -11,9 +11,12 @@
 //! expires and the receiver asks for a keyframe). The next group starts at the live edge
 //! again, and newest first, so the late one gives way to it.
 //!
-//! A group whose keyframe went out keeps its deadlines: the receiver has that picture, and
-//! the group's expiry (with the keyframe request that follows) brings a fresh one sooner
-//! than a growing lag would. Measured in the pair (pair/caps.rs): the recorded clip at
+//! A group whose keyframe went out keeps its deadlines while upstream answers keyframe
+//! requests: the receiver has that picture, and the group's expiry (with the keyframe
+//! request that follows) brings a fresh one sooner than a growing lag would. From a file
+//! or a stream encoded once, no request is answered (keyframes.rs), and expiring would
+//! leave the receiver blank until the next natural IRAP, seconds off: such a group is
+//! rescued too. Measured in the pair (pair/caps.rs): the recorded clip at
 //! half the link's rate, latency 120 ms, shows a picture at least every ... .
 
 use super::queue::StreamOut;
@@ -24,7 +27,9 @@ use std::time::Duration;
 pub const LAG: Duration = Duration::from_nanos(LATE_GROUP_ALLOWANCE);
 
 /// Whether `group`, about to expire, is rescued instead; `open`: it is the newest group,
-/// with no later keyframe queued to take its place.
-pub(super) fn rescues(group: &StreamOut, open: bool) -> bool {
-    open && group.frames_written == 0 && group.allowance.is_zero()
+/// with no later keyframe queued to take its place; `keyframes_answered`: upstream makes a
+/// keyframe when asked, so that expiring brings a fresh one soon.
+pub(super) fn rescues(group: &StreamOut, open: bool, keyframes_answered: bool) -> bool {
+    let keyframe_out = group.frames_written > 0;
+    open && group.allowance.is_zero() && (!keyframe_out || !keyframes_answered)
 }

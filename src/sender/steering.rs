@@ -48,12 +48,23 @@ impl Steering {
         self.current_kbps
     }
 
-    /// Takes an estimate (bit/s); `encoder_kbps` reads the encoder's bitrate, the first
-    /// time only. Returns the change to make, if one is worth making.
-    pub fn next(&mut self, estimate_bps: u64, encoder_kbps: impl FnOnce() -> u32) -> Option<Steer> {
+    /// Takes an estimate (bit/s), and whether the path has shown its limit (until it
+    /// has, the estimate is what the stream gave, and the encoder is not held to it);
+    /// `encoder_kbps` reads the encoder's bitrate, the first time only. Returns the change
+    /// to make, if one is worth making.
+    pub fn next(
+        &mut self,
+        estimate_bps: u64,
+        limited: bool,
+        encoder_kbps: impl FnOnce() -> u32,
+    ) -> Option<Steer> {
         let current = *self.current_kbps.get_or_insert_with(encoder_kbps);
         let max = *self.max_kbps.get_or_insert(current);
-        let wanted = estimate_bps as f64 * ENCODER_SHARE / 1000.0;
+        let wanted = if limited {
+            estimate_bps as f64 * ENCODER_SHARE / 1000.0
+        } else {
+            f64::from(max)
+        };
         let next = if wanted < f64::from(current) {
             wanted
         } else {
@@ -80,29 +91,46 @@ mod tests {
     fn follows_the_estimate_down_at_once_and_up_in_steps() {
         let mut s = Steering::new(200, 0);
         // The encoder runs at 4000: that is the ceiling too.
-        let down = s.next(3_000_000, || 4000).unwrap();
+        let down = s.next(3_000_000, true, || 4000).unwrap();
         assert_eq!(down.kbps, 2760);
         assert!(down.keyframe, "a step to 69% asks for a smaller keyframe");
         // A small step down: no keyframe.
-        let small = s.next(2_700_000, || unreachable!()).unwrap();
+        let small = s.next(2_700_000, true, || unreachable!()).unwrap();
         assert_eq!((small.kbps, small.keyframe), (2484, false));
         // Nothing worth a change.
-        assert_eq!(s.next(2_720_000, || unreachable!()), None);
+        assert_eq!(s.next(2_720_000, true, || unreachable!()), None);
         // Up: at most 15% per estimate, never past the encoder's own bitrate.
-        let up = s.next(10_000_000, || unreachable!()).unwrap();
+        let up = s.next(10_000_000, true, || unreachable!()).unwrap();
         assert_eq!(up.kbps, 2857);
         for _ in 0..10 {
-            s.next(10_000_000, || unreachable!());
+            s.next(10_000_000, true, || unreachable!());
         }
         assert_eq!(s.current(), Some(4000));
     }
 
     #[test]
+    fn an_estimate_from_a_path_that_never_showed_its_limit_holds_nothing_down() {
+        let mut s = Steering::new(200, 0);
+        // The encoder ramping up gave 2 Mbit/s of its 4: not a reason to steer it.
+        assert_eq!(s.next(2_000_000, false, || 4000), None);
+        // Once the path shows its limit, it is.
+        assert_eq!(
+            s.next(2_000_000, true, || unreachable!()).map(|s| s.kbps),
+            Some(1840)
+        );
+        // And back up, in steps, once it no longer holds.
+        assert_eq!(
+            s.next(2_000_000, false, || unreachable!()).map(|s| s.kbps),
+            Some(2116)
+        );
+    }
+
+    #[test]
     fn stays_within_its_bounds() {
         let mut s = Steering::new(500, 3000);
-        assert_eq!(s.next(100_000, || 2000).map(|s| s.kbps), Some(500));
+        assert_eq!(s.next(100_000, true, || 2000).map(|s| s.kbps), Some(500));
         for _ in 0..20 {
-            s.next(50_000_000, || unreachable!());
+            s.next(50_000_000, true, || unreachable!());
         }
         assert_eq!(s.current(), Some(3000));
     }

@@ -52,7 +52,7 @@ impl QuicNaluSink {
                     .lock()
                     .unwrap()
                     .as_mut()
-                    .and_then(|a| a.steer(obj.upcast_ref(), estimate.bitrate));
+                    .and_then(|a| a.steer(obj.upcast_ref(), &estimate));
                 let mut s = gst::Structure::builder("quicnalusink-bandwidth")
                     .field("bitrate", estimate.bitrate)
                     .field("receivers", estimate.receivers)
