@@ -62,14 +62,16 @@ fn a_steered_encoder_settles_under_the_link_and_keeps_most_frames_on_time() {
             assert!(r.longest_stall < 500 * MS, "{what}");
             assert_eq!(r.decodable, r.delivered, "{what}");
             // The encoder uses most of the link (the estimate stops at the path's rate, and
-            // the encoder gets 92% of it; its last setting, after a back-off or two) ...
-            assert!(encoder >= 0.75 * cap && encoder <= cap, "{what}");
-            // ... and what is late is the keyframe and the frames queued behind it: at
-            // 4 P pictures, it takes 100 ms at 80% of the link, most of a 120 ms budget.
+            // the encoder gets up to 92% of it, less after late keyframes; its last
+            // setting) ...
+            assert!(encoder >= 0.65 * cap && encoder <= cap, "{what}");
+            // ... and what is late is mostly the keyframe and the frames queued behind it
+            // (at 4 P pictures, 100 ms at 80% of the link, most of a 120 ms budget), and
+            // the first group, at 4 Mbit/s.
             let on_time = if latency == budget::FALLBACK {
                 0.85
             } else {
-                0.55
+                0.8
             };
             assert!(r.on_time_share() >= on_time, "{what}");
         }

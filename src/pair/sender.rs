@@ -192,13 +192,16 @@ impl Sender {
         if self.fanout.poll_keyframe(now) {
             self.keyframe_requests.push(now);
             self.encoder.force_keyframe();
+            // What the sink learns from pushing GstForceKeyUnit.
+            let answered = !self.encoder.stream.recorded;
+            self.fanout.keyframes_answered(answered);
         }
         if let Some(e) = self.fanout.estimate(now) {
             self.estimates.push((now, e));
             // What quicnalusink's adapt-bitrate does with it (quicnalusink/adapt.rs).
             let bitrate = self.encoder.stream.bitrate;
-            if let Some(step) = (self.steering.as_mut())
-                .and_then(|s| s.next(e.bitrate, e.limited, || (bitrate / 1000) as u32))
+            if let Some(step) =
+                (self.steering.as_mut()).and_then(|s| s.next(&e, || (bitrate / 1000) as u32))
             {
                 self.encoder.set_bitrate(u64::from(step.kbps) * 1000);
                 if step.keyframe {

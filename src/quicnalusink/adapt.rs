@@ -42,7 +42,7 @@ impl Adaptation {
         let encoder = self.encoder(sink)?;
         let estimate_bps = estimate.bitrate;
         let current = || encoder.property::<u32>("bitrate");
-        if let Some(step) = self.steering.next(estimate_bps, estimate.limited, current) {
+        if let Some(step) = self.steering.next(estimate, current) {
             gst::debug!(
                 self.cat,
                 obj = sink,

@@ -129,6 +129,9 @@ pub struct Estimate {
     /// That receiver's path has shown its limit; until then `bitrate` is what the stream
     /// gave, not a limit (rate.rs).
     pub limited: bool,
+    /// Groups sent late so far, to every receiver (rescue.rs): keyframes too large for a
+    /// budget.
+    pub late_groups: u64,
 }
 
 /// Who is served and how they start.
@@ -316,7 +319,7 @@ impl<C: Streams> Fanout<C> {
         }
         if frame.keyframe {
             // This IRAP reaches everyone who asked before it.
-            self.keyframes.satisfied(queued);
+            self.keyframes.satisfied();
         }
         let f = CachedFrame {
             header,
@@ -429,8 +432,7 @@ impl<C: Streams> Fanout<C> {
                 }
             }
         }
-        let answered = self.keyframes.answered(now);
-        r.flush(now, answered)
+        r.flush(now, self.keyframes.answered())
     }
 
     /// Decides on receiver `id`, which said HELLO: the token, the limit of `served`
@@ -527,13 +529,20 @@ impl<C: Streams> Fanout<C> {
         // Only a path that showed its limit can be outrun.
         let limit = lowest.filter(|l| l.1).map(|l| l.0);
         let (stream, overrun) = self.overrun.update(now, limit);
+        let late_groups = self.receivers.values().map(|r| r.groups_late).sum();
         lowest.map(|(bitrate, limited)| Estimate {
             bitrate: bitrate as u64,
             receivers,
             stream_bitrate: stream.map(|s| s as u64),
             overrun,
             limited,
+            late_groups,
         })
+    }
+
+    /// Whether upstream took the last keyframe request (keyframes.rs).
+    pub fn keyframes_answered(&mut self, answered: bool) {
+        self.keyframes.set_answered(answered);
     }
 
     /// Whether a merged keyframe request goes upstream now.

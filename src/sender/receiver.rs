@@ -77,7 +77,7 @@ pub struct Receiver<C> {
     groups_opened: u64,
     pub(super) groups_expired: u64,
     /// Groups rescued (rescue.rs): sent late because their keyframe could not be on time.
-    groups_late: u64,
+    pub(super) groups_late: u64,
     /// The lowest TemporalId shed for the rest of the open group (see StreamOut::shed).
     group_cut: Option<u8>,
     frames_shed: u64,

@@ -16,8 +16,16 @@
 //! request that follows) brings a fresh one sooner than a growing lag would. From a file
 //! or a stream encoded once, no request is answered (keyframes.rs), and expiring would
 //! leave the receiver blank until the next natural IRAP, seconds off: such a group is
-//! rescued too. Measured in the pair (pair/caps.rs): the recorded clip at
-//! half the link's rate, latency 120 ms, shows a picture at least every ... .
+//! rescued too.
+//!
+//! Measured in the pair (pair/caps.rs, 20 ms each way, the link at 90, 75 and 50% of a
+//! 4 Mbit/s stream whose IRAPs are 4 P pictures): a recording, at latency 120 or 200, went
+//! from nothing at all (120) or a picture every 2.2-3.6 s (200) to one at least every
+//! 600 ms, frames 0.4-0.7 s old at the median. What the defaults do with frames that
+//! cannot all go: non-reference pictures are shed (budget.rs, thinning the frame rate);
+//! with none (P pictures only) a group whose keyframe is through holds to the budget and
+//! its tail is dropped, with a keyframe request, when upstream answers requests, and runs
+//! late otherwise; a group whose keyframe is not through runs late.
 
 use super::queue::StreamOut;
 use crate::protocol::LATE_GROUP_ALLOWANCE;

@@ -98,6 +98,8 @@ enum Work {
         in_stream: Option<u64>,
     },
     Eos,
+    /// Whether upstream took the last keyframe request.
+    KeyframesAnswered(bool),
 }
 
 /// What the streaming thread hands the networking thread, and what it reads back.
@@ -227,6 +229,12 @@ impl Server {
     }
 
     /// The stream description sent to every receiver.
+    /// Whether upstream took the last keyframe request (an encoder handled the event, or
+    /// nothing did): a group may run late rather than wait for a keyframe (sender/rescue).
+    pub fn keyframes_answered(&self, answered: bool) {
+        self.push(Work::KeyframesAnswered(answered), 0);
+    }
+
     pub fn set_caps(&self, caps: String) {
         self.push(Work::Caps(caps), 0);
     }

@@ -226,6 +226,7 @@ impl ServerLoop {
                     in_stream,
                 } => self.fanout.push_command(to, structure, in_stream),
                 Work::Eos => self.fanout.end_of_stream(),
+                Work::KeyframesAnswered(answered) => self.fanout.keyframes_answered(answered),
             }
         }
     }

@@ -29,6 +29,9 @@ impl QuicNaluSink {
                     obj = obj,
                     "asked upstream for a keyframe (handled: {handled})"
                 );
+                if let State::Started { server, .. } = &*obj.imp().state.lock().unwrap() {
+                    server.keyframes_answered(handled);
+                }
             });
         })
     }
