@@ -10,7 +10,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 
 /// Who dials whom, the `mode` property both elements have (as srtsink and srtsrc have it).
 /// QUIC roles stay the same either way: the sender is the QUIC server; a calling sender
-/// knocks and the listening receiver connects back (transport/knock.rs).
+/// knocks and the listening receiver connects back (policy/knock.rs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, glib::Enum)]
 #[enum_type(name = "GstQuicNaluMode")]
 pub enum Mode {
