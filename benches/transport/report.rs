@@ -265,7 +265,8 @@ pub fn slow_links(runs: &[SlowRun], clip_bps: f64) -> String {
          Mbit/s (an IRAP every 2 s), which cannot be steered, the cap a share of that. \
          quicnalu-defaults: both elements with every property at its default (adapt-bitrate \
          unset) but quicnalusrc latency=120 in the latency-120 rows; srt: srtsink/srtsrc at \
-         the row's latency; moq-dev: moqsink to a moq-relay of its own, moqsrc from it \
+         the row's latency less 40 ms (it delivers each packet its latency after sending, \
+         plus the path's 20 ms); moq-dev: moqsink to a moq-relay of its own, moqsrc from it \
          through the link (no latency setting). On time: decodable and out of the source \
          within the row's latency, % of frames sent; decodable: however late. Stall: the \
          longest time between two decodable frames leaving the source, from 2 s after the \
