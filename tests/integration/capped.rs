@@ -49,6 +49,8 @@ struct Session {
     started: u64,
     sent: Vec<u64>,
     received: Vec<Received>,
+    /// The sender's WARNING messages, as text.
+    warnings: Vec<String>,
 }
 
 /// Runs `sender` (which names its h265parse `parse` and its quicnalusink `sink`, and ends)
@@ -59,6 +61,15 @@ fn session(sender: &str) -> Session {
         sent = Some(push_times(&s.by_name("parse").static_pad("src").unwrap()))
     });
     let sent = sent.expect("tap installed");
+    let warnings = Arc::new(Mutex::new(Vec::new()));
+    let seen = warnings.clone();
+    let bus = sender.pipeline.bus().expect("bus");
+    bus.set_sync_handler(move |_, msg| {
+        if let gst::MessageView::Warning(w) = msg.view() {
+            seen.lock().unwrap().push(w.error().to_string());
+        }
+        gst::BusSyncReply::Pass
+    });
     let relay = relay_to(port, link());
     let receiver = receiver_via(&relay, RECEIVER);
     let (store, _) = collect(&receiver, "out");
@@ -73,6 +84,7 @@ fn session(sender: &str) -> Session {
         started,
         sent: sent.lock().unwrap().clone(),
         received: store.lock().unwrap().clone(),
+        warnings: warnings.lock().unwrap().clone(),
     };
     let late = session
         .received
@@ -238,4 +250,10 @@ fn an_unsteerable_stream_over_a_slower_link_still_shows_a_picture_every_irap_int
         "longest stall after the first picture: {stall:?}"
     );
     run.assert_decodes();
+    // The sink says why the pictures are late, once, with both rates.
+    let overruns: Vec<&String> = (run.warnings.iter())
+        .filter(|w| w.contains("faster than the path"))
+        .collect();
+    assert_eq!(overruns.len(), 1, "warnings: {:?}", run.warnings);
+    assert!(overruns[0].contains("Mbit/s"), "{}", overruns[0]);
 }
