@@ -14,7 +14,8 @@
 //! down walks the encoder to half the path (issue 31: 1.3-1.6 Mbit/s on a 3 Mbit/s link).
 //! So the path's own rate is tracked too, as BBR does: the highest delivery rate quiche
 //! measured over the last [`PATH_WINDOW`] while we had more to send than it took. Overuse
-//! backs off from the larger of the two, and growth stops at the path's rate.
+//! backs off from the larger of what went out and that rate since the last update, and
+//! growth stops at the path's rate.
 
 use std::time::{Duration, Instant};
 
@@ -126,9 +127,16 @@ impl Estimator {
             || queue_delay > QUEUE_DELAY
             || sample.rtt.saturating_sub(sample.min_rtt) > RTT_RISE;
         let path = self.path_rate(now);
+        // Since the last update only: a path that just slowed down (a cap from 6 to 2
+        // Mbit/s) must not be backed off from at its old rate. (The queue keeps samples
+        // newest last, each smaller than those before it: the first since `then` is their
+        // maximum.)
+        let recent = (self.path.iter())
+            .find(|&&(t, _)| t >= then)
+            .map(|&(_, r)| r);
         let next = match (self.estimate, self.ceiling) {
             _ if overuse => {
-                let carried = sent.max(path.unwrap_or(0.0));
+                let carried = sent.max(recent.unwrap_or(0.0));
                 self.ceiling = Some(carried.max(FLOOR));
                 self.calm = 0;
                 carried * BACK_OFF
