@@ -145,7 +145,8 @@ impl Reassembly {
                     // A late keyframe makes its group a late one, as if the sender had said
                     // so: it may have left the sender in time and queued in the network.
                     let keyframe = f.header.flags.contains(FrameFlags::KEYFRAME);
-                    if keyframe && self.lateness.late_by_at(times).is_some() {
+                    let announced = self.late_groups.iter().any(|&(s, _)| s == stream);
+                    if keyframe && !announced && self.lateness.late_by_at(times).is_some() {
                         note_late_group(&mut self.late_groups, stream, LATE_GROUP_ALLOWANCE);
                     }
                     let allowance = (self.late_groups.iter())

@@ -6,7 +6,7 @@
 //! than the budget lets the link carry (60 kB takes 160 ms at 3 Mbit/s), that happens to
 //! every group before its keyframe is through: the receiver would show nothing, for good.
 //! So the open group, if its keyframe has not gone out whole, is rescued instead: its
-//! deadlines move back by [`LAG`], the receiver is told (LATE_GROUP) and outputs its
+//! deadlines move back by [`lag`], the receiver is told (LATE_GROUP) and outputs its
 //! frames flagged late, and the group goes on until even that is missed (its tail then
 //! expires and the receiver asks for a keyframe). The next group starts at the live edge
 //! again, and newest first, so the late one gives way to it.
@@ -31,8 +31,18 @@ use super::queue::StreamOut;
 use crate::protocol::LATE_GROUP_ALLOWANCE;
 use std::time::Duration;
 
-/// How far past its deadlines a rescued group may run.
-pub const LAG: Duration = Duration::from_nanos(LATE_GROUP_ALLOWANCE);
+/// How far past its deadlines a rescued group may run: the protocol's allowance when
+/// nothing upstream makes a keyframe on request, and less when something does, since the
+/// group's expiry then brings a fresh keyframe (at the rate steering set) sooner.
+pub fn lag(keyframes_answered: bool) -> Duration {
+    if keyframes_answered {
+        LAG_ANSWERED
+    } else {
+        Duration::from_nanos(LATE_GROUP_ALLOWANCE)
+    }
+}
+
+const LAG_ANSWERED: Duration = Duration::from_millis(400);
 
 /// Whether `group`, about to expire, is rescued instead; `open`: it is the newest group,
 /// with no later keyframe queued to take its place; `keyframes_answered`: upstream makes a

@@ -33,6 +33,7 @@ impl<C: Streams> Receiver<C> {
             }
             self.dropped_behind = true;
         }
+        // (stream, allowance) of each group rescued now.
         let mut rescued = Vec::new();
         for g in self.groups_out.iter_mut() {
             let mut older_group_cut = None;
@@ -60,9 +61,9 @@ impl<C: Streams> Receiver<C> {
             }
             let open = self.group == Some(g.stream);
             if !give_up && rescue::rescues(g, open, keyframes_answered) {
-                g.allowance = rescue::LAG;
+                g.allowance = rescue::lag(keyframes_answered);
                 self.groups_late += 1;
-                rescued.push(g.stream);
+                rescued.push((g.stream, g.allowance));
                 log::debug!(
                     "receiver {}: group stream {} cannot be on time: sent late ({} so far)",
                     self.id,
@@ -87,10 +88,10 @@ impl<C: Streams> Receiver<C> {
                 self.groups_expired
             );
         }
-        for stream in rescued {
+        for (stream, allowance) in rescued {
             self.queue_command(&Command::LateGroup {
                 stream,
-                allowance: rescue::LAG.as_nanos() as u64,
+                allowance: allowance.as_nanos() as u64,
             });
         }
     }
