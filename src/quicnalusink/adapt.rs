@@ -58,14 +58,7 @@ impl Adaptation {
             );
             encoder.set_property("bitrate", step.kbps);
             if step.keyframe {
-                let event = gst::event::CustomUpstream::new(
-                    gst::Structure::builder("GstForceKeyUnit")
-                        .field("all-headers", true)
-                        .build(),
-                );
-                if let Some(pad) = sink.static_pad("sink") {
-                    pad.push_event(event);
-                }
+                request_keyframe(sink);
             }
         }
         self.steering.current()
@@ -100,6 +93,18 @@ impl Adaptation {
         self.encoder = Some(encoder.as_ref().map(|e| e.downgrade()));
         encoder
     }
+}
+
+/// Asks upstream for a keyframe with its parameter sets (GstForceKeyUnit) from `sink`;
+/// whether an element took the request (an encoder does; a file does not).
+pub fn request_keyframe(sink: &gst::Element) -> bool {
+    let event = gst::event::CustomUpstream::new(
+        gst::Structure::builder("GstForceKeyUnit")
+            .field("all-headers", true)
+            .build(),
+    );
+    sink.static_pad("sink")
+        .is_some_and(|pad| pad.push_event(event))
 }
 
 /// Walks upstream from `sink` through single-input elements (parsers, queues, capsfilters)

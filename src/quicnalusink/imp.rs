@@ -5,7 +5,7 @@
 //! `events` (caps, custom events, EOS), `upstream` (keyframe requests and the encoder's
 //! bitrate) and `relay` (publishing to a MoQ relay).
 
-use super::adapt::Adaptation;
+use super::adapt::{request_keyframe, Adaptation};
 use crate::element::properties::{
     AdaptBitrate, CongestionControl, JoinMode, Mode, DEFAULT_MOQ_BROADCAST,
 };

@@ -85,7 +85,7 @@ impl Lateness {
         allowance: u64,
         alone: impl FnOnce() -> bool,
     ) -> Verdict {
-        let Some(by) = self.late_by_at(times) else {
+        let Some(by) = self.late_by(times) else {
             self.late_since = None;
             return Verdict::OnTime;
         };
@@ -105,26 +105,15 @@ impl Lateness {
         }
     }
 
-    /// [`Lateness::late_by`] for a frame that arrived at `times`.
-    pub fn late_by_at(&mut self, times: Arrival) -> Option<u64> {
-        self.late_by(
-            times.send_time,
-            times.first_byte,
-            times.arrival,
-            times.one_way,
-        )
-    }
-
-    /// How much later than the budget a frame sent at `send_time` (sender's clock), whose
-    /// first bytes arrived at `first_byte` and last at `arrival` (ours), is, in ns; None
-    /// when on time. `one_way` is the path's one-way delay without queueing.
-    pub fn late_by(
-        &mut self,
-        send_time: u64,
-        first_byte: u64,
-        arrival: u64,
-        one_way: u64,
-    ) -> Option<u64> {
+    /// How much later than the budget a frame that arrived at `times` is, in ns; None when
+    /// on time.
+    pub fn late_by(&mut self, times: Arrival) -> Option<u64> {
+        let Arrival {
+            send_time,
+            first_byte,
+            arrival,
+            one_way,
+        } = times;
         let budget = self.budget?;
         let first = i128::from(first_byte) - i128::from(send_time);
         let aged = self
@@ -278,9 +267,8 @@ mod tests {
     fn late_against_the_quickest_transit() {
         let mut l = Lateness::default();
         // One frame per case, all its bytes at once; lateness in ms.
-        let frame = |l: &mut Lateness, sent: u64, arrived: u64| {
-            ms(l.late_by(sent, arrived, arrived, 20 * MS))
-        };
+        let frame =
+            |l: &mut Lateness, sent: u64, arrived: u64| ms(l.late_by(at(sent, arrived, 20 * MS)));
         // No budget: nothing is late.
         assert_eq!(frame(&mut l, 0, 10_000 * MS), None);
         l.set_budget(200 * MS);
@@ -296,7 +284,10 @@ mod tests {
         );
         // A big frame whose first byte came quickly and its last 190 ms later: 15 ms late.
         let first = 400 * MS + skew + 20 * MS;
-        let late = l.late_by(400 * MS, first, first + 190 * MS, 20 * MS);
+        let late = l.late_by(Arrival {
+            first_byte: first,
+            ..at(400 * MS, first + 190 * MS, 20 * MS)
+        });
         assert_eq!(ms(late), Some(15));
         // A sender clock ahead of ours works the same.
         let mut l = Lateness::default();

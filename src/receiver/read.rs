@@ -146,7 +146,7 @@ impl Reassembly {
                     // so: it may have left the sender in time and queued in the network.
                     let keyframe = f.header.flags.contains(FrameFlags::KEYFRAME);
                     let announced = self.late_groups.iter().any(|&(s, _)| s == stream);
-                    if keyframe && !announced && self.lateness.late_by_at(times).is_some() {
+                    if keyframe && !announced && self.lateness.late_by(times).is_some() {
                         note_late_group(&mut self.late_groups, stream, LATE_GROUP_ALLOWANCE);
                     }
                     let allowance = (self.late_groups.iter())

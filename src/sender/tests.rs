@@ -176,6 +176,18 @@ fn irap() -> Frame {
     frame(true, DropCost::Group, 0, nal(19, 1000))
 }
 
+/// A VPS, an SPS and a PPS, as x265enc puts them before its first IDR.
+fn parameter_sets() -> Vec<u8> {
+    [nal(32, 10), nal(33, 20), nal(34, 5)].concat()
+}
+
+/// An IDR of 100 bytes with `sets` in front.
+fn irap_with(sets: &[u8]) -> Frame {
+    let mut f = frame(true, DropCost::Group, 0, [sets, &nal(19, 100)].concat());
+    f.parameter_sets = true;
+    f
+}
+
 /// One NAL unit of `nal_type` with a start code and `len` bytes of payload.
 fn nal(nal_type: u8, len: usize) -> Vec<u8> {
     let mut v = vec![0, 0, 0, 1, nal_type << 1, 1];
@@ -355,14 +367,8 @@ fn a_quiet_receiver_holds_back_neither_the_stream_nor_its_end() {
 fn a_joiner_catches_up_from_the_cache_with_parameter_sets_and_pinned_commands() {
     let t0 = Instant::now();
     let mut f = fanout(t0, JoinMode::Cached);
-    let sets = [nal(32, 10), nal(33, 20), nal(34, 5)].concat();
-    let mut first = frame(
-        true,
-        DropCost::Group,
-        0,
-        [sets.clone(), nal(19, 100)].concat(),
-    );
-    first.parameter_sets = true;
+    let sets = parameter_sets();
+    let first = irap_with(&sets);
     push(&mut f, first, t0);
     push(&mut f, frame(false, DropCost::Group, 0, nal(1, 50)), t0);
     // The next IRAP comes without its sets (x265enc sends them once).
@@ -405,14 +411,8 @@ fn a_keyframe_request_brings_the_parameter_sets_with_the_next_irap() {
     let t0 = Instant::now();
     let mut f = fanout(t0, JoinMode::Keyframe);
     join(&mut f, 1, Recorder::with_rtt(10 * MS), t0);
-    let sets = [nal(32, 10), nal(33, 20), nal(34, 5)].concat();
-    let mut first = frame(
-        true,
-        DropCost::Group,
-        0,
-        [sets.clone(), nal(19, 100)].concat(),
-    );
-    first.parameter_sets = true;
+    let sets = parameter_sets();
+    let first = irap_with(&sets);
     let at = |ms: u32| t0 + ms * MS;
     push(&mut f, first, at(0));
     turn(&mut f, 1, at(0));

@@ -16,14 +16,7 @@ impl QuicNaluSink {
                 return;
             };
             obj.call_async(|obj| {
-                let event = gst::event::CustomUpstream::new(
-                    gst::Structure::builder("GstForceKeyUnit")
-                        .field("all-headers", true)
-                        .build(),
-                );
-                let handled = obj
-                    .static_pad("sink")
-                    .is_some_and(|pad| pad.push_event(event));
+                let handled = request_keyframe(obj.upcast_ref());
                 gst::debug!(
                     CAT,
                     obj = obj,
