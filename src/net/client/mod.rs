@@ -45,6 +45,8 @@ pub struct ClientSettings {
     /// `mode=listener`: wait for a calling sender's knock (knock.rs), then connect to
     /// where it came from; after a lost connection, wait for the next.
     pub listen: bool,
+    /// Dialling: the local address to send from (a second modem's); None: any.
+    pub bind: Option<IpAddr>,
     /// The name TLS asks for (SNI) and checks the certificate against, if any.
     pub server_name: Option<String>,
     /// How the sender's certificate is trusted.
@@ -115,7 +117,7 @@ impl Client {
         let bind = if settings.listen {
             settings.peer
         } else {
-            SocketAddr::new(any, 0)
+            SocketAddr::new(settings.bind.unwrap_or(any), 0)
         };
         let endpoint = Endpoint::bind(bind)?;
         let link = Arc::new(Link::new(Queue {

@@ -53,6 +53,7 @@ impl QuicNaluSrc {
         let client = Client::start(ClientSettings {
             peer: SocketAddr::new(peer.ip(), peer.port()),
             listen: s.mode == Mode::Listener,
+            bind: None,
             server_name,
             trust,
             max_command_size: s.max_command_size.into(),
