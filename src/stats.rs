@@ -56,6 +56,20 @@ pub struct ReceiverStats {
     pub queued_bytes: u64,
     /// Its latency budget in ns, as negotiated (0: none).
     pub latency_budget: u64,
+    /// With several routes (quicnalusrc `paths`): each one; the fields above are their
+    /// sums, or the first route's for the connection. Empty for a receiver with one.
+    pub routes: Vec<RouteStats>,
+}
+
+/// One route of a receiver with several (quicnalusrc `paths`).
+#[derive(Debug, Clone)]
+pub struct RouteStats {
+    /// 0 for `address:port`, then 1, 2, ... for each of `paths`.
+    pub index: u64,
+    pub peer: SocketAddr,
+    /// Connected and heard from lately.
+    pub up: bool,
+    pub connection: ConnectionStats,
 }
 
 /// Everything quicnalusink reports.
@@ -107,4 +121,6 @@ pub struct ClientStats {
     /// The current connection; None between connections.
     pub connection: Option<ConnectionStats>,
     pub counters: ReceiverCounters,
+    /// With `paths`: every route, the first being `peer`'s (empty without).
+    pub routes: Vec<RouteStats>,
 }

@@ -7,5 +7,6 @@ pub mod errors;
 pub mod log;
 pub mod messages;
 pub mod properties;
+pub mod routes;
 pub mod stats;
 pub mod uri;

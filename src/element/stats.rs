@@ -1,7 +1,7 @@
 //! The `stats` snapshots as GStreamer structures: the `stats` property's value and the
 //! interval messages. Field names and units are documented in README.md.
 
-use crate::stats::{ClientStats, ConnectionStats, SenderStats};
+use crate::stats::{ClientStats, ConnectionStats, RouteStats, SenderStats};
 use gst::prelude::*;
 use std::time::Duration;
 
@@ -45,6 +45,9 @@ impl Snapshot for SenderStats {
                     .field("latency-budget", r.latency_budget)
                     .build();
                 write_connection(&r.connection, &mut s);
+                if !r.routes.is_empty() {
+                    s.set("routes", routes(&r.routes));
+                }
                 s
             })
             .collect();
@@ -82,8 +85,24 @@ impl Snapshot for ClientStats {
             .field("callbacks-failed", c.callbacks_failed)
             .build();
         write_connection(&self.connection.clone().unwrap_or_default(), &mut s);
+        if !self.routes.is_empty() {
+            s.set("routes", routes(&self.routes));
+        }
         s
     }
+}
+
+/// A receiver's routes, each a `route` structure.
+fn routes(routes: &[RouteStats]) -> gst::Array {
+    gst::Array::new(routes.iter().map(|r| {
+        let mut s = gst::Structure::builder("route")
+            .field("index", r.index)
+            .field("address", r.peer.to_string())
+            .field("up", r.up)
+            .build();
+        write_connection(&r.connection, &mut s);
+        s
+    }))
 }
 
 fn write_connection(c: &ConnectionStats, s: &mut gst::StructureRef) {

@@ -180,6 +180,7 @@ impl Rx {
                 options: HELLO_TAKES_SHED,
                 token: Vec::new(),
                 latency: Some(self.plan.latency.as_nanos() as u64),
+                route: None,
             }
             .encode(&mut self.control_out);
             self.inbox.push(Event::Connected);

@@ -166,7 +166,12 @@ fn under_a_cap_old_groups_expire_and_non_reference_pictures_are_shed() {
     let pair = run(s);
     let rx = &pair.receivers[0];
     let r = pair.report(0, 0);
-    let st = pair.sender.fanout.stats().receivers[0].clone();
+    let st = pair
+        .sender
+        .fanout
+        .stats(std::time::Instant::now())
+        .receivers[0]
+        .clone();
     let c = rx.core.counters;
     // The sender shed B pictures and reset groups past saving; the receiver saw both.
     // (Markers in a group reset afterwards never arrive.)

@@ -6,6 +6,15 @@ use super::{read_preamble, Error, StreamKind};
 /// Longest HELLO token accepted.
 pub const MAX_TOKEN_LEN: usize = 1024;
 
+/// Which receiver a connection is a route of, and which route: HELLO's last fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// Random, the same on every route of one receiver, never 0.
+    pub receiver: u64,
+    /// 0 for `address:port`, then 1, 2, ... for each of `paths`.
+    pub index: u64,
+}
+
 /// One control-stream message. See docs/PROTOCOL.md for the type numbers and payloads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -17,6 +26,9 @@ pub enum Command {
         options: u64,
         token: Vec<u8>,
         latency: Option<u64>,
+        /// One of several routes of the same receiver (quicnalusrc `paths`); None: its
+        /// only one, and absent on the wire.
+        route: Option<Route>,
     },
     /// Sender to receiver, answer to HELLO: the stream's caps as a string.
     Describe {
@@ -97,12 +109,17 @@ impl Command {
                 options,
                 token,
                 latency,
+                route,
             } => {
                 put_varint(&mut payload, *version);
                 put_varint(&mut payload, *options);
                 put_bytes(&mut payload, token);
-                if let Some(ns) = latency {
-                    put_varint(&mut payload, *ns);
+                if latency.is_some() || route.is_some() {
+                    put_varint(&mut payload, latency.unwrap_or(0));
+                }
+                if let Some(route) = route {
+                    put_varint(&mut payload, route.receiver);
+                    put_varint(&mut payload, route.index);
                 }
                 ty::HELLO
             }
@@ -200,7 +217,19 @@ impl Command {
                 }
                 let token = p.bytes(token_len as usize)?.to_vec();
                 let latency = if p.remaining() > 0 {
-                    Some(p.varint()?)
+                    Some(p.varint()?).filter(|&ns| ns > 0)
+                } else {
+                    None
+                };
+                let route = if p.remaining() > 0 {
+                    let receiver = p.varint()?;
+                    if receiver == 0 {
+                        return Err(Error::Malformed("route of receiver 0"));
+                    }
+                    Some(Route {
+                        receiver,
+                        index: p.varint()?,
+                    })
                 } else {
                     None
                 };
@@ -209,6 +238,7 @@ impl Command {
                     options,
                     token,
                     latency,
+                    route,
                 }
             }
             ty::DESCRIBE => Command::Describe {
@@ -323,12 +353,14 @@ mod tests {
                 options: 3,
                 token: b"secret".to_vec(),
                 latency: Some(200_000_000),
+                route: None,
             },
             Command::Hello {
                 version: 1,
                 options: 1,
                 token: Vec::new(),
                 latency: None,
+                route: None,
             },
             Command::Describe {
                 caps: "video/x-h265, stream-format=(string)byte-stream".into(),

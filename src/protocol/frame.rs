@@ -24,7 +24,10 @@ impl FrameFlags {
     /// Not a frame: the group ends here, and its FIN comes with these bytes. Its seq is the
     /// next frame's; it has length 0 and no other flag.
     pub const END: FrameFlags = FrameFlags(0x80);
-    const ALL: u64 = 0xff;
+    /// Bonded routes: this frame carries one part of its access unit, [`Part`]; the other
+    /// parts travel over the receiver's other routes. A part may be empty.
+    pub const PART: FrameFlags = FrameFlags(0x100);
+    const ALL: u64 = 0x1ff;
 
     pub fn contains(self, other: FrameFlags) -> bool {
         self.0 & other.0 == other.0
@@ -49,11 +52,22 @@ pub struct FrameHeader {
     pub dts: Option<u64>,
     pub duration: Option<u64>,
     pub send_time: u64,
+    /// Bonded routes: which bytes of the access unit this frame carries (PART).
+    pub part: Option<Part>,
+    /// The bytes that follow: the access unit, or with `part` that part of it.
     pub len: u64,
 }
 
-/// Longest possible encoded frame header (seven 8-byte varints).
-const MAX_HEADER_LEN: usize = 7 * 8;
+/// Where a part (FrameFlags::PART) lies in its access unit: bytes `offset ..
+/// offset + len` of `size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part {
+    pub offset: u64,
+    pub size: u64,
+}
+
+/// Longest possible encoded frame header (nine 8-byte varints).
+const MAX_HEADER_LEN: usize = 9 * 8;
 /// Longest possible group stream preamble plus group header.
 const MAX_OPENING_LEN: usize = 4 + 3 * 8;
 
@@ -63,12 +77,17 @@ impl FrameHeader {
         flags.set(FrameFlags::HAS_PTS, self.pts.is_some());
         flags.set(FrameFlags::HAS_DTS, self.dts.is_some());
         flags.set(FrameFlags::HAS_DURATION, self.duration.is_some());
+        flags.set(FrameFlags::PART, self.part.is_some());
         put_varint(out, self.seq);
         put_varint(out, flags.0);
         for t in [self.pts, self.dts, self.duration].into_iter().flatten() {
             put_varint(out, t);
         }
         put_varint(out, self.send_time);
+        if let Some(part) = self.part {
+            put_varint(out, part.offset);
+            put_varint(out, part.size);
+        }
         put_varint(out, self.len);
     }
 
@@ -89,12 +108,30 @@ impl FrameHeader {
         let dts = optional(FrameFlags::HAS_DTS)?;
         let duration = optional(FrameFlags::HAS_DURATION)?;
         let send_time = r.varint()?;
+        let part = if flags.contains(FrameFlags::PART) {
+            Some(Part {
+                offset: r.varint()?,
+                size: r.varint()?,
+            })
+        } else {
+            None
+        };
         let len = r.varint()?;
         let end = flags.contains(FrameFlags::END);
         if end && (flags != FrameFlags::END || len != 0) {
             return Err(Error::Malformed("a group's end with a flag or a length"));
         }
-        if (len == 0) != (flags.contains(FrameFlags::SHED) || end) {
+        let shed = flags.contains(FrameFlags::SHED);
+        if let Some(p) = part {
+            if shed
+                || p.size == 0
+                || p.size > max_len
+                || p.offset > p.size
+                || len > p.size - p.offset
+            {
+                return Err(Error::Malformed("a part outside its access unit"));
+            }
+        } else if (len == 0) != (shed || end) {
             return Err(Error::Malformed("frame length (0 exactly when shed)"));
         }
         if flags.contains(FrameFlags::SHED) && flags.contains(FrameFlags::KEYFRAME) {
@@ -110,6 +147,7 @@ impl FrameHeader {
             dts,
             duration,
             send_time,
+            part,
             len,
         })
     }
@@ -340,9 +378,42 @@ mod tests {
             dts: None,
             duration: Some(33),
             send_time: 99,
+            part: None,
             len: len as u64,
         };
         (header, vec![seq as u8; len])
+    }
+
+    #[test]
+    fn parts_carry_their_place_and_stay_inside_their_access_unit() {
+        let part = |offset, size, len| FrameHeader {
+            seq: 7,
+            flags: FrameFlags::KEYFRAME,
+            part: Some(Part { offset, size }),
+            len,
+            ..FrameHeader::default()
+        };
+        for (offset, size, len) in [(0, 100, 60), (60, 100, 40), (100, 100, 0), (0, 5, 0)] {
+            let mut wire = Vec::new();
+            part(offset, size, len).encode(&mut wire);
+            let back = FrameHeader::decode(&mut Reader::new(&wire), 1 << 20).unwrap();
+            assert_eq!(back.part, Some(Part { offset, size }));
+            assert!(back.flags.contains(FrameFlags::PART));
+        }
+        for (offset, size, len) in [(60, 100, 41), (101, 100, 0), (0, 0, 0), (0, 2 << 20, 1)] {
+            let mut wire = Vec::new();
+            part(offset, size, len).encode(&mut wire);
+            let decoded = FrameHeader::decode(&mut Reader::new(&wire), 1 << 20);
+            assert!(
+                matches!(decoded, Err(Error::Malformed(_))),
+                "{offset} {size} {len}"
+            );
+        }
+        let mut shed = part(0, 10, 0);
+        shed.flags = FrameFlags::SHED;
+        let mut wire = Vec::new();
+        shed.encode(&mut wire);
+        assert!(FrameHeader::decode(&mut Reader::new(&wire), 1 << 20).is_err());
     }
 
     /// A header with `flags` and `len` (the rest default) is refused as malformed.

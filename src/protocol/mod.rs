@@ -9,9 +9,9 @@ pub mod control;
 mod frame;
 mod varint;
 
-pub use command::{Command, CommandDecoder};
+pub use command::{Command, CommandDecoder, Route};
 pub use frame::{
-    put_group_end, put_group_opening, FrameFlags, FrameHeader, GroupDecoder, GroupFrame,
+    put_group_end, put_group_opening, FrameFlags, FrameHeader, GroupDecoder, GroupFrame, Part,
 };
 pub use varint::{put_varint, Reader};
 
@@ -25,6 +25,9 @@ pub const VERSION: u64 = 1;
 /// HELLO option bit: the receiver takes frames with the SHED flag. Senders shed frames only
 /// for receivers that set it; others get whole groups or none.
 pub const HELLO_TAKES_SHED: u64 = 0x1;
+/// HELLO option bit: the receiver's routes are bonded: each access unit is spread over
+/// them in parts (FrameFlags::PART) rather than sent whole over each. Only with a route.
+pub const HELLO_BONDED: u64 = 0x2;
 /// First bytes of every stream.
 pub const MAGIC: [u8; 4] = *b"QNLU";
 

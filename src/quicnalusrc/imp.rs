@@ -5,6 +5,7 @@
 //! caps, buffers, commands and EOS).
 
 use crate::element::properties::{CongestionControl, Mode, DEFAULT_MOQ_BROADCAST};
+use crate::element::routes::PathMode;
 use crate::element::uri;
 use crate::media::timeline::Timeline;
 use crate::net::client::Client;
@@ -64,6 +65,9 @@ struct Settings {
     reconnect: bool,
     reconnect_delay_max_ms: u32,
     reconnect_timeout_ms: u32,
+    /// `paths`: more routes to the sender (element/routes.rs).
+    paths: Option<String>,
+    path_mode: PathMode,
     token: Option<String>,
     certificate_fingerprint: Option<String>,
     max_frame_size: u32,
@@ -91,6 +95,8 @@ impl Default for Settings {
             reconnect: DEFAULT_RECONNECT,
             reconnect_delay_max_ms: DEFAULT_RECONNECT_DELAY_MAX_MS,
             reconnect_timeout_ms: DEFAULT_RECONNECT_TIMEOUT_MS,
+            paths: None,
+            path_mode: PathMode::default(),
             token: None,
             certificate_fingerprint: None,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE as u32,

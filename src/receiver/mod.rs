@@ -11,6 +11,7 @@
 pub mod inbox;
 mod lateness;
 pub mod marks;
+pub mod merge;
 mod read;
 pub mod signals;
 #[cfg(test)]
@@ -166,6 +167,9 @@ pub struct Reassembly {
     late_groups: VecDeque<(u64, u64)>,
     /// Frame headers, and the bytes of abandoned groups, are read into this.
     buf: Vec<u8>,
+    /// One of several routes (merge.rs): the merge, which sees them all, asks for
+    /// keyframes, not this route's core.
+    routed: bool,
 }
 
 impl Reassembly {
@@ -200,7 +204,13 @@ impl Reassembly {
             pinned: VecDeque::new(),
             late_groups: VecDeque::new(),
             buf: vec![0; 65536],
+            routed: false,
         }
+    }
+
+    /// This connection is one of several routes (see `routed`).
+    pub fn set_routed(&mut self, routed: bool) {
+        self.routed = routed;
     }
 
     /// EOS was handed over: the driver closes the connection.
@@ -219,7 +229,7 @@ impl Reassembly {
         log::debug!("command {cmd:?}");
         match cmd {
             Command::Describe { caps } => {
-                if self.resumed && !self.described && self.join.is_none() {
+                if self.resumed && !self.described && self.join.is_none() && !self.routed {
                     // The sender starts us at its next IRAP, which may be seconds away.
                     Command::KeyframeRequest.encode(control);
                     self.counters.keyframe_requests += 1;
@@ -283,7 +293,8 @@ impl Reassembly {
                     break;
                 };
                 handed += frame.data.len();
-                if self.skip_rasl {
+                // A part is judged whole, by the merge.
+                if self.skip_rasl && frame.header.part.is_none() {
                     if crate::media::h265::is_rasl(&frame.data) {
                         log::debug!("dropping RASL frame {}", frame.header.seq);
                         self.counters.frames_dropped += 1;
@@ -315,7 +326,7 @@ impl Reassembly {
                 self.skip_rasl = true;
                 // Unless a later group (which starts at an IRAP) is already on its way,
                 // the next one might be many seconds off: ask for it now.
-                if !self.groups.contains_key(&self.next_group) {
+                if !self.groups.contains_key(&self.next_group) && !self.routed {
                     log::debug!("skipped a group: asking for a keyframe");
                     Command::KeyframeRequest.encode(control);
                     self.counters.keyframe_requests += 1;

@@ -10,6 +10,7 @@
 //! [`intake`] (nothing before the first IRAP; numbering and drop cost) and [`untimed`]
 //! (the times of input without timestamps).
 
+pub mod bonding;
 pub mod budget;
 pub mod intake;
 pub mod join;
@@ -31,7 +32,7 @@ pub use receiver::{Phase, Receiver, MAX_BACKLOG};
 
 use crate::media::frame::Frame;
 use crate::policy::gate;
-use crate::protocol::{error_code, Command, FrameFlags, FrameHeader};
+use crate::protocol::{error_code, Command, FrameFlags, FrameHeader, Route};
 use crate::stats::{ConnectionStats, SenderStats};
 use join::{CachedFrame, JoinCache, JoinMode};
 use overrun::Overrun;
@@ -245,12 +246,14 @@ impl<C: Streams> Fanout<C> {
             return false;
         };
         let silent = now.saturating_duration_since(r.last_rx) > PEER_SILENCE;
+        r.last_rx = now;
         // If its group expired meanwhile it waits for an IRAP: ask for one now, a round
-        // trip before its own request could arrive.
-        if silent && r.described() && r.group.is_none() {
+        // trip before its own request could arrive; unless another of its receiver's
+        // routes carries the stream (it rejoins at the next IRAP, and loses nothing).
+        let waits = r.described() && r.group.is_none();
+        if silent && waits && !self.carried_elsewhere(id, now) {
             self.keyframes.want();
         }
-        r.last_rx = now;
         silent
     }
 
@@ -275,9 +278,19 @@ impl<C: Streams> Fanout<C> {
             before_seq,
             structure,
         };
-        let addressed = |r: &&mut Receiver<C>| r.described() && to.is_none_or(|id| id == r.id);
-        for r in self.receivers.values_mut().filter(addressed) {
-            r.queue_command(&cmd);
+        // One route per receiver: the one heard from last.
+        let mut chosen: HashMap<u64, (u64, Instant)> = HashMap::new();
+        let addressed = |r: &&Receiver<C>| r.described() && to.is_none_or(|id| id == r.leader);
+        for r in self.receivers.values().filter(addressed) {
+            let best = chosen.entry(r.leader).or_insert((r.id, r.last_rx));
+            if r.last_rx > best.1 {
+                *best = (r.id, r.last_rx);
+            }
+        }
+        for (id, _) in chosen.into_values() {
+            if let Some(r) = self.receivers.get_mut(&id) {
+                r.queue_command(&cmd);
+            }
         }
     }
 
@@ -306,6 +319,7 @@ impl<C: Streams> Fanout<C> {
             dts: frame.dts,
             duration: frame.duration,
             send_time: queued_ns,
+            part: None,
             len: frame.data.as_ref().as_ref().len() as u64,
         };
         let mut encoded = Vec::with_capacity(32);
@@ -326,11 +340,57 @@ impl<C: Streams> Fanout<C> {
             encoded_header: encoded.into(),
             frame: Arc::new(frame),
         };
+        let mut bonded: HashMap<u64, Vec<u64>> = HashMap::new();
         for r in self.receivers.values_mut().filter(|r| r.described()) {
-            r.take_frame(&f, queued, self.parameter_sets.as_ref());
+            if r.bonded {
+                bonded.entry(r.leader).or_default().push(r.id);
+            } else {
+                r.take_frame(&f, queued, self.parameter_sets.as_ref());
+            }
+        }
+        for routes in bonded.into_values() {
+            self.spread(&f, routes, queued);
         }
         if self.policy.join_mode == JoinMode::Cached {
             self.join_cache.push(f);
+        }
+    }
+
+    /// Bonded: frame `f` in parts over one receiver's `routes` (bonding.rs), by what each
+    /// has queued and carries; a route not heard from lately gets an empty part.
+    fn spread(&mut self, f: &CachedFrame, mut routes: Vec<u64>, queued: Instant) {
+        routes.sort_unstable();
+        let data = f.frame.data.as_ref().as_ref();
+        let lacking = routes.iter().any(|id| {
+            self.receivers
+                .get(id)
+                .is_some_and(|r| r.lacks_parameter_sets())
+        });
+        let sets = self.parameter_sets.as_ref();
+        let prefix = sets.filter(|_| f.frame.keyframe && !f.frame.parameter_sets && lacking);
+        let whole: Arc<[u8]> = match prefix {
+            Some(sets) => [sets.as_ref(), data].concat().into(),
+            None => data.into(),
+        };
+        let loads: Vec<bonding::Load> = routes
+            .iter()
+            .filter_map(|id| self.receivers.get(id))
+            .map(|r| bonding::Load {
+                queued: r.out_bytes,
+                rate: if queued.saturating_duration_since(r.last_rx) > PEER_SILENCE {
+                    0.0
+                } else {
+                    r.route_rate()
+                },
+            })
+            .collect();
+        let shares = bonding::split(whole.len(), &loads);
+        let mut offset = 0;
+        for (id, share) in routes.iter().zip(shares) {
+            if let Some(r) = self.receivers.get_mut(id) {
+                r.take_part(f, &whole, (offset, share), prefix.is_some(), queued);
+            }
+            offset += share;
         }
     }
 
@@ -375,10 +435,14 @@ impl<C: Streams> Fanout<C> {
         // Counted only for a receiver waiting to be admitted: this runs for every receiver
         // on every turn. Receivers gone quiet or closing do not take a place.
         let served = if asking {
-            self.receivers
+            let serving = self
+                .receivers
                 .values()
-                .filter(|r| r.admitted() && !r.quiet(now) && !r.conn.closed_by_us())
-                .count()
+                .filter(|r| r.admitted() && !r.quiet(now) && !r.conn.closed_by_us());
+            serving
+                .map(|r| r.leader)
+                .collect::<std::collections::HashSet<_>>()
+                .len()
         } else {
             0
         };
@@ -418,6 +482,7 @@ impl<C: Streams> Fanout<C> {
         let Some(r) = self.receivers.get_mut(&id) else {
             return false;
         };
+        let mut wants_keyframe = false;
         if r.phase == Phase::Admitted {
             if let Some(caps) = &self.caps {
                 let cached = self.policy.join_mode == JoinMode::Cached;
@@ -427,17 +492,52 @@ impl<C: Streams> Fanout<C> {
                 // Before the first frame, the first IRAP is on its way anyway; after the
                 // last, none is.
                 let started = self.next_seq > 0 && eos.is_none();
-                if !joined && started && self.policy.join_mode != JoinMode::Keyframe {
-                    self.keyframes.want();
-                }
+                wants_keyframe = !joined && started && self.policy.join_mode != JoinMode::Keyframe;
             }
         }
-        r.flush(now, self.keyframes.answered())
+        if wants_keyframe && !self.carried_elsewhere(id, now) {
+            self.keyframes.want();
+        }
+        let answered = self.keyframes.answered();
+        self.receivers
+            .get_mut(&id)
+            .is_some_and(|r| r.flush(now, answered))
+    }
+
+    /// Whether another route of receiver `id`'s receiver gets the stream now: its media is
+    /// under way and it was heard from lately.
+    fn carried_elsewhere(&self, id: u64, now: Instant) -> bool {
+        let Some(me) = self.receivers.get(&id).filter(|r| r.route.is_some()) else {
+            return false;
+        };
+        self.receivers.values().any(|r| {
+            r.id != id
+                && r.leader == me.leader
+                && r.described()
+                && r.group.is_some()
+                && now.saturating_duration_since(r.last_rx) <= PEER_SILENCE
+        })
+    }
+
+    /// The admitted, open route of the receiver that `route` (from a HELLO) belongs to.
+    fn route_leader(&self, id: u64, route: Option<Route>) -> Option<u64> {
+        let route = route?;
+        self.receivers
+            .values()
+            .find(|r| {
+                r.id != id
+                    && r.admitted()
+                    && !r.conn.closed_by_us()
+                    && r.route.is_some_and(|o| o.receiver == route.receiver)
+            })
+            .map(|r| r.leader)
     }
 
     /// Decides on receiver `id`, which said HELLO: the token, the limit of `served`
     /// receivers, then the application.
     fn admit(&mut self, id: u64, served: usize, admit: &mut dyn FnMut(&Admission) -> bool) {
+        let route = self.receivers.get(&id).and_then(|r| r.route);
+        let joins = self.route_leader(id, route);
         let Some(r) = self.receivers.get_mut(&id) else {
             return;
         };
@@ -457,6 +557,12 @@ impl<C: Streams> Fanout<C> {
         let refusal = if wrong_token {
             let shown = if token.is_empty() { "no" } else { "a wrong" };
             Some((error_code::REJECTED, format!("{shown} token")))
+        } else if let Some(leader) = joins {
+            // Another route of a receiver admitted already: one admission for them all.
+            r.leader = leader;
+            r.phase = Phase::Admitted;
+            log::info!("receiver {leader}: route {id} ({}) joins it", r.peer);
+            return;
         } else if policy.max_receivers > 0 && served >= policy.max_receivers {
             let why = format!("serving the maximum of {} receivers", policy.max_receivers);
             Some((error_code::SERVER_FULL, why))
@@ -489,9 +595,9 @@ impl<C: Streams> Fanout<C> {
             return None;
         }
         self.next_estimate = now + rate::UPDATE;
-        // The lowest estimate, and whether its path has shown its limit.
-        let mut lowest: Option<(f64, bool)> = None;
-        let mut receivers = 0;
+        // Each receiver's estimate, and whether its path has shown its limit: of its
+        // routes, the lowest when each carries the whole stream, their sum when bonded.
+        let mut per_receiver: HashMap<u64, (f64, bool)> = HashMap::new();
         for r in self.receivers.values_mut() {
             let Some(path) = r.conn.path() else {
                 continue;
@@ -520,12 +626,20 @@ impl<C: Streams> Fanout<C> {
                     r.pacer.as_ref().map(|p| p.rate_bps())
                 );
                 let limited = r.estimator.limited();
-                if lowest.is_none_or(|(l, _)| e < l) {
-                    lowest = Some((e, limited));
-                }
-                receivers += 1;
+                let bonded = r.bonded;
+                per_receiver
+                    .entry(r.leader)
+                    .and_modify(|(total, lim)| {
+                        *total = if bonded { *total + e } else { total.min(e) };
+                        *lim |= limited;
+                    })
+                    .or_insert((e, limited));
             }
         }
+        let receivers = per_receiver.len() as u32;
+        let lowest = per_receiver
+            .into_values()
+            .min_by(|a, b| a.0.total_cmp(&b.0));
         // Only a path that showed its limit can be outrun.
         let limit = lowest.filter(|l| l.1).map(|l| l.0);
         let (stream, overrun) = self.overrun.update(now, limit);
@@ -579,12 +693,18 @@ impl<C: Streams> Fanout<C> {
     /// reported gone.
     pub fn remove(&mut self, id: u64, why: String) -> Option<Receiver<C>> {
         let r = self.receivers.remove(&id)?;
-        if r.admitted() {
+        let others = self
+            .receivers
+            .values()
+            .any(|o| o.leader == r.leader && o.admitted());
+        if r.admitted() && !others {
             self.events.push(ReceiverEvent::Disconnected {
-                id,
+                id: r.leader,
                 peer: r.peer,
                 reason: why,
             });
+        } else if r.admitted() {
+            log::info!("receiver {}: route {id} ({}) gone: {why}", r.leader, r.peer);
         }
         Some(r)
     }
@@ -614,13 +734,13 @@ impl<C: Streams> Fanout<C> {
         }
     }
 
-    pub fn stats(&self) -> SenderStats {
+    pub fn stats(&self, now: Instant) -> SenderStats {
         SenderStats {
             frames_in: self.next_seq,
             keyframe_requests: self.keyframes.requested,
             receivers_rejected: self.rejected,
             stream_rate: self.overrun.stream_rate().map_or(0, |r| r as u64),
-            receivers: self.receivers.values().map(Receiver::stats).collect(),
+            receivers: receiver::grouped_stats(self.receivers.values(), now),
         }
     }
 

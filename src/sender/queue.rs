@@ -62,6 +62,8 @@ pub(super) enum ChunkData {
     Owned(Vec<u8>),
     Shared(Arc<[u8]>),
     Frame(Arc<Frame>),
+    /// Bonded routes: this route's part of an access unit.
+    Part(Arc<[u8]>, std::ops::Range<usize>),
 }
 
 impl ChunkData {
@@ -70,6 +72,7 @@ impl ChunkData {
             ChunkData::Owned(v) => v,
             ChunkData::Shared(v) => v,
             ChunkData::Frame(f) => f.data.as_ref().as_ref(),
+            ChunkData::Part(whole, range) => &whole[range.clone()],
         }
     }
 }
@@ -117,7 +120,7 @@ impl StreamOut {
         let frames = self
             .chunks
             .iter()
-            .filter(|c| matches!(c.data, ChunkData::Frame(_)))
+            .filter(|c| matches!(c.data, ChunkData::Frame(_) | ChunkData::Part(..)))
             .count();
         self.chunks.clear();
         self.queued = 0;
@@ -150,7 +153,7 @@ impl StreamOut {
                         return Ok(false);
                     }
                     if let Some(Chunk {
-                        data: ChunkData::Frame(_),
+                        data: ChunkData::Frame(_) | ChunkData::Part(..),
                         ..
                     }) = self.chunks.pop_front()
                     {

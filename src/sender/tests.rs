@@ -152,6 +152,7 @@ fn join(f: &mut Fanout<Recorder>, id: u64, conn: Recorder, now: Instant) {
         options: HELLO_TAKES_SHED,
         token: Vec::new(),
         latency: Some(BUDGET.as_nanos() as u64),
+        route: None,
     };
     f.receive_commands(id, vec![hello], now);
     turn(f, id, now);
@@ -220,14 +221,14 @@ fn a_group_expires_once_a_round_trip_would_take_it_past_the_budget() {
     // and the receiver is told how late it may be.
     turn(&mut f, 1, t0 + 150 * MS);
     assert!(conn(&f, 1).resets.is_empty());
-    assert_eq!(f.stats().receivers[0].groups_late, 1);
+    assert_eq!(f.stats(Instant::now()).receivers[0].groups_late, 1);
     // Past even that (400 ms more: upstream is taken to answer keyframe requests), it
     // expires.
     turn(&mut f, 1, t0 + 549 * MS);
     assert!(conn(&f, 1).resets.is_empty());
     turn(&mut f, 1, t0 + 550 * MS);
     assert_eq!(conn(&f, 1).resets, [(3, error_code::GROUP_EXPIRED)]);
-    let stats = f.stats().receivers[0].clone();
+    let stats = f.stats(Instant::now()).receivers[0].clone();
     assert_eq!((stats.groups_reset, stats.frames_dropped), (1, 1));
     // The receiver waits for the next IRAP: frames until then are not queued.
     push(
@@ -236,7 +237,7 @@ fn a_group_expires_once_a_round_trip_would_take_it_past_the_budget() {
         t0 + 560 * MS,
     );
     assert!(!f.get(1).unwrap().has_media_queued());
-    assert_eq!(f.stats().receivers[0].frames_dropped, 2);
+    assert_eq!(f.stats(Instant::now()).receivers[0].frames_dropped, 2);
     // The path opens: the LATE_GROUP queued at the rescue goes out.
     open(&mut f, 1);
     turn(&mut f, 1, t0 + 570 * MS);
@@ -259,7 +260,7 @@ fn cheap_frames_are_shed_first_and_irap_never() {
     // A non-reference picture goes at half the budget, a sub-layer at three quarters.
     let shed = |f: &mut Fanout<Recorder>, ms: u32| {
         turn(f, 1, t0 + ms * MS);
-        f.stats().receivers[0].frames_shed
+        f.stats(Instant::now()).receivers[0].frames_shed
     };
     assert_eq!(shed(&mut f, 99), 0);
     assert_eq!(shed(&mut f, 101), 1);
@@ -271,7 +272,7 @@ fn cheap_frames_are_shed_first_and_irap_never() {
         frame(false, DropCost::Alone, 1, nal(1, 500)),
         t0 + 152 * MS,
     );
-    assert_eq!(f.stats().receivers[0].frames_shed, 3);
+    assert_eq!(f.stats(Instant::now()).receivers[0].frames_shed, 3);
     open(&mut f, 1);
     turn(&mut f, 1, t0 + 160 * MS);
     let frames = conn(&f, 1).frames(3);
@@ -301,7 +302,7 @@ fn a_receiver_dropped_twice_without_taking_a_group_is_closed_too_slow() {
     join(&mut f, 1, Recorder::stuck(Duration::ZERO), t0);
     // Four times MAX_BACKLOG behind, heard from: its queue is dropped at once.
     fall_behind(&mut f, t0 + 10 * MS);
-    assert_eq!(f.stats().receivers[0].groups_reset, 1);
+    assert_eq!(f.stats(Instant::now()).receivers[0].groups_reset, 1);
     assert!(conn(&f, 1).closed.is_none());
     fall_behind(&mut f, t0 + 20 * MS);
     let (code, _) = conn(&f, 1).closed.clone().unwrap();
@@ -322,7 +323,7 @@ fn a_receiver_that_takes_a_whole_group_between_drops_stays() {
     f.get_mut(1).unwrap().conn_mut().window = Some(0);
     fall_behind(&mut f, t0 + 30 * MS);
     // Dropped again (the rest of the group it took, and the new one), and kept.
-    assert!(f.stats().receivers[0].groups_reset > 1);
+    assert!(f.stats(Instant::now()).receivers[0].groups_reset > 1);
     assert!(conn(&f, 1).closed.is_none());
 }
 
@@ -359,7 +360,7 @@ fn a_quiet_receiver_holds_back_neither_the_stream_nor_its_end() {
     assert_eq!((p.ready, p.backlog, p.drained), (1, 0, true));
     // Quiet with more than MAX_BACKLOG queued, its queue is dropped.
     turn(&mut f, 2, at(1100));
-    assert_eq!(f.stats().receivers[0].groups_reset, 1);
+    assert_eq!(f.stats(Instant::now()).receivers[0].groups_reset, 1);
     assert!(!f.get(2).unwrap().has_media_queued());
 }
 
@@ -462,7 +463,7 @@ fn keyframe_requests_are_merged_and_an_irap_answers_them_all() {
     ask(&mut f, 2, at(1100));
     push(&mut f, irap(), at(1200));
     assert!(!f.poll_keyframe(at(2100)));
-    assert_eq!(f.stats().keyframe_requests, 2);
+    assert_eq!(f.stats(Instant::now()).keyframe_requests, 2);
 }
 
 #[test]
@@ -481,6 +482,7 @@ fn admission_checks_the_token_and_the_limit_before_the_application() {
         options: 0,
         token: token.to_vec(),
         latency: None,
+        route: None,
     };
     let mut asked = 0;
     for (id, token) in [(1, &b"secret"[..]), (2, b"wrong"), (3, b"secret")] {

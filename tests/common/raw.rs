@@ -17,6 +17,7 @@ pub fn hello_bytes() -> Vec<u8> {
         options: 0,
         token: Vec::new(),
         latency: None,
+        route: None,
     }
     .encode(&mut out);
     out

@@ -24,6 +24,7 @@ mod moq;
 mod pacing;
 mod protocol_props;
 mod reconnect;
+mod routes;
 mod security;
 mod shedding;
 mod uri;

@@ -3,7 +3,7 @@
 
 use gstquicnalu::protocol::{
     put_group_opening, put_preamble, Command, CommandDecoder, FrameFlags, FrameHeader,
-    GroupDecoder, StreamKind,
+    GroupDecoder, Route, StreamKind,
 };
 use proptest::prelude::*;
 
@@ -16,13 +16,16 @@ fn command() -> impl Strategy<Value = Command> {
             any::<u32>(),
             any::<u32>(),
             prop::collection::vec(any::<u8>(), 0..64),
-            prop::option::of(0..(1u64 << 62))
+            // 0 is no preference, the same as none: it reads back as None.
+            prop::option::of(1..(1u64 << 62)),
+            prop::option::of((1..(1u64 << 62), 0..(1u64 << 62))),
         )
-            .prop_map(|(version, options, token, latency)| Command::Hello {
+            .prop_map(|(version, options, token, latency, route)| Command::Hello {
                 version: version.into(),
                 options: options.into(),
                 token,
-                latency
+                latency,
+                route: route.map(|(receiver, index)| Route { receiver, index }),
             }),
         "[ -~]{0,100}".prop_map(|caps| Command::Describe { caps }),
         Just(Command::KeyframeRequest),
@@ -71,6 +74,7 @@ fn group_stream(first_seq: u64, sizes: &[usize]) -> (Vec<u8>, Vec<(FrameHeader, 
             dts: Some(i as u64 * 33_333_333),
             duration: None,
             send_time: 42,
+            part: None,
             len: len as u64,
         };
         let data: Vec<u8> = (0..len).map(|b| (b * 7 + i) as u8).collect();

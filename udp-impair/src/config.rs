@@ -53,6 +53,8 @@ impl RelayConfig {
 pub struct DirectionStats {
     pub received: u64,
     pub forwarded: u64,
+    /// UDP payload bytes of the datagrams forwarded.
+    pub forwarded_bytes: u64,
     pub lost: u64,
     pub outage_dropped: u64,
     pub queue_dropped: u64,

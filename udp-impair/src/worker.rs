@@ -173,6 +173,7 @@ impl Worker {
         match self.lanes[usize::from(!to_server)].admit(imp, n, now) {
             Ok(at) => {
                 stats.forwarded += 1;
+                stats.forwarded_bytes += n as u64;
                 let seq = self.next_seq;
                 self.next_seq += 1;
                 self.queue.push(Reverse(Scheduled {

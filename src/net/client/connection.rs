@@ -4,6 +4,8 @@
 
 use super::listen::{heard, Allowed, HearBack};
 use super::*;
+use crate::receiver::merge::LIVE_WITHIN;
+use crate::stats::RouteStats;
 
 /// Where one connection stands.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -18,6 +20,14 @@ impl StreamSource for quiche::Connection {
     fn recv(&mut self, stream: u64, buf: &mut [u8]) -> Result<(usize, bool), quiche::Error> {
         self.stream_recv(stream, buf)
     }
+}
+
+/// With `paths`: which route this connection is, and what its HELLO says of it.
+#[derive(Clone, Copy)]
+pub(super) struct RouteOf {
+    pub index: usize,
+    pub hello: Route,
+    pub bonded: bool,
 }
 
 pub(super) struct Connection {
@@ -50,6 +60,10 @@ pub(super) struct Connection {
     pub(super) door: Option<Doorman>,
     /// Listening: this call-back has not heard from the knock's source yet.
     pub(super) hear_back: Option<HearBack>,
+    /// With `paths`: which route this is (None: the only one).
+    pub(super) route: Option<RouteOf>,
+    /// When a packet last came from the sender (CLOCK_MONOTONIC ns).
+    heard_ns: u64,
 }
 
 impl Connection {
@@ -117,7 +131,23 @@ impl Connection {
             buf: vec![0; 65536],
             door: None,
             hear_back: None,
+            route: None,
+            heard_ns: 0,
         })
+    }
+
+    /// Where this connection's core hands its events.
+    fn index(&self) -> usize {
+        self.route.map_or(0, |r| r.index)
+    }
+
+    /// Whether this connection should carry what the receiver sends (keyframe requests,
+    /// commands): its only route, or a route that heard from the sender lately.
+    fn carries_requests(&self) -> bool {
+        let live = LIVE_WITHIN.as_nanos() as u64;
+        self.route.is_none()
+            || (self.stage != Stage::Connecting
+                && monotonic_ns().saturating_sub(self.heard_ns) <= live)
     }
 
     /// Runs this connection until it ends.
@@ -189,11 +219,32 @@ impl Connection {
 
     /// A new `stats` snapshot when one is due; `connected`: this connection is current.
     pub(super) fn publish_stats(&mut self, now: Instant, connected: bool) {
-        let (conn, counters) = (&self.conn, self.core.counters);
+        let (conn, mut counters) = (&self.conn, self.core.counters);
+        let connection = (connected && conn.is_established()).then(|| ConnectionStats::of(conn));
+        let mut routes = Vec::new();
+        if let Some(route) = self.route {
+            let up = connection.is_some() && self.carries_requests();
+            let mine = RouteStats {
+                index: route.index as u64,
+                peer: self.settings.peer,
+                up,
+                connection: connection.clone().unwrap_or_default(),
+            };
+            let mut shared = self.link.lock();
+            if let Some(r) = &mut shared.inner.routes {
+                r.stats[route.index] = Some(mine);
+                routes = r.stats.iter().flatten().cloned().collect();
+                // What the element outputs is the merge's.
+                let m = r.merge.counters;
+                counters.frames_output = m.frames_output;
+                counters.frames_dropped += m.frames_dropped;
+            }
+        }
         let snapshot = self.settings.stats.poll(now, || ClientStats {
             peer: Some(self.settings.peer),
-            connection: (connected && conn.is_established()).then(|| ConnectionStats::of(conn)),
+            connection,
             counters,
+            routes,
         });
         if let Some(stats) = snapshot {
             self.link.update(|s| s.inner.stats = stats);
@@ -202,11 +253,15 @@ impl Connection {
 
     /// Why the closed connection ended, and whether connecting again could help.
     pub(super) fn closed(&mut self, now: Instant) -> Outcome {
+        let route = self.index();
         let (core, control_out) = (&mut self.core, &mut self.control_out);
-        if self
-            .link
-            .update(|s| core.on_closed(now, &mut s.inner.events, control_out))
-        {
+        let ended = self.link.update(|s| {
+            if let Some(r) = &mut s.inner.routes {
+                r.merge.disconnected(route);
+            }
+            core.on_closed(now, s.inner.inbox(route), control_out)
+        });
+        if ended {
             return Outcome::Ended;
         }
         let (peer, conn) = (self.settings.peer, &self.conn);
@@ -224,6 +279,7 @@ impl Connection {
     ) -> Result<Connection, (Arc<Link<Queue>>, Error)> {
         let link = self.link.clone();
         let door = self.door;
+        let route = self.route;
         let mut next = Connection::new(
             self.endpoint,
             self.config,
@@ -233,6 +289,8 @@ impl Connection {
             self.core.counters,
         )
         .map_err(|e| (link, e))?;
+        next.route = route;
+        next.core.set_routed(route.is_some());
         // Listening, every connection is a call-back to a knock.
         next.hear_back = door.is_some().then(|| HearBack::new(next.started));
         next.door = door;
@@ -349,6 +407,7 @@ impl Connection {
     /// Reads up to a batch of datagrams; returns whether the socket was drained.
     pub(super) fn receive(&mut self, now: Instant) -> bool {
         let mut batch = RecvBatch::default();
+        let mut got_packet = false;
         while let Some(d) = batch.next(&self.endpoint, &mut self.buf) {
             let info = quiche::RecvInfo {
                 from: d.from,
@@ -375,6 +434,7 @@ impl Connection {
                 match self.conn.recv(&mut self.buf[range], info) {
                     Ok(_) => {
                         self.signals.heard(now);
+                        got_packet = true;
                         if d.from == self.settings.peer {
                             self.hear_back = None;
                         }
@@ -382,6 +442,9 @@ impl Connection {
                     Err(e) => log::debug!("recv: {e}"),
                 }
             }
+        }
+        if got_packet {
+            self.heard_ns = monotonic_ns();
         }
         batch.drained()
     }
@@ -408,10 +471,14 @@ impl Connection {
                 self.fatal = Some(violation(&e));
                 return;
             }
+            let (route, heard) = (self.index(), self.heard_ns);
             let (core, control_out) = (&mut self.core, &mut self.control_out);
-            let progress = self
-                .link
-                .update(|s| core.deliver(now, &mut s.inner.events, control_out));
+            let progress = self.link.update(|s| {
+                if let Some(r) = &mut s.inner.routes {
+                    r.merge.heard(route, heard);
+                }
+                core.deliver(now, s.inner.inbox(route), control_out)
+            });
             if self.core.ended() {
                 // EOS is out. Closing again while closing does nothing.
                 let _ = self
@@ -427,11 +494,13 @@ impl Connection {
 
     pub(super) fn hello(&mut self, now: Instant) {
         put_preamble(&mut self.control_out, StreamKind::Control);
+        let bonded = self.route.is_some_and(|r| r.bonded);
         Command::Hello {
             version: VERSION,
-            options: HELLO_TAKES_SHED,
+            options: HELLO_TAKES_SHED | if bonded { HELLO_BONDED } else { 0 },
             token: self.settings.token.clone(),
             latency: Some(self.settings.latency.as_nanos() as u64),
+            route: self.route.map(|r| r.hello),
         }
         .encode(&mut self.control_out);
         log::info!("connected to {}", self.settings.peer);
@@ -440,7 +509,10 @@ impl Connection {
         }
         self.core.counters.reconnects += u64::from(self.resumed);
         self.stage = Stage::Serving { since: now };
-        self.link.update(|s| s.inner.events.push(Event::Connected));
+        self.heard_ns = monotonic_ns();
+        let route = self.index();
+        self.link
+            .update(|s| s.inner.inbox(route).push(Event::Connected));
         (self.settings.on_connection)(ConnectionEvent::Connected {
             peer: self.settings.peer.to_string(),
             resumed: self.resumed,
@@ -451,9 +523,10 @@ impl Connection {
     /// control stream's bytes as far as quiche takes them.
     pub(super) fn write_control(&mut self, now: Instant) {
         let room = self.control_out.len() < MAX_CONTROL_OUT;
+        let carries = self.carries_requests();
         let signals = &mut self.signals;
         let due = self.link.update(|s| {
-            let due = signals.turn(now, s.inner.keyframe_wanted, room);
+            let due = signals.turn(now, s.inner.keyframe_wanted && carries, room);
             s.inner.keyframe_wanted &= !due.keyframe_request;
             due
         });
@@ -469,7 +542,7 @@ impl Connection {
         // (Outgoing), so send-command refuses them once the sender stops reading.
         let control_out = &mut self.control_out;
         self.link.update(|s| {
-            while control_out.len() < MAX_CONTROL_OUT {
+            while carries && control_out.len() < MAX_CONTROL_OUT {
                 let Some(structure) = s.inner.commands_out.take() else {
                     break;
                 };
@@ -510,7 +583,8 @@ impl Connection {
             if stream == CONTROL_STREAM {
                 // Commands for the application wait in quiche once its queue is well past
                 // full (inbox.rs).
-                if self.link.lock().inner.events.has_room_for_commands() {
+                let route = self.index();
+                if self.link.lock().inner.inbox(route).has_room_for_commands() {
                     self.read_control()?;
                 }
             } else {
@@ -528,11 +602,12 @@ impl Connection {
             control::read_commands(&mut self.control_in, read, &mut self.buf, &mut commands)
                 .map_err(Violation::Control)?;
         self.control_unread = stopped == Stopped::Capped;
+        let route = self.index();
         let (core, control_out, conn) = (&mut self.core, &mut self.control_out, &mut self.conn);
         self.link.update(|s| {
             for cmd in commands {
                 if let Reply::Close(violation) =
-                    core.on_command(cmd, &mut s.inner.events, control_out)
+                    core.on_command(cmd, s.inner.inbox(route), control_out)
                 {
                     let _ = conn.close(true, error_code::NO_ERROR, b"goodbye");
                     if let Some(v) = violation {
@@ -544,9 +619,16 @@ impl Connection {
         })
     }
 
+    /// Fails the element with `message`; with `paths`, only once every route failed.
     pub(super) fn fail(&self, message: Error) {
         log::warn!("{message}");
         self.link.update(|s| {
+            if let Some(r) = &mut s.inner.routes {
+                r.failed += 1;
+                if r.failed < r.inboxes.len() {
+                    return;
+                }
+            }
             if s.failure.is_none() {
                 s.failure = Some(message);
             }

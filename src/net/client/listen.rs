@@ -60,6 +60,7 @@ impl Waiting<'_> {
                 peer: None,
                 connection: None,
                 counters,
+                routes: Vec::new(),
             });
             if let Some(stats) = snapshot {
                 self.link.update(|s| s.inner.stats = stats);

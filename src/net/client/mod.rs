@@ -11,6 +11,10 @@ use crate::protocol::control::{self, command_fits, Stopped, CONTROL_STREAM};
 use crate::receiver::inbox::{Event, Inbox, Outgoing};
 mod connection;
 mod listen;
+mod routes;
+
+use routes::Routes;
+pub use routes::{PathMode, RouteTarget};
 
 use connection::Connection;
 use listen::{HearBack, Waited, Waiting};
@@ -24,8 +28,10 @@ use crate::net::socket::{random_cid, Endpoint, Outbox, RecvBatch, SOCKET};
 use crate::net::stats::Reporter;
 use crate::net::trust::Trust;
 use crate::policy::knock::{self, Doorman, Knock, AMPLIFICATION, HEAR_BACK};
+use crate::protocol::Route;
 use crate::protocol::{
-    error_code, put_preamble, Command, CommandDecoder, StreamKind, HELLO_TAKES_SHED, VERSION,
+    error_code, put_preamble, Command, CommandDecoder, StreamKind, HELLO_BONDED, HELLO_TAKES_SHED,
+    VERSION,
 };
 use crate::receiver::signals::Signals;
 use crate::receiver::{Reassembly, Reply, StreamSource, Violation, MAX_CONTROL_OUT};
@@ -77,6 +83,9 @@ pub struct ClientSettings {
     pub stats: Reporter<ClientStats>,
     /// Run first on the networking thread.
     pub enter: Enter,
+    /// More routes to the same sender (quicnalusrc `paths`); dialling only.
+    pub paths: Vec<RouteTarget>,
+    pub path_mode: PathMode,
 }
 
 struct Queue {
@@ -87,44 +96,49 @@ struct Queue {
     commands_out: Outgoing,
     /// The latest `stats` snapshot.
     stats: ClientStats,
+    /// With `paths`: each route's inbox, merged into one stream (`events` is unused).
+    routes: Option<Routes>,
+}
+
+impl Queue {
+    /// Where route `route`'s core hands its events.
+    fn inbox(&mut self, route: usize) -> &mut Inbox {
+        match &mut self.routes {
+            Some(routes) => &mut routes.inboxes[route],
+            None => &mut self.events,
+        }
+    }
 }
 
 /// Handle to a running client; dropping it stops the thread and joins it.
 pub struct Client {
     net: NetThread<Queue>,
     local: SocketAddr,
+    /// With `paths`: the other routes' threads (`net` runs the first).
+    routes: Vec<NetThread<Queue>>,
 }
 
 impl Client {
     /// Binds a socket and starts connecting; failures to connect arrive through
     /// [`Client::next`].
     pub fn start(settings: ClientSettings) -> Result<Client, Error> {
-        let (verify, ca_file) = settings.trust.chain();
-        let mut config = config::client(
-            verify,
-            ca_file,
-            settings.congestion_control,
-            settings.connect_timeout.max(MIN_IDLE_TIMEOUT),
-        )?;
-        if settings.capture.logs_keys() {
-            config.log_keys();
-        }
-        let any: IpAddr = if settings.peer.is_ipv4() {
-            Ipv4Addr::UNSPECIFIED.into()
-        } else {
-            Ipv6Addr::UNSPECIFIED.into()
-        };
+        let config = client_config(&settings)?;
         let bind = if settings.listen {
             settings.peer
         } else {
-            SocketAddr::new(settings.bind.unwrap_or(any), 0)
+            SocketAddr::new(settings.bind.unwrap_or(unspecified(settings.peer)), 0)
         };
         let endpoint = Endpoint::bind(bind)?;
+        let routes = (!settings.listen && !settings.paths.is_empty()).then(|| {
+            let n = settings.paths.len() + 1;
+            Routes::new(n, settings.queue_len, settings.latency)
+        });
         let link = Arc::new(Link::new(Queue {
             events: Inbox::new(settings.queue_len),
             keyframe_wanted: false,
             commands_out: Outgoing::default(),
             stats: ClientStats::default(),
+            routes,
         }));
         let waker = endpoint.waker.clone();
         let counters = ReceiverCounters::default();
@@ -134,6 +148,9 @@ impl Client {
         settings.stats.wrap_poster(|post| gated(&link, post));
         let enter = settings.enter.clone();
         let local = endpoint.local;
+        if !settings.listen && !settings.paths.is_empty() {
+            return Self::start_routes(settings, config, endpoint, link);
+        }
         let run: Box<dyn FnOnce() + Send> = if settings.listen {
             log::info!("listening on {local} for a calling sender");
             let link = link.clone();
@@ -143,9 +160,108 @@ impl Client {
             Box::new(move || drive(first))
         };
         let net = NetThread::spawn("quicnalu-src-net", enter, link, waker, run)?;
-        Ok(Client { net, local })
+        Ok(Client {
+            net,
+            local,
+            routes: Vec::new(),
+        })
     }
 
+    /// With `paths`: a connection per route, each on its own socket and thread, all
+    /// handing their events to the link's routes.
+    fn start_routes(
+        mut settings: ClientSettings,
+        config: quiche::Config,
+        endpoint: Endpoint,
+        link: Arc<Link<Queue>>,
+    ) -> Result<Client, Error> {
+        let receiver = routes::receiver_id();
+        let bonded = settings.path_mode == PathMode::Bonded;
+        let paths = std::mem::take(&mut settings.paths);
+        let on_connection: Arc<dyn Fn(ConnectionEvent) + Send + Sync> = {
+            let inner = std::sync::Mutex::new(std::mem::replace(
+                &mut settings.on_connection,
+                Box::new(|_| {}),
+            ));
+            Arc::new(move |e| (inner.lock().unwrap_or_else(|p| p.into_inner()))(e))
+        };
+        let shared = |f: &Arc<dyn Fn(ConnectionEvent) + Send + Sync>| -> OnConnection {
+            let f = f.clone();
+            Box::new(move |e| f(e))
+        };
+        settings.on_connection = shared(&on_connection);
+        let local = endpoint.local;
+        let mut firsts = Vec::new();
+        let mut wakers = vec![endpoint.waker.clone()];
+        let first = Connection::new(
+            endpoint,
+            config,
+            link.clone(),
+            settings.route_copy(settings.peer, settings.bind, shared(&on_connection)),
+            None,
+            ReceiverCounters::default(),
+        )?;
+        // The first route keeps the element's stats reporter.
+        let mut first_settings = settings;
+        let mut first = first;
+        std::mem::swap(&mut first.settings.stats, &mut first_settings.stats);
+        firsts.push(first);
+        for target in &paths {
+            let any = unspecified(target.peer);
+            let endpoint = Endpoint::bind(SocketAddr::new(target.bind.unwrap_or(any), 0))?;
+            wakers.push(endpoint.waker.clone());
+            let s = first_settings.route_copy(target.peer, target.bind, shared(&on_connection));
+            let config = client_config(&s)?;
+            let conn = Connection::new(
+                endpoint,
+                config,
+                link.clone(),
+                s,
+                None,
+                ReceiverCounters::default(),
+            )?;
+            firsts.push(conn);
+        }
+        link.update(|s| {
+            if let Some(r) = &mut s.inner.routes {
+                r.wakers = wakers.clone();
+            }
+        });
+        let enter = first_settings.enter.clone();
+        let mut threads = Vec::new();
+        for (index, mut conn) in firsts.into_iter().enumerate() {
+            conn.route = Some(connection::RouteOf {
+                index,
+                hello: Route {
+                    receiver,
+                    index: index as u64,
+                },
+                bonded,
+            });
+            conn.core.set_routed(true);
+            log::info!(
+                "route {index}: {} from {}",
+                conn.settings.peer,
+                conn.endpoint.local
+            );
+            let waker = wakers[index].clone();
+            let name = format!("quicnalu-src-route{index}");
+            threads.push(NetThread::spawn(
+                &name,
+                enter.clone(),
+                link.clone(),
+                waker,
+                move || drive(conn),
+            )?);
+        }
+        let mut threads = threads.into_iter();
+        let net = threads.next().ok_or(Error::System("no route".into()))?;
+        Ok(Client {
+            net,
+            local,
+            routes: threads.collect(),
+        })
+    }
     /// The local address: with `listen`, where callers knock.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
@@ -163,7 +279,15 @@ impl Client {
     /// Asks the sender for a keyframe as soon as the connection allows.
     pub fn request_keyframe(&self) {
         self.net.update(|s| s.inner.keyframe_wanted = true);
+        self.wake();
+    }
+
+    /// Wakes every route's thread.
+    fn wake(&self) {
         self.net.wake();
+        for r in &self.routes {
+            r.wake();
+        }
     }
 
     /// Sends an application command (a serialized GstStructure) to the sender, once
@@ -174,13 +298,74 @@ impl Client {
             return false;
         }
         let queued = self.net.update(|s| s.inner.commands_out.offer(structure));
-        self.net.wake();
+        self.wake();
         queued
     }
 
     /// Waits for the next event. Events queued before a failure are delivered first.
     pub fn next(&self) -> Result<Event, Interrupted> {
-        next_event(&self.net, |q| &mut q.events)
+        if self.routes.is_empty() {
+            next_event(&self.net, |q| &mut q.events)
+        } else {
+            routes::next_merged(&self.net)
+        }
+    }
+}
+
+impl ClientSettings {
+    /// These settings for one route: to `peer` from `bind`, without the element's stats
+    /// reporter (the first route keeps it).
+    fn route_copy(
+        &self,
+        peer: SocketAddr,
+        bind: Option<IpAddr>,
+        on_connection: OnConnection,
+    ) -> Self {
+        ClientSettings {
+            peer,
+            listen: false,
+            bind,
+            server_name: self.server_name.clone(),
+            trust: self.trust.clone(),
+            connect_timeout: self.connect_timeout,
+            congestion_control: self.congestion_control,
+            max_frame_size: self.max_frame_size,
+            token: self.token.clone(),
+            queue_len: self.queue_len,
+            latency: self.latency,
+            reconnect: self.reconnect,
+            on_connection,
+            max_command_size: self.max_command_size,
+            capture: self.capture.clone(),
+            stats: Reporter::new(None, Box::new(|_| {})),
+            enter: self.enter.clone(),
+            paths: Vec::new(),
+            path_mode: self.path_mode,
+        }
+    }
+}
+
+/// quiche's configuration for a client with `settings`.
+fn client_config(settings: &ClientSettings) -> Result<quiche::Config, Error> {
+    let (verify, ca_file) = settings.trust.chain();
+    let mut config = config::client(
+        verify,
+        ca_file,
+        settings.congestion_control,
+        settings.connect_timeout.max(MIN_IDLE_TIMEOUT),
+    )?;
+    if settings.capture.logs_keys() {
+        config.log_keys();
+    }
+    Ok(config)
+}
+
+/// The unspecified address of `peer`'s family: bind to any interface.
+fn unspecified(peer: SocketAddr) -> IpAddr {
+    if peer.is_ipv4() {
+        Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        Ipv6Addr::UNSPECIFIED.into()
     }
 }
 

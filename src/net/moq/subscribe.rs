@@ -251,6 +251,7 @@ async fn receive(
             flags.set(FrameFlags::KEYFRAME, first);
             let pts = u64::try_from(timestamp.as_nanos()).ok();
             let header = FrameHeader {
+                part: None,
                 seq,
                 flags,
                 pts,

@@ -315,7 +315,7 @@ impl ServerLoop {
 
     fn report(&mut self, now: Instant) {
         let fanout = &self.fanout;
-        if let Some(stats) = self.app.reporter.poll(now, || fanout.stats()) {
+        if let Some(stats) = self.app.reporter.poll(now, || fanout.stats(now)) {
             self.link.update(|s| s.inner.stats = stats);
         }
     }

@@ -134,6 +134,26 @@ pub(super) fn specs() -> &'static [glib::ParamSpec] {
                 .default_value(DEFAULT_RECONNECT_TIMEOUT_MS)
                 .mutable_ready()
                 .build(),
+            glib::ParamSpecString::builder("paths")
+                .nick("Paths")
+                .blurb(
+                    "More routes to the same quicnalusink, received at once with \
+                         address:port: comma-separated HOST:PORT[@LOCAL-ADDRESS], where \
+                         LOCAL-ADDRESS binds that route to a local interface address (a \
+                         second modem). Each access unit is output once, from whichever \
+                         route brings it first. Unset: one route. Not with mode=listener",
+                )
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecEnum::builder_with_default("path-mode", PathMode::default())
+                .nick("Path mode")
+                .blurb(
+                    "With paths: redundant sends every access unit over every route, so \
+                         losing one loses nothing; bonded spreads each over the routes by \
+                         their capacity, so two slow links carry a stream neither could",
+                )
+                .mutable_ready()
+                .build(),
             glib::ParamSpecString::builder("token")
                 .nick("Token")
                 .blurb(
@@ -213,6 +233,8 @@ impl QuicNaluSrc {
             "reconnect-timeout" => {
                 s.reconnect_timeout_ms = value.get().expect("type checked upstream")
             }
+            "paths" => s.paths = value.get().expect("type checked upstream"),
+            "path-mode" => s.path_mode = value.get().expect("type checked upstream"),
             "token" => s.token = value.get().expect("type checked upstream"),
             "certificate-fingerprint" => {
                 s.certificate_fingerprint = value.get().expect("type checked upstream")
@@ -256,6 +278,8 @@ impl QuicNaluSrc {
             "reconnect" => s.reconnect.to_value(),
             "reconnect-delay-max" => s.reconnect_delay_max_ms.to_value(),
             "reconnect-timeout" => s.reconnect_timeout_ms.to_value(),
+            "paths" => s.paths.to_value(),
+            "path-mode" => s.path_mode.to_value(),
             "token" => s.token.to_value(),
             "certificate-fingerprint" => s.certificate_fingerprint.to_value(),
             "max-frame-size" => s.max_frame_size.to_value(),

@@ -4,7 +4,7 @@
 use super::*;
 use crate::element::errors::{self, Direction};
 use crate::element::stats::message_poster;
-use crate::element::{log, messages, properties};
+use crate::element::{log, messages, properties, routes};
 use crate::net::capture::Capture;
 use crate::net::client::ClientSettings;
 use crate::net::moq::{Dial, SubscriberSettings};
@@ -46,6 +46,13 @@ impl QuicNaluSrc {
                      or a token both ends share, to answer only your own sender")
             );
         }
+        let paths = routes::parse(s.paths.as_deref().unwrap_or_default())?;
+        if !paths.is_empty() && s.mode == Mode::Listener {
+            return Err(gst::error_msg!(
+                gst::ResourceError::Settings,
+                ["paths are routes to dial: not with mode=listener"]
+            ));
+        }
         let capture = Capture::open(s.qlog_dir.as_deref(), s.keylog_file.as_deref())
             .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ["{}", e]))?;
         let stats_interval =
@@ -73,6 +80,8 @@ impl QuicNaluSrc {
                     .then(|| Duration::from_millis(s.reconnect_timeout_ms.into())),
             },
             on_connection: messages::connections(self.obj().upcast_ref(), "quicnalusrc", "peer"),
+            paths,
+            path_mode: s.path_mode.into(),
         })
         .map_err(|e| errors::message(&e, Direction::Receive, false))?;
         match s.mode {

@@ -1,0 +1,160 @@
+//! Redundant and bonded routes (quicnalusrc `paths`, issue 32): one receiver reaching the
+//! same quicnalusink over two relays at once, each its own impairment. What it outputs is
+//! every access unit once, in order, and it decodes; a route that fails loses nothing.
+
+use crate::common::*;
+use gst::prelude::*;
+use gst_plugin_meta::Flags;
+use std::time::Duration;
+use udp_impair::{Impairment, Relay};
+
+/// 8 s of live 320x240 x265 at 30 fps, an IRAP every 2 s, every sink property at its
+/// default.
+fn sender() -> (Running, u16) {
+    live_sender_with_defaults("width=320,height=240", "num-buffers=240", 60)
+}
+
+/// A receiver dialling `a` as address:port and `b` in `paths`, with `extra` properties.
+fn receiver_over(a: &Relay, b: &Relay, extra: &str) -> Running {
+    receiver_via(
+        a,
+        &format!("paths=127.0.0.1:{} {extra}", b.local_addr().port()),
+    )
+}
+
+/// Asserts the output is the sender's frames in order with none missing (by QuicNaluMeta's
+/// seq), no gap after the first, and that it decodes.
+fn assert_whole(received: &[Received], sent: u64) {
+    let seqs: Vec<u64> = received.iter().map(|r| r.meta.expect("meta").seq).collect();
+    let first = *seqs.first().expect("frames output");
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "every frame once, in order: {seqs:?}"
+    );
+    assert_eq!(
+        seqs.last().copied(),
+        Some(sent - 1),
+        "through the last frame"
+    );
+    assert!(
+        first <= 1,
+        "from the first frame (or the one after): {first}"
+    );
+    let gaps = received[1..]
+        .iter()
+        .filter(|r| {
+            r.flags.contains(gst::BufferFlags::DISCONT)
+                || r.meta.is_some_and(|m| m.flags.contains(Flags::GAP))
+        })
+        .count();
+    assert_eq!(gaps, 0, "no gap after the first frame");
+    let (decoded, errors) = decode_check(&stream_bytes(received));
+    assert_eq!(errors, "", "ffmpeg reported errors");
+    assert_eq!(decoded, received.len(), "every output frame decodes");
+    assert_monotonic(received);
+}
+
+/// The sink's frames-in, once it ended.
+fn frames_in(sender: &Running) -> u64 {
+    let stats: gst::Structure = sender.pipeline.by_name("sink").unwrap().property("stats");
+    stats.get("frames-in").unwrap()
+}
+
+#[test]
+fn a_route_that_fails_for_3_s_loses_nothing_when_another_carries_the_stream() {
+    init();
+    let (sender, port) = sender();
+    let a = relay_to(
+        port,
+        Impairment {
+            delay: Duration::from_millis(5),
+            ..Impairment::default()
+        },
+    );
+    let b = relay_to(
+        port,
+        Impairment {
+            delay: Duration::from_millis(30),
+            loss: 0.02,
+            ..Impairment::default()
+        },
+    );
+    let receiver = receiver_over(&a, &b, "");
+    let (store, arrived) = collect(&receiver, "out");
+    receiver.pipeline.set_state(gst::State::Playing).unwrap();
+    wait_for(&store, &arrived, 45);
+    // One receiver with two routes, in both elements' stats.
+    let sink_stats: gst::Structure = sender.pipeline.by_name("sink").unwrap().property("stats");
+    let receivers = sink_stats.get::<gst::Array>("receivers").unwrap();
+    assert_eq!(receivers.len(), 1, "{sink_stats}");
+    let first = receivers.first().unwrap().get::<gst::Structure>().unwrap();
+    assert_eq!(first.get::<gst::Array>("routes").unwrap().len(), 2);
+    let src = receiver.pipeline.iterate_sources().next().unwrap().unwrap();
+    let src_stats: gst::Structure = src.property("stats");
+    assert_eq!(src_stats.get::<gst::Array>("routes").unwrap().len(), 2);
+
+    a.outage(Duration::from_secs(3));
+    receiver.finish(WATCHDOG).expect("receiver reaches EOS");
+    sender.finish(WATCHDOG).expect("sender reaches EOS");
+    let received = store.lock().unwrap().clone();
+    assert_whole(&received, frames_in(&sender));
+}
+
+#[test]
+fn bonded_routes_split_each_access_unit_and_it_arrives_whole() {
+    init();
+    let (sender, port) = sender();
+    let link = || Impairment {
+        delay: Duration::from_millis(10),
+        ..Impairment::default()
+    };
+    let (a, b) = (relay_to(port, link()), relay_to(port, link()));
+    let receiver = receiver_over(&a, &b, "path-mode=bonded");
+    let (store, _) = collect(&receiver, "out");
+    receiver.pipeline.set_state(gst::State::Playing).unwrap();
+    receiver.finish(WATCHDOG).expect("receiver reaches EOS");
+    sender.finish(WATCHDOG).expect("sender reaches EOS");
+    let received = store.lock().unwrap().clone();
+    assert_whole(&received, frames_in(&sender));
+    // Each route carried a share of the stream, not all of it twice.
+    let bytes = |r: &Relay| r.stats().to_client.forwarded_bytes;
+    let (to_a, to_b) = (bytes(&a), bytes(&b));
+    let media = received.iter().map(|r| r.data.len() as u64).sum::<u64>();
+    eprintln!("route a {to_a} B, route b {to_b} B, media {media} B");
+    assert!(
+        to_a + to_b < media * 3 / 2,
+        "bonded routes carry the stream about once: {to_a} + {to_b} B for {media} B"
+    );
+    assert!(
+        to_a.min(to_b) > media / 5,
+        "both routes carry a share: {to_a} and {to_b} B"
+    );
+}
+
+#[test]
+fn max_receivers_counts_a_receiver_with_two_routes_once() {
+    init();
+    let (sender, port) = start_sender(&format!(
+        "videotestsrc is-live=true pattern=ball ! video/x-raw,width=160,height=120,\
+         framerate=30/1 ! x265enc speed-preset=ultrafast tune=zerolatency key-int-max=30 ! \
+         h265parse ! quicnalusink name=sink max-receivers=1 {}",
+        sink_props()
+    ));
+    let first = receiver(port, &format!("paths=127.0.0.1:{port}"));
+    let (store, arrived) = collect(&first, "out");
+    first.pipeline.set_state(gst::State::Playing).unwrap();
+    wait_for(&store, &arrived, 30);
+    // A second receiver is one too many, and is refused.
+    let second = receiver(port, "reconnect=false");
+    second.pipeline.set_state(gst::State::Playing).unwrap();
+    let refused = second.finish(WATCHDOG);
+    assert!(
+        refused.as_ref().is_err_and(|e| e.contains("maximum")),
+        "the second receiver is refused: {refused:?}"
+    );
+    let stats: gst::Structure = sender.pipeline.by_name("sink").unwrap().property("stats");
+    let receivers = stats.get::<gst::Array>("receivers").unwrap();
+    assert_eq!(receivers.len(), 1, "{stats}");
+    first.pipeline.set_state(gst::State::Null).unwrap();
+    sender.pipeline.set_state(gst::State::Null).unwrap();
+}
