@@ -1,7 +1,7 @@
 //! Command messages on the control stream: `type, length, payload`, all varints.
 
 use super::varint::{put_varint, Reader};
-use super::{read_preamble, Error, StreamKind};
+use super::{read_preamble, Error, FrameHeader, StreamKind};
 
 /// Longest HELLO token accepted.
 pub const MAX_TOKEN_LEN: usize = 1024;
@@ -81,6 +81,15 @@ pub enum Command {
         stream: u64,
         allowance: u64,
     },
+    /// Receiver to sender, bonded routes: frame `seq` came incomplete (a route's part
+    /// is missing): send it again over this route.
+    RepairRequest(u64),
+    /// Sender to receiver, bonded routes: part of a frame again, as REPAIR_REQUEST asked;
+    /// the header has PART, the bytes follow.
+    Repair {
+        header: FrameHeader,
+        data: Vec<u8>,
+    },
     /// A type this version does not know: skipped, so later versions can add messages.
     Unknown(u64),
 }
@@ -98,6 +107,8 @@ mod ty {
     pub const LATENCY_BUDGET: u64 = 0x0a;
     pub const JOIN: u64 = 0x0b;
     pub const LATE_GROUP: u64 = 0x0c;
+    pub const REPAIR_REQUEST: u64 = 0x0d;
+    pub const REPAIR: u64 = 0x0e;
 }
 
 impl Command {
@@ -181,6 +192,15 @@ impl Command {
                 put_varint(&mut payload, *stream);
                 put_varint(&mut payload, *allowance);
                 ty::LATE_GROUP
+            }
+            Command::RepairRequest(seq) => {
+                put_varint(&mut payload, *seq);
+                ty::REPAIR_REQUEST
+            }
+            Command::Repair { header, data } => {
+                header.encode(&mut payload);
+                payload.extend_from_slice(data);
+                ty::REPAIR
             }
             Command::Unknown(kind) => *kind,
         };
@@ -273,6 +293,19 @@ impl Command {
                 stream: p.varint()?,
                 allowance: p.varint()?,
             },
+            ty::REPAIR_REQUEST => Command::RepairRequest(p.varint()?),
+            ty::REPAIR => {
+                // The part's size is checked against the frame limit by the receiver; its
+                // length is bounded by this payload's.
+                let header = FrameHeader::decode(&mut p, u64::MAX)?;
+                if header.part.is_none() || header.len != p.remaining() as u64 {
+                    return Err(Error::Malformed("REPAIR is a part and its bytes"));
+                }
+                Command::Repair {
+                    header,
+                    data: p.bytes(p.remaining())?.to_vec(),
+                }
+            }
             other => {
                 p.bytes(p.remaining())?;
                 Command::Unknown(other)

@@ -15,6 +15,12 @@ use std::time::Duration;
 /// silent longer is behind an outage (quicnalusrc pings every 100 ms when it hears
 /// nothing, and the sender answers).
 pub const LIVE_WITHIN: Duration = Duration::from_millis(250);
+/// Routes that heard from the sender within this of the latest are as fresh as it.
+const FRESH: Duration = Duration::from_millis(30);
+/// How long a frame may wait incomplete, some of its parts come, before it is asked for
+/// again over another route (REPAIR_REQUEST): parts that left together arrive within a
+/// few ms of each other unless a route is in trouble.
+pub const REPAIR_AFTER: Duration = Duration::from_millis(50);
 /// Bytes of frames held ahead of a missing one: past it, the missing one is given up.
 const MAX_PENDING_BYTES: usize = 32 << 20;
 
@@ -58,6 +64,8 @@ struct Pending {
     got: u64,
     /// When it first arrived (ns).
     first_arrival: u64,
+    /// It was asked for again (REPAIR_REQUEST).
+    repair_asked: bool,
 }
 
 impl Pending {
@@ -103,6 +111,8 @@ pub struct Merge {
     eos_out: bool,
     /// A keyframe should be asked for: set when a frame is given up, taken by the driver.
     pub keyframe_wanted: bool,
+    /// Frames to ask for again over a live route (REPAIR_REQUEST), taken by the driver.
+    pub repairs_wanted: Vec<u64>,
     pub counters: MergeCounters,
 }
 
@@ -123,6 +133,7 @@ impl Merge {
             ended_at: None,
             eos_out: false,
             keyframe_wanted: false,
+            repairs_wanted: Vec::new(),
             counters: MergeCounters::default(),
         }
     }
@@ -132,6 +143,21 @@ impl Merge {
         if let Some(r) = self.routes.get_mut(route) {
             r.heard = now;
         }
+    }
+
+    /// Whether route `route` heard from the sender about as lately as any: requests go
+    /// over such a route, not one that may have just failed.
+    pub fn freshest(&self, route: usize) -> bool {
+        let latest = self
+            .routes
+            .iter()
+            .filter(|r| r.connected)
+            .map(|r| r.heard)
+            .max();
+        let Some(mine) = self.routes.get(route).filter(|r| r.connected) else {
+            return false;
+        };
+        latest.is_some_and(|l| l.saturating_sub(mine.heard) <= FRESH.as_nanos() as u64)
     }
 
     /// Route `route` lost its connection; a new one starts afresh (its core does).
@@ -197,9 +223,9 @@ impl Merge {
         self.take_part(seq, part, frame);
     }
 
-    /// A part of frame `seq`: copied into place unless that range is already there.
+    /// A part of frame `seq` (from a route, or a repair): its bytes not yet there are
+    /// copied into place.
     fn take_part(&mut self, seq: u64, part: Part, frame: ReceivedFrame) {
-        let (offset, len) = (part.offset, frame.data.len() as u64);
         if !self.pending.contains_key(&seq) {
             let mut whole = ReceivedFrame {
                 data: vec![0; part.size as usize],
@@ -212,15 +238,16 @@ impl Merge {
         let Some(p) = self.pending.get_mut(&seq) else {
             return;
         };
-        let end = offset + len;
-        let fits = end <= p.frame.data.len() as u64;
-        let overlaps = p.parts.iter().any(|&(o, l)| offset < o + l && o < end);
-        if len == 0 || !fits || overlaps {
+        let (start, end) = (part.offset, part.offset + frame.data.len() as u64);
+        if part.size != p.frame.data.len() as u64 || end > part.size {
             return;
         }
-        p.frame.data[offset as usize..end as usize].copy_from_slice(&frame.data);
-        p.parts.push((offset, len));
-        p.got += len;
+        for (from, to) in uncovered(&p.parts, start, end) {
+            let (a, b) = ((from - start) as usize, (to - start) as usize);
+            p.frame.data[from as usize..to as usize].copy_from_slice(&frame.data[a..b]);
+            p.parts.push((from, to - from));
+            p.got += to - from;
+        }
         p.frame.late |= frame.late;
         p.frame.arrival = p.frame.arrival.max(frame.arrival);
     }
@@ -233,6 +260,7 @@ impl Merge {
             parts: Vec::new(),
             got,
             first_arrival: arrival,
+            repair_asked: false,
         };
         if let Some(old) = self.pending.insert(seq, pending) {
             self.pending_bytes -= old.frame.data.len();
@@ -254,8 +282,22 @@ impl Merge {
                 .filter(|_| !self.eos_out)
                 .map(|t| t + self.hold);
         };
+        // A live route that has not passed it may still bring it; so may a repair asked.
         let live = self.routes.iter().any(|r| r.live(now) && !r.passed(next));
-        let deadline = if live { oldest + self.hold } else { now };
+        let repairing = self.pending.get(&next).is_some_and(|p| p.repair_asked);
+        let deadline = if live || repairing {
+            oldest + self.hold
+        } else {
+            now
+        };
+        let repair = self
+            .pending
+            .values()
+            .filter(|p| !p.repair_asked && !p.complete())
+            .map(|p| p.first_arrival + REPAIR_AFTER.as_nanos() as u64)
+            .min()
+            .unwrap_or(u64::MAX);
+        let deadline = deadline.min(repair);
         // A route that ended waits that long for the others, too.
         Some(deadline.min(self.ended_at.map_or(u64::MAX, |t| t + self.hold)))
     }
@@ -269,6 +311,7 @@ impl Merge {
 
     /// The next event to output at `now` (ns), if one is due.
     pub fn pop(&mut self, now: u64) -> Option<Event> {
+        self.ask_repairs(now);
         loop {
             if let Some(e) = self.events.pop_front() {
                 return Some(e);
@@ -291,12 +334,22 @@ impl Merge {
                 return self.end(now);
             }
             let gives_up = self.deadline(now).is_some_and(|t| t <= now)
-                || self.pending_bytes > MAX_PENDING_BYTES
-                || self.routes.iter().all(|r| r.passed(next) || !r.live(now));
+                || self.pending_bytes > MAX_PENDING_BYTES;
             if !gives_up {
                 return None;
             }
             self.give_up(next);
+        }
+    }
+
+    /// Frames incomplete for REPAIR_AFTER are asked for again, once.
+    fn ask_repairs(&mut self, now: u64) {
+        let after = REPAIR_AFTER.as_nanos() as u64;
+        for (&seq, p) in self.pending.iter_mut() {
+            if !p.repair_asked && !p.complete() && now >= p.first_arrival + after {
+                p.repair_asked = true;
+                self.repairs_wanted.push(seq);
+            }
         }
     }
 
@@ -375,6 +428,27 @@ impl Merge {
         self.eos_out = true;
         Some(Event::Eos)
     }
+}
+
+/// The stretches of `start .. end` that none of `parts` (offset, length) covers.
+fn uncovered(parts: &[(u64, u64)], start: u64, end: u64) -> Vec<(u64, u64)> {
+    let mut covered: Vec<(u64, u64)> = parts.iter().map(|&(o, l)| (o, o + l)).collect();
+    covered.sort_unstable();
+    let mut out = Vec::new();
+    let mut at = start;
+    for (a, b) in covered {
+        if b <= at || a >= end {
+            continue;
+        }
+        if a > at {
+            out.push((at, a));
+        }
+        at = at.max(b);
+    }
+    if at < end {
+        out.push((at, end));
+    }
+    out
 }
 
 /// `frame` without its bytes.
@@ -507,6 +581,34 @@ mod tests {
             out.push(f.data);
         }
         assert_eq!(out, [b"abcdefg".to_vec(), b"xy".to_vec()]);
+    }
+
+    #[test]
+    fn an_incomplete_frame_is_asked_for_again_and_repaired_whole() {
+        let mut m = merge(0);
+        m.take(1, part(0, 3, b"defg", 7), 0);
+        assert_eq!(m.deadline(0), Some(REPAIR_AFTER.as_nanos() as u64));
+        let asked = 60 * MS;
+        assert!(m.pop(asked).is_none());
+        assert_eq!(m.repairs_wanted, [0]);
+        // Route 1 passed the frame and route 0 is silent, yet the repair is waited for,
+        // up to the hold.
+        m.heard(1, 150 * MS);
+        assert!(m.pop(150 * MS).is_none());
+        assert_eq!(m.deadline(150 * MS), Some(200 * MS));
+        // The repair is the whole frame; only its missing bytes are taken.
+        m.take(1, part(0, 0, b"abcdefg", 7), 150 * MS);
+        match m.pop(150 * MS) {
+            Some(Event::Frame(f)) => assert_eq!(f.data, b"abcdefg"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn uncovered_stretches() {
+        assert_eq!(uncovered(&[(0, 3), (5, 2)], 0, 8), [(3, 5), (7, 8)]);
+        assert_eq!(uncovered(&[(0, 8)], 2, 6), []);
+        assert_eq!(uncovered(&[], 2, 6), [(2, 6)]);
     }
 
     #[test]

@@ -264,6 +264,22 @@ impl Reassembly {
                 before_seq: None,
                 structure,
             } => events.push(Event::Command(structure)),
+            Command::Repair { header, data } if self.routed => {
+                // A part of a frame asked for again: for the merge, whatever its group.
+                if let Some(p) = header.part.filter(|p| p.size > self.max_frame) {
+                    let e = protocol::Error::TooLarge("repaired frame", p.size, self.max_frame);
+                    return Reply::Close(Some(Violation::Control(ReadError::Bytes(e))));
+                }
+                self.counters.frames_received += 1;
+                events.push(Event::Frame(ReceivedFrame {
+                    header,
+                    data,
+                    arrival: self.ns(Instant::now()),
+                    gap: false,
+                    late: false,
+                    catch_up_age: None,
+                }));
+            }
             Command::Goodbye { code, reason } => {
                 let failed = code != error_code::NO_ERROR;
                 return Reply::Close(failed.then_some(Violation::Goodbye(code, reason)));

@@ -3,6 +3,46 @@
 //! so that every part arrives about together (water filling): a route that slows down
 //! builds a queue, and so gets less of the next access unit.
 
+use crate::protocol::FrameHeader;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long, and how many bytes of, access units are kept for REPAIR_REQUEST: past the
+/// longest budget a repair could still meet.
+const KEEP_FOR: Duration = Duration::from_secs(1);
+const KEEP_BYTES: usize = 8 << 20;
+
+/// One bonded receiver's latest access units, as they were cut into parts.
+#[derive(Default)]
+pub struct Recent {
+    frames: VecDeque<(FrameHeader, Arc<[u8]>, Instant)>,
+    bytes: usize,
+}
+
+impl Recent {
+    /// Keeps `whole`, frame `header`'s bytes, queued at `at`; forgets what is too old.
+    pub fn keep(&mut self, header: FrameHeader, whole: Arc<[u8]>, at: Instant) {
+        self.bytes += whole.len();
+        self.frames.push_back((header, whole, at));
+        while let Some((_, old, t)) = self.frames.front() {
+            if self.bytes <= KEEP_BYTES && at.saturating_duration_since(*t) <= KEEP_FOR {
+                break;
+            }
+            self.bytes -= old.len();
+            self.frames.pop_front();
+        }
+    }
+
+    /// Frame `seq`, if it is still kept.
+    pub fn find(&self, seq: u64) -> Option<(FrameHeader, Arc<[u8]>)> {
+        self.frames
+            .iter()
+            .find(|(h, ..)| h.seq == seq)
+            .map(|(h, w, _)| (*h, w.clone()))
+    }
+}
+
 /// Parts smaller than this go to the other routes: a tiny part on a slow route only adds
 /// that route's delay to the whole access unit.
 pub const MIN_PART: usize = 1200;

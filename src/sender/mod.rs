@@ -179,6 +179,9 @@ pub struct Fanout<C> {
     epoch: (Instant, u64),
     /// For the element, in order.
     events: Vec<ReceiverEvent>,
+    /// Bonded receivers (by the ID they go by): their latest access units as they were
+    /// cut into parts, for REPAIR_REQUEST.
+    recent: HashMap<u64, bonding::Recent>,
 }
 
 impl<C: Streams> Fanout<C> {
@@ -199,6 +202,7 @@ impl<C: Streams> Fanout<C> {
             overrun: Overrun::default(),
             epoch,
             events: Vec::new(),
+            recent: HashMap::new(),
         }
     }
 
@@ -385,6 +389,10 @@ impl<C: Streams> Fanout<C> {
             })
             .collect();
         let shares = bonding::split(whole.len(), &loads);
+        if let Some(r) = routes.first().and_then(|id| self.receivers.get(id)) {
+            let recent = self.recent.entry(r.leader).or_default();
+            recent.keep(f.header, whole.clone(), queued);
+        }
         let mut offset = 0;
         for (id, share) in routes.iter().zip(shares) {
             if let Some(r) = self.receivers.get_mut(id) {
@@ -469,6 +477,15 @@ impl<C: Streams> Fanout<C> {
         }
         if std::mem::take(&mut r.keyframe_requested) {
             self.keyframes.want();
+        }
+        let asked = std::mem::take(&mut r.repairs_asked);
+        let leader = r.leader;
+        for seq in asked {
+            let found = self.recent.get(&leader).and_then(|recent| recent.find(seq));
+            if let (Some((header, whole)), Some(r)) = (found, self.receivers.get_mut(&id)) {
+                log::debug!("receiver {leader}: frame {seq} again over route {id}");
+                r.queue_repair(&header, &whole);
+            }
         }
     }
 
@@ -697,6 +714,9 @@ impl<C: Streams> Fanout<C> {
             .receivers
             .values()
             .any(|o| o.leader == r.leader && o.admitted());
+        if !others {
+            self.recent.remove(&r.leader);
+        }
         if r.admitted() && !others {
             self.events.push(ReceiverEvent::Disconnected {
                 id: r.leader,

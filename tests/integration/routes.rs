@@ -132,6 +132,28 @@ fn bonded_routes_split_each_access_unit_and_it_arrives_whole() {
 }
 
 #[test]
+fn a_bonded_route_that_fails_is_repaired_over_the_other() {
+    init();
+    let (sender, port) = sender();
+    let link = || Impairment {
+        delay: Duration::from_millis(10),
+        ..Impairment::default()
+    };
+    let (a, b) = (relay_to(port, link()), relay_to(port, link()));
+    let receiver = receiver_over(&a, &b, "path-mode=bonded");
+    let (store, arrived) = collect(&receiver, "out");
+    receiver.pipeline.set_state(gst::State::Playing).unwrap();
+    wait_for(&store, &arrived, 45);
+    // The parts under way on route A when it fails are asked for again over route B, and
+    // the next access units go over B alone until A is back.
+    a.outage(Duration::from_secs(2));
+    receiver.finish(WATCHDOG).expect("receiver reaches EOS");
+    sender.finish(WATCHDOG).expect("sender reaches EOS");
+    let received = store.lock().unwrap().clone();
+    assert_whole(&received, frames_in(&sender));
+}
+
+#[test]
 fn max_receivers_counts_a_receiver_with_two_routes_once() {
     init();
     let (sender, port) = start_sender(&format!(

@@ -144,10 +144,20 @@ impl Connection {
     /// Whether this connection should carry what the receiver sends (keyframe requests,
     /// commands): its only route, or a route that heard from the sender lately.
     fn carries_requests(&self) -> bool {
+        let Some(route) = self.route else {
+            return true;
+        };
         let live = LIVE_WITHIN.as_nanos() as u64;
-        self.route.is_none()
-            || (self.stage != Stage::Connecting
-                && monotonic_ns().saturating_sub(self.heard_ns) <= live)
+        let freshest = self
+            .link
+            .lock()
+            .inner
+            .routes
+            .as_ref()
+            .is_some_and(|r| r.merge.freshest(route.index));
+        self.stage != Stage::Connecting
+            && monotonic_ns().saturating_sub(self.heard_ns) <= live
+            && freshest
     }
 
     /// Runs this connection until it ends.
@@ -223,7 +233,8 @@ impl Connection {
         let connection = (connected && conn.is_established()).then(|| ConnectionStats::of(conn));
         let mut routes = Vec::new();
         if let Some(route) = self.route {
-            let up = connection.is_some() && self.carries_requests();
+            let live = LIVE_WITHIN.as_nanos() as u64;
+            let up = connection.is_some() && monotonic_ns().saturating_sub(self.heard_ns) <= live;
             let mine = RouteStats {
                 index: route.index as u64,
                 peer: self.settings.peer,
@@ -542,6 +553,12 @@ impl Connection {
         // (Outgoing), so send-command refuses them once the sender stops reading.
         let control_out = &mut self.control_out;
         self.link.update(|s| {
+            if let Some(r) = s.inner.routes.as_mut().filter(|_| carries) {
+                for seq in r.repairs_out.drain(..) {
+                    log::debug!("asking for frame {seq} again");
+                    Command::RepairRequest(seq).encode(control_out);
+                }
+            }
             while carries && control_out.len() < MAX_CONTROL_OUT {
                 let Some(structure) = s.inner.commands_out.take() else {
                     break;

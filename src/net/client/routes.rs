@@ -39,6 +39,8 @@ pub(super) struct Routes {
     pub stats: Vec<Option<RouteStats>>,
     /// Routes that failed for good (retrying cannot help, or gave up).
     pub failed: usize,
+    /// Frames to ask for again (REPAIR_REQUEST), for the next route that is up.
+    pub repairs_out: Vec<u64>,
     /// Wakes each route's thread: one whose inbox filled stopped reading.
     pub wakers: Vec<Arc<mio::Waker>>,
 }
@@ -50,6 +52,7 @@ impl Routes {
             merge: Merge::new(routes, latency),
             stats: vec![None; routes],
             failed: 0,
+            repairs_out: Vec::new(),
             wakers: Vec::new(),
         }
     }
@@ -105,6 +108,10 @@ pub(super) fn next_merged(net: &NetThread<Queue>) -> Result<Event, Interrupted> 
             let event = routes.merge.pop(now);
             if std::mem::take(&mut routes.merge.keyframe_wanted) {
                 q.keyframe_wanted = true;
+                wake = true;
+            }
+            if !routes.merge.repairs_wanted.is_empty() {
+                routes.repairs_out.append(&mut routes.merge.repairs_wanted);
                 wake = true;
             }
             match event {

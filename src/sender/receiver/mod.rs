@@ -11,8 +11,8 @@ use crate::policy::ratelimit::{self, Bucket};
 use crate::protocol::control::{group_stream, CONTROL_STREAM};
 use crate::protocol::MAX_DATAGRAM_SIZE;
 use crate::protocol::{
-    error_code, put_group_end, put_group_opening, put_preamble, Command, FrameFlags, Part, Route,
-    StreamKind, HELLO_BONDED, HELLO_TAKES_SHED, VERSION,
+    error_code, put_group_end, put_group_opening, put_preamble, Command, FrameFlags, FrameHeader,
+    Part, Route, StreamKind, HELLO_BONDED, HELLO_TAKES_SHED, VERSION,
 };
 use crate::sender::budget::{self, Deadlines};
 use crate::sender::join::{CachedFrame, JoinCache};
@@ -20,6 +20,8 @@ use crate::sender::pacer::{self, Pacer};
 use crate::sender::rate::Estimator;
 use crate::stats::{ReceiverStats, RouteStats};
 
+/// Bytes of a frame in one REPAIR: under the smallest command limit a receiver would set.
+const REPAIR_PART: usize = 16 * 1024;
 /// A route not heard from for this long shows as down in stats.
 const LIVE_WITHIN: Duration = Duration::from_millis(250);
 use std::collections::VecDeque;
@@ -111,6 +113,8 @@ pub struct Receiver<C> {
     dropped_behind: bool,
     /// Application commands it sent, not yet reported.
     pub(super) commands_in: Vec<String>,
+    /// Bonded: frames it asked for again (REPAIR_REQUEST), not yet answered.
+    pub(super) repairs_asked: Vec<u64>,
     /// What it may ask per second (ratelimit.rs).
     command_limit: Bucket,
     keyframe_limit: Bucket,
@@ -164,6 +168,7 @@ impl<C: Streams> Receiver<C> {
             behind_since: None,
             dropped_behind: false,
             commands_in: Vec::new(),
+            repairs_asked: Vec::new(),
             command_limit: Bucket::new(ratelimit::COMMANDS, now),
             keyframe_limit: Bucket::new(ratelimit::KEYFRAME_REQUESTS, now),
             last_rx: now,
@@ -368,7 +373,27 @@ impl<C: Streams> Receiver<C> {
             Command::Application { .. } => {
                 log::debug!("receiver {}: command over its rate: dropped", self.id);
             }
+            Command::RepairRequest(seq) if self.bonded && self.command_limit.take(now) => {
+                self.repairs_asked.push(seq);
+            }
             other => log::debug!("receiver {}: ignoring {other:?}", self.id),
+        }
+    }
+
+    /// Bonded: frame `header` again, whole (`whole` as its parts were cut from), on the
+    /// control stream in REPAIR parts small enough for any receiver's command limit.
+    pub(super) fn queue_repair(&mut self, header: &FrameHeader, whole: &[u8]) {
+        let size = whole.len() as u64;
+        for offset in (0..whole.len()).step_by(REPAIR_PART) {
+            let end = (offset + REPAIR_PART).min(whole.len());
+            let mut part = *header;
+            part.part = Some(Part {
+                offset: offset as u64,
+                size,
+            });
+            part.len = (end - offset) as u64;
+            let data = whole[offset..end].to_vec();
+            self.queue_command(&Command::Repair { header: part, data });
         }
     }
 
