@@ -134,5 +134,6 @@ mod tests {
         let s = relay.stats();
         assert_eq!(s.to_server.outage_dropped, 1);
         assert_eq!((s.to_server.forwarded, s.to_client.forwarded), (1, 1));
+        assert_eq!(s.to_server.forwarded_bytes, 4);
     }
 }
