@@ -155,6 +155,7 @@ pub fn run(
         }),
         live,
         receivers,
+        routes: String::new(),
     };
     if !t.is_quicnalu() {
         job.port = crate::free_udp_port();

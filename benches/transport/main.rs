@@ -3,7 +3,7 @@
 //!
 //!     make bench            # = cargo bench --profile testing --bench transport -- --out docs
 //!     cargo bench --profile testing --bench transport -- [--quick] [--only quicnalu]
-//!         [--rates 400,1000] [--relay] [--scenarios a,e,fanout,throughput,l,k]
+//!         [--rates 400,1000] [--relay] [--scenarios a,e,fanout,throughput,l,k,m]
 //!         [--match '5% loss'] [--runs 3]
 //!     QUICNALU_BENCH_CC=cubic cargo bench ...   # another congestion-control for quicnalu
 //!
@@ -18,6 +18,7 @@ mod fanout;
 mod moq_relay;
 mod report;
 mod roles;
+mod routes;
 mod stamp;
 
 use std::io::{BufRead, BufReader, Write};
@@ -46,6 +47,14 @@ pub enum Transport {
     SrtLow,
     Tcp,
     Udp,
+    /// quicnalusrc with a second route (`paths`), every property at its default.
+    QuicnaluPaths,
+    /// The same with `path-mode=bonded`.
+    QuicnaluBonded,
+    /// RTP (rtph265pay) over ristsink/ristsrc, a copy of every packet on each route.
+    Rist,
+    /// ristsink `bonding-method=round-robin`: the packets shared among the routes.
+    RistRoundRobin,
 }
 
 pub const ALL: [Transport; 5] = [
@@ -75,6 +84,10 @@ impl Transport {
             Transport::SrtLow => "srt-20ms",
             Transport::Tcp => "tcp",
             Transport::Udp => "rtp-udp",
+            Transport::QuicnaluPaths => "quicnalu-paths",
+            Transport::QuicnaluBonded => "quicnalu-bonded",
+            Transport::Rist => "rist",
+            Transport::RistRoundRobin => "rist-round-robin",
         }
     }
 
@@ -82,6 +95,7 @@ impl Transport {
         ALL.into_iter()
             .chain(SWEEP)
             .chain([Transport::QuicnaluMoq, Transport::MoqDev])
+            .chain(routes::TRANSPORTS)
             .find(|t| t.name() == name)
             .unwrap_or_else(|| panic!("unknown transport {name}"))
     }
@@ -89,8 +103,16 @@ impl Transport {
     pub fn is_quicnalu(self) -> bool {
         matches!(
             self,
-            Transport::Quicnalu | Transport::QuicnaluDefaults | Transport::QuicnaluMoq
+            Transport::Quicnalu
+                | Transport::QuicnaluDefaults
+                | Transport::QuicnaluMoq
+                | Transport::QuicnaluPaths
+                | Transport::QuicnaluBonded
         )
+    }
+
+    pub fn is_rist(self) -> bool {
+        matches!(self, Transport::Rist | Transport::RistRoundRobin)
     }
 
     pub fn is_srt(self) -> bool {
@@ -624,6 +646,18 @@ fn orchestrate(args: &[String]) {
             }
         }
     }
+    // (m) routes: two relays in front of one sender, one receiver over both.
+    let mut routed = Vec::new();
+    for sc in routes::scenarios().iter().filter(|sc| wanted(sc.name)) {
+        for &row in sc
+            .rows
+            .iter()
+            .filter(|r| only.is_none_or(|o| o == r.transport()))
+        {
+            eprintln!("routes: {} over {}", row.label(), sc.name);
+            routed.push(routes::run(&work, &clip, sc, row));
+        }
+    }
     let mut md = String::new();
     if !moq_pairs.is_empty() {
         md.push_str(&report::moq(&moq_pairs, &moq_fanouts));
@@ -642,6 +676,9 @@ fn orchestrate(args: &[String]) {
     }
     if !fanouts.is_empty() || !joins.is_empty() {
         md.push_str(&report::fanout(&fanouts, &joins));
+    }
+    if !routed.is_empty() {
+        md.push_str(&routes::report(&routed, clip_bps));
     }
     println!("{md}");
     if let Some(out) = out {
@@ -1015,6 +1052,7 @@ fn run_pair(
         records: records.to_string_lossy().into_owned(),
         live: scenario.and_then(|s| s.live),
         receivers: 1,
+        routes: String::new(),
     };
     let listener_is_receiver = t == Transport::Udp;
     assert!(

@@ -19,6 +19,7 @@ pub struct Job {
     pub content: String,
     pub frames: u64,
     pub fps: f64,
+    /// srtsink/srtsrc `latency`; ristsrc's `receiver-buffer` for RIST.
     pub srt_latency_ms: u32,
     /// quicnalusrc `latency` for quicnalu-defaults and quicnalu-moq; None leaves its default.
     pub src_latency_ms: Option<u32>,
@@ -32,6 +33,9 @@ pub struct Job {
     /// Source pipelines in the receiver process; an SRT sender waits for this many callers
     /// before it plays (quicnalu receivers wait for their handshakes before READY).
     pub receivers: u32,
+    /// Comma-separated HOST:PORT: quicnalusrc's `paths`, or RIST's `bonding-addresses`
+    /// (the sender's relays, the receiver's own ports); empty for none (routes.rs).
+    pub routes: String,
 }
 
 /// A live encoder as the sender: it honours keyframe requests (GstForceKeyUnit) coming
@@ -75,6 +79,7 @@ impl Job {
                 None => "live=none".into(),
             },
             format!("receivers={}", self.receivers),
+            format!("routes={}", self.routes),
         ]
     }
 
@@ -108,6 +113,7 @@ impl Job {
                 })
             },
             receivers: get("receivers").parse().expect("receivers"),
+            routes: get("routes"),
         }
     }
 }
@@ -225,10 +231,13 @@ fn sink_description(job: &Job) -> String {
             crate::BUDGET_MS,
             cc()
         ),
-        Transport::QuicnaluDefaults => format!(
-            "quicnalusink name=sink address=127.0.0.1 port=0 sync=false cert-file={} key-file={}",
-            job.cert, job.key
-        ),
+        Transport::QuicnaluDefaults | Transport::QuicnaluPaths | Transport::QuicnaluBonded => {
+            format!(
+                "quicnalusink name=sink address=127.0.0.1 port=0 sync=false cert-file={} \
+                 key-file={}",
+                job.cert, job.key
+            )
+        }
         Transport::QuicnaluMoq => {
             let (url, fp) = moq_relay();
             format!(
@@ -248,6 +257,7 @@ fn sink_description(job: &Job) -> String {
              wait-for-connection=true",
             job.port, job.srt_latency_ms
         ),
+        Transport::Rist | Transport::RistRoundRobin => crate::routes::rist_sink(job),
         Transport::Tcp => "tcpserversink name=sink host=127.0.0.1 port=0 sync=false".into(),
         Transport::Udp => format!(
             "rtph265pay mtu=1400 config-interval=-1 ! udpsink name=sink host=127.0.0.1 \
@@ -419,13 +429,14 @@ pub fn sender(job: &Job) {
     let _ = clock.new_single_shot_id(linger).wait();
     pipeline.send_event(gst::event::Eos::new());
     let bus = pipeline.bus().expect("bus");
-    let end = bus.timed_pop_filtered(
-        gst::ClockTime::from_seconds(60),
-        &[gst::MessageType::Eos, gst::MessageType::Error],
-    );
+    // ristsink (1.22) never posts EOS, its RTCP branch runs on: the linger gave the last
+    // frame its time, and only an error counts.
+    let rist = job.transport.is_rist();
+    let wait = gst::ClockTime::from_seconds(if rist { 0 } else { 60 });
+    let end = bus.timed_pop_filtered(wait, &[gst::MessageType::Eos, gst::MessageType::Error]);
     let error = match end.as_ref().map(|m| m.view()) {
         Some(gst::MessageView::Error(e)) => Some(format!("{}", e.error())),
-        None => Some("no EOS within 60 s".into()),
+        None if !rist => Some("no EOS within 60 s".into()),
         _ => None,
     };
     let cpu = cpu_seconds() - cpu0;
@@ -484,6 +495,10 @@ pub fn receiver(job: &Job) {
             "srtsrc name=tap uri=srt://127.0.0.1:{}?mode=caller latency={}",
             job.port, job.srt_latency_ms
         ),
+        Transport::QuicnaluPaths
+        | Transport::QuicnaluBonded
+        | Transport::Rist
+        | Transport::RistRoundRobin => crate::routes::source(job),
         Transport::Tcp => format!("tcpclientsrc name=tap host=127.0.0.1 port={}", job.port),
         Transport::Udp => format!(
             "udpsrc port={} buffer-size=8388608 caps=\"application/x-rtp,media=video,\
@@ -496,6 +511,7 @@ pub fn receiver(job: &Job) {
     // every transport alike, and measure that rather than the transport.
     let pipelines: Vec<gst::Pipeline> = (0..job.receivers.max(1))
         .map(|_| launch(&format!("{source} ! fakesink sync=false async=false")))
+        .inspect(|p| crate::routes::prepare_receiver(p, job.transport))
         .collect();
     let tallies: Vec<Arc<Mutex<Tally>>> = pipelines.iter().map(|_| Default::default()).collect();
     let connected = Arc::new(AtomicU32::new(0));
