@@ -81,9 +81,13 @@ pub enum Command {
         stream: u64,
         allowance: u64,
     },
-    /// Receiver to sender, bonded routes: frame `seq` came incomplete (a route's part
-    /// is missing): send it again over this route.
-    RepairRequest(u64),
+    /// Receiver to sender, bonded routes: bytes `offset .. offset + len` of frame `seq`
+    /// did not come (a route's part is missing): send them again over this route.
+    RepairRequest {
+        seq: u64,
+        offset: u64,
+        len: u64,
+    },
     /// Sender to receiver, bonded routes: part of a frame again, as REPAIR_REQUEST asked;
     /// the header has PART, the bytes follow.
     Repair {
@@ -193,8 +197,10 @@ impl Command {
                 put_varint(&mut payload, *allowance);
                 ty::LATE_GROUP
             }
-            Command::RepairRequest(seq) => {
-                put_varint(&mut payload, *seq);
+            Command::RepairRequest { seq, offset, len } => {
+                for v in [seq, offset, len] {
+                    put_varint(&mut payload, *v);
+                }
                 ty::REPAIR_REQUEST
             }
             Command::Repair { header, data } => {
@@ -293,7 +299,11 @@ impl Command {
                 stream: p.varint()?,
                 allowance: p.varint()?,
             },
-            ty::REPAIR_REQUEST => Command::RepairRequest(p.varint()?),
+            ty::REPAIR_REQUEST => Command::RepairRequest {
+                seq: p.varint()?,
+                offset: p.varint()?,
+                len: p.varint()?,
+            },
             ty::REPAIR => {
                 // The part's size is checked against the frame limit by the receiver; its
                 // length is bounded by this payload's.

@@ -17,9 +17,10 @@ use std::time::Duration;
 pub const LIVE_WITHIN: Duration = Duration::from_millis(250);
 /// Routes that heard from the sender within this of the latest are as fresh as it.
 const FRESH: Duration = Duration::from_millis(30);
-/// How long a frame may wait incomplete, some of its parts come, before it is asked for
-/// again over another route (REPAIR_REQUEST): parts that left together arrive within a
-/// few ms of each other unless a route is in trouble.
+/// A route silent this long is in trouble: the parts it owes are asked for again over
+/// another (REPAIR_REQUEST). One that is heard from is waited for until it hands over a
+/// later frame, or until half the hold has passed: on a route that queues, a part may
+/// well come tens of ms after the others, and asking again would only add to the queue.
 pub const REPAIR_AFTER: Duration = Duration::from_millis(50);
 /// Bytes of frames held ahead of a missing one: past it, the missing one is given up.
 const MAX_PENDING_BYTES: usize = 32 << 20;
@@ -111,8 +112,9 @@ pub struct Merge {
     eos_out: bool,
     /// A keyframe should be asked for: set when a frame is given up, taken by the driver.
     pub keyframe_wanted: bool,
-    /// Frames to ask for again over a live route (REPAIR_REQUEST), taken by the driver.
-    pub repairs_wanted: Vec<u64>,
+    /// What to ask for again over a live route (REPAIR_REQUEST): frame, and the bytes of
+    /// it missing (offset, length); taken by the driver.
+    pub repairs_wanted: Vec<(u64, u64, u64)>,
     pub counters: MergeCounters,
 }
 
@@ -292,9 +294,8 @@ impl Merge {
         };
         let repair = self
             .pending
-            .values()
-            .filter(|p| !p.repair_asked && !p.complete())
-            .map(|p| p.first_arrival + REPAIR_AFTER.as_nanos() as u64)
+            .iter()
+            .filter_map(|(&seq, p)| self.repair_due(seq, p))
             .min()
             .unwrap_or(u64::MAX);
         let deadline = deadline.min(repair);
@@ -342,13 +343,38 @@ impl Merge {
         }
     }
 
-    /// Frames incomplete for REPAIR_AFTER are asked for again, once.
+    /// When incomplete frame `seq` is to be asked for again (see REPAIR_AFTER): once
+    /// every route either handed over a later frame or went silent, or at half the hold;
+    /// None once asked, or when a repair could no longer come within the hold.
+    fn repair_due(&self, seq: u64, p: &Pending) -> Option<u64> {
+        if p.repair_asked || p.complete() {
+            return None;
+        }
+        let silent = REPAIR_AFTER.as_nanos() as u64;
+        let owing = self.routes.iter().filter(|r| !r.passed(seq));
+        let waited = owing.map(|r| r.heard + silent).max().unwrap_or(0);
+        Some(waited.min(p.first_arrival + self.hold / 2))
+    }
+
+    /// Asks again for what incomplete frames lack, once each, when due.
     fn ask_repairs(&mut self, now: u64) {
-        let after = REPAIR_AFTER.as_nanos() as u64;
-        for (&seq, p) in self.pending.iter_mut() {
-            if !p.repair_asked && !p.complete() && now >= p.first_arrival + after {
-                p.repair_asked = true;
-                self.repairs_wanted.push(seq);
+        let due: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|&(&seq, p)| {
+                let useful = now < p.first_arrival + self.hold;
+                useful && self.repair_due(seq, p).is_some_and(|t| t <= now)
+            })
+            .map(|(&seq, _)| seq)
+            .collect();
+        for seq in due {
+            let Some(p) = self.pending.get_mut(&seq) else {
+                continue;
+            };
+            p.repair_asked = true;
+            let size = p.frame.data.len() as u64;
+            for (from, to) in uncovered(&p.parts, 0, size) {
+                self.repairs_wanted.push((seq, from, to - from));
             }
         }
     }
@@ -587,10 +613,11 @@ mod tests {
     fn an_incomplete_frame_is_asked_for_again_and_repaired_whole() {
         let mut m = merge(0);
         m.take(1, part(0, 3, b"defg", 7), 0);
+        // Route 0, heard from at 0, owes its part: asked for once it is silent 50 ms.
         assert_eq!(m.deadline(0), Some(REPAIR_AFTER.as_nanos() as u64));
         let asked = 60 * MS;
         assert!(m.pop(asked).is_none());
-        assert_eq!(m.repairs_wanted, [0]);
+        assert_eq!(m.repairs_wanted, [(0, 0, 3)]);
         // Route 1 passed the frame and route 0 is silent, yet the repair is waited for,
         // up to the hold.
         m.heard(1, 150 * MS);

@@ -170,6 +170,8 @@ pub struct Reassembly {
     /// One of several routes (merge.rs): the merge, which sees them all, asks for
     /// keyframes, not this route's core.
     routed: bool,
+    /// A bonded route: its frames are parts.
+    bonded: bool,
 }
 
 impl Reassembly {
@@ -205,12 +207,14 @@ impl Reassembly {
             late_groups: VecDeque::new(),
             buf: vec![0; 65536],
             routed: false,
+            bonded: false,
         }
     }
 
-    /// This connection is one of several routes (see `routed`).
-    pub fn set_routed(&mut self, routed: bool) {
+    /// This connection is one of several routes (see `routed`), `bonded` or not.
+    pub fn set_routed(&mut self, routed: bool, bonded: bool) {
         self.routed = routed;
+        self.bonded = routed && bonded;
     }
 
     /// EOS was handed over: the driver closes the connection.
@@ -242,6 +246,9 @@ impl Reassembly {
                 self.eos_end_seq = Some(end_seq);
             }
             Command::Ping(n) if control.len() < MAX_CONTROL_OUT => Command::Pong(n).encode(control),
+            // A bonded route's parts are judged whole, by the merge: dropping a late part
+            // would lose the frame the other routes' parts make up.
+            Command::LatencyBudget(_) if self.bonded => {}
             Command::LatencyBudget(ns) => self.lateness.set_budget(ns),
             Command::LateGroup { stream, allowance } if stream >= self.next_group => {
                 note_late_group(&mut self.late_groups, stream, allowance);

@@ -480,12 +480,16 @@ impl<C: Streams> Fanout<C> {
         }
         let asked = std::mem::take(&mut r.repairs_asked);
         let leader = r.leader;
-        for seq in asked {
+        for (seq, offset, len) in asked {
             let found = self.recent.get(&leader).and_then(|recent| recent.find(seq));
-            if let (Some((header, whole)), Some(r)) = (found, self.receivers.get_mut(&id)) {
-                log::debug!("receiver {leader}: frame {seq} again over route {id}");
-                r.queue_repair(&header, &whole);
-            }
+            let (Some((header, whole)), Some(r)) = (found, self.receivers.get_mut(&id)) else {
+                continue;
+            };
+            // Within the access unit, whatever the request says.
+            let start = (offset as usize).min(whole.len());
+            let end = start.saturating_add(len as usize).min(whole.len());
+            log::debug!("receiver {leader}: {seq} again ({start}..{end}) over route {id}");
+            r.queue_repair(&header, &whole, start..end);
         }
     }
 

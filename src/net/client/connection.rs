@@ -301,7 +301,8 @@ impl Connection {
         )
         .map_err(|e| (link, e))?;
         next.route = route;
-        next.core.set_routed(route.is_some());
+        next.core
+            .set_routed(route.is_some(), route.is_some_and(|r| r.bonded));
         // Listening, every connection is a call-back to a knock.
         next.hear_back = door.is_some().then(|| HearBack::new(next.started));
         next.door = door;
@@ -554,9 +555,9 @@ impl Connection {
         let control_out = &mut self.control_out;
         self.link.update(|s| {
             if let Some(r) = s.inner.routes.as_mut().filter(|_| carries) {
-                for seq in r.repairs_out.drain(..) {
-                    log::debug!("asking for frame {seq} again");
-                    Command::RepairRequest(seq).encode(control_out);
+                for (seq, offset, len) in r.repairs_out.drain(..) {
+                    log::debug!("asking for frame {seq} again, {len} bytes at {offset}");
+                    Command::RepairRequest { seq, offset, len }.encode(control_out);
                 }
             }
             while carries && control_out.len() < MAX_CONTROL_OUT {

@@ -238,7 +238,7 @@ impl Client {
                 },
                 bonded,
             });
-            conn.core.set_routed(true);
+            conn.core.set_routed(true, bonded);
             log::info!(
                 "route {index}: {} from {}",
                 conn.settings.peer,

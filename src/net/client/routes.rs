@@ -39,8 +39,9 @@ pub(super) struct Routes {
     pub stats: Vec<Option<RouteStats>>,
     /// Routes that failed for good (retrying cannot help, or gave up).
     pub failed: usize,
-    /// Frames to ask for again (REPAIR_REQUEST), for the next route that is up.
-    pub repairs_out: Vec<u64>,
+    /// What to ask for again (REPAIR_REQUEST: frame, offset, length), for the next route
+    /// that is up.
+    pub repairs_out: Vec<(u64, u64, u64)>,
     /// Wakes each route's thread: one whose inbox filled stopped reading.
     pub wakers: Vec<Arc<mio::Waker>>,
 }

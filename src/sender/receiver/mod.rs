@@ -113,8 +113,9 @@ pub struct Receiver<C> {
     dropped_behind: bool,
     /// Application commands it sent, not yet reported.
     pub(super) commands_in: Vec<String>,
-    /// Bonded: frames it asked for again (REPAIR_REQUEST), not yet answered.
-    pub(super) repairs_asked: Vec<u64>,
+    /// Bonded: what it asked for again (REPAIR_REQUEST: frame, offset, length), not yet
+    /// answered.
+    pub(super) repairs_asked: Vec<(u64, u64, u64)>,
     /// What it may ask per second (ratelimit.rs).
     command_limit: Bucket,
     keyframe_limit: Bucket,
@@ -373,19 +374,27 @@ impl<C: Streams> Receiver<C> {
             Command::Application { .. } => {
                 log::debug!("receiver {}: command over its rate: dropped", self.id);
             }
-            Command::RepairRequest(seq) if self.bonded && self.command_limit.take(now) => {
-                self.repairs_asked.push(seq);
+            Command::RepairRequest { seq, offset, len }
+                if self.bonded && self.command_limit.take(now) =>
+            {
+                self.repairs_asked.push((seq, offset, len));
             }
             other => log::debug!("receiver {}: ignoring {other:?}", self.id),
         }
     }
 
-    /// Bonded: frame `header` again, whole (`whole` as its parts were cut from), on the
-    /// control stream in REPAIR parts small enough for any receiver's command limit.
-    pub(super) fn queue_repair(&mut self, header: &FrameHeader, whole: &[u8]) {
+    /// Bonded: bytes `range` of frame `header` again (`whole`: the access unit its parts
+    /// were cut from), on the control stream in REPAIR parts small enough for any
+    /// receiver's command limit.
+    pub(super) fn queue_repair(
+        &mut self,
+        header: &FrameHeader,
+        whole: &[u8],
+        range: std::ops::Range<usize>,
+    ) {
         let size = whole.len() as u64;
-        for offset in (0..whole.len()).step_by(REPAIR_PART) {
-            let end = (offset + REPAIR_PART).min(whole.len());
+        for offset in range.clone().step_by(REPAIR_PART) {
+            let end = (offset + REPAIR_PART).min(range.end);
             let mut part = *header;
             part.part = Some(Part {
                 offset: offset as u64,
