@@ -441,8 +441,68 @@ mod tests {
                 stream: 11,
                 allowance: 1_000_000_000,
             },
+            Command::Hello {
+                version: 1,
+                options: 3,
+                token: Vec::new(),
+                latency: None,
+                route: Some(Route {
+                    receiver: 1 << 40,
+                    index: 2,
+                }),
+            },
+            Command::RepairRequest {
+                seq: 300,
+                offset: 16384,
+                len: 9000,
+            },
+            Command::Repair {
+                header: FrameHeader {
+                    seq: 300,
+                    // KEYFRAME | PART, as decoding reads it back.
+                    flags: crate::protocol::FrameFlags(0x101),
+                    part: Some(crate::protocol::Part { offset: 2, size: 5 }),
+                    len: 3,
+                    ..FrameHeader::default()
+                },
+                data: b"abc".to_vec(),
+            },
             Command::Unknown(0x3f00),
         ]
+    }
+
+    #[test]
+    fn a_hello_without_a_route_is_what_it_was_before_routes() {
+        let mut wire = Vec::new();
+        Command::Hello {
+            version: 1,
+            options: 1,
+            token: b"t".to_vec(),
+            latency: Some(200_000_000),
+            route: None,
+        }
+        .encode(&mut wire);
+        // type, length, version, options, token length, token, latency (a 4-byte varint).
+        assert_eq!(wire, [0x01, 8, 1, 1, 1, b't', 0x8b, 0xeb, 0xc2, 0x00]);
+    }
+
+    #[test]
+    fn a_repair_is_a_part_and_exactly_its_bytes() {
+        let mut wire = Vec::new();
+        let header = FrameHeader {
+            seq: 1,
+            part: Some(crate::protocol::Part { offset: 0, size: 4 }),
+            len: 2,
+            ..FrameHeader::default()
+        };
+        let mut payload = Vec::new();
+        header.encode(&mut payload);
+        payload.extend_from_slice(b"abc");
+        put_varint(&mut wire, ty::REPAIR);
+        put_varint(&mut wire, payload.len() as u64);
+        wire.extend_from_slice(&payload);
+        let decoded = Command::decode(&mut Reader::new(&wire), 1024);
+        assert!(matches!(decoded, Err(Error::Malformed(_))), "{decoded:?}");
     }
 
     #[test]
