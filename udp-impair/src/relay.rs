@@ -7,9 +7,13 @@ use mio::net::UdpSocket;
 use mio::{Interest, Poll, Waker};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// How long [`Relay::rebind`] waits for the relay's thread, which answers within a loop
+/// turn.
+const REBIND_WAIT: Duration = Duration::from_secs(10);
 
 /// A running relay; dropping it stops the thread.
 pub struct Relay {
@@ -39,6 +43,7 @@ impl Relay {
                 .collect(),
             stats: RelayStats::default(),
             stop: false,
+            rebinds: Vec::new(),
         }));
         let mut worker = Worker::new(poll, listen, config.server, config.seed, control.clone());
         let thread = std::thread::Builder::new()
@@ -71,6 +76,23 @@ impl Relay {
         let now = Instant::now();
         let mut c = self.control.lock().unwrap_or_else(|e| e.into_inner());
         c.outages.push((now, now + length));
+    }
+
+    /// Moves every receiver's socket toward the sender to a new local port, as a NAT that
+    /// gives a receiver a new mapping: the sender sees the same receiver's packets come from
+    /// a new address, and what it still sends to the old one is lost. Returns once the
+    /// relay has moved (packets it forwards from then on leave from the new ports).
+    pub fn rebind(&self) -> io::Result<()> {
+        let (asked, answer) = mpsc::channel();
+        self.control
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .rebinds
+            .push(asked);
+        self.waker.wake()?;
+        answer
+            .recv_timeout(REBIND_WAIT)
+            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
     }
 
     /// Every packet counted so far, per direction.
@@ -135,5 +157,45 @@ mod tests {
         assert_eq!(s.to_server.outage_dropped, 1);
         assert_eq!((s.to_server.forwarded, s.to_client.forwarded), (1, 1));
         assert_eq!(s.to_server.forwarded_bytes, 4);
+    }
+
+    #[test]
+    fn rebind_moves_the_upstream_port_and_replies_still_reach_the_client() {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let relay = Relay::start(RelayConfig::symmetric(
+            server.local_addr().unwrap(),
+            Impairment::default(),
+        ))
+        .unwrap();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let mut round_trip = |word: &[u8]| {
+            client.send_to(word, relay.local_addr()).unwrap();
+            let (n, via) = server.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], word);
+            server.send_to(b"back", via).unwrap();
+            let (n, from) = client.recv_from(&mut buf).unwrap();
+            assert_eq!((&buf[..n], from), (&b"back"[..], relay.local_addr()));
+            via
+        };
+        let before = round_trip(b"first");
+        relay.rebind().unwrap();
+        let after = round_trip(b"second");
+        assert_ne!(
+            before.port(),
+            after.port(),
+            "a new mapping toward the server"
+        );
+
+        // The old mapping is gone: the server's packets to it never reach the client.
+        server.send_to(b"stale", before).unwrap();
+        let again = round_trip(b"third");
+        assert_eq!(again, after);
     }
 }

@@ -7,7 +7,9 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::io;
 use std::net::SocketAddr;
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -19,6 +21,8 @@ pub(crate) struct Control {
     pub(crate) outages: Vec<(Instant, Instant)>,
     pub(crate) stats: RelayStats,
     pub(crate) stop: bool,
+    /// Callers of `Relay::rebind` waiting for the upstream sockets to move.
+    pub(crate) rebinds: Vec<Sender<io::Result<()>>>,
 }
 
 pub(crate) const LISTEN: Token = Token(0);
@@ -100,8 +104,22 @@ impl Worker {
             if self.poll.poll(&mut events, timeout).is_err() {
                 return;
             }
-            if self.control.lock().unwrap_or_else(|e| e.into_inner()).stop {
-                return;
+            let rebinds = {
+                let mut c = self.control.lock().unwrap_or_else(|e| e.into_inner());
+                if c.stop {
+                    return;
+                }
+                std::mem::take(&mut c.rebinds)
+            };
+            if !rebinds.is_empty() {
+                let moved = self.rebind_upstreams();
+                for asked in rebinds {
+                    let answer = moved
+                        .as_ref()
+                        .map(|_| ())
+                        .map_err(|e| io::Error::new(e.kind(), e.to_string()));
+                    let _ = asked.send(answer);
+                }
             }
             // The sockets are edge-triggered: read every one until it would block.
             self.read_clients();
@@ -120,15 +138,18 @@ impl Worker {
         }
     }
 
-    fn add_client(&mut self, client: SocketAddr) -> Option<usize> {
+    /// A socket toward the server on a free port, as a NAT's new mapping.
+    fn upstream_socket(&self) -> io::Result<UdpSocket> {
         let any: SocketAddr = if self.server.is_ipv4() {
-            "0.0.0.0:0"
+            ([0, 0, 0, 0], 0).into()
         } else {
-            "[::]:0"
-        }
-        .parse()
-        .ok()?;
-        let mut socket = UdpSocket::bind(any).ok()?;
+            ([0u16; 8], 0).into()
+        };
+        UdpSocket::bind(any)
+    }
+
+    fn add_client(&mut self, client: SocketAddr) -> Option<usize> {
+        let mut socket = self.upstream_socket().ok()?;
         let index = self.upstreams.len();
         self.poll
             .registry()
@@ -141,6 +162,23 @@ impl Worker {
         self.upstreams.push((socket, client));
         self.clients.insert(client, index);
         Some(index)
+    }
+
+    /// Gives every client a new upstream socket (a new port toward the server), as a NAT
+    /// rebinding does; the old ones close, so what the server still sends there is lost.
+    fn rebind_upstreams(&mut self) -> io::Result<()> {
+        for index in 0..self.upstreams.len() {
+            let mut fresh = self.upstream_socket()?;
+            let registry = self.poll.registry();
+            registry.deregister(&mut self.upstreams[index].0)?;
+            registry.register(
+                &mut fresh,
+                Token(FIRST_UPSTREAM + index),
+                Interest::READABLE,
+            )?;
+            self.upstreams[index].0 = fresh;
+        }
+        Ok(())
     }
 
     fn read_upstream(&mut self, index: usize) {
