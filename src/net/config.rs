@@ -122,6 +122,10 @@ impl CongestionControl {
 /// advertises its own, shorter one (its `timeout`), and the shorter applies. The receiver
 /// keeps the connection alive with PINGs, so only a vanished peer reaches it.
 pub const IDLE_TIMEOUT_MS: u64 = 30_000;
+/// Connection IDs each side keeps for the other (quiche's default: 2), and paths it keeps
+/// per connection: one in use, the rest for address changes (docs/PROTOCOL.md, "Address
+/// changes").
+const ACTIVE_CONNECTION_IDS: u64 = 4;
 /// The receiver's max_ack_delay transport parameter, ms (quiche's default: 25).
 const MAX_ACK_DELAY_MS: u64 = 5;
 pub use crate::protocol::MAX_DATAGRAM_SIZE;
@@ -159,7 +163,9 @@ fn common(config: &mut quiche::Config, cc: CongestionControl) -> Result<(), Setu
     config.set_initial_max_stream_data_uni(16 << 20);
     config.set_max_connection_window(128 << 20);
     config.set_max_stream_window(32 << 20);
-    config.set_disable_active_migration(true);
+    // Room for a receiver to change address: each change takes a spare connection ID and
+    // a path slot on both sides.
+    config.set_active_connection_id_limit(ACTIVE_CONNECTION_IDS);
     config.enable_pacing(true);
     Ok(())
 }

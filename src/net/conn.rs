@@ -1,6 +1,7 @@
 //! One receiver's connection at the sender: the quiche connection the fan-out core writes
 //! through (its [`Streams`]), and what reading and sending on it needs.
 
+use crate::net::paths;
 use crate::net::socket::Outbox;
 use crate::protocol::control::{self, ReadError, Stopped, CONTROL_STREAM};
 use crate::protocol::{Command, CommandDecoder};
@@ -97,7 +98,7 @@ impl Streams for Conn {
     }
 
     fn path(&self) -> Option<Path> {
-        self.quiche.path_stats().next().map(|p| Path {
+        paths::measured(&self.quiche).map(|p| Path {
             rtt: p.rtt,
             min_rtt: p.min_rtt.unwrap_or(p.rtt),
             delivery_rate: p.delivery_rate,

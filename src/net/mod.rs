@@ -13,6 +13,7 @@ mod files;
 pub mod known_hosts;
 pub mod link;
 pub mod moq;
+mod paths;
 mod retry;
 pub mod server;
 mod socket;

@@ -22,7 +22,7 @@ impl ConnectionStats {
             bytes_retransmitted: s.stream_retrans_bytes,
             ..Default::default()
         };
-        if let Some(p) = conn.path_stats().next() {
+        if let Some(p) = crate::net::paths::active(conn) {
             out.rtt = p.rtt;
             out.min_rtt = p.min_rtt.unwrap_or(p.rtt);
             out.rtt_variance = p.rttvar;

@@ -341,7 +341,7 @@ impl poll::Session for Session {
 
     fn stats(&self) -> impl wtt::Stats {
         let wire = self.wire.borrow();
-        let rtt = wire.conn.path_stats().next().map(|p| p.rtt);
+        let rtt = crate::net::paths::active(&wire.conn).map(|p| p.rtt);
         Stats(wire.conn.stats(), rtt)
     }
 }

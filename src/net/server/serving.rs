@@ -3,6 +3,8 @@
 //! then reaps closed connections and reports. The clock is read once per turn.
 
 use super::*;
+use crate::net::paths;
+use quiche::PathEvent;
 
 /// The application's side: callbacks on the networking thread, each through the link's
 /// gate, and the stats it is handed.
@@ -240,6 +242,10 @@ impl ServerLoop {
         };
         let mut wrote_media = false;
         if r.conn().quiche.is_established() {
+            self.follow_paths(id);
+            let Some(r) = self.fanout.get_mut(id) else {
+                return;
+            };
             let (commands, violation) = r.conn_mut().read_control(&mut self.buf);
             self.fanout.receive_commands(id, commands, now);
             if let Some(why) = violation {
@@ -266,6 +272,40 @@ impl ServerLoop {
             let c = r.conn_mut();
             let _ = c.quiche.send_ack_eliciting();
             c.outbox.send_all(&mut c.quiche, &self.endpoint.socket);
+        }
+    }
+
+    /// Keeps up with a receiver that changes address: offers it spare connection IDs to
+    /// move with (and routes them to it), forgets those it retired, and takes a path quiche
+    /// validated and moved to as the receiver's address. quiche itself follows the
+    /// packets: it sends where they now come from, validating the path as RFC 9000 (9.3)
+    /// says.
+    fn follow_paths(&mut self, id: u64) {
+        let Some(r) = self.fanout.get_mut(id) else {
+            return;
+        };
+        let conn = &mut r.conn_mut().quiche;
+        for cid in paths::offer_spares(conn) {
+            self.ids.insert(cid, id);
+        }
+        while let Some(cid) = conn.retired_scid_next() {
+            self.ids.remove(cid.as_ref());
+        }
+        let mut moved = None;
+        while let Some(event) = conn.path_event_next() {
+            match event {
+                PathEvent::New(_, from) => log::debug!("receiver {id}: packets from {from}"),
+                PathEvent::FailedValidation(_, from) => {
+                    log::debug!("receiver {id}: {from} did not answer path validation")
+                }
+                PathEvent::PeerMigrated(_, to) => moved = Some(to),
+                _ => {}
+            }
+        }
+        if let Some(to) = moved {
+            log::info!("receiver {id}: moved from {} to {to}", r.peer());
+            r.moved(to);
+            self.app.reporter.force();
         }
     }
 

@@ -191,6 +191,12 @@ impl<C: Streams> Receiver<C> {
         self.peer
     }
 
+    /// Its packets come from `peer` now (a NAT rebinding, or it moved), and QUIC validated
+    /// that path: the same receiver, at a new address.
+    pub fn moved(&mut self, peer: SocketAddr) {
+        self.peer = peer;
+    }
+
     pub fn conn(&self) -> &C {
         &self.conn
     }
