@@ -105,6 +105,8 @@ pub struct ReceiverCounters {
     pub groups_abandoned: u64,
     pub keyframe_requests: u64,
     pub reconnects: u64,
+    /// Times the connection moved to a new local address (`bind-address` changed).
+    pub migrations: u64,
     /// Listening: knocks answered or to be answered with a call-back.
     pub knocks: u64,
     /// Listening: knocks ignored, unsigned or from a source held off (knock.rs).

@@ -80,6 +80,7 @@ impl Snapshot for ClientStats {
             .field("groups-abandoned", c.groups_abandoned)
             .field("keyframe-requests", c.keyframe_requests)
             .field("reconnects", c.reconnects)
+            .field("migrations", c.migrations)
             .field("knocks", c.knocks)
             .field("knocks-refused", c.knocks_refused)
             .field("callbacks-failed", c.callbacks_failed)

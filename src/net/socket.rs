@@ -100,6 +100,27 @@ impl Endpoint {
         })
     }
 
+    /// Moves to `socket`, bound to a new local address, keeping the poller and the waker;
+    /// the old socket closes. Returns the new local address.
+    pub fn adopt(&mut self, mut socket: UdpSocket) -> Result<SocketAddr, BindError> {
+        let local = socket.local_addr().map_err(BindError::LocalAddr)?;
+        let interest = if self.writable {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        let registry = self.poll.registry();
+        registry
+            .register(&mut socket, SOCKET, interest)
+            .map_err(BindError::Register)?;
+        // Closing the old socket would drop it from the poller too; said for clarity.
+        let _ = registry.deregister(&mut self.socket);
+        self.offload = udp::configure(&socket);
+        self.socket = socket;
+        self.local = local;
+        Ok(local)
+    }
+
     /// Whether the poll should wake when the socket turns writable: only while an Outbox
     /// holds packets the socket refused, since an idle socket's buffer space changes with
     /// every send and would wake the loop for nothing.

@@ -54,6 +54,8 @@ struct Settings {
     /// None: DEFAULT_ADDRESS, or DEFAULT_LISTEN_ADDRESS when listening.
     address: Option<String>,
     port: u32,
+    /// The local address to send from; None: any.
+    bind_address: Option<String>,
     server_name: Option<String>,
     ca_file: Option<String>,
     /// None: not set, which lets trust on first use apply.
@@ -85,6 +87,7 @@ impl Default for Settings {
             mode: DEFAULT_MODE,
             address: None,
             port: DEFAULT_PORT,
+            bind_address: None,
             server_name: None,
             ca_file: None,
             tls_verify: None,

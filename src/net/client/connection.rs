@@ -137,7 +137,7 @@ impl Connection {
     }
 
     /// Where this connection's core hands its events.
-    fn index(&self) -> usize {
+    pub(super) fn index(&self) -> usize {
         self.route.map_or(0, |r| r.index)
     }
 
@@ -221,6 +221,7 @@ impl Connection {
             }
             if self.conn.is_established() {
                 self.established(now);
+                self.follow_address();
             }
             self.send();
             self.publish_stats(now, true);
@@ -285,9 +286,10 @@ impl Connection {
     /// must answer within that long; None: still the first. Gives back the link and the
     /// reason if it cannot even be created.
     pub(super) fn reconnect(
-        self,
+        mut self,
         window: Option<Duration>,
     ) -> Result<Connection, (Arc<Link<Queue>>, Error)> {
+        self.rebind_idle();
         let link = self.link.clone();
         let door = self.door;
         let route = self.route;
@@ -592,10 +594,7 @@ impl Connection {
         // and group streams wait in quiche until DESCRIBE.
         readable.sort_unstable();
         self.control_unread = false;
-        let one_way = self
-            .conn
-            .path_stats()
-            .next()
+        let one_way = crate::net::paths::measured(&self.conn)
             .map_or(0, |p| p.min_rtt.unwrap_or(p.rtt).as_nanos() as u64 / 2);
         for stream in readable {
             if stream == CONTROL_STREAM {

@@ -11,6 +11,7 @@ use crate::protocol::control::{self, command_fits, Stopped, CONTROL_STREAM};
 use crate::receiver::inbox::{Event, Inbox, Outgoing};
 mod connection;
 mod listen;
+mod migrate;
 mod routes;
 
 use routes::Routes;
@@ -98,6 +99,9 @@ struct Queue {
     stats: ClientStats,
     /// With `paths`: each route's inbox, merged into one stream (`events` is unused).
     routes: Option<Routes>,
+    /// A socket at the new local address the element asked for (migrate.rs), not yet
+    /// taken; with `paths`, by the first route.
+    rebind: Option<mio::net::UdpSocket>,
 }
 
 impl Queue {
@@ -113,7 +117,8 @@ impl Queue {
 /// Handle to a running client; dropping it stops the thread and joins it.
 pub struct Client {
     net: NetThread<Queue>,
-    local: SocketAddr,
+    /// The local address (the first route's with `paths`); `rebind` moves it.
+    local: std::sync::Mutex<SocketAddr>,
     /// With `paths`: the other routes' threads (`net` runs the first).
     routes: Vec<NetThread<Queue>>,
 }
@@ -139,6 +144,7 @@ impl Client {
             commands_out: Outgoing::default(),
             stats: ClientStats::default(),
             routes,
+            rebind: None,
         }));
         let waker = endpoint.waker.clone();
         let counters = ReceiverCounters::default();
@@ -162,7 +168,7 @@ impl Client {
         let net = NetThread::spawn("quicnalu-src-net", enter, link, waker, run)?;
         Ok(Client {
             net,
-            local,
+            local: local.into(),
             routes: Vec::new(),
         })
     }
@@ -258,13 +264,13 @@ impl Client {
         let net = threads.next().ok_or(Error::System("no route".into()))?;
         Ok(Client {
             net,
-            local,
+            local: local.into(),
             routes: threads.collect(),
         })
     }
     /// The local address: with `listen`, where callers knock.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local
+        *self.local.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The latest snapshot of the counters (at most stats::REFRESH old).

@@ -36,6 +36,16 @@ pub(super) fn specs() -> &'static [glib::ParamSpec] {
                 .default_value(DEFAULT_PORT)
                 .mutable_ready()
                 .build(),
+            glib::ParamSpecString::builder("bind-address")
+                .nick("Bind address")
+                .blurb(
+                    "Local IP address to send from (a second network's, a second \
+                         modem's); NULL: any. Changed while playing, the receiver moves its \
+                         connection there (QUIC connection migration): no new handshake, \
+                         no frame lost. Only with mode=caller",
+                )
+                .mutable_playing()
+                .build(),
             glib::ParamSpecUInt::builder("bound-port")
                 .nick("Bound port")
                 .blurb("The local UDP port, once started")
@@ -207,6 +217,15 @@ pub(super) fn specs() -> &'static [glib::ParamSpec] {
 
 impl QuicNaluSrc {
     pub(super) fn set_setting(&self, value: &glib::Value, pspec: &glib::ParamSpec) {
+        if pspec.name() == "bind-address" {
+            let address = value
+                .get::<Option<String>>()
+                .expect("type checked upstream")
+                .filter(|a| !a.is_empty());
+            self.settings.lock().unwrap().bind_address = address.clone();
+            // Not under the settings lock: moving a running receiver binds a socket.
+            return self.move_to(address.as_deref());
+        }
         let mut s = self.settings.lock().unwrap();
         match pspec.name() {
             "mode" => s.mode = value.get().expect("type checked upstream"),
@@ -261,6 +280,7 @@ impl QuicNaluSrc {
             "mode" => s.mode.to_value(),
             "address" => s.address().to_value(),
             "port" => s.port.to_value(),
+            "bind-address" => s.bind_address.to_value(),
             "bound-port" => match &*self.state.lock().unwrap() {
                 State::Started {
                     source: Source::Direct(client),

@@ -37,6 +37,7 @@ impl QuicNaluSrc {
         });
         let dialled_name = s.mode == Mode::Caller && s.address().parse::<IpAddr>().is_err();
         let trust = s.trust(s.host_key(), dialled_name)?;
+        let bind = bind_ip(s.bind_address.as_deref())?;
         if s.mode == Mode::Listener && matches!(trust, Trust::FirstUse(_)) {
             gst::element_warning!(
                 self.obj(),
@@ -60,7 +61,7 @@ impl QuicNaluSrc {
         let client = Client::start(ClientSettings {
             peer: SocketAddr::new(peer.ip(), peer.port()),
             listen: s.mode == Mode::Listener,
-            bind: None,
+            bind,
             server_name,
             trust,
             max_command_size: s.max_command_size.into(),
@@ -100,6 +101,34 @@ impl QuicNaluSrc {
         Ok(())
     }
 
+    /// `bind-address` changed: a running receiver moves its connection to the new local
+    /// address (the networking thread migrates it).
+    pub(super) fn move_to(&self, address: Option<&str>) {
+        let Ok(client) = self.client() else {
+            return;
+        };
+        if self.settings.lock().unwrap().mode == Mode::Listener {
+            gst::element_imp_warning!(
+                self,
+                gst::ResourceError::Settings,
+                ["bind-address applies with mode=caller; a listener stays where it listens"]
+            );
+            return;
+        }
+        let moved = match address.map(str::parse::<IpAddr>).transpose() {
+            Ok(ip) => client.rebind(ip).map_err(|e| e.to_string()),
+            Err(_) => Err("not an IP address".to_string()),
+        };
+        match moved {
+            Ok(local) => gst::info!(CAT, imp = self, "moving to {local}"),
+            Err(why) => gst::element_imp_warning!(
+                self,
+                gst::ResourceError::Settings,
+                ["staying where it is: bind-address {address:?}: {why}"]
+            ),
+        }
+    }
+
     pub(super) fn stop_receiving(&self) -> Result<(), gst::ErrorMessage> {
         let state = std::mem::take(&mut *self.state.lock().unwrap());
         drop(state);
@@ -135,6 +164,20 @@ impl QuicNaluSrc {
         })
         .map_err(|e| errors::message(&e, Direction::Receive, false))
     }
+}
+
+/// `bind-address` as an IP address; None: any.
+fn bind_ip(address: Option<&str>) -> Result<Option<IpAddr>, gst::ErrorMessage> {
+    address
+        .map(|a| {
+            a.parse().map_err(|_| {
+                gst::error_msg!(
+                    gst::ResourceError::Settings,
+                    ["bind-address {a:?} is not an IP address"]
+                )
+            })
+        })
+        .transpose()
 }
 
 /// The latency the source reports, in ns: what downstream adds to each frame's time.
