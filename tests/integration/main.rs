@@ -19,6 +19,7 @@ mod fanout;
 mod impaired;
 mod install;
 mod keyframes;
+mod migration;
 mod modes;
 mod moq;
 mod pacing;
