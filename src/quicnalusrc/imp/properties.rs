@@ -41,8 +41,8 @@ pub(super) fn specs() -> &'static [glib::ParamSpec] {
                 .blurb(
                     "Local IP address to send from (a second network's, a second \
                          modem's); NULL: any. Changed while playing, the receiver moves its \
-                         connection there (QUIC connection migration): no new handshake, \
-                         no frame lost. Only with mode=caller",
+                         connection there (QUIC connection migration): no new handshake. \
+                         Only with mode=caller",
                 )
                 .mutable_playing()
                 .build(),
