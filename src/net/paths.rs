@@ -1,9 +1,10 @@
 //! What a connection needs to outlive an address change (QUIC connection migration,
 //! RFC 9000, 9): spare connection IDs offered to the peer, so a path it moves to gets an
 //! ID no observer can link to the old one (quiche issues none by itself), and which of a
-//! connection's paths is the one in use.
+//! connection's paths is the one in use, and what the paths a peer left still hold.
 
-use crate::net::socket::random_cid;
+use crate::net::socket::{random_cid, Wire};
+use std::net::SocketAddr;
 
 /// Offers the peer new connection IDs up to the limit both sides allow
 /// (`active_connection_id_limit`, config.rs) once the handshake is done; returns the IDs
@@ -53,4 +54,39 @@ pub fn measured(conn: &quiche::Connection) -> Option<quiche::PathStats> {
         }
     }
     left.or(in_use)
+}
+
+/// After the peer moved to `to` (quiche validated the path and made it the one in use):
+/// packets quiche sent on each path it left and the peer never got (sent to an address
+/// that is gone: the NAT's old mapping, the socket the receiver closed) are not declared
+/// lost by quiche 0.30 until that path has a later packet acknowledged. Its loss
+/// detection is per path, and its probe timeouts resend the same oldest two packets over
+/// and over: the data after them would wait forever, and the group they carry be
+/// abandoned. So one PING is built on each path left and sent to `to`, where the peer
+/// acknowledges it a round trip later; that acknowledgment declares the stranded packets
+/// lost, and quiche resends their data on the path in use. The PING carries the old
+/// path's connection ID: an observer could link the two addresses by it, once.
+pub fn release_stranded(
+    conn: &mut quiche::Connection,
+    to: SocketAddr,
+    socket: &impl Wire,
+    buf: &mut [u8],
+) {
+    let left: Vec<(SocketAddr, SocketAddr)> = conn
+        .path_stats()
+        .filter(|p| !p.active)
+        .map(|p| (p.local_addr, p.peer_addr))
+        .collect();
+    for (local, peer) in left {
+        if conn.send_ack_eliciting_on_path(local, peer).is_err() {
+            continue;
+        }
+        match conn.send_on_path(buf, Some(local), Some(peer)) {
+            Ok((n, _)) => {
+                log::debug!("a PING of the path from {peer}, sent to {to}");
+                let _ = socket.send(&buf[..n], n, to);
+            }
+            Err(e) => log::debug!("no PING on the path from {peer}: {e}"),
+        }
+    }
 }

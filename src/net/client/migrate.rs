@@ -56,6 +56,10 @@ impl Connection {
         match self.conn.migrate_source(to) {
             Ok(_) => {
                 log::info!("moved from {from} to {to}: migrating the connection");
+                // The sender moves to us when a packet comes from the new address. What
+                // it sends meanwhile goes to the closed socket, so no acknowledgment
+                // would leave here before the next keepalive (100 ms): a PING now.
+                let _ = self.conn.send_ack_eliciting();
                 self.core.counters.migrations += 1;
                 self.settings.stats.force();
             }

@@ -304,6 +304,8 @@ impl ServerLoop {
         }
         if let Some(to) = moved {
             log::info!("receiver {id}: moved from {} to {to}", r.peer());
+            let conn = &mut r.conn_mut().quiche;
+            paths::release_stranded(conn, to, &self.endpoint.socket, &mut self.buf);
             r.moved(to);
             self.app.reporter.force();
         }
