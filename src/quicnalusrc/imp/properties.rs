@@ -41,8 +41,9 @@ pub(super) fn specs() -> &'static [glib::ParamSpec] {
                 .blurb(
                     "Local IP address to send from (a second network's, a second \
                          modem's); NULL: any. Changed while playing, the receiver moves its \
-                         connection there (QUIC connection migration): no new handshake. \
-                         Only with mode=caller",
+                         connection there (QUIC connection migration): no new handshake, \
+                         and what was in flight is sent again. With paths, the route to \
+                         address:port. Only with mode=caller",
                 )
                 .mutable_playing()
                 .build(),
