@@ -22,6 +22,7 @@ mod rate;
 mod receiver;
 pub mod repair;
 mod rescue;
+mod routes;
 pub mod steering;
 #[cfg(test)]
 mod tests;
@@ -32,7 +33,7 @@ pub use receiver::{Phase, Receiver, MAX_BACKLOG};
 
 use crate::media::frame::Frame;
 use crate::policy::gate;
-use crate::protocol::{error_code, Command, FrameFlags, FrameHeader, Route};
+use crate::protocol::{error_code, Command, FrameFlags, FrameHeader};
 use crate::stats::{ConnectionStats, SenderStats};
 use join::{CachedFrame, JoinCache, JoinMode};
 use overrun::Overrun;
@@ -282,16 +283,7 @@ impl<C: Streams> Fanout<C> {
             before_seq,
             structure,
         };
-        // One route per receiver: the one heard from last.
-        let mut chosen: HashMap<u64, (u64, Instant)> = HashMap::new();
-        let addressed = |r: &&Receiver<C>| r.described() && to.is_none_or(|id| id == r.leader);
-        for r in self.receivers.values().filter(addressed) {
-            let best = chosen.entry(r.leader).or_insert((r.id, r.last_rx));
-            if r.last_rx > best.1 {
-                *best = (r.id, r.last_rx);
-            }
-        }
-        for (id, _) in chosen.into_values() {
+        for id in self.command_routes(to) {
             if let Some(r) = self.receivers.get_mut(&id) {
                 r.queue_command(&cmd);
             }
@@ -357,48 +349,6 @@ impl<C: Streams> Fanout<C> {
         }
         if self.policy.join_mode == JoinMode::Cached {
             self.join_cache.push(f);
-        }
-    }
-
-    /// Bonded: frame `f` in parts over one receiver's `routes` (bonding.rs), by what each
-    /// has queued and carries; a route not heard from lately gets an empty part.
-    fn spread(&mut self, f: &CachedFrame, mut routes: Vec<u64>, queued: Instant) {
-        routes.sort_unstable();
-        let data = f.frame.data.as_ref().as_ref();
-        let lacking = routes.iter().any(|id| {
-            self.receivers
-                .get(id)
-                .is_some_and(|r| r.lacks_parameter_sets())
-        });
-        let sets = self.parameter_sets.as_ref();
-        let prefix = sets.filter(|_| f.frame.keyframe && !f.frame.parameter_sets && lacking);
-        let whole: Arc<[u8]> = match prefix {
-            Some(sets) => [sets.as_ref(), data].concat().into(),
-            None => data.into(),
-        };
-        let loads: Vec<bonding::Load> = routes
-            .iter()
-            .filter_map(|id| self.receivers.get(id))
-            .map(|r| bonding::Load {
-                queued: r.out_bytes,
-                rate: if queued.saturating_duration_since(r.last_rx) > PEER_SILENCE {
-                    0.0
-                } else {
-                    r.route_rate()
-                },
-            })
-            .collect();
-        let shares = bonding::split(whole.len(), &loads);
-        if let Some(r) = routes.first().and_then(|id| self.receivers.get(id)) {
-            let recent = self.recent.entry(r.leader).or_default();
-            recent.keep(f.header, whole.clone(), queued);
-        }
-        let mut offset = 0;
-        for (id, share) in routes.iter().zip(shares) {
-            if let Some(r) = self.receivers.get_mut(id) {
-                r.take_part(f, &whole, (offset, share), prefix.is_some(), queued);
-            }
-            offset += share;
         }
     }
 
@@ -478,19 +428,7 @@ impl<C: Streams> Fanout<C> {
         if std::mem::take(&mut r.keyframe_requested) {
             self.keyframes.want();
         }
-        let asked = std::mem::take(&mut r.repairs_asked);
-        let leader = r.leader;
-        for (seq, offset, len) in asked {
-            let found = self.recent.get(&leader).and_then(|recent| recent.find(seq));
-            let (Some((header, whole)), Some(r)) = (found, self.receivers.get_mut(&id)) else {
-                continue;
-            };
-            // Within the access unit, whatever the request says.
-            let start = (offset as usize).min(whole.len());
-            let end = start.saturating_add(len as usize).min(whole.len());
-            log::debug!("receiver {leader}: {seq} again ({start}..{end}) over route {id}");
-            r.queue_repair(&header, &whole, start..end);
-        }
+        self.answer_repairs(id);
     }
 
     /// One turn's writing for an established receiver, after [`Fanout::answer`] (and the
@@ -523,35 +461,6 @@ impl<C: Streams> Fanout<C> {
         self.receivers
             .get_mut(&id)
             .is_some_and(|r| r.flush(now, answered))
-    }
-
-    /// Whether another route of receiver `id`'s receiver gets the stream now: its media is
-    /// under way and it was heard from lately.
-    fn carried_elsewhere(&self, id: u64, now: Instant) -> bool {
-        let Some(me) = self.receivers.get(&id).filter(|r| r.route.is_some()) else {
-            return false;
-        };
-        self.receivers.values().any(|r| {
-            r.id != id
-                && r.leader == me.leader
-                && r.described()
-                && r.group.is_some()
-                && now.saturating_duration_since(r.last_rx) <= PEER_SILENCE
-        })
-    }
-
-    /// The admitted, open route of the receiver that `route` (from a HELLO) belongs to.
-    fn route_leader(&self, id: u64, route: Option<Route>) -> Option<u64> {
-        let route = route?;
-        self.receivers
-            .values()
-            .find(|r| {
-                r.id != id
-                    && r.admitted()
-                    && !r.conn.closed_by_us()
-                    && r.route.is_some_and(|o| o.receiver == route.receiver)
-            })
-            .map(|r| r.leader)
     }
 
     /// Decides on receiver `id`, which said HELLO: the token, the limit of `served`
