@@ -1064,7 +1064,7 @@ fn run_pair(
         job.port = free_udp_port();
     }
     let start = Duration::from_secs(30);
-    let (mut recv, mut send);
+    let (recv, mut send);
     if listener_is_receiver {
         recv = spawn("recv", &job);
         read_line(&recv, "READY", start);
@@ -1127,6 +1127,35 @@ fn run_pair(
         }
     }
     let run = Duration::from_secs_f64(frames as f64 / fps) + Duration::from_secs(90);
+    let stream_ns = (frames as f64 / fps * 1e9) as u64;
+    let ran = Ran {
+        link_back,
+        cap_changes,
+        go: t0,
+        stream_ns,
+    };
+    finish_pair(t, [send, recv], run, &records, ran)
+}
+
+/// What a pair's run did to its link, and when it ran.
+struct Ran {
+    pub link_back: Option<u64>,
+    pub cap_changes: Vec<u64>,
+    /// CLOCK_MONOTONIC ns at GO.
+    pub go: u64,
+    pub stream_ns: u64,
+}
+
+/// Ends a pair's run: waits up to `run` for the sender's SENT line, gives the frames in
+/// flight the budget to arrive, stops the receiver, and reads what each reported and the
+/// receiver's `records`.
+fn finish_pair(
+    t: Transport,
+    [mut send, mut recv]: [ChildProc; 2],
+    run: Duration,
+    records: &Path,
+    ran: Ran,
+) -> PairResult {
     let sent = read_line(&send, "SENT", run);
     // Frames still in flight get the budget to arrive.
     std::thread::sleep(Duration::from_millis(u64::from(BUDGET_MS) + 300));
@@ -1136,12 +1165,7 @@ fn run_pair(
         let _ = p.child.kill();
         let _ = p.child.wait();
     }
-
-    let stream_ns = (frames as f64 / fps * 1e9) as u64;
-    let (frames, arrivals, sizes) = read_records(&records)
-        .into_iter()
-        .next()
-        .unwrap_or_default();
+    let (frames, arrivals, sizes) = read_records(records).into_iter().next().unwrap_or_default();
     PairResult {
         transport: t,
         sent: num(&sent, 0).unwrap_or(0.0) as u64,
@@ -1152,10 +1176,10 @@ fn run_pair(
         cpu_send: num(&sent, 1).unwrap_or(f64::NAN),
         cpu_recv: num(&got, 2).unwrap_or(f64::NAN),
         error: child_error(&[("sender", &sent, 2), ("receiver", &got, 3)]),
-        link_back,
-        cap_changes,
-        go: Some(t0),
-        stream_ns,
+        link_back: ran.link_back,
+        cap_changes: ran.cap_changes,
+        go: Some(ran.go),
+        stream_ns: ran.stream_ns,
     }
 }
 

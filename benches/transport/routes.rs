@@ -9,8 +9,8 @@
 
 use crate::roles::Job;
 use crate::{
-    child_error, num, read_line, read_records, slow_link, spawn, ChildProc, PairResult, Transport,
-    Workdir, BUDGET_MS,
+    finish_pair, read_line, slow_link, spawn, ChildProc, PairResult, Ran, Transport, Workdir,
+    BUDGET_MS,
 };
 use gst::prelude::*;
 use std::collections::HashSet;
@@ -372,7 +372,7 @@ pub fn run(work: &Workdir, clip: &Path, sc: &RouteScenario, row: Row) -> RouteRu
         let list: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         list.join(",")
     };
-    let (mut send, mut recv): (ChildProc, ChildProc);
+    let (mut send, recv): (ChildProc, ChildProc);
     let routes: Vec<Vec<Relay>>;
     if rist {
         // ristsrc listens: the receiver first, then the relays to its ports, then the
@@ -473,34 +473,14 @@ pub fn run(work: &Workdir, clip: &Path, sc: &RouteScenario, row: Row) -> RouteRu
         .collect();
 
     let run = stream + Duration::from_secs(90);
-    let sent = read_line(&send, "SENT", run);
-    std::thread::sleep(Duration::from_millis(u64::from(BUDGET_MS) + 300));
-    let _ = writeln!(recv.stdin, "STOP");
-    let got = read_line(&recv, "RECV", Duration::from_secs(30));
-    for p in [&mut send, &mut recv] {
-        let _ = p.child.kill();
-        let _ = p.child.wait();
-    }
-    drop(routes);
-    let (frames, arrivals, sizes) = read_records(&records)
-        .into_iter()
-        .next()
-        .unwrap_or_default();
-    let result = PairResult {
-        transport: t,
-        sent: num(&sent, 0).unwrap_or(0.0) as u64,
-        frames,
-        arrivals,
-        sizes,
-        bytes: num(&got, 1).unwrap_or(0.0) as u64,
-        cpu_send: num(&sent, 1).unwrap_or(f64::NAN),
-        cpu_recv: num(&got, 2).unwrap_or(f64::NAN),
-        error: child_error(&[("sender", &sent, 2), ("receiver", &got, 3)]),
+    let ran = Ran {
         link_back,
         cap_changes,
-        go: Some(t0),
+        go: t0,
         stream_ns: stream.as_nanos() as u64,
     };
+    let result = finish_pair(t, [send, recv], run, &records, ran);
+    drop(routes);
     RouteRun {
         per_second,
         ..done(result)

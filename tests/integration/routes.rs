@@ -22,6 +22,18 @@ fn receiver_over(a: &Relay, b: &Relay, extra: &str) -> Running {
     )
 }
 
+/// Two relays of 10 ms each way in front of the sink on `port`, and a receiver (not
+/// started) with bonded routes over them.
+fn bonded_over_two_clean_routes(port: u16) -> (Relay, Relay, Running) {
+    let link = || Impairment {
+        delay: Duration::from_millis(10),
+        ..Impairment::default()
+    };
+    let (a, b) = (relay_to(port, link()), relay_to(port, link()));
+    let receiver = receiver_over(&a, &b, "path-mode=bonded");
+    (a, b, receiver)
+}
+
 /// Asserts the output is the sender's frames in order with none missing (by QuicNaluMeta's
 /// seq), no gap after the first, and that it decodes.
 fn assert_whole(received: &[Received], sent: u64) {
@@ -104,12 +116,7 @@ fn a_route_that_fails_for_3_s_loses_nothing_when_another_carries_the_stream() {
 fn bonded_routes_split_each_access_unit_and_it_arrives_whole() {
     init();
     let (sender, port) = sender();
-    let link = || Impairment {
-        delay: Duration::from_millis(10),
-        ..Impairment::default()
-    };
-    let (a, b) = (relay_to(port, link()), relay_to(port, link()));
-    let receiver = receiver_over(&a, &b, "path-mode=bonded");
+    let (a, b, receiver) = bonded_over_two_clean_routes(port);
     let (store, _) = collect(&receiver, "out");
     receiver.pipeline.set_state(gst::State::Playing).unwrap();
     receiver.finish(WATCHDOG).expect("receiver reaches EOS");
@@ -135,12 +142,7 @@ fn bonded_routes_split_each_access_unit_and_it_arrives_whole() {
 fn a_bonded_route_that_fails_is_repaired_over_the_other() {
     init();
     let (sender, port) = sender();
-    let link = || Impairment {
-        delay: Duration::from_millis(10),
-        ..Impairment::default()
-    };
-    let (a, b) = (relay_to(port, link()), relay_to(port, link()));
-    let receiver = receiver_over(&a, &b, "path-mode=bonded");
+    let (a, _b, receiver) = bonded_over_two_clean_routes(port);
     let (store, arrived) = collect(&receiver, "out");
     receiver.pipeline.set_state(gst::State::Playing).unwrap();
     wait_for(&store, &arrived, 45);
