@@ -6,7 +6,8 @@
 //! Invariants, `read`: shorter than KNOCK_LEN or not starting with the magic is NotAKnock;
 //! with no (or an empty) token, every other datagram is Valid; with a token, such a datagram
 //! is Valid or Unsigned, never NotAKnock, and a knock `knock` signs with that token reads
-//! Valid whatever follows its first 64 bytes, and an unsigned one reads Unsigned.
+//! Valid, with the sender ID it was given, whatever follows its first 104 bytes (magic,
+//! nonce, MAC, sender ID and its MAC), and an unsigned one reads Unsigned.
 //! `Doorman`: `next` returns only an address whose knock was let in and has not been
 //! answered, failed or connected since, and no older than FRESH; a knock it let in is
 //! answerable at once (`next` at the same instant returns someone); an address is ignored
@@ -51,36 +52,40 @@ fn read_datagram(data: &[u8]) {
         knock::read(datagram, Some(b"")),
         "empty token is none"
     );
-    assert_eq!(unsigned == Knock::Valid, is_knock);
+    assert_eq!(matches!(unsigned, Knock::Valid { .. }), is_knock);
     assert_ne!(unsigned, Knock::Unsigned, "no token: nothing is unsigned");
     assert_eq!(knock::is_knock(datagram), is_knock);
     let signed = knock::read(datagram, Some(token));
     if !is_knock {
         assert_eq!(signed, Knock::NotAKnock);
     } else if token.is_empty() {
-        assert_eq!(signed, Knock::Valid);
+        assert_eq!(signed, unsigned);
     } else {
         assert_ne!(signed, Knock::NotAKnock);
     }
 
-    // Knocks made by `knock`: the magic, the length, and the signature over the first 64
-    // bytes only, so the datagram's own bytes past them change nothing.
-    let plain = knock::knock(None);
+    // Knocks made by `knock`: the magic, the length, the sender ID, and the signatures over
+    // the first 104 bytes only, so the datagram's own bytes past them change nothing.
+    let sender = token.iter().fold(0u64, |a, &b| a << 8 | u64::from(b));
+    let valid = Knock::Valid {
+        sender: Some(sender).filter(|&s| s != 0),
+    };
+    let plain = knock::knock(None, sender);
     assert_eq!(plain.len(), KNOCK_LEN);
     assert!(plain.starts_with(MAGIC));
-    assert_eq!(knock::read(&plain, None), Knock::Valid);
+    assert_eq!(knock::read(&plain, None), valid);
     if !token.is_empty() {
-        let mut made = knock::knock(Some(token));
-        assert_eq!(knock::read(&made, Some(token)), Knock::Valid);
-        assert_eq!(knock::read(&made, None), Knock::Valid);
+        let mut made = knock::knock(Some(token), sender);
+        assert_eq!(knock::read(&made, Some(token)), valid);
+        assert_eq!(knock::read(&made, None), valid);
         // The fuzzer's bytes past the signed part, and past KNOCK_LEN.
-        let tail = datagram.get(64..).unwrap_or_default();
-        let keep = tail.len().min(KNOCK_LEN - 64);
-        made[64..64 + keep].copy_from_slice(&tail[..keep]);
+        let tail = datagram.get(104..).unwrap_or_default();
+        let keep = tail.len().min(KNOCK_LEN - 104);
+        made[104..104 + keep].copy_from_slice(&tail[..keep]);
         made.extend_from_slice(&tail[keep..]);
         assert_eq!(
             knock::read(&made, Some(token)),
-            Knock::Valid,
+            valid,
             "tail is unsigned"
         );
         assert_eq!(knock::read(&plain, Some(token)), Knock::Unsigned);
@@ -157,7 +162,7 @@ fn run_script(bytes: &[u8]) {
                    from: SocketAddr|
      -> bool {
         named.insert(from);
-        let ok = door.knocked(now, from);
+        let ok = door.knocked(now, from, None);
         let m = model.entry(from).or_default();
         if ok {
             m.pending = Some(now);
@@ -172,7 +177,7 @@ fn run_script(bytes: &[u8]) {
         ok
     };
     let answered = |door: &mut Doorman, model: &mut HashMap<SocketAddr, Model>, now: Instant| {
-        let next = door.next(now);
+        let next = door.next(now).map(|c| c.to);
         if let Some(to) = next {
             let m = model
                 .get_mut(&to)

@@ -23,32 +23,63 @@ pub const KNOCK_LEN: usize = 1200;
 const MAGIC: &[u8; 16] = b"\x00quicnalu-knock1";
 const NONCE: std::ops::Range<usize> = 16..32;
 const MAC: std::ops::Range<usize> = 32..64;
+/// The calling sender's ID (big-endian; zero: a knock from before sender IDs, a sender
+/// with one socket), the same in the knocks from each of its sockets.
+const SENDER: std::ops::Range<usize> = 64..72;
+/// HMAC-SHA256(token, the nonce's 32 bytes and the sender ID): MAC stays what it was, so a
+/// listener that knows no sender IDs still answers.
+const SENDER_MAC: std::ops::Range<usize> = 72..104;
 
-/// The datagram a calling sender sends: with a token, signed with it.
-pub fn knock(token: Option<&[u8]>) -> Vec<u8> {
+/// The datagram a calling sender sends: with a token, signed with it; `sender`: its ID
+/// (see [`sender_id`]).
+pub fn knock(token: Option<&[u8]>, sender: u64) -> Vec<u8> {
     let mut d = vec![0; KNOCK_LEN];
     d[..MAGIC.len()].copy_from_slice(MAGIC);
+    d[SENDER].copy_from_slice(&sender.to_be_bytes());
     if let Some(token) = token.filter(|t| !t.is_empty()) {
         // Without randomness the knock goes unsigned, and a listener with the token ignores
         // it: the caller knocks again.
         if getrandom::fill(&mut d[NONCE]).is_ok() {
             let mac = signature(token, &d[..NONCE.end]);
             d[MAC].copy_from_slice(&mac);
+            let mac = sender_signature(token, &d);
+            d[SENDER_MAC].copy_from_slice(&mac);
         }
     }
     d
+}
+
+/// A calling sender's random ID, the same in every knock of one sink run: never 0.
+pub fn sender_id() -> u64 {
+    let mut bytes = [0u8; 8];
+    // Without randomness every sink is sender 1: a listener then takes two calling
+    // senders' knocks as one's routes, and the second's routes are refused by its token or
+    // certificate, or carry another stream the merge drops as copies.
+    let _ = getrandom::fill(&mut bytes);
+    u64::from_be_bytes(bytes).max(1)
 }
 
 fn signature(token: &[u8], signed: &[u8]) -> [u8; 32] {
     boring::hash::hmac_sha256(token, signed).unwrap_or([0; 32])
 }
 
+/// The MAC over the knock's first 32 bytes and its sender ID.
+fn sender_signature(token: &[u8], knock: &[u8]) -> [u8; 32] {
+    let mut signed = [0; NONCE.end + SENDER.end - SENDER.start];
+    signed[..NONCE.end].copy_from_slice(&knock[..NONCE.end]);
+    signed[NONCE.end..].copy_from_slice(&knock[SENDER]);
+    signature(token, &signed)
+}
+
 /// What a datagram that reached a listener is.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Knock {
     NotAKnock,
-    /// A knock this listener answers.
-    Valid,
+    /// A knock this listener answers, from the sender with this ID (None: from a sender
+    /// that names none, one socket).
+    Valid {
+        sender: Option<u64>,
+    },
     /// A knock not signed with this listener's token.
     Unsigned,
 }
@@ -58,22 +89,31 @@ pub fn read(datagram: &[u8], token: Option<&[u8]>) -> Knock {
     if datagram.len() < KNOCK_LEN || !datagram.starts_with(MAGIC) {
         return Knock::NotAKnock;
     }
-    match token.filter(|t| !t.is_empty()) {
-        None => Knock::Valid,
-        Some(token) => {
-            let expected = signature(token, &datagram[..NONCE.end]);
-            if boring::memcmp::eq(&expected, &datagram[MAC]) {
-                Knock::Valid
-            } else {
-                Knock::Unsigned
-            }
-        }
+    let mut id = [0; 8];
+    id.copy_from_slice(&datagram[SENDER]);
+    let sender = Some(u64::from_be_bytes(id)).filter(|&s| s != 0);
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return Knock::Valid { sender };
+    };
+    let expected = signature(token, &datagram[..NONCE.end]);
+    if !boring::memcmp::eq(&expected, &datagram[MAC]) {
+        return Knock::Unsigned;
+    }
+    // A knock that names a sender must say so under the token too.
+    let named = sender.is_none_or(|_| {
+        let expected = sender_signature(token, datagram);
+        boring::memcmp::eq(&expected, &datagram[SENDER_MAC])
+    });
+    if named {
+        Knock::Valid { sender }
+    } else {
+        Knock::Unsigned
     }
 }
 
 /// Whether `datagram` is a knock at all, signed or not.
 pub fn is_knock(datagram: &[u8]) -> bool {
-    read(datagram, None) == Knock::Valid
+    matches!(read(datagram, None), Knock::Valid { .. })
 }
 
 /// First pause between knocks; each later one is twice as long, up to MAX_PAUSE.
@@ -91,19 +131,22 @@ pub struct Knocker {
     pause: Duration,
     /// Signs each knock (the sink's `token`).
     token: Option<Vec<u8>>,
+    /// The sender's ID, the same for each of its sockets' knockers.
+    sender: u64,
 }
 
 impl Knocker {
-    pub fn new(token: Option<Vec<u8>>) -> Self {
+    pub fn new(token: Option<Vec<u8>>, sender: u64) -> Self {
         Knocker {
             token,
+            sender,
             ..Knocker::default()
         }
     }
 
     /// A fresh knock to send.
     pub fn knock(&self) -> Vec<u8> {
-        knock(self.token.as_deref())
+        knock(self.token.as_deref(), self.sender)
     }
 
     /// Whether to knock now; `connected`: a receiver is connected or connecting.
@@ -153,6 +196,13 @@ const HELD_PER_SOURCE: usize = 4;
 /// Addresses remembered at once; the one heard from least recently is forgotten first.
 const ADDRESSES: usize = 256;
 
+/// A call-back to make: to the knock's address, for the sender it named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Call {
+    pub to: SocketAddr,
+    pub sender: Option<u64>,
+}
+
 /// Which knocks a listener answers, and in which order. Knocks are rate-limited per
 /// address and per source; among fresh knocks, the address that failed least goes first
 /// (a real caller has not failed), the latest knock breaking ties.
@@ -165,6 +215,8 @@ pub struct Doorman {
 struct Caller {
     /// The latest knock not yet answered.
     knock: Option<Instant>,
+    /// The sender ID its latest knock named.
+    sender: Option<u64>,
     held_until: Option<Instant>,
     hold_off: Duration,
     heard: Instant,
@@ -177,9 +229,12 @@ impl Caller {
 }
 
 impl Doorman {
-    /// A knock from `from` at `now`; false if ignored, as its address or source is held off.
-    pub fn knocked(&mut self, now: Instant, from: SocketAddr) -> bool {
-        self.caller(now, from).heard = now;
+    /// A knock from `from` at `now`, naming `sender`; false if ignored, as its address or
+    /// source is held off.
+    pub fn knocked(&mut self, now: Instant, from: SocketAddr, sender: Option<u64>) -> bool {
+        let caller = self.caller(now, from);
+        caller.heard = now;
+        caller.sender = sender;
         if self.held(now, from) {
             return false;
         }
@@ -188,7 +243,7 @@ impl Doorman {
     }
 
     /// Whom to call back now, if anyone (see [`Doorman`]).
-    pub fn next(&mut self, now: Instant) -> Option<SocketAddr> {
+    pub fn next(&mut self, now: Instant) -> Option<Call> {
         let fresh = |c: &Caller| c.knock.is_some_and(|at| now < at + FRESH);
         let mut held = HashMap::<IpAddr, usize>::new();
         for (a, c) in &self.callers {
@@ -208,8 +263,12 @@ impl Doorman {
             .filter(|(a, c)| fresh(c) && !c.held(now) && !source_held(a))
             .min_by_key(|(_, c)| (c.hold_off, std::cmp::Reverse(c.knock)))
             .map(|(a, _)| *a)?;
-        self.callers.get_mut(&next)?.knock = None;
-        Some(next)
+        let caller = self.callers.get_mut(&next)?;
+        caller.knock = None;
+        Some(Call {
+            to: next,
+            sender: caller.sender,
+        })
     }
 
     /// The call-back to `to` failed: it is held off.
@@ -251,6 +310,7 @@ impl Doorman {
             held_until: None,
             hold_off: Duration::ZERO,
             heard: now,
+            sender: None,
         })
     }
 }
@@ -261,7 +321,7 @@ mod tests {
 
     #[test]
     fn knocks_are_recognised_and_nothing_else() {
-        let k = knock(None);
+        let k = knock(None, 0);
         assert!(is_knock(&k));
         assert!(!is_knock(&k[..KNOCK_LEN - 1]));
         let mut quic = k.clone();
@@ -272,17 +332,44 @@ mod tests {
     #[test]
     fn a_listener_with_a_token_answers_only_knocks_signed_with_it() {
         let token = Some(&b"s3cret"[..]);
-        let signed = knock(token);
-        assert_eq!(read(&signed, token), Knock::Valid);
-        assert_ne!(signed, knock(token), "each knock has its own nonce");
+        let valid = Knock::Valid { sender: None };
+        let signed = knock(token, 0);
+        assert_eq!(read(&signed, token), valid);
+        assert_ne!(signed, knock(token, 0), "each knock has its own nonce");
         assert_eq!(read(&signed, Some(b"other")), Knock::Unsigned);
-        assert_eq!(read(&knock(None), token), Knock::Unsigned);
+        assert_eq!(read(&knock(None, 0), token), Knock::Unsigned);
         let mut forged = signed.clone();
         forged[NONCE.start] ^= 1;
         assert_eq!(read(&forged, token), Knock::Unsigned);
-        assert_eq!(read(&signed, None), Knock::Valid, "no token: any knock");
-        assert_eq!(read(&signed, Some(b"")), Knock::Valid);
+        assert_eq!(read(&signed, None), valid, "no token: any knock");
+        assert_eq!(read(&signed, Some(b"")), valid);
         assert_eq!(read(&[0xc0; 1200], token), Knock::NotAKnock);
+    }
+
+    #[test]
+    fn a_sender_id_is_read_and_signed_and_old_knocks_name_none() {
+        let token = Some(&b"s3cret"[..]);
+        let named = knock(token, 0x0102_0304_0506_0708);
+        let valid = Knock::Valid {
+            sender: Some(0x0102_0304_0506_0708),
+        };
+        assert_eq!(read(&named, token), valid);
+        assert_eq!(
+            read(&knock(None, 7), None),
+            Knock::Valid { sender: Some(7) }
+        );
+        // A listener that knows no sender IDs checks the first MAC alone: it still holds.
+        let first = signature(b"s3cret", &named[..NONCE.end]);
+        assert_eq!(first, named[MAC]);
+        // The ID is signed: changed, the knock is not the token holder's.
+        let mut forged = named.clone();
+        forged[SENDER.end - 1] ^= 1;
+        assert_eq!(read(&forged, token), Knock::Unsigned);
+        // Zeroed with its MAC, it is a one-socket sender's knock, as before sender IDs.
+        let mut stripped = named.clone();
+        stripped[SENDER.start..SENDER_MAC.end].fill(0);
+        assert_eq!(read(&stripped, token), Knock::Valid { sender: None });
+        assert!(sender_id() != 0 && sender_id() != sender_id());
     }
 
     fn at(s: &str) -> SocketAddr {
@@ -303,10 +390,10 @@ mod tests {
         for t in (0..30_000).step_by(10) {
             let now = ms(t);
             if t % 200 == 0 {
-                door.knocked(now, stray);
+                door.knocked(now, stray, None);
             }
             if t >= 5_000 && knocker.poll(now, false) {
-                door.knocked(now, caller);
+                door.knocked(now, caller, None);
             }
             if let Some((to, since)) = calling {
                 if to == caller {
@@ -321,7 +408,7 @@ mod tests {
                 }
                 door.failed(now, to);
             }
-            calling = door.next(now).map(|to| (to, now));
+            calling = door.next(now).map(|c| (c.to, now));
             stray_calls += usize::from(calling.is_some_and(|(to, _)| to == stray));
             assert!(stray_calls <= 4, "the stray is held off more and more");
         }
@@ -334,18 +421,18 @@ mod tests {
         let ms = |n| t0 + Duration::from_millis(n);
         let a = at("192.0.2.7:4000");
         let mut door = Doorman::default();
-        assert!(door.knocked(ms(0), a));
+        assert!(door.knocked(ms(0), a, None));
         assert_eq!(door.next(ms(FRESH.as_millis() as u64)), None, "stale");
-        assert!(door.knocked(ms(4000), a));
-        assert_eq!(door.next(ms(4000)), Some(a));
+        assert!(door.knocked(ms(4000), a, None));
+        assert_eq!(door.next(ms(4000)).map(|c| c.to), Some(a));
         assert_eq!(door.next(ms(4000)), None, "answered once");
         door.failed(ms(4500), a);
-        assert!(!door.knocked(ms(5000), a), "held off for 1 s");
-        assert!(door.knocked(ms(5500), a));
+        assert!(!door.knocked(ms(5000), a, None), "held off for 1 s");
+        assert!(door.knocked(ms(5500), a, None));
         door.failed(ms(5500), a);
-        assert!(!door.knocked(ms(7000), a), "then for 2 s");
+        assert!(!door.knocked(ms(7000), a, None), "then for 2 s");
         door.connected(a);
-        assert!(door.knocked(ms(7000), a), "a connection forgives");
+        assert!(door.knocked(ms(7000), a, None), "a connection forgives");
     }
 
     #[test]
@@ -353,18 +440,21 @@ mod tests {
         let t0 = Instant::now();
         let mut door = Doorman::default();
         let caller = at("[2001:db8:1:2::1]:4000");
-        assert!(door.knocked(t0, caller), "another port of the stray's host");
+        assert!(
+            door.knocked(t0, caller, None),
+            "another port of the stray's host"
+        );
         for port in 0..HELD_PER_SOURCE as u16 {
             let stray = SocketAddr::new(format!("2001:db8:1:2::{port}").parse().unwrap(), 9);
-            assert!(door.knocked(t0, stray));
+            assert!(door.knocked(t0, stray, None));
             door.failed(t0, stray);
         }
         assert!(
-            !door.knocked(t0, at("[2001:db8:1:2:ffff::1]:5000")),
+            !door.knocked(t0, at("[2001:db8:1:2:ffff::1]:5000"), None),
             "the /64 is held off whole"
         );
         assert!(
-            door.knocked(t0, at("[2001:db8:1:3::1]:4000")),
+            door.knocked(t0, at("[2001:db8:1:3::1]:4000"), None),
             "not its neighbour"
         );
         for i in 0..1000u32 {
@@ -372,6 +462,7 @@ mod tests {
             door.knocked(
                 t0 + Duration::from_millis(i.into()),
                 SocketAddr::new(ip.into(), 1),
+                None,
             );
         }
         assert_eq!(door.callers.len(), ADDRESSES);

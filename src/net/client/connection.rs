@@ -435,7 +435,10 @@ impl Connection {
                         match &mut self.hear_back {
                             // The caller knocks again while we try to reach it: each knock
                             // lets the call-back send as much again.
-                            Some(h) if d.from == self.settings.peer && knock == Knock::Valid => {
+                            Some(h)
+                                if d.from == self.settings.peer
+                                    && matches!(knock, Knock::Valid { .. }) =>
+                            {
                                 h.allowance += AMPLIFICATION * range.len();
                             }
                             _ => heard(door, knock, d.from, now, &mut self.core.counters),

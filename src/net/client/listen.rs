@@ -8,14 +8,14 @@ use crate::net::socket::{Endpoint, RecvBatch, Wire};
 use crate::net::stats::Reporter;
 use crate::policy::ending::poll_failed;
 use crate::policy::knock;
-use crate::policy::knock::{Doorman, Knock, AMPLIFICATION, HEAR_BACK, KNOCK_LEN};
+use crate::policy::knock::{Call, Doorman, Knock, AMPLIFICATION, HEAR_BACK, KNOCK_LEN};
 use crate::stats::{ClientStats, ReceiverCounters};
 use mio::Events;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 pub(super) enum Waited {
-    Knock(SocketAddr),
+    Knock(Call),
     Stopping,
     Expired,
 }
@@ -84,8 +84,8 @@ pub(super) fn heard(
 ) {
     match knock {
         Knock::NotAKnock => {}
-        Knock::Valid if door.knocked(now, from) => counters.knocks += 1,
-        Knock::Valid | Knock::Unsigned => {
+        Knock::Valid { sender } if door.knocked(now, from, sender) => counters.knocks += 1,
+        Knock::Valid { .. } | Knock::Unsigned => {
             log::debug!("ignoring a knock from {from} ({knock:?})");
             counters.knocks_refused += 1;
         }

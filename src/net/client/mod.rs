@@ -413,7 +413,7 @@ fn drive(mut conn: Connection) {
                     stats: &mut conn.settings.stats,
                 };
                 let caller = match waiting.wait(door, until) {
-                    Waited::Knock(from) => from,
+                    Waited::Knock(call) => call.to,
                     Waited::Stopping => return,
                     Waited::Expired => {
                         conn.fail(backoff.expired());
@@ -467,9 +467,9 @@ fn answer_first_caller(
         stats: &mut settings.stats,
     };
     match waiting.wait(&mut door, None) {
-        Waited::Knock(caller) => {
-            log::info!("{caller} called: connecting to it");
-            settings.peer = caller;
+        Waited::Knock(call) => {
+            log::info!("{} called: connecting to it", call.to);
+            settings.peer = call.to;
         }
         Waited::Stopping | Waited::Expired => return,
     }

@@ -16,7 +16,7 @@ use crate::net::stats::Reporter;
 use crate::net::tls::Fingerprint;
 use crate::policy::ending;
 use crate::policy::gate;
-use crate::policy::knock::Knocker;
+use crate::policy::knock::{self, Knocker};
 use crate::policy::ratelimit::{self, Bucket};
 use crate::protocol::control::{command_fits, Waiting};
 use crate::protocol::CommandDecoder;
@@ -189,7 +189,9 @@ impl Server {
                 out: vec![0; config::MAX_DATAGRAM_SIZE],
             };
             let token = policy.token.clone();
-            let knocker = settings.call.map(|to| (to, Knocker::new(token)));
+            let knocker = settings
+                .call
+                .map(|to| (to, Knocker::new(token, knock::sender_id())));
             ServerLoop::new(endpoint, config, thread_link, policy, entry, app, knocker).run()
         })?;
         Ok(Server {
