@@ -1,8 +1,9 @@
-//! `paths` and `path-mode`: a receiver's extra routes to its sender (net/client/routes.rs).
+//! `paths` and `path-mode`: a receiver's extra routes to its sender (net/client/routes.rs),
+//! and a calling sender's extra local addresses to knock from (net/server/sockets.rs).
 
 use crate::element::properties::resolve;
 use crate::net::client::{self, RouteTarget};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// `path-mode` (quicnalusrc): what the sender does with a receiver's routes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, glib::Enum)]
@@ -66,6 +67,29 @@ pub fn parse(paths: &str) -> Result<Vec<RouteTarget>, gst::ErrorMessage> {
     Ok(routes)
 }
 
+/// Reads quicnalusink's `paths`: comma-separated `LOCAL-ADDRESS[:PORT]` (an IPv6 address
+/// with a port in brackets), each of the family of `listener`, whom they call.
+pub fn parse_locals(
+    paths: &str,
+    listener: SocketAddr,
+) -> Result<Vec<SocketAddr>, gst::ErrorMessage> {
+    let settings = |why: String| gst::error_msg!(gst::ResourceError::Settings, ["paths: {}", why]);
+    let mut locals = Vec::new();
+    for item in paths.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let local = item
+            .parse::<SocketAddr>()
+            .or_else(|_| item.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 0)))
+            .map_err(|_| settings(format!("'{item}' is not LOCAL-ADDRESS[:PORT]")))?;
+        if local.is_ipv4() != listener.is_ipv4() {
+            return Err(settings(format!(
+                "'{item}' is of another family than {listener}, whom it calls"
+            )));
+        }
+        locals.push(local);
+    }
+    Ok(locals)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +109,27 @@ mod tests {
             "127.0.0.1:4000@nowhere",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn local_addresses_read_with_and_without_a_port() {
+        gst::init().unwrap();
+        let v4: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+        let l = parse_locals("127.0.0.2, 10.0.0.1:6000", v4).unwrap();
+        assert_eq!(
+            l,
+            [
+                "127.0.0.2:0".parse().unwrap(),
+                "10.0.0.1:6000".parse().unwrap()
+            ]
+        );
+        let v6: SocketAddr = "[2001:db8::1]:5000".parse().unwrap();
+        let l = parse_locals("::1,[::2]:7", v6).unwrap();
+        assert_eq!(l, ["[::1]:0".parse().unwrap(), "[::2]:7".parse().unwrap()]);
+        assert!(parse_locals("", v4).unwrap().is_empty());
+        for bad in ["modem", "127.0.0.2:x", "::1"] {
+            assert!(parse_locals(bad, v4).is_err(), "{bad}");
         }
     }
 }

@@ -5,11 +5,11 @@
 use crate::net::capture::Capture;
 use crate::net::conn::Conn;
 use crate::net::retry::{AddressValidator, INVALID_TOKEN};
-use crate::net::socket::{random_cid, Endpoint};
+use crate::net::socket::random_cid;
 use crate::policy::gate;
 use crate::policy::ratelimit::Bucket;
 use crate::sender::Fanout;
-use std::net::SocketAddr;
+use mio::net::UdpSocket;
 use std::time::Instant;
 
 /// Who may open a connection: address validation and the limits on connections.
@@ -39,13 +39,14 @@ pub enum Entered {
 }
 
 impl Entry {
-    /// Creates a connection for a client's Initial packet, or answers it with a Retry or
-    /// version negotiation, or drops it when the limits are reached.
+    /// Creates a connection for a client's Initial packet, which came in on `socket` as
+    /// `info` says, or answers it with a Retry or version negotiation, or drops it when the
+    /// limits are reached.
     pub fn accept(
         &mut self,
         hdr: &quiche::Header,
-        from: SocketAddr,
-        endpoint: &Endpoint,
+        info: quiche::RecvInfo,
+        socket: &UdpSocket,
         config: &mut quiche::Config,
         receivers: &Fanout<Conn>,
         now: Instant,
@@ -53,7 +54,7 @@ impl Entry {
         if hdr.ty != quiche::Type::Initial {
             return None;
         }
-        let socket = &endpoint.socket;
+        let (from, local) = (info.from, info.to);
         if !quiche::version_is_supported(hdr.version) {
             let out = &mut self.out;
             let len = quiche::negotiate_version(&hdr.scid, &hdr.dcid, out).ok()?;
@@ -100,7 +101,7 @@ impl Entry {
                         log::info!("refusing an Initial from {from}: invalid token");
                         let scid = random_cid();
                         let scid = quiche::ConnectionId::from_ref(&scid);
-                        return quiche::accept(&scid, None, endpoint.local, from, config)
+                        return quiche::accept(&scid, None, local, from, config)
                             .ok()
                             .map(Entered::Refused);
                     }
@@ -109,7 +110,7 @@ impl Entry {
         };
         let scid = quiche::ConnectionId::from_ref(&scid);
         let odcid = odcid.as_deref().map(quiche::ConnectionId::from_ref);
-        match quiche::accept(&scid, odcid.as_ref(), endpoint.local, from, config) {
+        match quiche::accept(&scid, odcid.as_ref(), local, from, config) {
             Ok(mut conn) => {
                 self.capture.attach(&mut conn, "quicnalusink");
                 Some(Entered::Opened(conn))

@@ -3,7 +3,7 @@
 //! ID no observer can link to the old one (quiche issues none by itself), and which of a
 //! connection's paths is the one in use, and what the paths a peer left still hold.
 
-use crate::net::socket::{random_cid, Wire};
+use crate::net::socket::{random_cid, Addrs, Wire};
 use std::net::SocketAddr;
 
 /// Offers the peer new connection IDs up to the limit both sides allow
@@ -84,7 +84,7 @@ pub fn release_stranded(
         match conn.send_on_path(buf, Some(local), Some(peer)) {
             Ok((n, _)) => {
                 log::debug!("a PING of the path from {peer}, sent to {to}");
-                let _ = socket.send(&buf[..n], n, to);
+                let _ = socket.send(&buf[..n], n, Addrs { from: local, to });
             }
             Err(e) => log::debug!("no PING on the path from {peer}: {e}"),
         }

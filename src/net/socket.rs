@@ -121,6 +121,11 @@ impl Endpoint {
         Ok(local)
     }
 
+    /// Whether the poll also wakes when the socket turns writable.
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+
     /// Whether the poll should wake when the socket turns writable: only while an Outbox
     /// holds packets the socket refused, since an idle socket's buffer space changes with
     /// every send and would wake the loop for nothing.
@@ -175,17 +180,23 @@ impl Endpoint {
     /// Reads the next datagram, or GRO run of datagrams, into `buf`; None once the socket
     /// is drained.
     pub fn recv(&self, buf: &mut [u8]) -> Option<Datagrams> {
-        // Queued ICMP errors (a peer's port closed) are reported one per read, ahead of the
-        // data; QUIC's own timers deal with a vanished peer, so they are skipped.
-        for _ in 0..16 {
-            match udp::recv(&self.socket, buf) {
-                Ok(d) => return Some(d),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
-                Err(_) => {}
-            }
-        }
-        None
+        recv(&self.socket, buf)
     }
+}
+
+/// Reads the next datagram, or GRO run of datagrams, from `socket` into `buf`; None once
+/// it is drained.
+pub fn recv(socket: &UdpSocket, buf: &mut [u8]) -> Option<Datagrams> {
+    // Queued ICMP errors (a peer's port closed) are reported one per read, ahead of the
+    // data; QUIC's own timers deal with a vanished peer, so they are skipped.
+    for _ in 0..16 {
+        match udp::recv(socket, buf) {
+            Ok(d) => return Some(d),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
+            Err(_) => {}
+        }
+    }
+    None
 }
 
 /// One turn's reading of the socket, bounded at MAX_RECV_BATCH datagrams, so a flood
@@ -208,10 +219,15 @@ impl RecvBatch {
     /// The next datagrams into `buf` (see [`Endpoint::recv`]); None once the socket is
     /// drained or the batch spent.
     pub fn next(&mut self, endpoint: &Endpoint, buf: &mut [u8]) -> Option<Datagrams> {
+        self.next_on(&endpoint.socket, buf)
+    }
+
+    /// The next datagrams from `socket` (one of several a loop owns) into `buf`.
+    pub fn next_on(&mut self, socket: &UdpSocket, buf: &mut [u8]) -> Option<Datagrams> {
         if self.left == 0 {
             return None;
         }
-        let d = endpoint.recv(buf);
+        let d = recv(socket, buf);
         match &d {
             Some(d) => self.left = self.left.saturating_sub(d.count()),
             None => self.drained = true,
@@ -225,15 +241,25 @@ impl RecvBatch {
     }
 }
 
-/// Where the Outbox writes: the UDP socket, or a test's double.
-pub trait Wire {
-    /// Sends `data`, datagrams of `segment` bytes (the last may be shorter), to `to`.
-    fn send(&self, data: &[u8], segment: usize, to: SocketAddr) -> std::io::Result<()>;
+/// Where a packet goes, and the local address it leaves from (quiche's `SendInfo`): a
+/// sender with several sockets sends from the one its connection is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addrs {
+    pub from: SocketAddr,
+    pub to: SocketAddr,
 }
 
+/// Where the Outbox writes: the UDP socket, the sender's sockets, or a test's double.
+pub trait Wire {
+    /// Sends `data`, datagrams of `segment` bytes (the last may be shorter), to `at.to`
+    /// from `at.from`.
+    fn send(&self, data: &[u8], segment: usize, at: Addrs) -> std::io::Result<()>;
+}
+
+/// One socket: `from` is its own address.
 impl Wire for UdpSocket {
-    fn send(&self, data: &[u8], segment: usize, to: SocketAddr) -> std::io::Result<()> {
-        udp::send(self, data, segment, to)
+    fn send(&self, data: &[u8], segment: usize, at: Addrs) -> std::io::Result<()> {
+        udp::send(self, data, segment, at.to)
     }
 }
 
@@ -251,9 +277,9 @@ pub struct Outbox {
     len: usize,
     count: usize,
     segment: usize,
-    to: Option<SocketAddr>,
+    to: Option<Addrs>,
     held: Vec<u8>,
-    held_for: Option<(SocketAddr, Instant)>,
+    held_for: Option<(Addrs, Instant)>,
     gso: bool,
     /// Which packets go out twice (repair.rs); the held packet's copy is decided already.
     pub repeat: RepeatRepairs,
@@ -263,7 +289,7 @@ pub struct Outbox {
     /// Batches the socket refused for a full buffer (WouldBlock), to send before anything
     /// else once it is writable: `(datagrams, segment size, to)`. No more packets are taken
     /// from quiche meanwhile, so this holds a batch or two at most.
-    unsent: VecDeque<(Vec<u8>, usize, SocketAddr)>,
+    unsent: VecDeque<(Vec<u8>, usize, Addrs)>,
 }
 
 impl Outbox {
@@ -354,11 +380,19 @@ impl Outbox {
             if info.at > now + PACING_SLACK && !unpaced {
                 self.held.clear();
                 self.held.extend_from_slice(&self.batch[start..start + n]);
-                self.held_for = Some((info.to, info.at));
+                let at = Addrs {
+                    from: info.from,
+                    to: info.to,
+                };
+                self.held_for = Some((at, info.at));
                 self.held_twice = twice;
                 break;
             }
-            self.add(start, n, info.to, socket, twice);
+            let at = Addrs {
+                from: info.from,
+                to: info.to,
+            };
+            self.add(start, n, at, socket, twice);
         }
         self.flush(socket);
     }
@@ -376,7 +410,7 @@ impl Outbox {
 
     /// Takes the packet quiche just wrote at `batch[start..start + n]` into the batch, and
     /// a copy of it after if `twice`.
-    fn add(&mut self, start: usize, n: usize, to: SocketAddr, socket: &impl Wire, twice: bool) {
+    fn add(&mut self, start: usize, n: usize, to: Addrs, socket: &impl Wire, twice: bool) {
         self.take(start, n, to, socket);
         if !twice {
             return;
@@ -393,9 +427,10 @@ impl Outbox {
     }
 
     /// One packet into the batch, which is sent first if the packet cannot join it.
-    fn take(&mut self, start: usize, n: usize, to: SocketAddr, socket: &impl Wire) {
+    fn take(&mut self, start: usize, n: usize, to: Addrs, socket: &impl Wire) {
         let mut start = start;
-        // A GSO batch is one peer and one segment size; only its last packet may be shorter.
+        // A GSO batch is one peer, from one address, and one segment size; only its last
+        // packet may be shorter.
         if self.count > 0 && (Some(to) != self.to || n > self.segment) {
             self.flush(socket);
             self.batch.copy_within(start..start + n, 0);
@@ -475,7 +510,7 @@ mod tests {
     }
 
     impl Wire for Double {
-        fn send(&self, data: &[u8], segment: usize, _: SocketAddr) -> std::io::Result<()> {
+        fn send(&self, data: &[u8], segment: usize, _: Addrs) -> std::io::Result<()> {
             if self.full.get() {
                 return Err(std::io::ErrorKind::WouldBlock.into());
             }
@@ -486,7 +521,10 @@ mod tests {
 
     /// Puts a packet of `n` bytes of `fill` into the batch, as `send` does.
     fn packet(out: &mut Outbox, n: usize, fill: u8, wire: &Double) {
-        let to = "127.0.0.1:9".parse().unwrap();
+        let to = Addrs {
+            from: "127.0.0.1:8".parse().unwrap(),
+            to: "127.0.0.1:9".parse().unwrap(),
+        };
         let start = out.len;
         out.batch[start..start + n].fill(fill);
         out.take(start, n, to, wire);

@@ -64,6 +64,8 @@ struct Settings {
     mode: Mode,
     address: String,
     port: u32,
+    /// With mode=caller: more local addresses to knock from (element/routes.rs).
+    paths: Option<String>,
     cert_file: Option<String>,
     key_file: Option<String>,
     framerate: gst::Fraction,
@@ -99,6 +101,7 @@ impl Default for Settings {
             mode: DEFAULT_MODE,
             address: DEFAULT_ADDRESS.into(),
             port: DEFAULT_PORT,
+            paths: None,
             cert_file: None,
             key_file: None,
             framerate: DEFAULT_FRAMERATE,

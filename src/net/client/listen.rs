@@ -4,7 +4,7 @@
 
 use super::Queue;
 use crate::net::link::Link;
-use crate::net::socket::{Endpoint, RecvBatch, Wire};
+use crate::net::socket::{Addrs, Endpoint, RecvBatch, Wire};
 use crate::net::stats::Reporter;
 use crate::policy::ending::poll_failed;
 use crate::policy::knock;
@@ -118,11 +118,11 @@ pub(super) struct Allowed<'a> {
 }
 
 impl Wire for Allowed<'_> {
-    fn send(&self, data: &[u8], segment: usize, to: SocketAddr) -> std::io::Result<()> {
+    fn send(&self, data: &[u8], segment: usize, at: Addrs) -> std::io::Result<()> {
         match self.allowance.get().checked_sub(data.len()) {
             Some(left) => {
                 self.allowance.set(left);
-                Wire::send(self.socket, data, segment, to)
+                Wire::send(self.socket, data, segment, at)
             }
             None => {
                 self.allowance.set(0);

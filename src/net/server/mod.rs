@@ -11,7 +11,7 @@ use crate::net::conn::Conn;
 use crate::net::entry::{refuse_token, Entered, Entry, Limits};
 use crate::net::link::{gated, Enter, Interrupted, Link, NetThread};
 use crate::net::retry::AddressValidator;
-use crate::net::socket::{Endpoint, Outbox, RecvBatch, SOCKET};
+use crate::net::socket::{Endpoint, Outbox, RecvBatch};
 use crate::net::stats::Reporter;
 use crate::net::tls::Fingerprint;
 use crate::policy::ending;
@@ -34,7 +34,9 @@ use crate::media::frame::Frame;
 use crate::sender::{Admission, Estimate, ReceiverEvent};
 
 mod serving;
+mod sockets;
 use serving::{App, ServerLoop};
+use sockets::{Knocking, Sockets};
 
 pub struct ServerSettings {
     /// Where to listen; with `call`, the local address to send from.
@@ -42,6 +44,9 @@ pub struct ServerSettings {
     /// A listening receiver to knock at while no receiver is connected (`mode=caller`,
     /// knock.rs): it connects back to us.
     pub call: Option<SocketAddr>,
+    /// With `call`: more local addresses to knock from (a second modem's), each its own
+    /// socket; the listener connects back over each, as routes of one receiver.
+    pub paths: Vec<SocketAddr>,
     pub identity: Identity,
     /// Answer a new client with a QUIC Retry first, so that only a client that receives at
     /// its source address gets a connection (see retry.rs).
@@ -178,6 +183,10 @@ impl Server {
             log::warn!("{warning}");
         }
         let waker = endpoint.waker.clone();
+        let sockets = Sockets::bind(endpoint, &settings.paths)?;
+        for i in 1..sockets.count() {
+            log::info!("and on {}", sockets.get(i).1);
+        }
         let thread_link = link.clone();
         let enter = settings.enter;
         let net = NetThread::spawn("quicnalu-sink-net", enter, link, waker, move || {
@@ -188,11 +197,16 @@ impl Server {
                 refusals: Bucket::new(ratelimit::TOKEN_REFUSALS, Instant::now()),
                 out: vec![0; config::MAX_DATAGRAM_SIZE],
             };
-            let token = policy.token.clone();
-            let knocker = settings
-                .call
-                .map(|to| (to, Knocker::new(token, knock::sender_id())));
-            ServerLoop::new(endpoint, config, thread_link, policy, entry, app, knocker).run()
+            // One sender ID for the knocks of every socket: the listener takes them for one
+            // sender's routes.
+            let sender = knock::sender_id();
+            let knocking = settings.call.map(|to| Knocking {
+                to,
+                knockers: (0..sockets.count())
+                    .map(|_| Knocker::new(policy.token.clone(), sender))
+                    .collect(),
+            });
+            ServerLoop::new(sockets, config, thread_link, policy, entry, app, knocking).run()
         })?;
         Ok(Server {
             net,

@@ -17,35 +17,35 @@ pub(super) struct App {
 }
 
 pub(super) struct ServerLoop {
-    endpoint: Endpoint,
+    sockets: Sockets,
     config: quiche::Config,
     link: Arc<Link<Handover>>,
     fanout: Fanout<Conn>,
     /// Connection IDs (ours and the client's original one) to receiver ids.
     ids: HashMap<Vec<u8>, u64>,
     next_id: u64,
-    /// The last receive() stopped at its batch limit.
+    /// The last receive() stopped at its batch limit on a socket.
     unread: bool,
     app: App,
     entry: Entry,
     /// With `mode=caller`: whom to knock at, and when.
-    knocker: Option<(SocketAddr, Knocker)>,
+    knocking: Option<Knocking>,
     buf: Vec<u8>,
     out: Vec<u8>,
 }
 
 impl ServerLoop {
     pub(super) fn new(
-        endpoint: Endpoint,
+        sockets: Sockets,
         config: quiche::Config,
         link: Arc<Link<Handover>>,
         policy: sender::Policy,
         entry: Entry,
         app: App,
-        knocker: Option<(SocketAddr, Knocker)>,
+        knocking: Option<Knocking>,
     ) -> Self {
         ServerLoop {
-            endpoint,
+            sockets,
             config,
             link,
             fanout: Fanout::new(policy, (Instant::now(), monotonic_ns())),
@@ -54,7 +54,7 @@ impl ServerLoop {
             unread: false,
             app,
             entry,
-            knocker,
+            knocking,
             buf: vec![0; 65536],
             out: vec![0; config::MAX_DATAGRAM_SIZE],
         }
@@ -76,12 +76,12 @@ impl ServerLoop {
                 .chain([
                     self.fanout.timeout(now),
                     Some(self.app.reporter.due()),
-                    self.knocker.as_ref().and_then(|(_, k)| k.due()),
+                    self.knocking.as_ref().and_then(Knocking::due),
                 ])
                 .collect();
             // Commands left unread in quiche raise no socket event: come straight back.
             let unread = self.unread || self.fanout.receivers().any(|r| r.conn().control_unread);
-            if let Err(e) = self.endpoint.wait(&mut events, deadlines, unread) {
+            if let Err(e) = self.sockets.endpoint.wait(&mut events, deadlines, unread) {
                 self.link
                     .update(|s| s.failure = Some(Error::System(format!("poll failed: {e}"))));
                 return;
@@ -92,12 +92,16 @@ impl ServerLoop {
                 self.shutdown();
                 return;
             }
-            if self.unread
-                || events
-                    .iter()
-                    .any(|e| e.token() == SOCKET && e.is_readable())
-            {
-                self.unread = !self.receive(now);
+            let readable = if self.unread {
+                (0..self.sockets.count()).collect()
+            } else {
+                self.sockets.readable(&events)
+            };
+            if !readable.is_empty() {
+                self.unread = false;
+                for i in readable {
+                    self.unread |= !self.receive(i, now);
+                }
             }
             for r in self.fanout.receivers_mut() {
                 r.conn_mut().quiche.on_timeout();
@@ -117,45 +121,56 @@ impl ServerLoop {
             self.report(now);
             self.publish(now);
             let blocked = self.fanout.receivers().any(|r| r.conn().outbox.blocked());
-            self.endpoint.watch_writable(blocked);
+            self.sockets.watch_writable(blocked);
         }
     }
 
-    /// With `mode=caller`, knocks at the listening receiver while none is connected.
+    /// With `mode=caller`, knocks at the listening receiver from each socket no receiver
+    /// is connected or connecting on.
     fn knock(&mut self, now: Instant) {
-        let connected = self.fanout.receivers().next().is_some();
-        let Some((to, knocker)) = &mut self.knocker else {
+        let Some(knocking) = &mut self.knocking else {
             return;
         };
-        if knocker.poll(now, connected) {
-            log::debug!("knocking at {to}");
-            if let Err(e) = self.endpoint.socket.send_to(&knocker.knock(), *to) {
-                log::debug!("knock at {to}: {e}");
-            }
-        }
+        let fanout = &self.fanout;
+        knocking.knock(&self.sockets, now, |local| {
+            fanout
+                .receivers()
+                .any(|r| r.conn().quiche.path_stats().any(|p| p.local_addr == local))
+        });
     }
 
-    /// Reads up to a batch of datagrams; returns whether the socket was drained.
-    fn receive(&mut self, now: Instant) -> bool {
+    /// Reads up to a batch of datagrams from socket `i`; returns whether it was drained.
+    fn receive(&mut self, i: usize, now: Instant) -> bool {
         let mut batch = RecvBatch::default();
-        while let Some(d) = batch.next(&self.endpoint, &mut self.buf) {
+        loop {
+            let (socket, local) = self.sockets.get(i);
+            let Some(d) = batch.next_on(socket, &mut self.buf) else {
+                break;
+            };
             for range in d.ranges() {
-                self.receive_one(range, d.from, now);
+                let info = quiche::RecvInfo {
+                    from: d.from,
+                    to: local,
+                };
+                self.receive_one(range, i, info, now);
             }
         }
         batch.drained()
     }
 
-    /// Hands one datagram, `buf[range]`, to its connection, or accepts a new one.
-    fn receive_one(&mut self, range: std::ops::Range<usize>, from: SocketAddr, now: Instant) {
-        let len = range.len();
+    /// Hands one datagram, `buf[range]`, that came in on socket `i`, to its connection, or
+    /// accepts a new one.
+    fn receive_one(
+        &mut self,
+        range: std::ops::Range<usize>,
+        i: usize,
+        info: quiche::RecvInfo,
+        now: Instant,
+    ) {
+        let (len, from) = (range.len(), info.from);
         let packet = &mut self.buf[range];
         let Ok(hdr) = quiche::Header::from_slice(packet, quiche::MAX_CONN_ID_LEN) else {
             return;
-        };
-        let info = quiche::RecvInfo {
-            from,
-            to: self.endpoint.local,
         };
         let id = match self.ids.get(hdr.dcid.as_ref()) {
             Some(id) => *id,
@@ -164,18 +179,13 @@ impl ServerLoop {
                     log::debug!("dropping a {len}-byte datagram from {from}");
                     return;
                 }
-                let entered = self.entry.accept(
-                    &hdr,
-                    from,
-                    &self.endpoint,
-                    &mut self.config,
-                    &self.fanout,
-                    now,
-                );
+                let socket = self.sockets.get(i).0;
+                let entered =
+                    self.entry
+                        .accept(&hdr, info, socket, &mut self.config, &self.fanout, now);
                 let conn = match entered {
                     Some(Entered::Opened(conn)) => conn,
                     Some(Entered::Refused(conn)) => {
-                        let socket = &self.endpoint.socket;
                         refuse_token(conn, packet, info, socket, &mut self.out);
                         return;
                     }
@@ -183,14 +193,14 @@ impl ServerLoop {
                 };
                 let id = self.next_id;
                 self.next_id += 1;
-                log::info!("receiver {id}: connecting from {from}");
+                log::info!("receiver {id}: connecting from {from} to {}", info.to);
                 self.ids.insert(conn.source_id().to_vec(), id);
                 self.ids.insert(hdr.dcid.to_vec(), id);
                 let conn = Conn {
                     quiche: conn,
                     control_in: CommandDecoder::new(self.entry.limits.command_size),
                     control_unread: false,
-                    outbox: Outbox::new(self.endpoint.offload),
+                    outbox: Outbox::new(self.sockets.endpoint.offload),
                 };
                 self.fanout.add(id, conn, from, now);
                 id
@@ -262,7 +272,7 @@ impl ServerLoop {
         let repeats = r.repeats_repairs();
         r.conn_mut().outbox.repeat.set(repeats);
         let c = r.conn_mut();
-        c.outbox.send_all(&mut c.quiche, &self.endpoint.socket);
+        c.outbox.send_all(&mut c.quiche, &self.sockets);
         r.after_send(wrote_media);
         loop {
             let idle = r.conn().outbox.release_at().is_none();
@@ -271,7 +281,7 @@ impl ServerLoop {
             }
             let c = r.conn_mut();
             let _ = c.quiche.send_ack_eliciting();
-            c.outbox.send_all(&mut c.quiche, &self.endpoint.socket);
+            c.outbox.send_all(&mut c.quiche, &self.sockets);
         }
     }
 
@@ -305,7 +315,7 @@ impl ServerLoop {
         if let Some(to) = moved {
             log::info!("receiver {id}: moved from {} to {to}", r.peer());
             let conn = &mut r.conn_mut().quiche;
-            paths::release_stranded(conn, to, &self.endpoint.socket, &mut self.buf);
+            paths::release_stranded(conn, to, &self.sockets, &mut self.buf);
             r.moved(to);
             self.app.reporter.force();
         }
@@ -386,7 +396,7 @@ impl ServerLoop {
         let farewells = self.fanout.shutdown();
         for r in self.fanout.receivers_mut() {
             let c = r.conn_mut();
-            c.outbox.send_all_now(&mut c.quiche, &self.endpoint.socket);
+            c.outbox.send_all_now(&mut c.quiche, &self.sockets);
         }
         self.link.update(|s| s.inner.farewells = farewells);
     }

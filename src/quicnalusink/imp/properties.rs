@@ -35,6 +35,17 @@ pub(super) fn specs() -> &'static [glib::ParamSpec] {
                 .default_value(DEFAULT_PORT)
                 .mutable_ready()
                 .build(),
+            glib::ParamSpecString::builder("paths")
+                .nick("Paths")
+                .blurb(
+                    "With mode=caller: more local addresses to call from, besides the main \
+                         socket: comma-separated LOCAL-ADDRESS[:PORT] (a second modem's \
+                         address; port 0 or none picks a free one). The sink knocks from \
+                         each, and the listening quicnalusrc connects back over each as \
+                         routes of one receiver. Unset: one socket. Only with mode=caller",
+                )
+                .mutable_ready()
+                .build(),
             glib::ParamSpecUInt::builder("bound-port")
                 .nick("Bound port")
                 .blurb("The local UDP port, once started")
@@ -254,6 +265,7 @@ impl QuicNaluSink {
         let mut s = self.settings.lock().unwrap();
         match pspec.name() {
             "mode" => s.mode = value.get().expect("type checked upstream"),
+            "paths" => s.paths = value.get().expect("type checked upstream"),
             "address" => {
                 s.address = value
                     .get::<Option<String>>()
@@ -313,6 +325,7 @@ impl QuicNaluSink {
             "mode" => s.mode.to_value(),
             "address" => s.address.to_value(),
             "port" => s.port.to_value(),
+            "paths" => s.paths.to_value(),
             "bound-port" => match *self.state.lock().unwrap() {
                 State::Started { bound_port, .. } => u32::from(bound_port).to_value(),
                 State::Stopped => 0u32.to_value(),

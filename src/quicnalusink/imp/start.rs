@@ -4,8 +4,8 @@
 
 use super::*;
 use crate::element::errors::{self, Direction};
-use crate::element::log;
 use crate::element::stats::message_poster;
+use crate::element::{log, routes};
 use crate::net::capture::Capture;
 use crate::net::config::Identity;
 use crate::net::known_hosts::user_file;
@@ -106,6 +106,22 @@ impl QuicNaluSink {
     pub(super) fn start_serving(&self) -> Result<(), gst::ErrorMessage> {
         let settings = self.settings.lock().unwrap().clone();
         let (bind, call) = settings.endpoints()?;
+        let paths = match call {
+            Some(listener) => {
+                routes::parse_locals(settings.paths.as_deref().unwrap_or_default(), listener)?
+            }
+            None if settings
+                .paths
+                .as_deref()
+                .is_some_and(|p| !p.trim().is_empty()) =>
+            {
+                return Err(gst::error_msg!(
+                    gst::ResourceError::Settings,
+                    ["paths are local addresses to call from: only with mode=caller"]
+                ));
+            }
+            None => Vec::new(),
+        };
         let identity = self.identity(&settings, bind.ip())?;
         let capture = Capture::open(
             settings.qlog_dir.as_deref(),
@@ -117,6 +133,7 @@ impl QuicNaluSink {
         let server = Server::start(ServerSettings {
             addr: bind,
             call,
+            paths,
             identity,
             address_validation: settings.address_validation,
             max_connections: settings.max_connections as usize,
