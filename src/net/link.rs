@@ -165,6 +165,14 @@ impl<S> NetThread<S> {
         self.link.update(|s| s.flushing = flushing);
     }
 
+    /// Waits for a thread that ends by itself, without shutting the link down (as
+    /// dropping does): the link's other threads go on.
+    pub fn join(mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
     /// The link, to read what the thread left there once it is stopped.
     pub fn link(&self) -> Arc<Link<S>> {
         self.link.clone()
@@ -192,6 +200,10 @@ impl<S> Deref for NetThread<S> {
 
 impl<S> Drop for NetThread<S> {
     fn drop(&mut self) {
+        // Joined already (it ended by itself): there is nothing to stop.
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
         // Once shutdown is set the thread starts no callback, so unless it is in one now it
         // ends without running application code, and is joined. If it is in one, that may
         // wait for whoever stops the element (or be it: a handler that stopped it): the
@@ -201,10 +213,8 @@ impl<S> Drop for NetThread<S> {
             s.in_callback
         });
         self.wake();
-        if let Some(thread) = self.thread.take() {
-            if !in_callback && thread.thread().id() != std::thread::current().id() {
-                let _ = thread.join();
-            }
+        if !in_callback && thread.thread().id() != std::thread::current().id() {
+            let _ = thread.join();
         }
     }
 }

@@ -140,6 +140,12 @@ impl Merge {
         }
     }
 
+    /// One more route, numbered after the others (a listener's call-back to another of its
+    /// sender's addresses).
+    pub fn add_route(&mut self) {
+        self.routes.push(RouteView::default());
+    }
+
     /// Route `route` heard from the sender at `now` (ns).
     pub fn heard(&mut self, route: usize, now: u64) {
         if let Some(r) = self.routes.get_mut(route) {

@@ -190,3 +190,66 @@ fn max_receivers_counts_a_receiver_with_two_routes_once() {
     first.pipeline.set_state(gst::State::Null).unwrap();
     sender.pipeline.set_state(gst::State::Null).unwrap();
 }
+
+/// Counts of routes in the listener's and the sink's stats, and the sink's receivers.
+fn route_counts(receiver: &Running, sender: &Running) -> (usize, usize, usize) {
+    let src: gst::Structure = receiver.by_name("src").property("stats");
+    let src_routes = src.get::<gst::Array>("routes").map_or(0, |r| r.len());
+    let sink: gst::Structure = sender.by_name("sink").property("stats");
+    let receivers = sink.get::<gst::Array>("receivers").unwrap();
+    let sink_routes = receivers.first().map_or(0, |r| {
+        let r = r.get::<gst::Structure>().unwrap();
+        r.get::<gst::Array>("routes").map_or(0, |a| a.len())
+    });
+    (src_routes, receivers.len(), sink_routes)
+}
+
+#[test]
+fn a_caller_with_two_addresses_is_called_back_over_both_and_a_cut_one_loses_nothing() {
+    init();
+    let pin = gstquicnalu::net::tls::Fingerprint::of_pem_file(&certs().cert).unwrap();
+    let receiver = Running::launch(&format!(
+        "quicnalusrc name=src mode=listener address=127.0.0.1 port=0 \
+         certificate-fingerprint={pin} token=s3cret stats-interval=100 \
+         ! appsink name=out sync=false"
+    ));
+    let (store, arrived) = collect(&receiver, "out");
+    receiver.pipeline.set_state(gst::State::Playing).unwrap();
+    let port: u32 = receiver.by_name("src").property("bound-port");
+    // Between them a relay that maps each of the sink's addresses to a port of its own,
+    // as the camera's two modems would, so that one route can be cut alone.
+    let relay = relay_to(
+        port as u16,
+        Impairment {
+            delay: Duration::from_millis(5),
+            ..Impairment::default()
+        },
+    );
+    let description = live_sender_description(
+        "width=320,height=240",
+        "num-buffers=240",
+        60,
+        relay.local_addr().port(),
+    );
+    let sender = Running::launch(&format!(
+        "{description} mode=caller address=127.0.0.1 paths=127.0.0.2 token=s3cret"
+    ));
+    sender.pipeline.set_state(gst::State::Playing).unwrap();
+    wait_for(&store, &arrived, 30);
+    // Both knocks are called back: one receiver with two routes in both elements' stats.
+    let deadline = std::time::Instant::now() + WATCHDOG;
+    loop {
+        let counts = route_counts(&receiver, &sender);
+        if counts == (2, 1, 2) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "routes {counts:?}");
+        // Each frame that arrives is a moment to look again.
+        let _ = arrived.recv_timeout(Duration::from_secs(1));
+    }
+    relay.outage_of("127.0.0.2".parse().unwrap(), Duration::from_secs(3));
+    receiver.finish(WATCHDOG).expect("receiver reaches EOS");
+    sender.finish(WATCHDOG).expect("sender reaches EOS");
+    let received = store.lock().unwrap().clone();
+    assert_whole(&received, frames_in(&sender));
+}

@@ -41,6 +41,7 @@ impl Relay {
                 .iter()
                 .map(|&(start, len)| (now + start, now + start + len))
                 .collect(),
+            client_outages: Vec::new(),
             stats: RelayStats::default(),
             stop: false,
             rebinds: Vec::new(),
@@ -93,6 +94,14 @@ impl Relay {
         answer
             .recv_timeout(REBIND_WAIT)
             .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+    }
+
+    /// Cuts the traffic of the clients at `ip` both ways for `length`, starting now: one
+    /// route of several through the relay.
+    pub fn outage_of(&self, ip: std::net::IpAddr, length: Duration) {
+        let now = Instant::now();
+        let mut c = self.control.lock().unwrap_or_else(|e| e.into_inner());
+        c.client_outages.push((ip, now, now + length));
     }
 
     /// Every packet counted so far, per direction.

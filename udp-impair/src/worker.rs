@@ -8,7 +8,7 @@ use mio::{Events, Interest, Poll, Token};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -19,6 +19,8 @@ pub(crate) struct Control {
     pub(crate) to_client: Impairment,
     /// Absolute (start, end) of every outage.
     pub(crate) outages: Vec<(Instant, Instant)>,
+    /// Absolute (client address, start, end) of outages of one client's traffic only.
+    pub(crate) client_outages: Vec<(IpAddr, Instant, Instant)>,
     pub(crate) stats: RelayStats,
     pub(crate) stop: bool,
     /// Callers of `Relay::rebind` waiting for the upstream sockets to move.
@@ -64,7 +66,10 @@ pub(crate) struct Worker {
     control: Arc<Mutex<Control>>,
     /// Each client gets its own upstream socket, so replies map back to it (like a NAT).
     clients: HashMap<SocketAddr, usize>,
-    upstreams: Vec<(UdpSocket, SocketAddr)>,
+    /// Per client: its upstream socket, the client, and where its packets go: the server,
+    /// or whoever sent to that socket last (a NAT that filters nothing, so an answer from
+    /// another of the server's ports, a listener's call-back, gets through).
+    upstreams: Vec<(UdpSocket, SocketAddr, SocketAddr)>,
     lanes: [Lane; 2],
     queue: BinaryHeap<Reverse<Scheduled>>,
     next_seq: u64,
@@ -159,7 +164,7 @@ impl Worker {
                 Interest::READABLE,
             )
             .ok()?;
-        self.upstreams.push((socket, client));
+        self.upstreams.push((socket, client, self.server));
         self.clients.insert(client, index);
         Some(index)
     }
@@ -183,10 +188,13 @@ impl Worker {
 
     fn read_upstream(&mut self, index: usize) {
         loop {
-            let (socket, client) = &self.upstreams[index];
+            let (socket, client, _) = &self.upstreams[index];
             let client = *client;
             match socket.recv_from(&mut self.buf) {
-                Ok((n, _)) => self.admit(false, client, n),
+                Ok((n, from)) => {
+                    self.upstreams[index].2 = from;
+                    self.admit(false, client, n)
+                }
                 Err(_) => return,
             }
         }
@@ -204,7 +212,10 @@ impl Worker {
         };
         stats.received += 1;
         // Outages are checked first and draw nothing, so they do not shift the loss pattern.
-        if c.outages.iter().any(|(s, e)| *s <= now && now < *e) {
+        let cut =
+            |&(ip, s, e): &(IpAddr, Instant, Instant)| ip == client.ip() && s <= now && now < e;
+        if c.outages.iter().any(|(s, e)| *s <= now && now < *e) || c.client_outages.iter().any(cut)
+        {
             stats.outage_dropped += 1;
             return;
         }
@@ -235,7 +246,8 @@ impl Worker {
             };
             if s.to_server {
                 if let Some(&i) = self.clients.get(&s.client) {
-                    let _ = self.upstreams[i].0.send_to(&s.data, self.server);
+                    let (socket, _, peer) = &self.upstreams[i];
+                    let _ = socket.send_to(&s.data, *peer);
                 }
             } else {
                 let _ = self.listen.send_to(&s.data, s.client);

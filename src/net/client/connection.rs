@@ -2,7 +2,7 @@
 //! certificate check, HELLO, then each turn receive, let the core read and deliver, send;
 //! until the connection ends and says why (an [`Outcome`] for the reconnect policy).
 
-use super::listen::{heard, Allowed, HearBack};
+use super::listen::{Allowed, HearBack};
 use super::*;
 use crate::receiver::merge::LIVE_WITHIN;
 use crate::stats::RouteStats;
@@ -428,21 +428,11 @@ impl Connection {
                 to: self.endpoint.local,
             };
             for range in d.ranges() {
-                if let Some(door) = &mut self.door {
+                if self.door.is_some() {
                     let knock =
                         knock::read(&self.buf[range.clone()], Some(&self.settings.token[..]));
                     if knock != Knock::NotAKnock {
-                        match &mut self.hear_back {
-                            // The caller knocks again while we try to reach it: each knock
-                            // lets the call-back send as much again.
-                            Some(h)
-                                if d.from == self.settings.peer
-                                    && matches!(knock, Knock::Valid { .. }) =>
-                            {
-                                h.allowance += AMPLIFICATION * range.len();
-                            }
-                            _ => heard(door, knock, d.from, now, &mut self.core.counters),
-                        }
+                        self.knocked(knock, d.from, range.len(), now);
                         continue;
                     }
                 }
@@ -639,11 +629,13 @@ impl Connection {
         })
     }
 
-    /// Fails the element with `message`; with `paths`, only once every route failed.
+    /// Fails the element with `message`; with `paths`, only once every route failed
+    /// (listening, route 0's failure is the element's).
     pub(super) fn fail(&self, message: Error) {
         log::warn!("{message}");
+        let listening = self.door.is_some();
         self.link.update(|s| {
-            if let Some(r) = &mut s.inner.routes {
+            if let Some(r) = s.inner.routes.as_mut().filter(|_| !listening) {
                 r.failed += 1;
                 if r.failed < r.inboxes.len() {
                     return;

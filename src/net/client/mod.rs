@@ -9,11 +9,13 @@ use crate::policy::ending::{self, cannot_create, no_answer, poll_failed, violati
 use crate::policy::reconnect::{Backoff, Next, Reconnect};
 use crate::protocol::control::{self, command_fits, Stopped, CONTROL_STREAM};
 use crate::receiver::inbox::{Event, Inbox, Outgoing};
+mod callbacks;
 mod connection;
 mod listen;
 mod migrate;
 mod routes;
 
+use callbacks::Called;
 use routes::Routes;
 pub use routes::{PathMode, RouteTarget};
 
@@ -28,7 +30,7 @@ use crate::net::link::{gated, Enter, Interrupted, Link, NetThread};
 use crate::net::socket::{random_cid, Endpoint, Outbox, RecvBatch, SOCKET};
 use crate::net::stats::Reporter;
 use crate::net::trust::Trust;
-use crate::policy::knock::{self, Doorman, Knock, AMPLIFICATION, HEAR_BACK};
+use crate::policy::knock::{self, Call, Doorman, Knock, AMPLIFICATION, HEAR_BACK};
 use crate::protocol::Route;
 use crate::protocol::{
     error_code, put_preamble, Command, CommandDecoder, StreamKind, HELLO_BONDED, HELLO_TAKES_SHED,
@@ -97,11 +99,14 @@ struct Queue {
     commands_out: Outgoing,
     /// The latest `stats` snapshot.
     stats: ClientStats,
-    /// With `paths`: each route's inbox, merged into one stream (`events` is unused).
+    /// With `paths`, or listening to a sender with several addresses: each route's inbox,
+    /// merged into one stream (`events` is unused).
     routes: Option<Routes>,
     /// A socket at the new local address the element asked for (migrate.rs), not yet
     /// taken; with `paths`, by the first route.
     rebind: Option<mio::net::UdpSocket>,
+    /// Listening: the routes called back, and whom they call.
+    called: Option<Called>,
 }
 
 impl Queue {
@@ -121,6 +126,8 @@ pub struct Client {
     local: std::sync::Mutex<SocketAddr>,
     /// With `paths`: the other routes' threads (`net` runs the first).
     routes: Vec<NetThread<Queue>>,
+    /// `mode=listener`: routes come as the sender calls (callbacks.rs).
+    listening: bool,
 }
 
 impl Client {
@@ -145,6 +152,7 @@ impl Client {
             stats: ClientStats::default(),
             routes,
             rebind: None,
+            called: None,
         }));
         let waker = endpoint.waker.clone();
         let counters = ReceiverCounters::default();
@@ -154,11 +162,19 @@ impl Client {
         settings.stats.wrap_poster(|post| gated(&link, post));
         let enter = settings.enter.clone();
         let local = endpoint.local;
+        let settings_listen = settings.listen;
         if !settings.listen && !settings.paths.is_empty() {
             return Self::start_routes(settings, config, endpoint, link);
         }
         let run: Box<dyn FnOnce() + Send> = if settings.listen {
             log::info!("listening on {local} for a calling sender");
+            let (every_route, first) = callbacks::shared(std::mem::replace(
+                &mut settings.on_connection,
+                Box::new(|_| {}),
+            ));
+            settings.on_connection = first;
+            let bonded = settings.path_mode == PathMode::Bonded;
+            link.update(|s| s.inner.called = Some(Called::new(bonded, every_route)));
             let link = link.clone();
             Box::new(move || answer_first_caller(endpoint, config, link, settings, counters))
         } else {
@@ -170,6 +186,7 @@ impl Client {
             net,
             local: local.into(),
             routes: Vec::new(),
+            listening: settings_listen,
         })
     }
 
@@ -266,6 +283,7 @@ impl Client {
             net,
             local: local.into(),
             routes: threads.collect(),
+            listening: false,
         })
     }
     /// The local address: with `listen`, where callers knock.
@@ -294,6 +312,7 @@ impl Client {
         for r in &self.routes {
             r.wake();
         }
+        routes::wake_routes(&self.net);
     }
 
     /// Sends an application command (a serialized GstStructure) to the sender, once
@@ -310,7 +329,7 @@ impl Client {
 
     /// Waits for the next event. Events queued before a failure are delivered first.
     pub fn next(&self) -> Result<Event, Interrupted> {
-        if self.routes.is_empty() {
+        if self.routes.is_empty() && !self.listening {
             next_event(&self.net, |q| &mut q.events)
         } else {
             routes::next_merged(&self.net)
@@ -375,6 +394,22 @@ fn unspecified(peer: SocketAddr) -> IpAddr {
     }
 }
 
+impl Drop for Client {
+    /// Listening, the routes after the first run on threads the first started: they stop
+    /// with it.
+    fn drop(&mut self) {
+        let threads = self.net.update(|s| {
+            s.shutdown = true;
+            s.inner
+                .called
+                .as_mut()
+                .map(Called::take_threads)
+                .unwrap_or_default()
+        });
+        drop(threads);
+    }
+}
+
 /// Runs connections until the element stops: the first, then, after a lost one, new
 /// attempts as the reconnect policy (backoff.rs) says (listening: each when the sender
 /// calls again), each resuming at the next keyframe.
@@ -386,6 +421,8 @@ fn drive(mut conn: Connection) {
         Backoff::new(peer, conn.settings.reconnect)
     };
     let mut served = false;
+    // Listening: the knock the next connection calls back.
+    let mut called = None;
     loop {
         let outcome = conn.run();
         conn.report(&outcome);
@@ -401,28 +438,20 @@ fn drive(mut conn: Connection) {
                 break;
             }
             Next::AwaitCaller { until } => {
-                let Some(door) = conn.door.as_mut() else {
+                if conn.door.is_none() {
                     break;
-                };
-                let waiting = Waiting {
-                    endpoint: &mut conn.endpoint,
-                    link: &conn.link,
-                    buf: &mut conn.buf,
-                    token: &conn.settings.token,
-                    counters: &mut conn.core.counters,
-                    stats: &mut conn.settings.stats,
-                };
-                let caller = match waiting.wait(door, until) {
-                    Waited::Knock(call) => call.to,
+                }
+                let call = match callbacks::await_call(&mut conn, until) {
+                    Waited::Knock(call) => call,
                     Waited::Stopping => return,
                     Waited::Expired => {
                         conn.fail(backoff.expired());
                         break;
                     }
                 };
-                log::info!("{caller} called: connecting to it");
-                conn.settings.peer = caller;
-                backoff.set_peer(caller);
+                log::info!("{} called: connecting to it", call.to);
+                called = Some(call);
+                backoff.set_peer(call.to);
                 // A caller after a knock that led nowhere is still the first connection.
                 served.then_some(conn.settings.connect_timeout)
             }
@@ -435,7 +464,12 @@ fn drive(mut conn: Connection) {
             }
         };
         conn = match conn.reconnect(window) {
-            Ok(next) => next,
+            Ok(mut next) => {
+                if let Some(call) = called.take() {
+                    next.call_back(call);
+                }
+                next
+            }
             Err((link, why)) => {
                 link.update(|s| s.failure = Some(why));
                 link.wait_shutdown();
@@ -466,15 +500,15 @@ fn answer_first_caller(
         counters: &mut counters,
         stats: &mut settings.stats,
     };
-    match waiting.wait(&mut door, None) {
-        Waited::Knock(call) => {
-            log::info!("{} called: connecting to it", call.to);
-            settings.peer = call.to;
-        }
+    let call = match waiting.wait(&mut door, None) {
+        Waited::Knock(call) => call,
         Waited::Stopping | Waited::Expired => return,
-    }
+    };
+    log::info!("{} called: connecting to it", call.to);
+    settings.peer = call.to;
     match Connection::new(endpoint, config, link.clone(), settings, None, counters) {
         Ok(mut first) => {
+            first.call_back(call);
             first.door = Some(door);
             first.hear_back = Some(HearBack::new(first.started));
             drive(first)

@@ -58,6 +58,15 @@ impl Routes {
         }
     }
 
+    /// One more route (a listener's call-back), waking `waker`; its index.
+    pub fn add(&mut self, queue_len: usize, waker: Arc<mio::Waker>) -> usize {
+        self.inboxes.push(Inbox::new(queue_len));
+        self.merge.add_route();
+        self.stats.push(None);
+        self.wakers.push(waker);
+        self.inboxes.len() - 1
+    }
+
     /// Moves what every route handed over into the merge; whether an inbox was full.
     fn drain(&mut self, now: u64) -> bool {
         let mut was_full = false;
@@ -90,7 +99,8 @@ enum Step {
 }
 
 /// The next merged event: waits until a route brings one or the merge gives up a frame no
-/// route brought in time.
+/// route brought in time. Without routes (a listener called back by a sender with one
+/// socket, or not yet called), the one connection's events, as they come.
 pub(super) fn next_merged(net: &NetThread<Queue>) -> Result<Event, Interrupted> {
     let epoch = (Instant::now(), monotonic_ns());
     let ns_to_instant = |ns: u64| epoch.0 + Duration::from_nanos(ns.saturating_sub(epoch.1));
@@ -103,7 +113,11 @@ pub(super) fn next_merged(net: &NetThread<Queue>) -> Result<Event, Interrupted> 
             .and_then(|r| r.merge.deadline(monotonic_ns()));
         let mut wake = false;
         let step = net.wait(waited_for.map(ns_to_instant), |q| {
-            let routes = q.routes.as_mut()?;
+            let Some(routes) = q.routes.as_mut() else {
+                let (event, full) = q.events.pop();
+                wake |= full;
+                return event.map(Step::Event);
+            };
             let now = monotonic_ns();
             wake |= routes.drain(now);
             let event = routes.merge.pop(now);
@@ -122,6 +136,7 @@ pub(super) fn next_merged(net: &NetThread<Queue>) -> Result<Event, Interrupted> 
             }
         })?;
         if wake {
+            net.wake();
             wake_routes(net);
         }
         match step {
