@@ -146,6 +146,13 @@ impl Merge {
         self.routes.push(RouteView::default());
     }
 
+    /// A fresh merge for a stream that resumes after a lost connection: its first output
+    /// follows a gap.
+    pub fn resumed(&mut self, counters: MergeCounters) {
+        self.counters = counters;
+        self.gap = true;
+    }
+
     /// Route `route` heard from the sender at `now` (ns).
     pub fn heard(&mut self, route: usize, now: u64) {
         if let Some(r) = self.routes.get_mut(route) {

@@ -106,13 +106,13 @@ pub(super) fn await_call(conn: &mut Connection, until: Option<Instant>) -> Waite
 }
 
 impl Connection {
-    /// Listening: this connection (route 0) calls back `call`. With a sender ID it is a
-    /// route of this receiver (a new sender's routes start afresh); without one, the only
-    /// connection.
+    /// Listening: this connection (route 0, made to `call.to`) calls back `call`. With a
+    /// sender ID it is a route of this receiver (a new sender's routes start afresh);
+    /// without one, the only connection.
     pub(super) fn call_back(&mut self, call: Call) {
-        self.settings.peer = call.to;
         let (queue_len, latency) = (self.settings.queue_len, self.settings.latency);
-        let waker = self.endpoint.waker.clone();
+        let (waker, resumed) = (self.endpoint.waker.clone(), self.resumed);
+        let mut ended = Vec::new();
         let route = self.link.update(|s| {
             let q = &mut s.inner;
             let called = q.called.as_mut()?;
@@ -121,10 +121,18 @@ impl Connection {
                 q.routes = None;
                 return None;
             };
-            if called.sender != Some(sender) || q.routes.is_none() {
+            // Alone, route 0 starts the merge afresh, as one connection would: at the
+            // sender's cached group or next keyframe, after a gap. The other routes' slots
+            // go, their threads ended.
+            if called.sender != Some(sender) || q.routes.is_none() || !called.others_up() {
                 called.sender = Some(sender);
+                called.peers.truncate(1);
+                ended.extend(called.threads.drain(1..).flatten());
                 let mut routes = Routes::new(1, queue_len, latency);
                 routes.wakers = vec![waker];
+                if let Some(old) = q.routes.as_ref().filter(|_| resumed) {
+                    routes.merge.resumed(old.merge.counters);
+                }
                 q.routes = Some(routes);
             }
             Some(RouteOf {
@@ -136,6 +144,9 @@ impl Connection {
                 bonded: called.bonded,
             })
         });
+        for thread in ended {
+            thread.join();
+        }
         self.route = route;
         self.core
             .set_routed(route.is_some(), route.is_some_and(|r| r.bonded));

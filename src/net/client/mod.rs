@@ -450,6 +450,7 @@ fn drive(mut conn: Connection) {
                     }
                 };
                 log::info!("{} called: connecting to it", call.to);
+                conn.settings.peer = call.to;
                 called = Some(call);
                 backoff.set_peer(call.to);
                 // A caller after a knock that led nowhere is still the first connection.
