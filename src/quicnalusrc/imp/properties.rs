@@ -152,14 +152,16 @@ pub(super) fn specs() -> &'static [glib::ParamSpec] {
                          address:port: comma-separated HOST:PORT[@LOCAL-ADDRESS], where \
                          LOCAL-ADDRESS binds that route to a local interface address (a \
                          second modem). Each access unit is output once, from whichever \
-                         route brings it first. Unset: one route. Not with mode=listener",
+                         route brings it first. Unset: one route. Not with mode=listener, \
+                         which makes a route of each address a calling sink knocks from",
                 )
                 .mutable_ready()
                 .build(),
             glib::ParamSpecEnum::builder_with_default("path-mode", PathMode::default())
                 .nick("Path mode")
                 .blurb(
-                    "With paths: redundant sends every access unit over every route, so \
+                    "With several routes (paths, or a listener called from several \
+                         addresses): redundant sends every access unit over every route, so \
                          losing one loses nothing; bonded spreads each over the routes by \
                          their capacity, so two slow links carry a stream neither could",
                 )
