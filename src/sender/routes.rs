@@ -11,7 +11,8 @@ use std::time::Instant;
 
 impl<C: Streams> Fanout<C> {
     /// Bonded: frame `f` in parts over one receiver's `routes` (bonding.rs), by what each
-    /// has queued and carries; a route not heard from lately gets an empty part.
+    /// has queued and carries; a route not heard from lately gets an empty part, and one
+    /// waiting for the next IRAP nothing at all.
     pub(super) fn spread(&mut self, f: &CachedFrame, mut routes: Vec<u64>, queued: Instant) {
         routes.sort_unstable();
         let data = f.frame.data.as_ref().as_ref();
@@ -26,6 +27,10 @@ impl<C: Streams> Fanout<C> {
             Some(sets) => [sets.as_ref(), data].concat().into(),
             None => data.into(),
         };
+        // A route waiting for the next IRAP (its group expired) can take no part; one
+        // gone quiet gets none while another is heard from.
+        let takes = |r: &Receiver<C>| r.group.is_some() || f.frame.keyframe;
+        routes.retain(|id| self.receivers.get(id).is_some_and(takes));
         let loads: Vec<bonding::Load> = routes
             .iter()
             .filter_map(|id| self.receivers.get(id))
