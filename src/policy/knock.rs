@@ -31,7 +31,7 @@ const SENDER: std::ops::Range<usize> = 64..72;
 const SENDER_MAC: std::ops::Range<usize> = 72..104;
 
 /// The datagram a calling sender sends: with a token, signed with it; `sender`: its ID
-/// (see [`sender_id`]).
+/// (see [`sender_id`]), or 0 for a sender with one socket.
 pub fn knock(token: Option<&[u8]>, sender: u64) -> Vec<u8> {
     let mut d = vec![0; KNOCK_LEN];
     d[..MAGIC.len()].copy_from_slice(MAGIC);
@@ -42,8 +42,11 @@ pub fn knock(token: Option<&[u8]>, sender: u64) -> Vec<u8> {
         if getrandom::fill(&mut d[NONCE]).is_ok() {
             let mac = signature(token, &d[..NONCE.end]);
             d[MAC].copy_from_slice(&mac);
-            let mac = sender_signature(token, &d);
-            d[SENDER_MAC].copy_from_slice(&mac);
+            // A sender with one socket names none: its knock is as before sender IDs.
+            if sender != 0 {
+                let mac = sender_signature(token, &d);
+                d[SENDER_MAC].copy_from_slice(&mac);
+            }
         }
     }
     d

@@ -198,8 +198,13 @@ impl Server {
                 out: vec![0; config::MAX_DATAGRAM_SIZE],
             };
             // One sender ID for the knocks of every socket: the listener takes them for one
-            // sender's routes.
-            let sender = knock::sender_id();
+            // sender's routes. A sender with one socket names none, so that its knocks, and
+            // the listener's connection, are as they were before routes.
+            let sender = if sockets.count() > 1 {
+                knock::sender_id()
+            } else {
+                0
+            };
             let knocking = settings.call.map(|to| Knocking {
                 to,
                 knockers: (0..sockets.count())
