@@ -29,6 +29,8 @@ pub struct Timeline {
     /// The latest time output (PTS or DTS): a new connection's timeline starts after it,
     /// so timestamps never go back.
     last_time: Option<i128>,
+    /// The decoding time (or presentation time, without one) of the last frame output.
+    last_out: Option<u64>,
     /// `last_time` when this connection began: catch-up frames older than it (the cached
     /// group a reconnection starts from) are clamped to it and marked DECODE_ONLY.
     resumed_after: Option<i128>,
@@ -102,7 +104,22 @@ impl Timeline {
                 floor.map_or(t, |f| t.max(f))
             })
         };
-        let (mut out_pts, out_dts) = (map(pts), map(dts));
+        let (mut out_pts, mut out_dts) = (map(pts), map(dts));
+        // A late frame shown now may lie past the next on-time frame's time: decoding time
+        // never goes back (nor does a presentation time without one, or before it).
+        if let Some(last) = self.last_out {
+            match (out_dts.as_mut(), out_pts.as_mut()) {
+                (Some(d), p) => {
+                    *d = (*d).max(last);
+                    if let Some(p) = p {
+                        *p = (*p).max(*d);
+                    }
+                }
+                (None, Some(p)) => *p = (*p).max(last),
+                (None, None) => {}
+            }
+        }
+        self.last_out = out_dts.or(out_pts).or(self.last_out);
         let decode_only =
             floor.is_some_and(|f| pts.is_some_and(|t| t as i128 + offset < f as i128));
         if out_pts.is_none() && out_dts.is_none() {
@@ -214,6 +231,17 @@ mod tests {
         assert_eq!(s.pts, Some(2_166 * MS));
         let s = t.map(Some(10_500 * MS), None, None, true, Some(2_500 * MS));
         assert_eq!(s.pts, Some(2_380 * MS));
+        // The next on time would map before that one: time does not go back.
+        let s = t.map(Some(10_533 * MS), None, None, false, Some(2_510 * MS));
+        assert_eq!(s.pts, Some(2_380 * MS));
+        let s = t.map(
+            Some(10_900 * MS),
+            Some(10_866 * MS),
+            None,
+            false,
+            Some(2_520 * MS),
+        );
+        assert_eq!((s.dts, s.pts), (Some(2_566 * MS), Some(2_600 * MS)));
     }
 
     #[test]

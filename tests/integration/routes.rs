@@ -110,6 +110,13 @@ fn a_route_that_fails_for_3_s_loses_nothing_when_another_carries_the_stream() {
     sender.finish(WATCHDOG).expect("sender reaches EOS");
     let received = store.lock().unwrap().clone();
     assert_whole(&received, frames_in(&sender));
+    // Route A came back without anyone asking the encoder for a keyframe.
+    let sink_stats: gst::Structure = sender.pipeline.by_name("sink").unwrap().property("stats");
+    assert_eq!(
+        sink_stats.get::<u64>("keyframe-requests").unwrap(),
+        0,
+        "{sink_stats}"
+    );
 }
 
 #[test]
