@@ -257,7 +257,7 @@ fn sink_description(job: &Job) -> String {
              wait-for-connection=true",
             job.port, job.srt_latency_ms
         ),
-        Transport::Rist | Transport::RistRoundRobin => crate::routes::rist_sink(job),
+        Transport::Rist | Transport::RistRoundRobin => rist_sink(job),
         Transport::Tcp => "tcpserversink name=sink host=127.0.0.1 port=0 sync=false".into(),
         Transport::Udp => format!(
             "rtph265pay mtu=1400 config-interval=-1 ! udpsink name=sink host=127.0.0.1 \
@@ -498,7 +498,7 @@ pub fn receiver(job: &Job) {
         Transport::QuicnaluPaths
         | Transport::QuicnaluBonded
         | Transport::Rist
-        | Transport::RistRoundRobin => crate::routes::source(job),
+        | Transport::RistRoundRobin => route_source(job),
         Transport::Tcp => format!("tcpclientsrc name=tap host=127.0.0.1 port={}", job.port),
         Transport::Udp => format!(
             "udpsrc port={} buffer-size=8388608 caps=\"application/x-rtp,media=video,\
@@ -511,7 +511,7 @@ pub fn receiver(job: &Job) {
     // every transport alike, and measure that rather than the transport.
     let pipelines: Vec<gst::Pipeline> = (0..job.receivers.max(1))
         .map(|_| launch(&format!("{source} ! fakesink sync=false async=false")))
-        .inspect(|p| crate::routes::prepare_receiver(p, job.transport))
+        .inspect(|p| prepare_rist_receiver(p, job.transport))
         .collect();
     let tallies: Vec<Arc<Mutex<Tally>>> = pipelines.iter().map(|_| Default::default()).collect();
     let connected = Arc::new(AtomicU32::new(0));
@@ -610,4 +610,80 @@ pub fn receiver(job: &Job) {
         "RECV {frames} {bytes} {cpu:.3} {}",
         error.unwrap_or_else(|| "ok".into()).replace(' ', "_")
     ));
+}
+
+// The routes family (routes.rs): quicnalusrc with paths, and RIST with bonding.
+
+/// rtph265pay's payload type (dynamic), which ristsrc cannot map by itself.
+const RTP_PT: u32 = 96;
+
+/// The quicnalusrc or ristsrc description for the receiver (roles.rs), named `tap` where
+/// the access units leave the transport.
+fn route_source(job: &Job) -> String {
+    match job.transport {
+        Transport::QuicnaluPaths | Transport::QuicnaluBonded => {
+            let mode = if job.transport == Transport::QuicnaluBonded {
+                " path-mode=bonded"
+            } else {
+                ""
+            };
+            format!(
+                "quicnalusrc name=tap address=127.0.0.1 port={} ca-file={} paths={}{mode}",
+                job.port, job.cert, job.routes
+            )
+        }
+        _ => format!(
+            "ristsrc name=rist bonding-addresses={} receiver-buffer={} ! rtph265depay name=tap",
+            job.routes, job.srt_latency_ms
+        ),
+    }
+}
+
+/// The ristsink description for the sender (roles.rs): to the routes' relays.
+fn rist_sink(job: &Job) -> String {
+    let method = match job.transport {
+        Transport::RistRoundRobin => "round-robin",
+        _ => "broadcast",
+    };
+    // The clip's IRAPs are CRA pictures, before which rtph265pay repeats no parameter
+    // sets: h265parse puts them in front of every IRAP, so that a receiver that missed the
+    // first one can start at the next.
+    format!(
+        "h265parse config-interval=-1 ! rtph265pay mtu=1400 config-interval=-1 pt={RTP_PT} ! \
+         ristsink name=sink bonding-addresses={} bonding-method={method}",
+        job.routes
+    )
+}
+
+/// Readies ristsrc's rtpbin for H.265 over both routes. ristsrc maps static RTP payload
+/// types only (MPEG-TS, RIST's usual payload) and drops every other packet: tell it what
+/// rtph265pay's dynamic one carries, as an application of rtpbin does.
+fn prepare_rist_receiver(pipeline: &gst::Pipeline, t: Transport) {
+    if !t.is_rist() {
+        return;
+    }
+    let rtpbin = pipeline
+        .by_name("rist")
+        .and_then(|r| r.downcast::<gst::Bin>().ok())
+        .and_then(|r| r.by_name("rist_recv_rtpbin"))
+        .expect("ristsrc's rtpbin");
+    let caps = gst::Caps::builder("application/x-rtp")
+        .field("media", "video")
+        .field("clock-rate", 90_000i32)
+        .field("encoding-name", "H265")
+        .build();
+    // Each bonded session holds a new sender on probation until it sees two consecutive
+    // sequence numbers, which round-robin never gives one session: it then loses about the
+    // first second (in a trial, the first IRAP and its 2 s group). ristsrc lifts probation
+    // only for its retransmissions; lift it for the stream as well.
+    for id in 0..2u32 {
+        let session = rtpbin.emit_by_name::<Option<glib::Object>>("get-internal-session", &[&id]);
+        if let Some(session) = session {
+            session.set_property("probation", 0u32);
+        }
+    }
+    rtpbin.connect("request-pt-map", false, move |args| {
+        let pt = args.get(2).and_then(|v| v.get::<u32>().ok());
+        (pt == Some(RTP_PT)).then(|| caps.to_value())
+    });
 }

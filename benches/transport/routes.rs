@@ -34,8 +34,6 @@ const FRAMES: u64 = 300;
 const FPS: f64 = 30.0;
 /// Each route's relay seed: independent draws on the two routes.
 const SEEDS: [u64; 2] = [7, 8];
-/// rtph265pay's payload type (dynamic), which ristsrc cannot map by itself.
-const RTP_PT: u32 = 96;
 
 /// One row of a scenario: what the receiver is and which routes it uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,77 +197,6 @@ fn rist_buffer_ms(sc: &RouteScenario) -> u32 {
         .max()
         .unwrap_or_default();
     BUDGET_MS - 20 - slowest.as_millis() as u32
-}
-
-/// The quicnalusrc or ristsrc description for the receiver (roles.rs), named `tap` where
-/// the access units leave the transport.
-pub fn source(job: &Job) -> String {
-    match job.transport {
-        Transport::QuicnaluPaths | Transport::QuicnaluBonded => {
-            let mode = if job.transport == Transport::QuicnaluBonded {
-                " path-mode=bonded"
-            } else {
-                ""
-            };
-            format!(
-                "quicnalusrc name=tap address=127.0.0.1 port={} ca-file={} paths={}{mode}",
-                job.port, job.cert, job.routes
-            )
-        }
-        _ => format!(
-            "ristsrc name=rist bonding-addresses={} receiver-buffer={} ! rtph265depay name=tap",
-            job.routes, job.srt_latency_ms
-        ),
-    }
-}
-
-/// The ristsink description for the sender (roles.rs): to the routes' relays.
-pub fn rist_sink(job: &Job) -> String {
-    let method = match job.transport {
-        Transport::RistRoundRobin => "round-robin",
-        _ => "broadcast",
-    };
-    // The clip's IRAPs are CRA pictures, before which rtph265pay repeats no parameter
-    // sets: h265parse puts them in front of every IRAP, so that a receiver that missed the
-    // first one can start at the next.
-    format!(
-        "h265parse config-interval=-1 ! rtph265pay mtu=1400 config-interval=-1 pt={RTP_PT} ! \
-         ristsink name=sink bonding-addresses={} bonding-method={method}",
-        job.routes
-    )
-}
-
-/// Readies ristsrc's rtpbin for H.265 over both routes. ristsrc maps static RTP payload
-/// types only (MPEG-TS, RIST's usual payload) and drops every other packet: tell it what
-/// rtph265pay's dynamic one carries, as an application of rtpbin does.
-pub fn prepare_receiver(pipeline: &gst::Pipeline, t: Transport) {
-    if !t.is_rist() {
-        return;
-    }
-    let rtpbin = pipeline
-        .by_name("rist")
-        .and_then(|r| r.downcast::<gst::Bin>().ok())
-        .and_then(|r| r.by_name("rist_recv_rtpbin"))
-        .expect("ristsrc's rtpbin");
-    let caps = gst::Caps::builder("application/x-rtp")
-        .field("media", "video")
-        .field("clock-rate", 90_000i32)
-        .field("encoding-name", "H265")
-        .build();
-    // Each bonded session holds a new sender on probation until it sees two consecutive
-    // sequence numbers, which round-robin never gives one session: it then loses about the
-    // first second (in a trial, the first IRAP and its 2 s group). ristsrc lifts probation
-    // only for its retransmissions; lift it for the stream as well.
-    for id in 0..2u32 {
-        let session = rtpbin.emit_by_name::<Option<glib::Object>>("get-internal-session", &[&id]);
-        if let Some(session) = session {
-            session.set_property("probation", 0u32);
-        }
-    }
-    rtpbin.connect("request-pt-map", false, move |args| {
-        let pt = args.get(2).and_then(|v| v.get::<u32>().ok());
-        (pt == Some(RTP_PT)).then(|| caps.to_value())
-    });
 }
 
 /// A relay on a free loopback port, or on `port`, to `server`.
