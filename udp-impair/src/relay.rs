@@ -124,24 +124,27 @@ impl Drop for Relay {
 mod tests {
     use super::*;
 
+    /// A server socket, a relay in front of it with `imp`, and a client socket.
+    fn sockets_and_relay(imp: Impairment) -> (std::net::UdpSocket, Relay, std::net::UdpSocket) {
+        let bind = || {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            socket
+        };
+        let server = bind();
+        let relay =
+            Relay::start(RelayConfig::symmetric(server.local_addr().unwrap(), imp)).unwrap();
+        (server, relay, bind())
+    }
+
     #[test]
     fn relays_both_ways_and_cuts_outages() {
-        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        server
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let relay = Relay::start(RelayConfig::symmetric(
-            server.local_addr().unwrap(),
-            Impairment {
-                delay: Duration::from_millis(5),
-                ..Impairment::default()
-            },
-        ))
-        .unwrap();
-        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        client
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
+        let (server, relay, client) = sockets_and_relay(Impairment {
+            delay: Duration::from_millis(5),
+            ..Impairment::default()
+        });
         let mut buf = [0u8; 64];
         let sent = Instant::now();
         client.send_to(b"ping", relay.local_addr()).unwrap();
@@ -170,19 +173,7 @@ mod tests {
 
     #[test]
     fn rebind_moves_the_upstream_port_and_replies_still_reach_the_client() {
-        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        server
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let relay = Relay::start(RelayConfig::symmetric(
-            server.local_addr().unwrap(),
-            Impairment::default(),
-        ))
-        .unwrap();
-        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        client
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
+        let (server, relay, client) = sockets_and_relay(Impairment::default());
         let mut buf = [0u8; 64];
         let mut round_trip = |word: &[u8]| {
             client.send_to(word, relay.local_addr()).unwrap();
