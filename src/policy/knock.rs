@@ -31,7 +31,7 @@ const SENDER: std::ops::Range<usize> = 64..72;
 const SENDER_MAC: std::ops::Range<usize> = 72..104;
 
 /// The datagram a calling sender sends: with a token, signed with it; `sender`: its ID
-/// (see [`sender_id`]), or 0 for a sender with one socket.
+/// (see [`super::random_id`]), or 0 for a sender with one socket.
 pub fn knock(token: Option<&[u8]>, sender: u64) -> Vec<u8> {
     let mut d = vec![0; KNOCK_LEN];
     d[..MAGIC.len()].copy_from_slice(MAGIC);
@@ -50,16 +50,6 @@ pub fn knock(token: Option<&[u8]>, sender: u64) -> Vec<u8> {
         }
     }
     d
-}
-
-/// A calling sender's random ID, the same in every knock of one sink run: never 0.
-pub fn sender_id() -> u64 {
-    let mut bytes = [0u8; 8];
-    // Without randomness every sink is sender 1: a listener then takes two calling
-    // senders' knocks as one's routes, and the second's routes are refused by its token or
-    // certificate, or carry another stream the merge drops as copies.
-    let _ = getrandom::fill(&mut bytes);
-    u64::from_be_bytes(bytes).max(1)
 }
 
 fn signature(token: &[u8], signed: &[u8]) -> [u8; 32] {
@@ -372,7 +362,10 @@ mod tests {
         let mut stripped = named.clone();
         stripped[SENDER.start..SENDER_MAC.end].fill(0);
         assert_eq!(read(&stripped, token), Knock::Valid { sender: None });
-        assert!(sender_id() != 0 && sender_id() != sender_id());
+        assert!(
+            super::super::random_id() != 0
+                && super::super::random_id() != super::super::random_id()
+        );
     }
 
     fn at(s: &str) -> SocketAddr {

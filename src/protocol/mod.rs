@@ -40,6 +40,10 @@ pub const DEFAULT_MAX_COMMAND_SIZE: u64 = 64 * 1024;
 /// group whose keyframe arrives late. A late picture beats none, but one more than a
 /// second behind is no longer live video.
 pub const LATE_GROUP_ALLOWANCE: u64 = 1_000_000_000;
+/// A route (quicnalusrc `paths`) that has heard nothing from the other side for this long
+/// is down, on both sides: a receiver that hears nothing pings every 100 ms, and the sender
+/// answers, so a live route is never this quiet.
+pub const ROUTE_SILENCE: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// What a stream carries; the byte after the version in the preamble.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

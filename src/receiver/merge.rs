@@ -12,9 +12,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 /// A route heard from within this long may still bring a frame the others missed; one
-/// silent longer is behind an outage (quicnalusrc pings every 100 ms when it hears
-/// nothing, and the sender answers).
-pub const LIVE_WITHIN: Duration = Duration::from_millis(250);
+/// silent longer is behind an outage.
+pub const LIVE_WITHIN: Duration = crate::protocol::ROUTE_SILENCE;
 /// Routes that heard from the sender within this of the latest are as fresh as it.
 const FRESH: Duration = Duration::from_millis(30);
 /// A route silent this long is in trouble: the parts it owes are asked for again over

@@ -10,7 +10,7 @@
 
 use super::connection::{Connection, RouteOf, Stage};
 use super::listen::{heard, HearBack, Waited, Waiting};
-use super::routes::{receiver_id, Routes};
+use super::routes::Routes;
 use super::*;
 
 /// Routes a listener calls back at once, the first included.
@@ -36,7 +36,7 @@ pub(super) struct Called {
 impl Called {
     pub fn new(bonded: bool, on_connection: Arc<dyn Fn(ConnectionEvent) + Send + Sync>) -> Self {
         Called {
-            receiver: receiver_id(),
+            receiver: crate::policy::random_id(),
             bonded,
             sender: None,
             peers: vec![None],

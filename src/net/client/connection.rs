@@ -147,7 +147,6 @@ impl Connection {
         let Some(route) = self.route else {
             return true;
         };
-        let live = LIVE_WITHIN.as_nanos() as u64;
         let freshest = self
             .link
             .lock()
@@ -155,9 +154,12 @@ impl Connection {
             .routes
             .as_ref()
             .is_some_and(|r| r.merge.freshest(route.index));
-        self.stage != Stage::Connecting
-            && monotonic_ns().saturating_sub(self.heard_ns) <= live
-            && freshest
+        self.stage != Stage::Connecting && self.heard_lately() && freshest
+    }
+
+    /// Whether the sender was heard from within LIVE_WITHIN.
+    fn heard_lately(&self) -> bool {
+        monotonic_ns().saturating_sub(self.heard_ns) <= LIVE_WITHIN.as_nanos() as u64
     }
 
     /// Runs this connection until it ends.
@@ -234,8 +236,7 @@ impl Connection {
         let connection = (connected && conn.is_established()).then(|| ConnectionStats::of(conn));
         let mut routes = Vec::new();
         if let Some(route) = self.route {
-            let live = LIVE_WITHIN.as_nanos() as u64;
-            let up = connection.is_some() && monotonic_ns().saturating_sub(self.heard_ns) <= live;
+            let up = connection.is_some() && self.heard_lately();
             let mine = RouteStats {
                 index: route.index as u64,
                 peer: self.settings.peer,

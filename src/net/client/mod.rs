@@ -198,7 +198,7 @@ impl Client {
         endpoint: Endpoint,
         link: Arc<Link<Queue>>,
     ) -> Result<Client, Error> {
-        let receiver = routes::receiver_id();
+        let receiver = crate::policy::random_id();
         let bonded = settings.path_mode == PathMode::Bonded;
         let paths = std::mem::take(&mut settings.paths);
         let on_connection: Arc<dyn Fn(ConnectionEvent) + Send + Sync> = {

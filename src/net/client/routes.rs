@@ -84,13 +84,6 @@ impl Routes {
     }
 }
 
-/// A receiver's random ID that its routes share in HELLO: never 0.
-pub(super) fn receiver_id() -> u64 {
-    let mut bytes = [0u8; 8];
-    boring::rand::rand_bytes(&mut bytes).unwrap_or_default();
-    (u64::from_le_bytes(bytes) >> 2).max(1)
-}
-
 /// What a wait on the routes gave.
 enum Step {
     Event(Event),

@@ -16,7 +16,7 @@ use crate::net::stats::Reporter;
 use crate::net::tls::Fingerprint;
 use crate::policy::ending;
 use crate::policy::gate;
-use crate::policy::knock::{self, Knocker};
+use crate::policy::knock::Knocker;
 use crate::policy::ratelimit::{self, Bucket};
 use crate::protocol::control::{command_fits, Waiting};
 use crate::protocol::CommandDecoder;
@@ -201,7 +201,7 @@ impl Server {
             // sender's routes. A sender with one socket names none, so that its knocks, and
             // the listener's connection, are as they were before routes.
             let sender = if sockets.count() > 1 {
-                knock::sender_id()
+                crate::policy::random_id()
             } else {
                 0
             };

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 /// Bytes of a frame in one REPAIR: under the smallest command limit a receiver would set.
 const REPAIR_PART: usize = 16 * 1024;
 /// A route not heard from for this long shows as down in stats.
-const LIVE_WITHIN: Duration = Duration::from_millis(250);
+const LIVE_WITHIN: Duration = crate::protocol::ROUTE_SILENCE;
 /// Bytes of commands (caps, application commands) that the connection would not take for
 /// a receiver's control stream (they are beyond its flow-control window) beyond which it
 /// is closed with TOO_SLOW: 16 of the longest commands, where a receiver that reads keeps
