@@ -8,7 +8,7 @@ PACKAGES=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-base-apps                       # gst-play-1.0, for the URI tests
-  gstreamer1.0-plugins-bad gstreamer1.0-libav          # h265parse, x265enc, srt, avdec_h265
+  gstreamer1.0-plugins-bad gstreamer1.0-libav          # h265parse, x265enc, srt, rist, avdec_h265
   libx265-dev x265 ffmpeg openssl curl
   python3 python3-gi gir1.2-gstreamer-1.0              # examples/app.py (PyGObject)
   iproute2 util-linux                                  # ip, unshare: tests in a network namespace
